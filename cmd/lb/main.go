@@ -1,0 +1,84 @@
+// Command lb is a Layer-4 TCP load balancer that sniffs HTTP: `lb serve`, `lb probe`, `lb demo`.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/urfave/cli/v2"
+
+	"lb/serversfile"
+)
+
+// version is set at build time with -ldflags "-X main.version=..."; otherwise it comes from
+// the module's build info.
+var version = ""
+
+// Exit statuses: 0 done, 1 a runtime failure or a backend down (probe), 2 bad input.
+const (
+	exitFailure  = 1
+	exitBadInput = 2
+)
+
+func main() {
+	app := newApp()
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "lb:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:                 "lb",
+		Usage:                "a Layer-4 TCP load balancer that sniffs HTTP for routing",
+		Version:              buildVersion(),
+		EnableBashCompletion: true,
+		Commands:             []*cli.Command{serveCommand(), probeCommand(), demoCommand()},
+		OnUsageError:         usageError,
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(os.Stderr, "lb: no command %q; run 'lb --help'\n", name)
+			os.Exit(exitBadInput)
+		},
+	}
+}
+
+// badInput marks errors the user fixes by changing flags or files: exit status 2.
+type badInput struct{ error }
+
+func (e badInput) Unwrap() error { return e.error }
+
+func usageError(c *cli.Context, err error, _ bool) error {
+	return badInput{fmt.Errorf("%w (run 'lb %s --help')", err, c.Command.Name)}
+}
+
+func exitCode(err error) int {
+	var coder cli.ExitCoder
+	var line *serversfile.LineError
+	switch {
+	case errors.As(err, &coder):
+		return coder.ExitCode()
+	case errors.As(err, &badInput{}), errors.As(err, &line):
+		return exitBadInput
+	}
+	return exitFailure
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := info.Main.Version
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+	}
+	return v
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"lb/health"
+	"lb/l4"
+	"lb/ring"
+	"lb/serversfile"
+)
+
+// withEnv gives every flag an LB_<NAME> environment variable.
+func withEnv(flags ...cli.Flag) []cli.Flag {
+	for _, f := range flags {
+		env := []string{"LB_" + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))}
+		switch f := f.(type) {
+		case *cli.StringFlag:
+			f.EnvVars = env
+		case *cli.IntFlag:
+			f.EnvVars = env
+		case *cli.DurationFlag:
+			f.EnvVars = env
+		}
+	}
+	return flags
+}
+
+var (
+	serversFlag = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "backends file: one `FILE` line per backend (host:port or http://host:port, optional weight=N id=NAME)"}
+	listenFlag  = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
+	portFlag    = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
+)
+
+func routingFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "sniff-timeout", Value: 3 * time.Second, Usage: "wait this long for a request head; then route on what came (or nothing)"},
+		&cli.IntFlag{Name: "max-header-bytes", Value: 16 << 10, Usage: "request head bytes to peek at most; a larger head is routed unparsed"},
+		&cli.DurationFlag{Name: "connect-timeout", Value: 2 * time.Second, Usage: "backend dial timeout; on failure the next backend is tried"},
+		&cli.DurationFlag{Name: "idle-timeout", Value: 5 * time.Minute, Usage: "close a connection with no traffic either way for this long (0: never)"},
+		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, Usage: "on SIGINT/SIGTERM, let open connections finish this long, then close them"},
+		&cli.DurationFlag{Name: "health-interval", Value: 2 * time.Second, Usage: "time between TCP health probes of each backend"},
+		&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "TCP health probe dial timeout"},
+		&cli.IntFlag{Name: "rise", Value: 2, Usage: "consecutive good probes that bring a down backend up"},
+		&cli.IntFlag{Name: "fall", Value: 3, Usage: "consecutive failed probes (or dials) that take an up backend down"},
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error (debug: one line per connection)"},
+		&cli.StringFlag{Name: "log-format", Value: "console", Usage: "console or json"},
+	}
+}
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:         "serve",
+		Usage:        "balance TCP connections over the backends of a servers file",
+		Flags:        withEnv(append([]cli.Flag{serversFlag, listenFlag, portFlag}, routingFlags()...)...),
+		OnUsageError: usageError,
+		Action: func(c *cli.Context) error {
+			opts, err := parseOptions(c)
+			if err != nil {
+				return err
+			}
+			backends, err := serversfile.Load(c.String("servers"))
+			if err != nil {
+				return err
+			}
+			return serve(c.Context, opts, backends)
+		},
+	}
+}
+
+// options is what serve needs from the flags.
+type options struct {
+	listen       string
+	drainTimeout time.Duration
+	health       health.Config
+	l4           l4.Config // without Ring and OnDialFailure, which serve fills in
+	log          zerolog.Logger
+}
+
+func parseOptions(c *cli.Context) (options, error) {
+	o := options{
+		listen:       c.String("listen"),
+		drainTimeout: c.Duration("drain-timeout"),
+		health: health.Config{
+			Interval: c.Duration("health-interval"),
+			Timeout:  c.Duration("health-timeout"),
+			Rise:     c.Int("rise"),
+			Fall:     c.Int("fall"),
+		},
+		l4: l4.Config{
+			SniffTimeout:   c.Duration("sniff-timeout"),
+			MaxHeaderBytes: c.Int("max-header-bytes"),
+			ConnectTimeout: c.Duration("connect-timeout"),
+			IdleTimeout:    c.Duration("idle-timeout"),
+		},
+	}
+	if o.listen == "" {
+		o.listen = ":" + strconv.Itoa(c.Int("port"))
+	}
+	checks := []struct {
+		bad  bool
+		flag string
+		want string
+	}{
+		{o.l4.SniffTimeout <= 0, "sniff-timeout", "a duration above 0, e.g. 3s"},
+		{o.l4.MaxHeaderBytes < 1024 || o.l4.MaxHeaderBytes > 1<<20, "max-header-bytes", "1024 to 1048576"},
+		{o.l4.ConnectTimeout <= 0, "connect-timeout", "a duration above 0, e.g. 2s"},
+		{o.l4.IdleTimeout < 0, "idle-timeout", "0 (never) or a duration, e.g. 5m"},
+		{o.drainTimeout < 0, "drain-timeout", "a duration of 0 or more, e.g. 10s"},
+		{o.health.Interval <= 0, "health-interval", "a duration above 0, e.g. 2s"},
+		{o.health.Timeout <= 0, "health-timeout", "a duration above 0, e.g. 1s"},
+		{o.health.Rise < 1, "rise", "1 or more"},
+		{o.health.Fall < 1, "fall", "1 or more"},
+	}
+	for _, ch := range checks {
+		if ch.bad {
+			return o, badInput{fmt.Errorf("--%s: want %s", ch.flag, ch.want)}
+		}
+	}
+	log, err := newLogger(c.String("log-level"), c.String("log-format"))
+	if err != nil {
+		return o, err
+	}
+	o.log = log
+	return o, nil
+}
+
+func newLogger(level, format string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || lvl == zerolog.NoLevel {
+		return zerolog.Nop(), badInput{fmt.Errorf("--log-level %q: want debug, info, warn or error", level)}
+	}
+	var log zerolog.Logger
+	switch format {
+	case "json":
+		log = zerolog.New(os.Stderr)
+	case "console":
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339})
+	default:
+		return zerolog.Nop(), badInput{fmt.Errorf("--log-format %q: want console or json", format)}
+	}
+	return log.Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// serve runs lb until SIGINT or SIGTERM, then drains: it stops accepting, lets open
+// connections finish for up to the drain timeout, and returns nil.
+func serve(parent context.Context, o options, backends []ring.Backend) error {
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	r, err := ring.New(backends...)
+	if err != nil {
+		return badInput{err}
+	}
+	prober := health.NewProber(r, o.health, o.log)
+	prober.Init(ctx)
+
+	cfg := o.l4
+	cfg.Ring = r
+	cfg.OnDialFailure = func(b ring.Backend) { prober.ReportFailure(b.ID) }
+	cfg.Log = o.log
+	srv, err := l4.New(cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		srv.Shutdown(context.Background())
+		return fmt.Errorf("listen on %s: %w (is another process using it? change --listen)", o.listen, err)
+	}
+
+	healthCtx, stopHealth := context.WithCancel(context.Background())
+	healthDone := make(chan struct{})
+	go func() { prober.Run(healthCtx); close(healthDone) }()
+	defer func() { stopHealth(); <-healthDone }()
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logStart(o.log, ln.Addr().String(), r)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		srv.Shutdown(context.Background())
+		return fmt.Errorf("serving %s: %w", ln.Addr(), err)
+	}
+	stop() // a second signal ends lb at once
+	o.log.Info().Dur("drain_timeout", o.drainTimeout).Int64("open", srv.Stats().Active).Msg("shutting down: draining connections")
+	drainCtx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		o.log.Warn().Msg("drain timeout: closed the connections still open")
+	}
+	<-serveErr
+	o.log.Info().Msg("stopped")
+	return nil
+}
+
+func logStart(log zerolog.Logger, addr string, r *ring.Ring) {
+	arr := zerolog.Arr()
+	up := 0
+	for _, s := range r.Snapshot() {
+		arr.Str(s.ID + "=" + s.Addr)
+		if s.Up {
+			up++
+		}
+	}
+	log.Info().Str("listen", addr).Array("backends", arr).Int("up", up).Msg("listening")
+}

@@ -1,0 +1,69 @@
+package l4
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// pipe is a kernel pipe used as splice's buffer between two sockets.
+type pipe struct{ r, w int }
+
+// pipePool keeps emptied pipes for reuse: creating one is two descriptors and a syscall.
+// Only pipes known to be empty go back into it.
+type pipePool struct {
+	mu    sync.Mutex
+	free  []*pipe
+	inUse atomic.Int64
+}
+
+// maxFreePipes bounds what the pool keeps after a burst of stalled flows.
+const maxFreePipes = 64
+
+func (pp *pipePool) get() (*pipe, error) {
+	pp.mu.Lock()
+	if n := len(pp.free); n > 0 {
+		p := pp.free[n-1]
+		pp.free = pp.free[:n-1]
+		pp.mu.Unlock()
+		pp.inUse.Add(1)
+		return p, nil
+	}
+	pp.mu.Unlock()
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return nil, fmtErr("pipe2", err)
+	}
+	pp.inUse.Add(1)
+	return &pipe{r: fds[0], w: fds[1]}, nil
+}
+
+func (pp *pipePool) put(p *pipe) {
+	pp.mu.Lock()
+	if len(pp.free) < maxFreePipes {
+		pp.free = append(pp.free, p)
+		pp.mu.Unlock()
+		pp.inUse.Add(-1)
+		return
+	}
+	pp.mu.Unlock()
+	pp.discard(p)
+}
+
+// discard closes p, for pipes that may still hold bytes.
+func (pp *pipePool) discard(p *pipe) {
+	unix.Close(p.r)
+	unix.Close(p.w)
+	pp.inUse.Add(-1)
+}
+
+func (pp *pipePool) drain() {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	for _, p := range pp.free {
+		unix.Close(p.r)
+		unix.Close(p.w)
+	}
+	pp.free = nil
+}

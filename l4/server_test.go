@@ -1,0 +1,535 @@
+package l4
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"lb/ring"
+)
+
+// backend is a TCP server on loopback run by a test; handle runs once per connection.
+type backend struct {
+	ln    net.Listener
+	conns atomic.Int64
+	wg    sync.WaitGroup
+}
+
+func startBackend(t *testing.T, handle func(c *net.TCPConn)) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{ln: ln}
+	b.wg.Add(1)
+	go b.serve(handle)
+	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
+	return b
+}
+
+func (b *backend) serve(handle func(c *net.TCPConn)) {
+	defer b.wg.Done()
+	for {
+		c, err := b.ln.Accept()
+		if err != nil {
+			return
+		}
+		b.conns.Add(1)
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			defer c.Close()
+			handle(c.(*net.TCPConn))
+		}()
+	}
+}
+
+func (b *backend) addr() string { return b.ln.Addr().String() }
+
+// echo copies everything back, then closes its write side at EOF.
+func echo(c *net.TCPConn) {
+	io.Copy(c, c)
+	c.CloseWrite()
+}
+
+// httpName answers every HTTP request on the connection with name.
+func httpName(name string) func(c *net.TCPConn) {
+	return func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(name), name)
+		}
+	}
+}
+
+type testServer struct {
+	*Server
+	addr string
+	ring *ring.Ring
+}
+
+func testConfig() Config {
+	return Config{
+		SniffTimeout:   time.Second,
+		MaxHeaderBytes: 16 << 10,
+		ConnectTimeout: time.Second,
+		IdleTimeout:    time.Minute,
+		Log:            zerolog.Nop(),
+	}
+}
+
+func startServer(t *testing.T, cfg Config, addrs ...string) *testServer {
+	t.Helper()
+	var backends []ring.Backend
+	for i, a := range addrs {
+		backends = append(backends, ring.Backend{ID: fmt.Sprintf("b%d", i), Addr: a, Weight: 1})
+	}
+	r, err := ring.New(backends...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Ring = r
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil && !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return &testServer{Server: s, addr: ln.Addr().String(), ring: r}
+}
+
+func dial(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c.(*net.TCPConn)
+}
+
+func get(t *testing.T, addr, extra string) (status int, body string) {
+	t.Helper()
+	c := dial(t, addr)
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: t\r\n%s\r\n", extra)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestRoundRobinOneBackendPerConnection(t *testing.T) {
+	names := []string{"a", "b", "c"}
+	var addrs []string
+	for _, n := range names {
+		addrs = append(addrs, startBackend(t, httpName(n)).addr())
+	}
+	s := startServer(t, testConfig(), addrs...)
+	var got []string
+	for range 9 {
+		_, body := get(t, s.addr, "Connection: close\r\n")
+		got = append(got, body)
+	}
+	if want := "abcabcabc"; strings.Join(got, "") != want {
+		t.Fatalf("rotation %q, want %q", strings.Join(got, ""), want)
+	}
+
+	// Keep-alive: every request on one connection reaches the backend chosen for it.
+	c := dial(t, s.addr)
+	br := bufio.NewReader(c)
+	var first string
+	for i := range 5 {
+		fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: t\r\n\r\n", i)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if i == 0 {
+			first = string(b)
+		} else if string(b) != first {
+			t.Fatalf("request %d went to %q, the connection's backend is %q", i, b, first)
+		}
+	}
+}
+
+// TestBytesExactBothWaysUnderBackpressure sends more than the socket buffers hold before
+// reading anything back, so both flows stall on full sockets and resume.
+func TestBytesExactBothWaysUnderBackpressure(t *testing.T) {
+	b := startBackend(t, echo)
+	s := startServer(t, testConfig(), b.addr())
+	const size = 8 << 20
+	payload := randomBytes(t, size)
+
+	c := dial(t, s.addr)
+	writeErr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		writeErr <- err
+	}()
+	// Let the writer run ahead until flows stall, then read it all back.
+	waitFor(t, "a stalled flow holding a pipe", func() bool { return s.Stats().PipesInUse > int64(len(s.engine.loops)) || s.Stats().SplicedBytes >= size })
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-writeErr; err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(payload) {
+		t.Fatalf("echo through lb: got %d bytes, different from the %d sent", len(got), size)
+	}
+	// Every byte but the sniffed first read went through splice(2), both ways.
+	if st, want := s.Stats(), uint64(2*size-testConfig().MaxHeaderBytes); st.SplicedBytes < want {
+		t.Fatalf("spliced %d bytes, want at least %d", st.SplicedBytes, want)
+	}
+	waitFor(t, "connection closed and pipes back", func() bool {
+		st := s.Stats()
+		return st.Active == 0 && st.PipesInUse <= int64(len(s.engine.loops))
+	})
+}
+
+// TestHalfCloseGetsWholeAnswer: the backend answers only after it sees the client's FIN.
+func TestHalfCloseGetsWholeAnswer(t *testing.T) {
+	answer := randomBytes(t, 1<<20)
+	b := startBackend(t, func(c *net.TCPConn) {
+		n, _ := io.Copy(io.Discard, c)
+		fmt.Fprintf(c, "%d\n", n)
+		c.Write(answer)
+	})
+	s := startServer(t, testConfig(), b.addr())
+	c := dial(t, s.addr)
+	req := "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+	io.WriteString(c, req)
+	c.CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte(fmt.Sprintf("%d\n", len(req))), answer...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes, want %d", len(got), len(want))
+	}
+}
+
+func TestFailedDialTriesNextBackend(t *testing.T) {
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	live := startBackend(t, httpName("live"))
+	var failures atomic.Int64
+	cfg := testConfig()
+	cfg.OnDialFailure = func(b ring.Backend) {
+		if b.Addr == deadAddr {
+			failures.Add(1)
+		}
+	}
+	s := startServer(t, cfg, deadAddr, live.addr())
+	for range 6 {
+		if status, body := get(t, s.addr, ""); status != 200 || body != "live" {
+			t.Fatalf("got %d %q, want 200 live", status, body)
+		}
+	}
+	if failures.Load() != 3 {
+		t.Fatalf("OnDialFailure heard %d failures of the dead backend, want 3", failures.Load())
+	}
+}
+
+func TestNoBackendAnswers503Or502(t *testing.T) {
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+
+	s := startServer(t, testConfig(), deadAddr)
+	status, body := get(t, s.addr, "")
+	if status != http.StatusBadGateway || body == "" {
+		t.Fatalf("every dial failed: got %d %q, want 502", status, body)
+	}
+
+	s.ring.SetUp("b0", false)
+	c := dial(t, s.addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close {
+		t.Fatalf("none up: got %d close=%v, want 503 with Connection: close", resp.StatusCode, resp.Close)
+	}
+
+	// A client that is not HTTP is just closed.
+	c = dial(t, s.addr)
+	c.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5})
+	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
+		t.Fatalf("non-HTTP client with no backend: read %q, %v; want a plain close", b, err)
+	}
+	if st := s.Stats(); st.RefusedDial != 1 || st.RefusedNoneUp != 1 {
+		t.Fatalf("stats %+v: want one 502 and one 503", st)
+	}
+}
+
+// TestUnparsedFirstBytesPassThrough: whatever the sniffer makes of the first bytes, the
+// backend gets all of them, in order.
+func TestUnparsedFirstBytesPassThrough(t *testing.T) {
+	b := startBackend(t, echo)
+	cfg := testConfig()
+	cfg.MaxHeaderBytes = 1024
+	cfg.SniffTimeout = 100 * time.Millisecond
+	s := startServer(t, cfg, b.addr())
+	cases := map[string][]byte{
+		"tls":       append([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01}, randomBytes(t, 600)...),
+		"ssh":       []byte("SSH-2.0-OpenSSH_9.2\r\n"),
+		"http2":     []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04"),
+		"malformed": []byte("GET / HTTP/9.9\r\n\x00\x01\r\n\r\n"),
+		"oversized": []byte("GET / HTTP/1.1\r\nCookie: " + strings.Repeat("x", 4000) + "\r\n\r\n"),
+		"slow":      []byte("GET / HTTP/1.1\r\nHost: never-finished\r\n"),
+	}
+	for name, first := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := dial(t, s.addr)
+			c.Write(first)
+			got := make([]byte, len(first))
+			if _, err := io.ReadFull(c, got); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, first) {
+				t.Fatalf("echoed %q, sent %q", got, first)
+			}
+		})
+	}
+}
+
+func TestServerSpeaksFirst(t *testing.T) {
+	b := startBackend(t, func(c *net.TCPConn) { io.WriteString(c, "220 hello\r\n"); io.Copy(io.Discard, c) })
+	cfg := testConfig()
+	cfg.SniffTimeout = 50 * time.Millisecond
+	s := startServer(t, cfg, b.addr())
+	c := dial(t, s.addr)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "220 hello\r\n" {
+		t.Fatalf("greeting %q, %v", line, err)
+	}
+}
+
+func TestIdleTimeoutClosesSilentConnections(t *testing.T) {
+	b := startBackend(t, echo)
+	cfg := testConfig()
+	cfg.IdleTimeout = 100 * time.Millisecond
+	s := startServer(t, cfg, b.addr())
+	c := dial(t, s.addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\n\r\n")
+	start := time.Now()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "GET / HTTP/1.1\r\n\r\n" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("closed after %v, before the idle timeout", d)
+	}
+	if s.Stats().IdleTimeouts != 1 {
+		t.Fatalf("IdleTimeouts = %d, want 1", s.Stats().IdleTimeouts)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	return len(ents)
+}
+
+// TestIdleConnectionsHoldTwoDescriptors: once routed and quiet, a connection holds its two
+// sockets and nothing else: no pipe, no goroutine.
+func TestIdleConnectionsHoldTwoDescriptors(t *testing.T) {
+	const n = 200
+	b := startBackend(t, httpName("x"))
+	s := startServer(t, testConfig(), b.addr())
+	waitFor(t, "engine idle", func() bool { return s.Stats().Active == 0 })
+	fdsBefore := countFDs(t)
+	for range n {
+		c := dial(t, s.addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "backends accepted", func() bool { return b.conns.Load() == n })
+	// Per held connection: the test's client socket, the backend's accepted socket, and lb's
+	// two. Each loop may also have created its one hot pipe (two descriptors).
+	perConn := float64(countFDs(t)-fdsBefore-2*n-2*len(s.engine.loops)) / n
+	if perConn > 2 {
+		t.Fatalf("lb holds %.2f descriptors per idle connection, want at most 2", perConn)
+	}
+	if p := s.Stats().PipesInUse; p > int64(len(s.engine.loops)) {
+		t.Fatalf("%d pipes in use with every connection idle; want at most one per loop (%d)", p, len(s.engine.loops))
+	}
+}
+
+func TestShutdownDrainsThenCuts(t *testing.T) {
+	release := make(chan struct{})
+	b := startBackend(t, func(c *net.TCPConn) {
+		buf := make([]byte, 64)
+		c.Read(buf)
+		<-release
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndone")
+	})
+	cfg := testConfig()
+	r, _ := ring.New(ring.Backend{ID: "b", Addr: b.addr()})
+	cfg.Ring = r
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+
+	inflight := dial(t, ln.Addr().String())
+	io.WriteString(inflight, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	waitFor(t, "request at the backend", func() bool { return s.Stats().Active == 1 && b.conns.Load() == 1 })
+
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- s.Shutdown(context.Background()) }()
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		t.Fatal("a new connection was accepted after Shutdown")
+	}
+	close(release)
+	body, err := io.ReadAll(inflight)
+	if err != nil || !bytes.HasSuffix(body, []byte("done")) {
+		t.Fatalf("in-flight request: %q, %v", body, err)
+	}
+	inflight.Close() // the client's FIN ends the connection's last direction
+	if err := <-shutdown; err != nil {
+		t.Fatalf("Shutdown after the drain: %v", err)
+	}
+
+	// A connection that never ends is cut when the drain deadline passes.
+	s2 := startServer(t, testConfig(), startBackend(t, echo).addr())
+	idle := dial(t, s2.addr)
+	io.WriteString(idle, "x")
+	io.ReadFull(idle, make([]byte, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s2.Server.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown of a never-ending connection: %v, want DeadlineExceeded", err)
+	}
+	if _, err := io.ReadAll(idle); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("cut connection: %v", err)
+	}
+}
+
+// flakyListener fails its first Accepts with EMFILE, as a process out of descriptors does.
+type flakyListener struct {
+	net.Listener
+	fails int
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if len(l.times) < l.fails {
+		l.times = append(l.times, time.Now())
+		l.mu.Unlock()
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	l.mu.Unlock()
+	return l.Listener.Accept()
+}
+
+func TestAcceptBacksOffOnEMFILE(t *testing.T) {
+	b := startBackend(t, httpName("ok"))
+	cfg := testConfig()
+	r, _ := ring.New(ring.Backend{ID: "b", Addr: b.addr()})
+	cfg.Ring = r
+	s, _ := New(cfg)
+	inner, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln := &flakyListener{Listener: inner, fails: 4}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	if status, body := get(t, inner.Addr().String(), ""); status != 200 || body != "ok" {
+		t.Fatalf("after EMFILE: %d %q", status, body)
+	}
+	// 5 + 10 + 20 ms of back-off between the four failures: no spinning.
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	if gap := ln.times[3].Sub(ln.times[0]); gap < 35*time.Millisecond {
+		t.Fatalf("four failed accepts within %v: the loop spins", gap)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+	if err := <-served; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+}
