@@ -1,0 +1,172 @@
+package serversfile
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"lb/ring"
+)
+
+func hashID(addr string) string {
+	sum := sha256.Sum256([]byte(addr))
+	return hex.EncodeToString(sum[:4])
+}
+
+func TestParseGood(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []ring.Backend
+	}{
+		{"127.0.0.1:8000", []ring.Backend{{ID: hashID("127.0.0.1:8000"), Addr: "127.0.0.1:8000", Weight: 1}}},
+		{"  http://localhost:8000/  # trailing comment\n", []ring.Backend{{ID: hashID("localhost:8000"), Addr: "localhost:8000", Weight: 1}}},
+		{"HTTP://Example.COM", []ring.Backend{{ID: hashID("example.com:80"), Addr: "example.com:80", Weight: 1}}},
+		{"[::1]:8000 weight=3 id=v6", []ring.Backend{{ID: "v6", Addr: "[::1]:8000", Weight: 3}}},
+		{"[0:0::1]:08000", []ring.Backend{{ID: hashID("[::1]:8000"), Addr: "[::1]:8000", Weight: 1}}},
+		{"http://[::1]:8000", []ring.Backend{{ID: hashID("[::1]:8000"), Addr: "[::1]:8000", Weight: 1}}},
+		{"db_1.internal:5432\tid=A.b-c_9 weight=1000", []ring.Backend{{ID: "A.b-c_9", Addr: "db_1.internal:5432", Weight: 1000}}},
+		{"\uFEFF# comment\n\n  \r\n10.0.0.1:1\r\n10.0.0.2:65535 # two\n", []ring.Backend{
+			{ID: hashID("10.0.0.1:1"), Addr: "10.0.0.1:1", Weight: 1},
+			{ID: hashID("10.0.0.2:65535"), Addr: "10.0.0.2:65535", Weight: 1},
+		}},
+	}
+	for _, tt := range tests {
+		got, err := Parse("servers.txt", strings.NewReader(tt.in))
+		if err != nil {
+			t.Errorf("Parse(%q): %v", tt.in, err)
+			continue
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("Parse(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestParseBad(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", "servers.txt: no backends: add one per line, e.g. 127.0.0.1:8000"},
+		{"# only\n\n   # comments\n", "servers.txt: no backends: add one per line, e.g. 127.0.0.1:8000"},
+		{"a:1\nb:2\nlocalhost:99999", `servers.txt:3: bad port "99999": want 1-65535`},
+		{"localhost:0", `servers.txt:1: bad port "0": want 1-65535`},
+		{"localhost:http", `servers.txt:1: bad port "http": want 1-65535`},
+		{"localhost", `servers.txt:1: missing port in "localhost": write host:port, e.g. localhost:8000`},
+		{"localhost:", `servers.txt:1: missing port in "localhost:": write host:port, e.g. localhost:8000`},
+		{"[::1]", `servers.txt:1: missing port in "[::1]": write host:port, e.g. [::1]:8000`},
+		{":8000", `servers.txt:1: missing host in ":8000": write host:port, e.g. 127.0.0.1:8000`},
+		{"8000", `servers.txt:1: missing host in "8000": write host:port, e.g. 127.0.0.1:8000`},
+		{"\nhttps://example.com:443", `servers.txt:2: scheme "https" not supported: lb balances TCP and cannot terminate TLS; use host:port to pass TLS through`},
+		{"ftp://example.com:21", `servers.txt:1: scheme "ftp" not supported: write http://host:port or host:port`},
+		{"http://example.com:80/api", `servers.txt:1: path "/api" not supported: lb forwards whole connections, not URLs; write http://example.com:80`},
+		{"http://example.com:80?x=1", `servers.txt:1: path "?x=1" not supported: lb forwards whole connections, not URLs; write http://example.com:80`},
+		{"::1:8000", `servers.txt:1: bad address "::1:8000": put an IPv6 address in brackets, e.g. [::1]:8000`},
+		{"[::1:8000", `servers.txt:1: bad address "[::1:8000": missing ']' after the IPv6 address`},
+		{"[::1]8000", `servers.txt:1: bad address "[::1]8000": write [IPv6]:port, e.g. [::1]:8000`},
+		{"[127.0.0.1]:80", `servers.txt:1: bad IPv6 address "127.0.0.1": write [IPv6]:port, e.g. [::1]:8000`},
+		{"300.0.0.1:80", `servers.txt:1: bad IPv4 address "300.0.0.1"`},
+		{"0.0.0.0:80", `servers.txt:1: address 0.0.0.0 means any address and cannot be dialled: write the backend's own address`},
+		{"[::]:80", `servers.txt:1: address :: means any address and cannot be dialled: write the backend's own address`},
+		{"exa$mple:80", `servers.txt:1: bad host "exa$mple": want a hostname or an IP address`},
+		{"a..b:80", `servers.txt:1: bad host "a..b": want a hostname or an IP address`},
+		{"a:1 weight=0", `servers.txt:1: bad weight "0": want 1-1000`},
+		{"a:1 weight=1001", `servers.txt:1: bad weight "1001": want 1-1000`},
+		{"a:1 weight=x", `servers.txt:1: bad weight "x": want 1-1000`},
+		{"a:1 weight=2 weight=2", `servers.txt:1: weight given twice: keep one`},
+		{"a:1 id=", `servers.txt:1: bad id "": want 1-64 letters, digits, '-', '_' or '.'`},
+		{"a:1 id=a/b", `servers.txt:1: bad id "a/b": want 1-64 letters, digits, '-', '_' or '.'`},
+		{"a:1 id=" + strings.Repeat("x", 65), `servers.txt:1: bad id "` + strings.Repeat("x", 65) + `": want 1-64 letters, digits, '-', '_' or '.'`},
+		{"a:1 id=x id=y", `servers.txt:1: id given twice: keep one`},
+		{"a:1 color=red", `servers.txt:1: unknown option "color=red": want weight=N or id=NAME, one backend per line`},
+		{"a:1 b:2", `servers.txt:1: unknown option "b:2": want weight=N or id=NAME, one backend per line`},
+		{"a:1 weight", `servers.txt:1: unknown option "weight": want weight=N or id=NAME, one backend per line`},
+		{"127.0.0.1:8000\n\n\n\nhttp://127.0.0.1:8000/", `servers.txt:5: duplicate backend 127.0.0.1:8000 (first on line 1)`},
+		{"a:1 id=web\nb:2 id=web", `servers.txt:2: duplicate id "web" (first on line 1)`},
+		{"a:1\nb:2 id=" + hashID("a:1"), `servers.txt:2: duplicate id "` + hashID("a:1") + `" (first on line 1)`},
+		{"a:1\n" + strings.Repeat("x", 70000), "servers.txt:2: line too long: keep lines under 64 KiB"},
+	}
+	for _, tt := range tests {
+		got, err := Parse("servers.txt", strings.NewReader(tt.in))
+		var le *LineError
+		if !errors.As(err, &le) {
+			t.Errorf("Parse(%.40q) = %v, %v; want a *LineError", tt.in, got, err)
+			continue
+		}
+		if err.Error() != tt.want {
+			t.Errorf("Parse(%.40q) error:\n got  %s\n want %s", tt.in, err, tt.want)
+		}
+	}
+}
+
+// The example shipped in testdata must stay valid.
+func TestLoadExample(t *testing.T) {
+	got, err := Load(filepath.Join("..", "testdata", "servers.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []ring.Backend{
+		{ID: hashID("127.0.0.1:8000"), Addr: "127.0.0.1:8000", Weight: 1},
+		{ID: hashID("127.0.0.1:8001"), Addr: "127.0.0.1:8001", Weight: 2},
+		{ID: "backend-3", Addr: "127.0.0.1:8002", Weight: 1},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Load = %v, want %v", got, want)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing.txt")
+	_, err := Load(path)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), path) {
+		t.Errorf("Load(missing) = %v, want ErrNotExist naming %s", err, path)
+	}
+
+	bad := filepath.Join(t.TempDir(), "servers.txt")
+	if err := os.WriteFile(bad, []byte("a:1\nb\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Load(bad)
+	var le *LineError
+	if !errors.As(err, &le) || le.File != bad || le.Line != 2 {
+		t.Errorf("Load(bad) = %v, want a *LineError at %s:2", err, bad)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("127.0.0.1:8000\nhttp://localhost:8001/ weight=2\n[::1]:8002 id=x # c\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		backends, err := Parse("f", strings.NewReader(in))
+		if err != nil {
+			var le *LineError
+			if !errors.As(err, &le) || !strings.HasPrefix(err.Error(), "f:") {
+				t.Fatalf("error %v is not a *LineError naming the file", err)
+			}
+			return
+		}
+		if len(backends) == 0 {
+			t.Fatal("no error and no backends")
+		}
+		for _, b := range backends {
+			host, port, err := net.SplitHostPort(b.Addr)
+			if err != nil || host == "" {
+				t.Fatalf("backend %v: bad address: %v", b, err)
+			}
+			if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || strconv.Itoa(p) != port {
+				t.Fatalf("backend %v: bad port", b)
+			}
+			if !validID(b.ID) || b.Weight < 1 || b.Weight > maxWeight {
+				t.Fatalf("backend %v: bad id or weight", b)
+			}
+		}
+		// The ring rejects a duplicate ID or address: accepted files must never have one.
+		if _, err := ring.New(backends...); err != nil {
+			t.Fatalf("ring.New: %v", err)
+		}
+	})
+}
