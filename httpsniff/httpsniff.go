@@ -1,0 +1,329 @@
+// Package httpsniff tells, from the first bytes of a TCP connection, whether the client speaks
+// HTTP/1.x and where its request head ends, so that a layer-4 balancer can route on the Host
+// header and cookies and then replay every byte it read. It parses in place, in the caller's
+// buffer, and does not allocate.
+//
+// A decision, once taken on a prefix of the bytes, holds for every longer input: bytes that
+// arrive later can complete a head but never change what the earlier bytes said. That is what
+// lets Sniff stop reading at the first decision.
+package httpsniff
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+)
+
+// Kind classifies the first bytes of a connection.
+type Kind uint8
+
+// The kinds of connection Parse and Sniff tell apart.
+const (
+	KindUnknown Kind = iota // nothing recognised (or not decided yet)
+	KindEmpty               // no byte arrived before the deadline / EOF
+	KindHTTP1               // a complete, well-formed HTTP/1.x request head
+	KindHTTP2               // HTTP/2 prior-knowledge preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	KindTLS                 // a TLS record header of a handshake (0x16 0x03 0x00..0x04)
+	KindOther               // bytes that cannot start an HTTP/1.x request
+)
+
+var kindNames = [...]string{"unknown", "empty", "http1", "http2", "tls", "other"}
+
+// String returns the lower-case name of k, as it appears in logs.
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Decisions are sentinel errors, to be tested with errors.Is.
+var (
+	// ErrNeedMore is returned by Parse while the bytes are a proper prefix of something
+	// undecided: more bytes may complete the head or rule out HTTP/1.x.
+	ErrNeedMore = errors.New("httpsniff: request head is not complete yet")
+	// ErrHeadTooLarge is returned by Sniff when the buffer filled before the head ended;
+	// a bigger buffer (lb's --max-header-bytes) lets such heads be parsed.
+	ErrHeadTooLarge = errors.New("httpsniff: request head does not fit the sniff buffer")
+	// ErrMalformed means the bytes began like an HTTP/1.x request line but are not a valid
+	// request head; an HTTP server would answer 400.
+	ErrMalformed = errors.New("httpsniff: malformed HTTP/1.x request head")
+)
+
+// Head is a parsed request head. Its byte slices are views into the caller's buffer and are
+// valid only while it is; nothing is copied.
+type Head struct {
+	Kind                        Kind
+	Method, Target, Proto, Host []byte // Host: value of the first Host header, trimmed; nil if none
+	Len                         int    // bytes of the head including the final empty line; 0 unless Kind == KindHTTP1
+
+	// fields is the validated header block (every line after the request line, up to the
+	// final empty line), so that Cookie can rescan it without a map.
+	fields []byte
+}
+
+// Cookie returns the value of the first cookie called name in any Cookie header, looking at
+// every Cookie header in order and at every cookie in each, the way browsers send them
+// (RFC 6265 §5.4): "a=1; b=2". Whitespace around names and values is ignored and a quoted
+// value is returned without its quotes. Cookie names are case-sensitive, header names are
+// not. A pair without '=' has no name and is skipped. The value is a view into the buffer.
+func (h *Head) Cookie(name string) ([]byte, bool) {
+	if name == "" {
+		return nil, false
+	}
+	rest := h.fields
+	for len(rest) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i], rest[i+1:]
+		} else {
+			line, rest = rest, nil
+		}
+		// Parse validated every line: each has a colon and no space before it.
+		colon := bytes.IndexByte(line, ':')
+		if colon != len("cookie") || !equalFoldLower(line[:colon], "cookie") {
+			continue
+		}
+		if v, ok := findCookie(trimCR(line[colon+1:]), name); ok {
+			return v, true
+		}
+	}
+	return nil, false
+}
+
+// findCookie looks for name in one Cookie header value.
+func findCookie(list []byte, name string) ([]byte, bool) {
+	for len(list) > 0 {
+		var pair []byte
+		if i := bytes.IndexByte(list, ';'); i >= 0 {
+			pair, list = list[:i], list[i+1:]
+		} else {
+			pair, list = list, nil
+		}
+		eq := bytes.IndexByte(pair, '=')
+		if eq < 0 || string(trimOWS(pair[:eq])) != name {
+			continue
+		}
+		v := trimOWS(pair[eq+1:])
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		return v, true
+	}
+	return nil, false
+}
+
+// Parse parses b as the start of a connection. It returns a Head of Kind KindHTTP1 when b holds
+// a complete request head (b may go on past it: a body, pipelined requests); a Head of Kind
+// KindHTTP2, KindTLS or KindOther as soon as the first bytes rule out HTTP/1.x; ErrNeedMore
+// while more bytes are needed (an empty b, a prefix of the HTTP/2 preface, an unfinished
+// head); ErrMalformed when b started like an HTTP/1.x request line but is broken. Lines may
+// end in CRLF or a bare LF. On error the Head is zero.
+func Parse(b []byte) (Head, error) {
+	var p parser
+	return p.parse(b)
+}
+
+// maxMethod bounds the method so that a stream with no space early on is ruled out at once
+// (the longest registered methods, e.g. UPDATEREDIRECTREF, are 17; none is in real use).
+const maxMethod = 16
+
+const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// parser is Parse resumable: Sniff feeds it the same buffer, longer each time, and it goes on
+// from the first line it has not finished, so a head trickling in byte by byte costs linear
+// time, not quadratic.
+type parser struct {
+	head   Head
+	fields int // offset of the first header line, once the request line is parsed
+	line   int // offset of the first line not parsed yet; 0 while in the request line
+	seen   int // offset up to which the current line is known to have no '\n'
+}
+
+// parse returns what Parse(b) returns. b must extend (in the same array) the b of every
+// earlier call on p; p is unchanged by the calls that end the parse, so repeating one
+// gives the same answer.
+func (p *parser) parse(b []byte) (Head, error) {
+	if p.line == 0 {
+		method, k, err := sniffStart(b)
+		if k != KindHTTP1 {
+			return Head{Kind: k}, err
+		}
+		lf := p.nextLF(b)
+		if lf < 0 {
+			return Head{}, ErrNeedMore
+		}
+		if !p.head.setRequestLine(trimCR(b[:lf]), method) {
+			return Head{}, ErrMalformed
+		}
+		p.fields, p.line, p.seen = lf+1, lf+1, lf+1
+	}
+	for {
+		lf := p.nextLF(b)
+		if lf < 0 {
+			return Head{}, ErrNeedMore
+		}
+		line := trimCR(b[p.line:lf])
+		if len(line) == 0 {
+			h := p.head
+			h.Kind, h.Len, h.fields = KindHTTP1, lf+1, b[p.fields:p.line]
+			return h, nil
+		}
+		if !p.head.addField(line) {
+			return Head{}, ErrMalformed
+		}
+		p.line, p.seen = lf+1, lf+1
+	}
+}
+
+// nextLF returns the offset in b of the '\n' that ends the current line, or -1, remembering
+// how far it looked.
+func (p *parser) nextLF(b []byte) int {
+	if i := bytes.IndexByte(b[p.seen:], '\n'); i >= 0 {
+		return p.seen + i
+	}
+	p.seen = len(b)
+	return -1
+}
+
+// sniffStart decides on the first bytes alone, before any line has ended. It returns
+// KindHTTP1 and the length of the method when b starts with a method and a space: from then
+// on only the rest of the head can say more. Every check looks at a bounded prefix, so
+// calling it again on each read stays cheap.
+func sniffStart(b []byte) (method int, k Kind, err error) {
+	if len(b) == 0 {
+		return 0, KindUnknown, ErrNeedMore
+	}
+	if b[0] == 0x16 { // TLS record type handshake
+		switch {
+		case len(b) >= 2 && b[1] != 3:
+			return 0, KindOther, nil
+		case len(b) < 3:
+			return 0, KindUnknown, ErrNeedMore
+		case b[2] <= 4: // SSL 3.0 to TLS 1.3; ClientHellos say 1.0 to 1.2 here
+			return 0, KindTLS, nil
+		}
+		return 0, KindOther, nil
+	}
+	if n := min(len(b), len(h2Preface)); string(b[:n]) == h2Preface[:n] {
+		if n == len(h2Preface) {
+			return 0, KindHTTP2, nil
+		}
+		return 0, KindUnknown, ErrNeedMore
+	}
+	// Real methods are upper-case; anything else ends here, e.g. an SSH or SMTP banner.
+	if b[0] < 'A' || b[0] > 'Z' {
+		return 0, KindOther, nil
+	}
+	for i := 1; i < len(b); i++ {
+		switch {
+		case b[i] == ' ':
+			return i, KindHTTP1, nil
+		case i == maxMethod || !tchar[b[i]]:
+			return 0, KindOther, nil
+		}
+	}
+	return 0, KindUnknown, ErrNeedMore
+}
+
+// setRequestLine checks the request line (without its line end) whose method, of length
+// method, sniffStart found. The version must be HTTP/1.x and the parts must be separated by
+// single spaces, as RFC 9112 §3 asks and net/http enforces.
+func (h *Head) setRequestLine(line []byte, method int) bool {
+	rest := line[method+1:]
+	sp := bytes.IndexByte(rest, ' ')
+	if sp <= 0 {
+		return false
+	}
+	target, proto := rest[:sp], rest[sp+1:]
+	for _, c := range target {
+		if c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	if len(proto) != len("HTTP/1.1") || string(proto[:7]) != "HTTP/1." || proto[7] < '0' || proto[7] > '9' {
+		return false
+	}
+	h.Method, h.Target, h.Proto = line[:method], target, proto
+	return true
+}
+
+// addField checks one header line (without its line end) and keeps the first Host.
+// It rejects what RFC 9112 §5 tells a server to reject: obsolete line folding, whitespace
+// before the colon, and control characters, all classic request-smuggling material.
+func (h *Head) addField(line []byte) bool {
+	colon := 0
+	for colon < len(line) && tchar[line[colon]] {
+		colon++
+	}
+	if colon == 0 || colon == len(line) || line[colon] != ':' {
+		return false
+	}
+	value := line[colon+1:]
+	for _, c := range value {
+		if !fieldByte[c] {
+			return false
+		}
+	}
+	if h.Host == nil && colon == len("host") && equalFoldLower(line[:colon], "host") {
+		h.Host = trimOWS(value) // never nil: value is a slice of the buffer
+	}
+	return true
+}
+
+func trimCR(line []byte) []byte {
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		return line[:n-1]
+	}
+	return line
+}
+
+// trimOWS trims optional whitespace (SP, HTAB). The result of a non-nil b is never nil.
+func trimOWS(b []byte) []byte {
+	i, j := 0, len(b)
+	for i < j && (b[i] == ' ' || b[i] == '\t') {
+		i++
+	}
+	for j > i && (b[j-1] == ' ' || b[j-1] == '\t') {
+		j--
+	}
+	return b[i:j]
+}
+
+// equalFoldLower reports whether b equals lower, a word of lower-case ASCII letters only,
+// ignoring case.
+func equalFoldLower(b []byte, lower string) bool {
+	if len(b) != len(lower) {
+		return false
+	}
+	for i := range len(b) {
+		if b[i]|0x20 != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// tchar holds the token characters of RFC 9110 §5.6.2: methods and header names.
+var tchar = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// fieldByte holds the bytes allowed in a header value: visible ASCII, SP, HTAB, and
+// obs-text (0x80-0xFF), which real clients do send.
+var fieldByte = func() (t [256]bool) {
+	t['\t'] = true
+	for c := 0x20; c < 0x100; c++ {
+		t[c] = c != 0x7f
+	}
+	return t
+}()
