@@ -1,11 +1,14 @@
-// Package httpsniff tells, from the first bytes of a TCP connection, whether the client speaks
-// HTTP/1.x and where its request head ends, so that a layer-4 balancer can route on the Host
-// header and cookies and then replay every byte it read. It parses in place, in the caller's
+// Package httpsniff parses and classifies the first bytes of a connection: it tells whether the
+// client speaks HTTP/1.x (or HTTP/2 with prior knowledge, or TLS, or something else) and where
+// its request head ends, so that a layer-4 balancer can route on the Host header and cookies.
+// It does no I/O: the caller owns reading the socket into its buffer, bounding it in size and
+// time, and replaying every byte it read to the backend. It parses in place, in the caller's
 // buffer, and does not allocate.
 //
 // A decision, once taken on a prefix of the bytes, holds for every longer input: bytes that
 // arrive later can complete a head but never change what the earlier bytes said. That is what
-// lets Sniff stop reading at the first decision.
+// lets the caller stop reading at the first decision, and what lets Parser resume where it
+// stopped instead of starting over on each read.
 package httpsniff
 
 import (
@@ -17,10 +20,10 @@ import (
 // Kind classifies the first bytes of a connection.
 type Kind uint8
 
-// The kinds of connection Parse and Sniff tell apart.
+// The kinds of connection Parse tells apart, plus KindEmpty for the caller's use.
 const (
 	KindUnknown Kind = iota // nothing recognised (or not decided yet)
-	KindEmpty               // no byte arrived before the deadline / EOF
+	KindEmpty               // no byte arrived before the deadline / EOF; never returned by Parse
 	KindHTTP1               // a complete, well-formed HTTP/1.x request head
 	KindHTTP2               // HTTP/2 prior-knowledge preface "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 	KindTLS                 // a TLS record header of a handshake (0x16 0x03 0x00..0x04)
@@ -42,8 +45,9 @@ var (
 	// ErrNeedMore is returned by Parse while the bytes are a proper prefix of something
 	// undecided: more bytes may complete the head or rule out HTTP/1.x.
 	ErrNeedMore = errors.New("httpsniff: request head is not complete yet")
-	// ErrHeadTooLarge is returned by Sniff when the buffer filled before the head ended;
-	// a bigger buffer (lb's --max-header-bytes) lets such heads be parsed.
+	// ErrHeadTooLarge is for the caller to return when its buffer filled while Parse still
+	// said ErrNeedMore; a bigger buffer (lb's --max-header-bytes) lets such heads be parsed.
+	// Parse itself never returns it: it cannot know how big the buffer may grow.
 	ErrHeadTooLarge = errors.New("httpsniff: request head does not fit the sniff buffer")
 	// ErrMalformed means the bytes began like an HTTP/1.x request line but are not a valid
 	// request head; an HTTP server would answer 400.
@@ -120,8 +124,8 @@ func findCookie(list []byte, name string) ([]byte, bool) {
 // head); ErrMalformed when b started like an HTTP/1.x request line but is broken. Lines may
 // end in CRLF or a bare LF. On error the Head is zero.
 func Parse(b []byte) (Head, error) {
-	var p parser
-	return p.parse(b)
+	var p Parser
+	return p.Parse(b)
 }
 
 // maxMethod bounds the method so that a stream with no space early on is ruled out at once
@@ -130,20 +134,27 @@ const maxMethod = 16
 
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-// parser is Parse resumable: Sniff feeds it the same buffer, longer each time, and it goes on
-// from the first line it has not finished, so a head trickling in byte by byte costs linear
-// time, not quadratic.
-type parser struct {
+// Parser is Parse made resumable for a buffer that grows as bytes arrive: the caller reads
+// into one buffer and calls Parse with all of it after each read, and the Parser goes on from
+// the first line it has not finished, so a head trickling in byte by byte costs linear time,
+// not quadratic.
+//
+// The b of each call must extend the b of every earlier call on the same Parser, in the same
+// array: same start, same earlier bytes, at least as long (compacting or reallocating the
+// buffer mid-head breaks this; start over with a new Parser then). The zero value is ready to
+// use; reset it for a new connection with *p = Parser{}. A Parser is not safe for concurrent
+// use and does not allocate.
+type Parser struct {
 	head   Head
 	fields int // offset of the first header line, once the request line is parsed
 	line   int // offset of the first line not parsed yet; 0 while in the request line
 	seen   int // offset up to which the current line is known to have no '\n'
 }
 
-// parse returns what Parse(b) returns. b must extend (in the same array) the b of every
-// earlier call on p; p is unchanged by the calls that end the parse, so repeating one
-// gives the same answer.
-func (p *parser) parse(b []byte) (Head, error) {
+// Parse returns what the function Parse(b) returns. Once it has returned anything but
+// ErrNeedMore, p no longer changes: calling it again, with b or a longer b, gives the same
+// answer.
+func (p *Parser) Parse(b []byte) (Head, error) {
 	if p.line == 0 {
 		method, k, err := sniffStart(b)
 		if k != KindHTTP1 {
@@ -178,7 +189,7 @@ func (p *parser) parse(b []byte) (Head, error) {
 
 // nextLF returns the offset in b of the '\n' that ends the current line, or -1, remembering
 // how far it looked.
-func (p *parser) nextLF(b []byte) int {
+func (p *Parser) nextLF(b []byte) int {
 	if i := bytes.IndexByte(b[p.seen:], '\n'); i >= 0 {
 		return p.seen + i
 	}

@@ -3,6 +3,7 @@ package httpsniff
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unsafe"
@@ -364,13 +365,13 @@ func checkInvariants(t testing.TB, b []byte) {
 		}
 	}
 
-	// A decision taken on a prefix must hold for the whole input: Sniff relies on it to stop
+	// A decision taken on a prefix must hold for the whole input: the caller relies on it to stop
 	// reading early. Check every prefix of small inputs, a sample of big ones.
 	step := 1
 	if len(b) > 2048 {
 		step = len(b) / 512
 	}
-	var p parser // fed the growing prefixes, as Sniff feeds it
+	var p Parser // fed the growing prefixes, as a caller reading the socket feeds it
 	decided := false
 	for i := 0; i <= len(b); i += step {
 		pre := outcomeOf(Parse(b[:i]))
@@ -383,17 +384,17 @@ func checkInvariants(t testing.TB, b []byte) {
 		if h.Kind == KindHTTP1 && i < h.Len && pre.err != ErrNeedMore {
 			t.Fatalf("prefix %q of a %d-byte head gives %+v; want ErrNeedMore", b[:i], h.Len, pre)
 		}
-		if inc := outcomeOf(p.parse(b[:i])); inc != pre {
+		if inc := outcomeOf(p.Parse(b[:i])); inc != pre {
 			t.Fatalf("resumed parse of %q = %+v; Parse = %+v", b[:i], inc, pre)
 		}
 		if decided {
-			break // Sniff stops here too
+			break // the caller stops here too
 		}
 	}
-	if !decided {
-		if inc := outcomeOf(p.parse(b)); inc != got {
-			t.Fatalf("resumed parse of %q = %+v; Parse = %+v", b, inc, got)
-		}
+	// Whether p has decided (and must keep its answer on the longer b) or not (and must now
+	// agree with Parse on the whole), it gives what Parse gives.
+	if inc := outcomeOf(p.Parse(b)); inc != got {
+		t.Fatalf("resumed parse of %q = %+v; Parse = %+v", b, inc, got)
 	}
 }
 
@@ -406,5 +407,104 @@ func TestInvariantsOnSplits(t *testing.T) {
 	}
 	if _, err := Parse([]byte(big)); err != nil {
 		t.Fatalf("Parse(big head) = %v", err)
+	}
+}
+
+// splitInputs are heads and non-heads that TestParserSplits and TestDecisionsNeverChange feed
+// a Parser piece by piece.
+var splitInputs = []string{
+	chromeHead,
+	chromeHead + chromeHead,
+	strings.Replace(chromeHead, "\r\n\r\n", "\r\nX-Pad: "+strings.Repeat("p", 5000)+"\r\n\r\n", 1),
+	"POST /api HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+	"GET /x HTTP/1.1\nHost: lf.example\nCookie: s=1\n\nbody",
+	"GET / HTTP/1.1\r\n\r\n",
+	tlsHello,
+	h2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+	"PRI * HTTP/2.0\r\n\r\nXY\r\n\r\n",
+	"SSH-2.0-OpenSSH_9.6\r\nmore",
+	"GET / HTTP/1.1\r\nHost a\r\n\r\nrest",
+	"GET / HTTP/2.0\r\n\r\n",
+	"GET / HTTP/1.1\r\nHost: a\r\n", // never decided
+}
+
+// feed gives p b[:cut] for each cut in turn, checking on the way that every answer after the
+// first decision repeats it and that p scans each byte for a line end about once, and returns
+// the last answer.
+func feed(t *testing.T, p *Parser, b []byte, cuts []int) outcome {
+	t.Helper()
+	var first *outcome
+	var last outcome
+	for _, cut := range cuts {
+		last = outcomeOf(p.Parse(b[:cut]))
+		switch {
+		case first != nil:
+			if last != *first {
+				t.Fatalf("Parser on %q changed its decision %+v to %+v", b[:cut], *first, last)
+			}
+		case last.err != ErrNeedMore:
+			first = &last
+		case p.seen != cut && cut > len(h2Preface):
+			// Resumption is what keeps a trickle linear: past the bounded first bytes,
+			// the next call must go on from the end of this b, not from the start.
+			t.Fatalf("Parser on %d bytes of %q will rescan from %d", cut, b, p.seen)
+		}
+	}
+	return last
+}
+
+func TestParserSplits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, in := range splitInputs {
+		b := []byte(in)
+		want := outcomeOf(Parse(b))
+
+		var bytewise []int
+		for i := range len(b) + 1 {
+			bytewise = append(bytewise, i)
+		}
+		var p Parser
+		if got := feed(t, &p, b, bytewise); got != want {
+			t.Fatalf("Parser fed %q byte by byte = %+v; Parse = %+v", b, got, want)
+		}
+
+		for range 50 {
+			var cuts []int
+			for cut := 0; cut < len(b); {
+				cut = min(len(b), cut+1+rng.IntN(64))
+				cuts = append(cuts, cut)
+			}
+			p = Parser{}
+			if got := feed(t, &p, b, cuts); got != want {
+				t.Fatalf("Parser fed %q in pieces ending at %v = %+v; Parse = %+v", b, cuts, got, want)
+			}
+		}
+	}
+}
+
+// TestDecisionsNeverChange checks that once Parse decides on a prefix, every longer input,
+// whatever follows, gets the same answer from Parse and from a Parser that saw the prefix.
+func TestDecisionsNeverChange(t *testing.T) {
+	tails := []string{"", "\r\n\r\n", "\x00garbage", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "\n\n"}
+	for _, in := range splitInputs {
+		b := []byte(in)
+		for i := range len(b) + 1 {
+			pre := outcomeOf(Parse(b[:i]))
+			if pre.err == ErrNeedMore {
+				continue
+			}
+			for _, tail := range tails {
+				longer := append(b[:i:i], tail...)
+				var p Parser
+				p.Parse(longer[:i])
+				if got := outcomeOf(p.Parse(longer)); got != pre {
+					t.Fatalf("Parser decided %+v on %q but says %+v on %q", pre, b[:i], got, longer)
+				}
+				if got := outcomeOf(Parse(longer)); got != pre {
+					t.Fatalf("Parse decided %+v on %q but says %+v on %q", pre, b[:i], got, longer)
+				}
+			}
+			break
+		}
 	}
 }

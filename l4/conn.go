@@ -3,16 +3,41 @@ package l4
 import (
 	"errors"
 	"io"
-	"net"
+	"net/netip"
 	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"lb/httpsniff"
 	"lb/ring"
 )
 
-// The life of one connection: accept (Serve) → sniff → pick → dial → write peeked bytes →
-// hand over to the splice engine, which moves bytes both ways and closes both sockets.
+// The life of one connection, top to bottom, all on its loop:
+//
+//	start → sniff (read the head into a pooled buffer) → route (next backend up) →
+//	connect (non-blocking) → connected → replay the peeked bytes → splice both ways → close
+//
+// with refuse (503/502) when no backend can be had, and deadlines enforced by the loop's
+// sweep (expire).
+
+type phase uint8
+
+const (
+	sniffing   phase = iota // reading the first bytes
+	connecting              // a backend dial is in progress
+	splicing                // bytes flow both ways
+	refusing                // a 503/502 was sent; reading until the client closes
+)
+
+const (
+	client  = 0
+	backend = 1
+
+	pumpRounds = 16       // splice round trips one event may take before other connections get a turn
+	pipeSize   = 64 << 10 // Linux's default pipe capacity: what one splice can move
+	refuseWait = time.Second
+)
 
 var (
 	errNoneUp     = errors.New("no backend is up")
@@ -26,105 +51,399 @@ var (
 	answer502 = []byte("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 33\r\nConnection: close\r\n\r\nno backend accepted a connection\n")
 )
 
-// route owns client until it hands it to the engine or closes it.
-func (s *Server) route(client *net.TCPConn) {
-	bufp := s.bufs.Get().(*[]byte)
-	start := time.Now()
-	head, n, sniffErr := httpsniff.Sniff(client, *bufp, start.Add(s.cfg.SniffTimeout))
-	if !routable(sniffErr, n) {
-		s.bufs.Put(bufp)
-		if e := s.log.Debug(); e.Enabled() && !errors.Is(sniffErr, io.EOF) {
-			e.Err(sniffErr).Stringer("client", client.RemoteAddr()).Msg("client failed before routing")
-		}
-		client.Close()
-		s.connClosed()
-		return
-	}
-
-	backend, server, err := s.dial()
-	if err != nil {
-		s.bufs.Put(bufp)
-		s.refuse(client, head.Kind, err)
-		return
-	}
-	if n > 0 {
-		// The kernel's send buffer takes the head at once; replay it before any spliced byte.
-		_, err = server.Write((*bufp)[:n])
-	}
-	s.bufs.Put(bufp)
-	if err != nil {
-		if e := s.log.Debug(); e.Enabled() {
-			e.Err(err).Str("backend", backend.ID).Msg("backend failed before the head was replayed")
-		}
-		server.Close()
-		client.Close()
-		s.connClosed()
-		return
-	}
-	s.engine.add(client, server, routeInfo{backend: backend.ID, sniff: head.Kind, sniffErr: sniffErr, start: start})
+// end is one socket of a connection, and the flow that reads from it.
+type end struct {
+	fd      int
+	inEpoll bool
+	events  uint32 // epoll interest registered for fd
+	eof     bool   // read 0 bytes; the other end has been shut for writing
+	pipe    *pipe  // non-nil exactly while pending > 0: bytes read here, not yet written to the other end
+	pending int
+	moved   uint64 // bytes written to the other end
 }
 
-// routable reports whether a sniff outcome still gets a backend. A head that is malformed,
-// too large, slow or absent is not the client's fault at L4: its bytes go through untouched.
-// A client that closed before sending anything, or whose socket failed, is not routed.
-func routable(err error, n int) bool {
+type conn struct {
+	ends       [2]end
+	phase      phase
+	slot       int32
+	gen        uint32 // tells a stale epoll event from one for the slot's new tenant
+	deadline   int64  // unix nanos: when sniffing, connecting or refusing gives up
+	lastActive int64  // unix nanos: when bytes last moved (splicing)
+	start      int64
+	backend    ring.Backend
+	kind       httpsniff.Kind
+	sniffErr   error // why sniffing ended without a decision, if it did
+	*setup           // only until splicing starts
+}
+
+// setup is what routing needs and splicing does not; pooled with its buffer.
+type setup struct {
+	buf       []byte // MaxHeaderBytes
+	n         int    // bytes read into buf
+	written   int    // of those, bytes replayed to the backend
+	parser    httpsniff.Parser
+	cursor    ring.Cursor
+	dialed    bool // a dial was tried: 502 rather than 503 if none works
+	connected bool
+}
+
+// start takes a freshly accepted socket.
+func (l *loop) start(fd int) {
+	c := l.newConn()
+	c.ends[client].fd, c.ends[backend].fd = fd, -1
+	c.start = l.now
+	c.deadline = l.now + int64(l.s.cfg.SniffTimeout)
+	c.setup = l.s.setups.Get().(*setup)
+	// The request usually follows the handshake at once: try to read it before asking epoll.
+	l.sniff(c)
+}
+
+// sniff reads what the client sent so far and routes once the head is decided, the buffer
+// is full or the client half-closed. A head that is malformed, too large or never complete
+// is routed all the same: its bytes go through untouched.
+func (l *loop) sniff(c *conn) {
+	st := c.setup
+	n, err := sysRead(c.ends[client].fd, st.buf[st.n:])
 	switch {
-	case err == nil,
-		errors.Is(err, httpsniff.ErrHeadTooLarge),
-		errors.Is(err, httpsniff.ErrMalformed),
-		errors.Is(err, os.ErrDeadlineExceeded):
-		return true
-	case errors.Is(err, io.EOF):
-		return n > 0 // a half-closed client still gets its answer
+	case err == unix.EAGAIN || err == unix.EINTR:
+		l.watchOrClose(c, client, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLONESHOT)
+		return
+	case err != nil:
+		l.close(c, err)
+		return
+	case n == 0 && st.n == 0:
+		l.close(c, nil) // closed before saying anything
+		return
+	case n == 0:
+		c.sniffErr = io.EOF // half-closed after a partial head: it still gets its answer
+		l.route(c)
+		return
 	}
-	return false
+	st.n += n
+	head, err := st.parser.Parse(st.buf[:st.n])
+	switch {
+	case err == httpsniff.ErrNeedMore && st.n < len(st.buf):
+		l.watchOrClose(c, client, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLONESHOT)
+		return
+	case err == httpsniff.ErrNeedMore:
+		err = httpsniff.ErrHeadTooLarge
+	}
+	c.kind, c.sniffErr = head.Kind, err
+	l.route(c)
 }
 
-// dial walks the ring from its next position and returns the first backend that accepts a
-// connection. Nothing was sent yet, so trying the next one is safe.
-func (s *Server) dial() (ring.Backend, *net.TCPConn, error) {
-	cur := s.cfg.Ring.Cursor()
-	err := errNoneUp
-	for b, ok := cur.Next(); ok; b, ok = cur.Next() {
-		c, dialErr := s.dialer.Dial("tcp", b.Addr)
-		if dialErr == nil {
-			return b, c.(*net.TCPConn), nil
-		}
-		err = errDialFailed
-		if e := s.log.Debug(); e.Enabled() {
-			e.Err(dialErr).Str("backend", b.ID).Str("addr", b.Addr).Msg("dial failed, trying the next backend")
-		}
-		if s.cfg.OnDialFailure != nil {
-			s.cfg.OnDialFailure(b)
-		}
-	}
-	return ring.Backend{}, nil, err
+// route starts dialing from the ring's next backend.
+// Nothing more is read from the client until the backend is connected: its ONESHOT
+// interest is spent or disarmed, or it was never watched (the head came in the first read).
+func (l *loop) route(c *conn) {
+	c.cursor = l.s.cfg.Ring.Cursor()
+	l.dialNext(c)
 }
 
-// refuse answers an unroutable HTTP client with 503 or 502 and closes it; other clients are
-// just closed. It reads what the client sends for a moment after the answer, because closing
-// a socket with unread input sends RST, which can destroy the answer in flight.
-func (s *Server) refuse(client *net.TCPConn, kind httpsniff.Kind, why error) {
-	defer s.connClosed()
-	defer client.Close()
-	// Debug only: an outage would otherwise log once per connection; health logs the transitions.
-	if e := s.log.Debug(); e.Enabled() {
-		e.Err(why).Stringer("client", client.RemoteAddr()).Stringer("sniff", kind).Msg("connection not routed")
+// dialNext tries the backends left on the cursor: nothing was sent yet, so any will do.
+func (l *loop) dialNext(c *conn) {
+	for b, ok := c.cursor.Next(); ok; b, ok = c.cursor.Next() {
+		c.dialed = true
+		fd, err := l.connectTo(b.Addr)
+		if err != nil {
+			l.dialFailed(b, err)
+			continue
+		}
+		c.backend, c.phase = b, connecting
+		c.ends[backend] = end{fd: fd}
+		c.deadline = l.now + int64(l.s.cfg.ConnectTimeout)
+		l.watchOrClose(c, backend, unix.EPOLLOUT)
+		return
 	}
-	if kind != httpsniff.KindHTTP1 {
+	why := errNoneUp
+	if c.dialed {
+		why = errDialFailed
+	}
+	l.refuse(c, why)
+}
+
+func (l *loop) dialFailed(b ring.Backend, err error) {
+	if e := l.s.log.Debug(); e.Enabled() {
+		e.Err(err).Str("backend", b.ID).Str("addr", b.Addr).Msg("dial failed, trying the next backend")
+	}
+	if l.s.cfg.OnDialFailure != nil {
+		l.s.cfg.OnDialFailure(b)
+	}
+}
+
+// connected runs when the backend socket is writable: the dial succeeded or failed.
+func (l *loop) connected(c *conn) {
+	if !c.connected {
+		if err := sysSocketError(c.ends[backend].fd); err != nil {
+			sysClose(c.ends[backend].fd) // also leaves the epoll set
+			c.ends[backend] = end{fd: -1}
+			l.dialFailed(c.backend, opError("connect", err))
+			l.dialNext(c)
+			return
+		}
+		c.connected = true
+	}
+	// Replay the peeked bytes before any spliced byte. They fit the socket's send buffer at
+	// once but for a huge --max-header-bytes; then the rest waits for writability.
+	st := c.setup
+	for st.written < st.n {
+		n, err := sysWrite(c.ends[backend].fd, st.buf[st.written:st.n])
+		if err == unix.EAGAIN {
+			return // still watched for EPOLLOUT
+		}
+		if err != nil {
+			l.close(c, err)
+			return
+		}
+		st.written += n
+	}
+	l.s.setups.Put(resetSetup(st))
+	c.setup = nil
+	c.phase, c.lastActive = splicing, l.now
+	if l.watchOrClose(c, client, unix.EPOLLIN|unix.EPOLLRDHUP) {
+		l.watchOrClose(c, backend, unix.EPOLLIN|unix.EPOLLRDHUP)
+	}
+}
+
+func resetSetup(st *setup) *setup {
+	*st = setup{buf: st.buf}
+	return st
+}
+
+// handle dispatches one epoll event for one end of c.
+func (l *loop) handle(c *conn, side int, events uint32) {
+	switch c.phase {
+	case sniffing:
+		c.ends[client].events = 0 // ONESHOT: spent
+		l.sniff(c)
+	case connecting:
+		if side == backend {
+			l.connected(c)
+		}
+	case refusing:
+		l.drainRefused(c)
+	case splicing:
+		l.splice(c, side, events)
+	}
+}
+
+// expire is the sweep's verdict on a connection whose deadline passed.
+func (l *loop) expire(c *conn) {
+	switch c.phase {
+	case sniffing:
+		// Slow, silent (a pre-connect, a server-speaks-first protocol) or incomplete: route
+		// with what came. The client's ONESHOT interest may still be armed; disarm it.
+		if c.ends[client].events != 0 {
+			if !l.watchOrClose(c, client, 0) {
+				return
+			}
+		}
+		c.sniffErr = os.ErrDeadlineExceeded
+		l.route(c)
+	case connecting:
+		sysClose(c.ends[backend].fd)
+		c.ends[backend] = end{fd: -1}
+		l.dialFailed(c.backend, opError("connect", os.ErrDeadlineExceeded))
+		l.dialNext(c)
+	case refusing:
+		l.close(c, nil)
+	}
+}
+
+// refuse answers an unroutable HTTP client with 503 or 502 and then reads what it sends
+// until it closes (or refuseWait passes), because closing a socket with unread input sends
+// RST, which can destroy the answer in flight. Other clients are closed at once.
+func (l *loop) refuse(c *conn, why error) {
+	if e := l.s.log.Debug(); e.Enabled() { // debug: an outage must not log once per connection
+		e.Err(why).Stringer("sniff", c.kind).Msg("connection not routed")
+	}
+	if c.kind != httpsniff.KindHTTP1 {
+		l.close(c, why)
 		return
 	}
 	answer := answer503
-	if errors.Is(why, errDialFailed) {
+	if why == errDialFailed {
 		answer = answer502
-		s.refusedDial.Add(1)
+		l.s.refusedDial.Add(1)
 	} else {
-		s.refusedNoneUp.Add(1)
+		l.s.refusedNoneUp.Add(1)
 	}
-	client.SetDeadline(time.Now().Add(time.Second))
-	if _, err := client.Write(answer); err != nil {
+	fd := c.ends[client].fd
+	sysWrite(fd, answer) // fits an empty send buffer
+	sysShutdownWrite(fd)
+	l.s.setups.Put(resetSetup(c.setup))
+	c.setup = nil
+	c.phase, c.deadline = refusing, l.now+int64(refuseWait)
+	l.watchOrClose(c, client, unix.EPOLLIN|unix.EPOLLRDHUP)
+}
+
+func (l *loop) drainRefused(c *conn) {
+	var buf [512]byte
+	for range 16 {
+		n, err := sysRead(c.ends[client].fd, buf[:])
+		if err == unix.EAGAIN {
+			return
+		}
+		if n == 0 || err != nil {
+			l.close(c, nil)
+			return
+		}
+	}
+}
+
+// splice handles an event of a routed connection: bytes to move, or an end gone.
+func (l *loop) splice(c *conn, side int, events uint32) {
+	if events&unix.EPOLLOUT != 0 && !l.pump(c, 1-side, false) {
 		return
 	}
-	client.CloseWrite()
-	io.Copy(io.Discard, io.LimitReader(client, 1<<20))
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		if !c.ends[side].eof {
+			if !l.pump(c, side, events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0) {
+				return
+			}
+		} else if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			// Reading from this end is over and now it cannot be written to either.
+			l.close(c, errPeerGone)
+			return
+		}
+	}
+	l.rearm(c)
+}
+
+// pump moves bytes from c.ends[from] to the other end until the source is drained, the
+// destination is full, or the round budget is spent. hup says the source has sent its FIN,
+// so it is read on to the EOF now rather than after another epoll round. It returns false
+// if it closed c.
+func (l *loop) pump(c *conn, from int, hup bool) bool {
+	src, dst := &c.ends[from], &c.ends[1-from]
+	lastRead := pipeSize
+	for range pumpRounds {
+		if src.pending > 0 {
+			n, err := sysSplice(src.pipe.r, dst.fd, src.pending)
+			if err == unix.EAGAIN {
+				return true // rearm waits for dst to be writable
+			}
+			if err != nil {
+				l.close(c, err)
+				return false
+			}
+			src.pending -= int(n)
+			src.moved += uint64(n)
+			l.spliced.Add(uint64(n))
+			c.lastActive = l.now
+			if src.pending > 0 {
+				continue
+			}
+			l.releasePipe(src)
+			if lastRead < pipeSize && !hup {
+				return true // a short read means the socket was drained; epoll says if more came
+			}
+			continue
+		}
+		if src.eof {
+			return true
+		}
+		p, err := l.hotPipe()
+		if err != nil {
+			l.close(c, err)
+			return false
+		}
+		n, err := sysSplice(src.fd, p.w, pipeSize)
+		if err == unix.EAGAIN {
+			return true
+		}
+		if err != nil {
+			l.close(c, err)
+			return false
+		}
+		if n == 0 {
+			src.eof = true
+			if dst.eof {
+				l.close(c, nil) // both directions are done
+				return false
+			}
+			// Pass the half-close on: the other direction goes on until its own EOF.
+			sysShutdownWrite(dst.fd)
+			return true
+		}
+		l.hot = nil
+		src.pipe, src.pending = p, int(n)
+		lastRead = int(n)
+	}
+	return true
+}
+
+// rearm makes each socket's epoll interest match what its flows wait for: readable when its
+// own flow can take bytes, writable when the other flow has bytes stuck for it.
+func (l *loop) rearm(c *conn) {
+	for side := range c.ends {
+		en, other := &c.ends[side], &c.ends[1-side]
+		var want uint32
+		if !en.eof && en.pending == 0 {
+			want |= unix.EPOLLIN | unix.EPOLLRDHUP
+		}
+		if other.pending > 0 {
+			want |= unix.EPOLLOUT
+		}
+		if want != en.events && !l.watchOrClose(c, side, want) {
+			return
+		}
+	}
+}
+
+// watchOrClose sets an end's epoll interest, closing c if that fails; false if it closed c.
+func (l *loop) watchOrClose(c *conn, side int, events uint32) bool {
+	if err := l.watch(c, side, events); err != nil {
+		l.close(c, err)
+		return false
+	}
+	return true
+}
+
+// peerName is the address of a socket's peer, for debug logs only: reading it allocates.
+func peerName(fd int) string {
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		return "?"
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
+	}
+	return "?"
+}
+
+// close closes both sockets of c; err nil means both directions ended cleanly.
+func (l *loop) close(c *conn, err error) {
+	logLine := l.s.log.Debug()
+	if logLine.Enabled() {
+		logLine.Str("client", peerName(c.ends[client].fd)) // before the socket is closed
+	}
+	for i := range c.ends {
+		en := &c.ends[i]
+		if en.pipe != nil {
+			l.s.pipes.discard(en.pipe) // it holds bytes nobody will read
+		}
+		if en.fd >= 0 {
+			sysClose(en.fd) // also leaves the epoll set
+		}
+	}
+	if c.setup != nil {
+		l.s.setups.Put(resetSetup(c.setup))
+	}
+	if logLine.Enabled() {
+		logLine.Err(err).
+			Str("backend", c.backend.ID).
+			Stringer("sniff", c.kind).
+			AnErr("sniff_error", c.sniffErr).
+			Uint64("bytes_up", c.ends[client].moved).
+			Uint64("bytes_down", c.ends[backend].moved).
+			Dur("duration", time.Duration(l.now-c.start)).
+			Msg("connection closed")
+	}
+	l.freeConn(c)
+	l.s.active.Add(-1)
+	l.s.conns.Done()
 }

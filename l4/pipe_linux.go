@@ -33,7 +33,7 @@ func (pp *pipePool) get() (*pipe, error) {
 	pp.mu.Unlock()
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-		return nil, fmtErr("pipe2", err)
+		return nil, opError("pipe2", err)
 	}
 	pp.inUse.Add(1)
 	return &pipe{r: fds[0], w: fds[1]}, nil

@@ -25,26 +25,26 @@ import (
 )
 
 // backend is a TCP server on loopback run by a test; handle runs once per connection.
-type backend struct {
+type testBackend struct {
 	ln    net.Listener
 	conns atomic.Int64
 	wg    sync.WaitGroup
 }
 
-func startBackend(t *testing.T, handle func(c *net.TCPConn)) *backend {
+func startBackend(t *testing.T, handle func(c *net.TCPConn)) *testBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{ln: ln}
+	b := &testBackend{ln: ln}
 	b.wg.Add(1)
 	go b.serve(handle)
 	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
 	return b
 }
 
-func (b *backend) serve(handle func(c *net.TCPConn)) {
+func (b *testBackend) serve(handle func(c *net.TCPConn)) {
 	defer b.wg.Done()
 	for {
 		c, err := b.ln.Accept()
@@ -61,7 +61,7 @@ func (b *backend) serve(handle func(c *net.TCPConn)) {
 	}
 }
 
-func (b *backend) addr() string { return b.ln.Addr().String() }
+func (b *testBackend) addr() string { return b.ln.Addr().String() }
 
 // echo copies everything back, then closes its write side at EOF.
 func echo(c *net.TCPConn) {
@@ -234,7 +234,9 @@ func TestBytesExactBothWaysUnderBackpressure(t *testing.T) {
 		writeErr <- err
 	}()
 	// Let the writer run ahead until flows stall, then read it all back.
-	waitFor(t, "a stalled flow holding a pipe", func() bool { return s.Stats().PipesInUse > int64(len(s.engine.loops)) || s.Stats().SplicedBytes >= size })
+	waitFor(t, "a stalled flow holding a pipe", func() bool {
+		return s.Stats().PipesInUse > int64(len(s.loops)) || s.Stats().SplicedBytes >= size
+	})
 	got, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +253,7 @@ func TestBytesExactBothWaysUnderBackpressure(t *testing.T) {
 	}
 	waitFor(t, "connection closed and pipes back", func() bool {
 		st := s.Stats()
-		return st.Active == 0 && st.PipesInUse <= int64(len(s.engine.loops))
+		return st.Active == 0 && st.PipesInUse <= int64(len(s.loops))
 	})
 }
 
@@ -423,12 +425,12 @@ func TestIdleConnectionsHoldTwoDescriptors(t *testing.T) {
 	waitFor(t, "backends accepted", func() bool { return b.conns.Load() == n })
 	// Per held connection: the test's client socket, the backend's accepted socket, and lb's
 	// two. Each loop may also have created its one hot pipe (two descriptors).
-	perConn := float64(countFDs(t)-fdsBefore-2*n-2*len(s.engine.loops)) / n
+	perConn := float64(countFDs(t)-fdsBefore-2*n-2*len(s.loops)) / n
 	if perConn > 2 {
 		t.Fatalf("lb holds %.2f descriptors per idle connection, want at most 2", perConn)
 	}
-	if p := s.Stats().PipesInUse; p > int64(len(s.engine.loops)) {
-		t.Fatalf("%d pipes in use with every connection idle; want at most one per loop (%d)", p, len(s.engine.loops))
+	if p := s.Stats().PipesInUse; p > int64(len(s.loops)) {
+		t.Fatalf("%d pipes in use with every connection idle; want at most one per loop (%d)", p, len(s.loops))
 	}
 }
 
@@ -488,48 +490,32 @@ func TestShutdownDrainsThenCuts(t *testing.T) {
 	}
 }
 
-// flakyListener fails its first Accepts with EMFILE, as a process out of descriptors does.
-type flakyListener struct {
-	net.Listener
-	fails int
-	mu    sync.Mutex
-	times []time.Time
-}
-
-func (l *flakyListener) Accept() (net.Conn, error) {
-	l.mu.Lock()
-	if len(l.times) < l.fails {
-		l.times = append(l.times, time.Now())
-		l.mu.Unlock()
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
-	}
-	l.mu.Unlock()
-	return l.Listener.Accept()
-}
-
+// TestAcceptBacksOffOnEMFILE: accept fails with EMFILE for 100 ms, as in a process out of
+// descriptors. The loops must back off (5 ms doubling) rather than spin, then serve.
 func TestAcceptBacksOffOnEMFILE(t *testing.T) {
+	var mu sync.Mutex
+	var failures []time.Time
+	real := accept4
+	accept4 = func(lfd int) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(failures) == 0 || time.Since(failures[0]) < 100*time.Millisecond {
+			failures = append(failures, time.Now())
+			return -1, syscall.EMFILE
+		}
+		return real(lfd)
+	}
+	defer func() { accept4 = real }()
+
 	b := startBackend(t, httpName("ok"))
-	cfg := testConfig()
-	r, _ := ring.New(ring.Backend{ID: "b", Addr: b.addr()})
-	cfg.Ring = r
-	s, _ := New(cfg)
-	inner, _ := net.Listen("tcp", "127.0.0.1:0")
-	ln := &flakyListener{Listener: inner, fails: 4}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	if status, body := get(t, inner.Addr().String(), ""); status != 200 || body != "ok" {
+	s := startServer(t, testConfig(), b.addr())
+	if status, body := get(t, s.addr, ""); status != 200 || body != "ok" {
 		t.Fatalf("after EMFILE: %d %q", status, body)
 	}
-	// 5 + 10 + 20 ms of back-off between the four failures: no spinning.
-	ln.mu.Lock()
-	defer ln.mu.Unlock()
-	if gap := ln.times[3].Sub(ln.times[0]); gap < 35*time.Millisecond {
-		t.Fatalf("four failed accepts within %v: the loop spins", gap)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.Shutdown(ctx)
-	if err := <-served; !errors.Is(err, ErrServerClosed) {
-		t.Fatalf("Serve: %v", err)
+	mu.Lock()
+	defer mu.Unlock()
+	// Per loop: failures at 0, 5, 15, 35, 75 ms, then one more at most in the 100 ms.
+	if max := 6 * len(s.loops); len(failures) > max {
+		t.Fatalf("%d failed accepts in 100 ms, want at most %d: the loop spins", len(failures), max)
 	}
 }

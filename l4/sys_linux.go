@@ -1,0 +1,100 @@
+package l4
+
+import (
+	"net"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The data path's system calls, made raw: on non-blocking descriptors they return at once,
+// so the scheduler need not be told. A plain syscall.Syscall enters and leaves the scheduler
+// and, when the runtime is quiet, wakes sysmon: measured, that cost more than the calls.
+
+func errnoErr(e unix.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+func sysRead(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+	return int(n), errnoErr(e)
+}
+
+func sysWrite(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+	return int(n), errnoErr(e)
+}
+
+// sysSplice moves up to n bytes from one descriptor to another, one of them a pipe.
+func sysSplice(from, to, n int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(from), 0, uintptr(to), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	return int(r), errnoErr(e)
+}
+
+// sysClose closes fd, which also takes it out of every epoll set.
+func sysClose(fd int) { unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
+
+// sysShutdownWrite sends FIN: the peer reads EOF, and can still send.
+func sysShutdownWrite(fd int) { unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0) }
+
+func sysEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	return errnoErr(e)
+}
+
+func sysSetInt(fd, level, opt, v int) {
+	v32 := int32(v)
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&v32)), 4, 0)
+}
+
+func sysSocketError(fd int) error {
+	var v int32
+	size := uint32(4)
+	_, _, e := unix.RawSyscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_ERROR, uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&size)), 0)
+	if e != 0 {
+		return e
+	}
+	return errnoErr(unix.Errno(v))
+}
+
+// sockaddr is a backend address ready for connect(2), built once.
+type sockaddr struct {
+	family int
+	raw    unix.RawSockaddrInet6 // large enough for either family
+	len    uintptr
+}
+
+func newSockaddr(a *net.TCPAddr) *sockaddr {
+	port := [2]byte{byte(a.Port >> 8), byte(a.Port)} // network byte order
+	sa := &sockaddr{}
+	if ip4 := a.IP.To4(); ip4 != nil {
+		in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa.raw))
+		in4.Family, in4.Port, in4.Addr = unix.AF_INET, *(*uint16)(unsafe.Pointer(&port)), [4]byte(ip4)
+		sa.family, sa.len = unix.AF_INET, unix.SizeofSockaddrInet4
+		return sa
+	}
+	sa.raw.Family, sa.raw.Port, sa.raw.Addr = unix.AF_INET6, *(*uint16)(unsafe.Pointer(&port)), [16]byte(a.IP.To16())
+	sa.family, sa.len = unix.AF_INET6, unix.SizeofSockaddrInet6
+	return sa
+}
+
+// sysDial opens a non-blocking socket and starts connecting it.
+func sysDial(sa *sockaddr) (int, error) {
+	fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(sa.family), unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if e != 0 {
+		return -1, opError("socket", e)
+	}
+	// No Nagle: lb forwards what arrives as it arrives. Keep-alive: a silent dead peer is
+	// found even when the idle timeout is off.
+	sysSetInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	sysSetInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	_, _, e = unix.RawSyscall(unix.SYS_CONNECT, fd, uintptr(unsafe.Pointer(&sa.raw)), sa.len)
+	if e != 0 && e != unix.EINPROGRESS {
+		sysClose(int(fd))
+		return -1, opError("connect", e)
+	}
+	return int(fd), nil
+}
