@@ -34,8 +34,9 @@ const (
 	client  = 0
 	backend = 1
 
-	pumpRounds = 16       // splice round trips one event may take before other connections get a turn
+	pumpRounds = 16       // reads one event may take before other connections get a turn
 	pipeSize   = 64 << 10 // Linux's default pipe capacity: what one splice can move
+	copySize   = 16 << 10 // a read that fills the loop's copy buffer makes a flow bulk
 	refuseWait = time.Second
 )
 
@@ -59,6 +60,7 @@ type end struct {
 	eof     bool   // read 0 bytes; the other end has been shut for writing
 	pipe    *pipe  // non-nil exactly while pending > 0: bytes read here, not yet written to the other end
 	pending int
+	bulk    bool   // the last read filled the copy buffer: splice the next one
 	moved   uint64 // bytes written to the other end
 }
 
@@ -152,7 +154,13 @@ func (l *loop) dialNext(c *conn) {
 		c.backend, c.phase = b, connecting
 		c.ends[backend] = end{fd: fd}
 		c.deadline = l.now + int64(l.s.cfg.ConnectTimeout)
-		l.watchOrClose(c, backend, unix.EPOLLOUT)
+		if c.n == 0 {
+			l.watchOrClose(c, backend, unix.EPOLLOUT) // nothing to write: wait for the connect
+		} else {
+			// On loopback and fast networks the handshake is often done when connect
+			// returns: write at once, and wait for writability only if the socket says so.
+			l.replay(c)
+		}
 		return
 	}
 	why := errNoneUp
@@ -175,21 +183,39 @@ func (l *loop) dialFailed(b ring.Backend, err error) {
 func (l *loop) connected(c *conn) {
 	if !c.connected {
 		if err := sysSocketError(c.ends[backend].fd); err != nil {
-			sysClose(c.ends[backend].fd) // also leaves the epoll set
-			c.ends[backend] = end{fd: -1}
-			l.dialFailed(c.backend, opError("connect", err))
-			l.dialNext(c)
+			l.redial(c, err)
 			return
 		}
 		c.connected = true
 	}
-	// Replay the peeked bytes before any spliced byte. They fit the socket's send buffer at
-	// once but for a huge --max-header-bytes; then the rest waits for writability.
+	l.replay(c)
+}
+
+// redial gives up on the backend being dialed and tries the next one.
+func (l *loop) redial(c *conn, err error) {
+	sysClose(c.ends[backend].fd) // also leaves the epoll set
+	c.ends[backend] = end{fd: -1}
+	l.dialFailed(c.backend, opError("connect", err))
+	l.dialNext(c)
+}
+
+// replay writes the peeked bytes to the backend before any other byte, then starts
+// splicing. They fit an empty send buffer but for a huge --max-header-bytes; the rest then
+// waits for writability. A write that fails before the connect is known to have worked
+// (ECONNREFUSED) fails the dial, and nothing reached the backend.
+func (l *loop) replay(c *conn) {
 	st := c.setup
 	for st.written < st.n {
 		n, err := sysWrite(c.ends[backend].fd, st.buf[st.written:st.n])
 		if err == unix.EAGAIN {
-			return // still watched for EPOLLOUT
+			if c.ends[backend].events != unix.EPOLLOUT {
+				l.watchOrClose(c, backend, unix.EPOLLOUT)
+			}
+			return
+		}
+		if err != nil && !c.connected && st.written == 0 {
+			l.redial(c, err)
+			return
 		}
 		if err != nil {
 			l.close(c, err)
@@ -311,12 +337,15 @@ func (l *loop) splice(c *conn, side int, events uint32) {
 }
 
 // pump moves bytes from c.ends[from] to the other end until the source is drained, the
-// destination is full, or the round budget is spent. hup says the source has sent its FIN,
-// so it is read on to the EOF now rather than after another epoll round. It returns false
-// if it closed c.
+// destination is full, or the round budget is spent. Small reads are copied through the
+// loop's buffer (for a few hundred bytes, read+write costs the kernel less than splicing
+// through a pipe); once a read fills that buffer the flow is bulk and goes socket → pipe →
+// socket with splice, zero-copy, until a read comes up short. Bytes the destination cannot
+// take yet wait in a pipe that the flow holds until they are written. hup says the source
+// has sent its FIN, so it is read on to the EOF now rather than after another epoll round.
+// pump returns false if it closed c.
 func (l *loop) pump(c *conn, from int, hup bool) bool {
 	src, dst := &c.ends[from], &c.ends[1-from]
-	lastRead := pipeSize
 	for range pumpRounds {
 		if src.pending > 0 {
 			n, err := sysSplice(src.pipe.r, dst.fd, src.pending)
@@ -327,36 +356,43 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 				l.close(c, err)
 				return false
 			}
-			src.pending -= int(n)
-			src.moved += uint64(n)
-			l.spliced.Add(uint64(n))
-			c.lastActive = l.now
+			src.pending -= n
+			l.moved(c, src, n, true)
 			if src.pending > 0 {
 				continue
 			}
 			l.releasePipe(src)
-			if lastRead < pipeSize && !hup {
-				return true // a short read means the socket was drained; epoll says if more came
+			if !src.bulk && !hup {
+				return true // the read was short: the socket is drained; epoll says if more came
 			}
 			continue
 		}
 		if src.eof {
 			return true
 		}
-		p, err := l.hotPipe()
-		if err != nil {
-			l.close(c, err)
-			return false
+		var n int
+		var err error
+		if src.bulk {
+			p, perr := l.hotPipe()
+			if perr != nil {
+				l.close(c, perr)
+				return false
+			}
+			if n, err = sysSplice(src.fd, p.w, pipeSize); n > 0 {
+				l.hot = nil
+				src.pipe, src.pending, src.bulk = p, n, n >= len(l.buf)
+				continue // written at the top of the loop
+			}
+		} else {
+			n, err = sysRead(src.fd, l.buf)
 		}
-		n, err := sysSplice(src.fd, p.w, pipeSize)
-		if err == unix.EAGAIN {
+		switch {
+		case err == unix.EAGAIN:
 			return true
-		}
-		if err != nil {
+		case err != nil:
 			l.close(c, err)
 			return false
-		}
-		if n == 0 {
+		case n == 0:
 			src.eof = true
 			if dst.eof {
 				l.close(c, nil) // both directions are done
@@ -366,11 +402,41 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 			sysShutdownWrite(dst.fd)
 			return true
 		}
-		l.hot = nil
-		src.pipe, src.pending = p, int(n)
-		lastRead = int(n)
+		src.bulk = n == len(l.buf)
+		w, err := sysWrite(dst.fd, l.buf[:n])
+		if err != nil && err != unix.EAGAIN {
+			l.close(c, err)
+			return false
+		}
+		w = max(w, 0)
+		l.moved(c, src, w, false)
+		if w < n {
+			// dst is full: keep the rest in a pipe (it takes a whole buffer) until it is writable.
+			p, perr := l.hotPipe()
+			if perr == nil {
+				_, perr = sysWrite(p.w, l.buf[w:n])
+			}
+			if perr != nil {
+				l.close(c, perr)
+				return false
+			}
+			l.hot = nil
+			src.pipe, src.pending = p, n-w
+			return true
+		}
+		if !src.bulk && !hup {
+			return true
+		}
 	}
 	return true
+}
+
+func (l *loop) moved(c *conn, src *end, n int, spliced bool) {
+	src.moved += uint64(n)
+	if spliced {
+		l.spliced.Add(uint64(n))
+	}
+	c.lastActive = l.now
 }
 
 // rearm makes each socket's epoll interest match what its flows wait for: readable when its

@@ -63,6 +63,7 @@ type loop struct {
 	paused    []pausedFD    // listeners taken out of the epoll set after EMFILE and friends
 	backoff   time.Duration // current accept back-off; 0 when accepts succeed
 	hot       *pipe         // the loop's pipe for flows that are not stalled
+	buf       []byte        // copy buffer for small reads
 	now       int64         // unix nanos, read once per epoll_wait
 	nextSweep int64
 	stopped   bool
@@ -98,7 +99,7 @@ func newLoop(s *Server) (*loop, error) {
 	}
 	return &loop{
 		s: s, epfd: epfd, epoll: os.NewFile(uintptr(epfd), "epoll"), wakefd: wakefd,
-		done: make(chan struct{}), dialAddrs: map[string]*sockaddr{},
+		done: make(chan struct{}), dialAddrs: map[string]*sockaddr{}, buf: make([]byte, copySize),
 	}, nil
 }
 
