@@ -1,0 +1,436 @@
+// Command bench measures lb beside HAProxy (mode tcp) and nginx stream, all round robin
+// over the same two nginx backends on loopback, in one run, scenarios interleaved, median of
+// -rounds. It prints a Markdown table with each system's ratio to HAProxy.
+//
+//	go run ./bench                       # needs wrk, haproxy, nginx (+ libnginx-mod-stream)
+//	go run ./bench -hold 9000 -rounds 3  # the figures in docs/benchmarks.md
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/template"
+	"time"
+)
+
+var (
+	rounds  = flag.Int("rounds", 3, "runs of each scenario per system; the median counts")
+	dur     = flag.Duration("dur", 4*time.Second, "length of each wrk run")
+	hold    = flag.Int("hold", 2500, "connections to open and hold through each proxy")
+	systems = flag.String("systems", "haproxy,nginx,lb", "which proxies, comma-separated (direct is the backend itself)")
+	lbArgs  = flag.String("lb-args", "", "extra flags for lb serve")
+	lbBin   = flag.String("lb", "", "lb binary (default: built from ./cmd/lb)")
+)
+
+const confTemplate = `
+{{define "backends"}}worker_processes 1;
+daemon off;
+pid {{.Dir}}/backends.pid;
+error_log {{.Dir}}/backends.err warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  client_body_temp_path {{.Dir}}/body; proxy_temp_path {{.Dir}}/proxy; fastcgi_temp_path {{.Dir}}/fcgi;
+  uwsgi_temp_path {{.Dir}}/uwsgi; scgi_temp_path {{.Dir}}/scgi;
+  server { listen 127.0.0.1:{{.B1}} backlog=4096 reuseport; root {{.Dir}}/www; location = / { return 200 "backend-1\n"; } }
+  server { listen 127.0.0.1:{{.B2}} backlog=4096 reuseport; root {{.Dir}}/www; location = / { return 200 "backend-2\n"; } }
+}
+{{end}}
+{{define "stream"}}load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes auto;
+daemon off;
+pid {{.Dir}}/stream.pid;
+error_log {{.Dir}}/stream.err warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; }
+stream {
+  upstream be { server 127.0.0.1:{{.B1}}; server 127.0.0.1:{{.B2}}; }
+  server { listen 127.0.0.1:{{.Port}} backlog=4096; proxy_pass be; }
+}
+{{end}}
+{{define "haproxy"}}global
+  maxconn 9500
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+frontend fe
+  bind 127.0.0.1:{{.Port}} backlog 4096
+  default_backend be
+backend be
+  balance roundrobin
+  server b1 127.0.0.1:{{.B1}}
+  server b2 127.0.0.1:{{.B2}}
+{{end}}`
+
+type confData struct {
+	Dir          string
+	B1, B2, Port int
+}
+
+// system is one thing measured: a proxy process (or the backend itself) on a port.
+type system struct {
+	name string
+	port int
+	cmd  *exec.Cmd
+}
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	for _, tool := range []string{"wrk", "nginx", "haproxy"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: apt-get install -y wrk haproxy nginx libnginx-mod-stream", tool)
+		}
+	}
+	dir, err := os.MkdirTemp("", "lb-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755) // nginx's workers run as another user and serve files from it
+	for _, d := range []string{"www", "body", "proxy", "fcgi", "uwsgi", "scgi"} {
+		os.Mkdir(filepath.Join(dir, d), 0o755)
+	}
+	big := make([]byte, 1<<20)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "www", "big"), big, 0o644); err != nil {
+		return err
+	}
+	tmpl := template.Must(template.New("").Parse(confTemplate))
+	ports := freePorts(5)
+	data := confData{Dir: dir, B1: ports[0], B2: ports[1]}
+
+	var running []*system
+	defer func() {
+		for _, s := range running {
+			stop(s.cmd)
+		}
+	}()
+	start := func(name string, port int, args ...string) error {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		running = append(running, &system{name: name, port: port, cmd: cmd})
+		return waitPort(port)
+	}
+	write := func(name string, d confData) (string, error) {
+		path := filepath.Join(dir, name+".conf")
+		f, err := os.Create(path)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		return path, tmpl.ExecuteTemplate(f, name, d)
+	}
+
+	conf, err := write("backends", data)
+	if err == nil {
+		err = start("backends", data.B1, "nginx", "-c", conf)
+	}
+	if err != nil {
+		return err
+	}
+	var measured []*system
+	for i, name := range strings.Split(*systems, ",") {
+		d := data
+		d.Port = ports[2+i%3]
+		switch name {
+		case "direct":
+			measured = append(measured, &system{name: "direct", port: data.B1})
+			continue
+		case "haproxy":
+			conf, err = write("haproxy", d)
+			if err == nil {
+				err = start(name, d.Port, "haproxy", "-db", "-f", conf)
+			}
+		case "nginx":
+			conf, err = write("stream", d)
+			if err == nil {
+				err = start(name, d.Port, "nginx", "-c", conf)
+			}
+		case "lb":
+			err = startLB(dir, d, start)
+		default:
+			err = fmt.Errorf("unknown system %q", name)
+		}
+		if err != nil {
+			return err
+		}
+		measured = append(measured, running[len(running)-1])
+	}
+
+	results := map[string]map[string]float64{}
+	for _, s := range measured {
+		results[s.name] = map[string]float64{}
+	}
+	for _, sc := range []string{"keepalive", "close", "bulk"} {
+		samples := map[string][]float64{}
+		for range *rounds {
+			for _, s := range measured {
+				v, err := runWrk(sc, s.port)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", s.name, sc, err)
+				}
+				samples[s.name] = append(samples[s.name], v)
+			}
+		}
+		for name, v := range samples {
+			slices.Sort(v)
+			results[name][sc] = v[len(v)/2]
+		}
+	}
+	for _, s := range measured {
+		if s.cmd == nil {
+			continue
+		}
+		held, rss, fds, err := measureHeld(s, *hold)
+		if err != nil {
+			return fmt.Errorf("%s held: %w", s.name, err)
+		}
+		results[s.name]["held"] = float64(held)
+		if held > 0 {
+			results[s.name]["B/conn"] = float64(rss) / float64(held)
+			results[s.name]["fds/conn"] = float64(fds) / float64(held)
+		}
+	}
+	printTable(measured, results)
+	return nil
+}
+
+func startLB(dir string, d confData, start func(string, int, ...string) error) error {
+	bin := *lbBin
+	if bin == "" {
+		bin = filepath.Join(dir, "lb")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/lb")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("building lb (run from the repository root): %w", err)
+		}
+	}
+	servers := filepath.Join(dir, "servers.txt")
+	if err := os.WriteFile(servers, fmt.Appendf(nil, "127.0.0.1:%d\n127.0.0.1:%d\n", d.B1, d.B2), 0o644); err != nil {
+		return err
+	}
+	args := []string{bin, "serve", "-f", servers, "--listen", fmt.Sprintf("127.0.0.1:%d", d.Port), "--log-level", "warn"}
+	return start("lb", d.Port, append(args, strings.Fields(*lbArgs)...)...)
+}
+
+var (
+	reqPerSec = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	xferSec   = regexp.MustCompile(`Transfer/sec:\s+([0-9.]+)([KMG]?B)`)
+)
+
+// runWrk returns requests per second, or MB/s for bulk.
+func runWrk(scenario string, port int) (float64, error) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	args := []string{"-t1", "-c50", "-d" + strconv.Itoa(int(dur.Seconds())) + "s"}
+	switch scenario {
+	case "close":
+		args = append(args, "-H", "Connection: close")
+	case "bulk":
+		args = []string{"-t1", "-c8", args[2]}
+		url += "big"
+	}
+	out, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	time.Sleep(300 * time.Millisecond) // let TIME_WAIT and the proxies settle between runs
+	if scenario == "bulk" {
+		m := xferSec.FindSubmatch(out)
+		if m == nil {
+			return 0, fmt.Errorf("no Transfer/sec in %s", out)
+		}
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return v * map[string]float64{"B": 1.0 / (1 << 20), "KB": 1.0 / 1024, "MB": 1, "GB": 1024}[string(m[2])], nil
+	}
+	m := reqPerSec.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no Requests/sec in %s", out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// measureHeld opens n connections through s, makes one request on each, holds them, and
+// returns how many it held and the growth of the proxy's resident memory and descriptors.
+func measureHeld(s *system, n int) (held int, rssBytes, fds int64, err error) {
+	pids := processTree(s.cmd.Process.Pid)
+	rss0, fds0 := usage(pids)
+	var ok atomic.Int64
+	var mu sync.Mutex
+	var conns []net.Conn
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), 5*time.Second)
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil || !strings.Contains(line, " 200 ") {
+				c.Close()
+				return
+			}
+			ok.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	time.Sleep(time.Second) // let the proxy's allocator settle before reading its RSS
+	rss1, fds1 := usage(processTree(s.cmd.Process.Pid))
+	for _, c := range conns {
+		c.Close()
+	}
+	time.Sleep(2 * time.Second)
+	return int(ok.Load()), rss1 - rss0, fds1 - fds0, nil
+}
+
+// processTree is pid and its children (nginx's workers).
+func processTree(pid int) []int {
+	pids := []int{pid}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, c)
+			}
+		}
+	}
+	return pids
+}
+
+func usage(pids []int) (rss, fds int64) {
+	for _, pid := range pids {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+					kb, _ := strconv.ParseInt(f[1], 10, 64)
+					rss += kb << 10
+				}
+			}
+		}
+		if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
+			fds += int64(len(ents))
+		}
+	}
+	return rss, fds
+}
+
+func printTable(measured []*system, res map[string]map[string]float64) {
+	base := res["haproxy"]
+	cols := []struct{ key, title, format string }{
+		{"keepalive", "keepalive r/s", "%.0f"},
+		{"close", "close r/s", "%.0f"},
+		{"bulk", "bulk MB/s", "%.0f"},
+		{"held", "held", "%.0f"},
+		{"B/conn", "B/held conn", "%.0f"},
+		{"fds/conn", "fds/held conn", "%.2f"},
+	}
+	fmt.Printf("\nrounds=%d dur=%s hold=%d, median of rounds; (×) is the ratio to haproxy\n\n", *rounds, *dur, *hold)
+	fmt.Print("| system |")
+	for _, c := range cols {
+		fmt.Printf(" %s |", c.title)
+	}
+	fmt.Print("\n|---|")
+	for range cols {
+		fmt.Print("---|")
+	}
+	fmt.Println()
+	for _, s := range measured {
+		fmt.Printf("| %s |", s.name)
+		for _, c := range cols {
+			v, ok := res[s.name][c.key]
+			if !ok {
+				fmt.Print(" - |")
+				continue
+			}
+			fmt.Printf(" "+c.format, v)
+			if b := base[c.key]; b > 0 && s.name != "haproxy" && c.key != "held" {
+				fmt.Printf(" (%.2f×)", v/b)
+			}
+			fmt.Print(" |")
+		}
+		fmt.Println()
+	}
+}
+
+func freePorts(n int) []int {
+	var ports []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return ports
+}
+
+func waitPort(port int) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing answers on port %d: %w", port, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func stop(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
