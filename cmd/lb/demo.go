@@ -31,12 +31,14 @@ func demoCommand() *cli.Command {
 				return err
 			}
 			defer stop()
-			url := "http://" + opts.listen
-			fmt.Fprintf(c.App.Writer, "lb demo: 3 backends behind %s. Try:\n"+
-				"  curl %s/            # each new connection goes to the next backend\n"+
-				"  curl %s/ %s/ %s/    # one keep-alive connection: one backend for all three\n"+
-				"  curl -H 'Connection: close' -s %s/ -o /dev/null -w '%%{http_code}\\n'\n"+
-				"Ctrl-C to stop.\n", opts.listen, url, url, url, url, url)
+			opts.onListen = func(addr string) {
+				url := "http://" + addr
+				fmt.Fprintf(c.App.Writer, "lb demo: 3 backends behind %s. Try:\n"+
+					"  curl %s/            # each new connection goes to the next backend\n"+
+					"  curl %s/ %s/ %s/    # one keep-alive connection: one backend for all three\n"+
+					"  curl -si %s/ | grep X-Backend\n"+
+					"Ctrl-C to stop.\n", addr, url, url, url, url, url)
+			}
 			return serve(c.Context, opts, backends)
 		},
 	}

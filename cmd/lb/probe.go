@@ -9,7 +9,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"lb/health"
-	"lb/serversfile"
 )
 
 func probeCommand() *cli.Command {
@@ -21,7 +20,7 @@ func probeCommand() *cli.Command {
 		),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			backends, err := serversfile.Load(c.String("servers"))
+			backends, err := loadServers(c.String("servers"))
 			if err != nil {
 				return err
 			}

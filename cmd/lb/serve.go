@@ -69,7 +69,7 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			backends, err := serversfile.Load(c.String("servers"))
+			backends, err := loadServers(c.String("servers"))
 			if err != nil {
 				return err
 			}
@@ -78,8 +78,18 @@ func serveCommand() *cli.Command {
 	}
 }
 
+// loadServers reads the servers file; every failure, a missing file too, is bad input.
+func loadServers(path string) ([]ring.Backend, error) {
+	backends, err := serversfile.Load(path)
+	if err != nil {
+		return nil, badInput{err}
+	}
+	return backends, nil
+}
+
 // options is what serve needs from the flags.
 type options struct {
+	onListen     func(addr string) // called once lb accepts connections
 	listen       string
 	drainTimeout time.Duration
 	health       health.Config
@@ -187,6 +197,9 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	logStart(o.log, ln.Addr().String(), r)
+	if o.onListen != nil {
+		o.onListen(ln.Addr().String())
+	}
 
 	select {
 	case <-ctx.Done():
