@@ -1,9 +1,12 @@
 // Package httpsniff parses and classifies the first bytes of a connection: it tells whether the
 // client speaks HTTP/1.x (or HTTP/2 with prior knowledge, or TLS, or something else) and where
 // its request head ends, so that a layer-4 balancer can route on the Host header and cookies.
+// On the way back it parses the backend's response heads (ParseResponse), reads the cookies
+// they set, and inserts a header line into one (AppendWithField).
+//
 // It does no I/O: the caller owns reading the socket into its buffer, bounding it in size and
-// time, and replaying every byte it read to the backend. It parses in place, in the caller's
-// buffer, and does not allocate.
+// time, and replaying every byte it read to the other end. It parses in place, in the
+// caller's buffer, and does not allocate.
 //
 // A decision, once taken on a prefix of the bytes, holds for every longer input: bytes that
 // arrive later can complete a head but never change what the earlier bytes said. That is what
@@ -42,16 +45,18 @@ func (k Kind) String() string {
 
 // Decisions are sentinel errors, to be tested with errors.Is.
 var (
-	// ErrNeedMore is returned by Parse while the bytes are a proper prefix of something
-	// undecided: more bytes may complete the head or rule out HTTP/1.x.
-	ErrNeedMore = errors.New("httpsniff: request head is not complete yet")
-	// ErrHeadTooLarge is for the caller to return when its buffer filled while Parse still
-	// said ErrNeedMore; a bigger buffer (lb's --max-header-bytes) lets such heads be parsed.
-	// Parse itself never returns it: it cannot know how big the buffer may grow.
-	ErrHeadTooLarge = errors.New("httpsniff: request head does not fit the sniff buffer")
+	// ErrNeedMore is returned by Parse and ParseResponse while the bytes are a proper prefix
+	// of something undecided: more bytes may complete the head or rule out HTTP/1.x.
+	ErrNeedMore = errors.New("httpsniff: head is not complete yet")
+	// ErrHeadTooLarge is for the caller to return when its buffer filled while Parse (or
+	// ParseResponse) still said ErrNeedMore; a bigger buffer (lb's --max-header-bytes) lets
+	// such heads be parsed. The parsers never return it: they cannot know how big the buffer
+	// may grow.
+	ErrHeadTooLarge = errors.New("httpsniff: head does not fit the sniff buffer")
 	// ErrMalformed means the bytes began like an HTTP/1.x request line but are not a valid
-	// request head; an HTTP server would answer 400.
-	ErrMalformed = errors.New("httpsniff: malformed HTTP/1.x request head")
+	// request head, for which an HTTP server would answer 400; or, from ParseResponse, that
+	// they are not a valid response head.
+	ErrMalformed = errors.New("httpsniff: malformed HTTP/1.x head")
 )
 
 // Head is a parsed request head. Its byte slices are views into the caller's buffer and are
@@ -75,24 +80,36 @@ func (h *Head) Cookie(name string) ([]byte, bool) {
 	if name == "" {
 		return nil, false
 	}
-	rest := h.fields
-	for len(rest) > 0 {
-		var line []byte
-		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
-			line, rest = rest[:i], rest[i+1:]
-		} else {
-			line, rest = rest, nil
+	for rest := h.fields; ; {
+		list, more, ok := nextHeader(rest, "cookie")
+		if !ok {
+			return nil, false
 		}
-		// Parse validated every line: each has a colon and no space before it.
-		colon := bytes.IndexByte(line, ':')
-		if colon != len("cookie") || !equalFoldLower(line[:colon], "cookie") {
-			continue
-		}
-		if v, ok := findCookie(trimCR(line[colon+1:]), name); ok {
+		if v, ok := findCookie(list, name); ok {
 			return v, true
 		}
+		rest = more
 	}
-	return nil, false
+}
+
+// nextHeader finds the next header line called lowerName (lower-case) in fields, a header
+// block that Parse or ParseResponse validated, and returns its value, untrimmed and without
+// its line end, and the lines after it.
+func nextHeader(fields []byte, lowerName string) (value, rest []byte, ok bool) {
+	for len(fields) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(fields, '\n'); i >= 0 {
+			line, fields = fields[:i], fields[i+1:]
+		} else {
+			line, fields = fields, nil
+		}
+		// Every line was validated: each has a colon and no space before it.
+		colon := bytes.IndexByte(line, ':')
+		if colon == len(lowerName) && equalFoldLower(line[:colon], lowerName) {
+			return trimCR(line[colon+1:]), fields, true
+		}
+	}
+	return nil, nil, false
 }
 
 // findCookie looks for name in one Cookie header value.
@@ -145,9 +162,14 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // use; reset it for a new connection with *p = Parser{}. A Parser is not safe for concurrent
 // use and does not allocate.
 type Parser struct {
-	head   Head
-	fields int // offset of the first header line, once the request line is parsed
-	line   int // offset of the first line not parsed yet; 0 while in the request line
+	head Head
+	lineScan
+}
+
+// lineScan is where a resumable parser stands in a head; Parser and ResponseParser share it.
+type lineScan struct {
+	fields int // offset of the first header line, once the start line is parsed
+	line   int // offset of the first line not parsed yet; 0 while in the start line
 	seen   int // offset up to which the current line is known to have no '\n'
 }
 
@@ -167,34 +189,58 @@ func (p *Parser) Parse(b []byte) (Head, error) {
 		if !p.head.setRequestLine(trimCR(b[:lf]), method) {
 			return Head{}, ErrMalformed
 		}
-		p.fields, p.line, p.seen = lf+1, lf+1, lf+1
+		p.startFields(lf)
 	}
 	for {
-		lf := p.nextLF(b)
-		if lf < 0 {
-			return Head{}, ErrNeedMore
-		}
-		line := trimCR(b[p.line:lf])
-		if len(line) == 0 {
+		line, colon, n, err := p.nextField(b)
+		switch {
+		case err != nil:
+			return Head{}, err
+		case line == nil:
 			h := p.head
-			h.Kind, h.Len, h.fields = KindHTTP1, lf+1, b[p.fields:p.line]
+			h.Kind, h.Len, h.fields = KindHTTP1, n, b[p.fields:p.line]
 			return h, nil
 		}
-		if !p.head.addField(line) {
-			return Head{}, ErrMalformed
+		if p.head.Host == nil && colon == len("host") && equalFoldLower(line[:colon], "host") {
+			p.head.Host = trimOWS(line[colon+1:]) // never nil: a slice of the buffer
 		}
-		p.line, p.seen = lf+1, lf+1
 	}
 }
 
 // nextLF returns the offset in b of the '\n' that ends the current line, or -1, remembering
 // how far it looked.
-func (p *Parser) nextLF(b []byte) int {
-	if i := bytes.IndexByte(b[p.seen:], '\n'); i >= 0 {
-		return p.seen + i
+func (s *lineScan) nextLF(b []byte) int {
+	if i := bytes.IndexByte(b[s.seen:], '\n'); i >= 0 {
+		return s.seen + i
 	}
-	p.seen = len(b)
+	s.seen = len(b)
 	return -1
+}
+
+// startFields records that the start line ended with the '\n' at lf.
+func (s *lineScan) startFields(lf int) {
+	s.fields, s.line, s.seen = lf+1, lf+1, lf+1
+}
+
+// nextField checks the next header line of b and returns it, without its line end, with the
+// offset of its colon, and moves past it. At the empty line that ends the head it returns a
+// nil line and the length of the head, and stays there, so that s.line is where the header
+// block ends. Otherwise it returns ErrNeedMore or, without moving, ErrMalformed.
+func (s *lineScan) nextField(b []byte) (line []byte, colon, headLen int, err error) {
+	lf := s.nextLF(b)
+	if lf < 0 {
+		return nil, 0, 0, ErrNeedMore
+	}
+	line = trimCR(b[s.line:lf])
+	if len(line) == 0 {
+		return nil, 0, lf + 1, nil
+	}
+	colon, ok := checkField(line)
+	if !ok {
+		return nil, 0, 0, ErrMalformed
+	}
+	s.line, s.seen = lf+1, lf+1
+	return line, colon, 0, nil
 }
 
 // sniffStart decides on the first bytes alone, before any line has ended. It returns
@@ -259,27 +305,23 @@ func (h *Head) setRequestLine(line []byte, method int) bool {
 	return true
 }
 
-// addField checks one header line (without its line end) and keeps the first Host.
-// It rejects what RFC 9112 §5 tells a server to reject: obsolete line folding, whitespace
-// before the colon, and control characters, all classic request-smuggling material.
-func (h *Head) addField(line []byte) bool {
-	colon := 0
+// checkField checks one header line (without its line end) and returns the offset of its
+// colon. It rejects what RFC 9112 §5 tells a server to reject: obsolete line folding,
+// whitespace before the colon, and control characters (a bare CR among them), all classic
+// request-smuggling material.
+func checkField(line []byte) (colon int, ok bool) {
 	for colon < len(line) && tchar[line[colon]] {
 		colon++
 	}
 	if colon == 0 || colon == len(line) || line[colon] != ':' {
-		return false
+		return 0, false
 	}
-	value := line[colon+1:]
-	for _, c := range value {
+	for _, c := range line[colon+1:] {
 		if !fieldByte[c] {
-			return false
+			return 0, false
 		}
 	}
-	if h.Host == nil && colon == len("host") && equalFoldLower(line[:colon], "host") {
-		h.Host = trimOWS(value) // never nil: value is a slice of the buffer
-	}
-	return true
+	return colon, true
 }
 
 func trimCR(line []byte) []byte {

@@ -1,0 +1,632 @@
+package sessions
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// waitFor bounds every wait on a condition; generous so that a loaded CI machine passes.
+const waitFor = 5 * time.Second
+
+// testTimeout is the RedisStore Timeout of the tests, and callSlack what a failing call may
+// take beyond it on a loaded machine under -race.
+const (
+	testTimeout = 100 * time.Millisecond
+	callSlack   = 150 * time.Millisecond
+)
+
+// redisServer is a redis-server process of the test's own, on a loopback port.
+type redisServer struct {
+	t       testing.TB
+	bin     string
+	port    int
+	dir     string
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once cmd has been waited for
+	stopped bool
+}
+
+// startRedis starts a redis-server for the test and stops it at the end of the test. It
+// skips the test when redis-server is not installed, unless CI=true.
+func startRedis(t testing.TB) *redisServer {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("redis-server not found and CI=true: install it (apt-get install redis-server): %v", err)
+		}
+		t.Skipf("redis-server not found on PATH: install it to run the RedisStore tests (%v)", err)
+	}
+	r := &redisServer{t: t, bin: bin, dir: t.TempDir()}
+	t.Cleanup(r.stop)
+	// A port found free can be taken before redis-server binds it: try a few.
+	for range 3 {
+		r.port = freePort(t)
+		if r.start() {
+			return r
+		}
+	}
+	t.Fatalf("redis-server did not start; its log:\n%s", r.logText())
+	return nil
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// start runs redis-server on r.port and reports whether it answers PING within waitFor.
+func (r *redisServer) start() bool {
+	r.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(r.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer logf.Close()
+	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", r.dir)
+	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatalf("start redis-server: %v", err)
+	}
+	r.exited, r.stopped = make(chan struct{}), false
+	go r.wait(r.cmd, r.exited)
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		select {
+		case <-r.exited:
+			return false // port taken, most likely
+		default:
+		}
+		if r.ping() == nil {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+	r.stop()
+	return false
+}
+
+func (r *redisServer) wait(cmd *exec.Cmd, exited chan struct{}) {
+	cmd.Wait()
+	close(exited)
+}
+
+// ping sends PING on a fresh connection and checks the answer.
+func (r *redisServer) ping() error {
+	c, err := net.DialTimeout("tcp", r.addr(), time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
+
+// stop kills redis-server and waits for it; safe to call when it is already stopped.
+func (r *redisServer) stop() {
+	if r.cmd == nil || r.stopped {
+		return
+	}
+	r.stopped = true
+	r.cmd.Process.Signal(syscall.SIGCONT) // a stopped process dies only once continued
+	r.cmd.Process.Kill()
+	<-r.exited
+}
+
+// restart starts redis-server again on the same port, empty.
+func (r *redisServer) restart() {
+	r.t.Helper()
+	r.stop()
+	if !r.start() {
+		r.t.Fatalf("redis-server did not restart on port %d; its log:\n%s", r.port, r.logText())
+	}
+}
+
+func (r *redisServer) signal(sig syscall.Signal) {
+	r.t.Helper()
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *redisServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
+func (r *redisServer) url() string  { return "redis://" + r.addr() + "/0" }
+
+func (r *redisServer) logText() string {
+	b, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
+	return string(b)
+}
+
+// do sends one command on a fresh connection and returns the first line of the answer: a
+// look at Redis that goes around the store under test.
+func (r *redisServer) do(args ...string) string {
+	r.t.Helper()
+	c, err := net.DialTimeout("tcp", r.addr(), time.Second)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	cmd := fmt.Sprintf("*%d\r\n", len(args))
+	for _, a := range args {
+		cmd += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(cmd)); err != nil {
+		r.t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	line = strings.TrimSuffix(line, "\r\n")
+	if strings.HasPrefix(line, "$") && line != "$-1" { // a bulk string: return its content
+		line, err = br.ReadString('\n')
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		line = strings.TrimSuffix(line, "\r\n")
+	}
+	return line
+}
+
+// logLines collects zerolog output, one JSON object per line.
+type logLines struct {
+	mu  sync.Mutex
+	all []map[string]any
+}
+
+func newLog() (*logLines, zerolog.Logger) {
+	l := &logLines{}
+	return l, zerolog.New(l)
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	var m map[string]any
+	if err := json.Unmarshal(p, &m); err != nil {
+		return 0, err
+	}
+	l.mu.Lock()
+	l.all = append(l.all, m)
+	l.mu.Unlock()
+	return len(p), nil
+}
+
+// count returns how many lines so far have this message.
+func (l *logLines) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, m := range l.all {
+		if m["message"] == msg {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var b strings.Builder
+	for _, m := range l.all {
+		fmt.Fprintln(&b, m)
+	}
+	return b.String()
+}
+
+func newRedisStore(t testing.TB, cfg RedisConfig, log zerolog.Logger) *RedisStore {
+	t.Helper()
+	if cfg.Timeout == 0 {
+		cfg.Timeout = testTimeout
+	}
+	s, err := NewRedisStore(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+const (
+	msgDown = "session store unreachable"
+	msgBack = "session store back"
+)
+
+func TestRedisTwoReplicas(t *testing.T) {
+	r := startRedis(t)
+	cfg := RedisConfig{URL: r.url(), Cluster: "prod", TTL: time.Minute}
+	a := newRedisStore(t, cfg, zerolog.Nop())
+	b := newRedisStore(t, cfg, zerolog.Nop())
+	k := NewKeyer([]byte("cluster secret"))
+	key := k.Key([]byte("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
+
+	wantID(t, a, key, "")
+	mustSet(t, a, key, "blue")
+	wantID(t, b, key, "blue") // learned on a, seen on b at once
+	mustSet(t, b, key, "green")
+	wantID(t, a, key, "green")
+	wantID(t, b, key, "green")
+
+	// What Redis holds: the hashed key under the cluster's prefix, the backend id, a TTL;
+	// nothing of the session value.
+	if got := r.do("GET", "lb:prod:s:"+key); got != "green" {
+		t.Errorf("GET lb:prod:s:%s = %q; want green", key, got)
+	}
+	if ttl, _ := strconv.Atoi(strings.TrimPrefix(r.do("TTL", "lb:prod:s:"+key), ":")); ttl < 50 || ttl > 60 {
+		t.Errorf("TTL of the session key = %d s; want about 60", ttl)
+	}
+	if keys := r.do("KEYS", "*9f8e7d6c*"); keys != "*0" {
+		t.Errorf("KEYS *9f8e7d6c* = %q: the raw session value is in Redis", keys)
+	}
+}
+
+func TestRedisNamespacedByCluster(t *testing.T) {
+	r := startRedis(t)
+	east := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "east"}, zerolog.Nop())
+	west := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "west"}, zerolog.Nop())
+	unnamed := newRedisStore(t, RedisConfig{URL: r.url()}, zerolog.Nop())
+
+	mustSet(t, east, "k", "e1")
+	wantID(t, west, "k", "")
+	wantID(t, unnamed, "k", "")
+	mustSet(t, west, "k", "w1")
+	mustSet(t, unnamed, "k", "d1")
+	wantID(t, east, "k", "e1")
+	wantID(t, west, "k", "w1")
+	for key, want := range map[string]string{"lb:east:s:k": "e1", "lb:west:s:k": "w1", "lb:default:s:k": "d1"} {
+		if got := r.do("GET", key); got != want {
+			t.Errorf("GET %s = %q; want %q", key, got, want)
+		}
+	}
+}
+
+// TestRedisSlidingTTL keeps a 1 s session in use for three times its TTL, then leaves it:
+// it must expire about one TTL after its last Get.
+func TestRedisSlidingTTL(t *testing.T) {
+	r := startRedis(t)
+	const ttl = time.Second
+	s := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "c", TTL: ttl}, zerolog.Nop())
+	mustSet(t, s, "k", "blue")
+	set := time.Now()
+	tick := time.NewTicker(ttl / 4)
+	defer tick.Stop()
+	var lastGet time.Time
+	for range tick.C {
+		if time.Since(set) > 3*ttl {
+			break
+		}
+		wantID(t, s, "k", "blue")
+		lastGet = time.Now()
+	}
+	if pttl, _ := strconv.Atoi(strings.TrimPrefix(r.do("PTTL", "lb:c:s:k"), ":")); pttl <= 0 || pttl > int(ttl/time.Millisecond) {
+		t.Errorf("PTTL after a Get = %d ms; want up to %d", pttl, ttl/time.Millisecond)
+	}
+
+	// Watch the key without touching its TTL (EXISTS does not refresh it; Get would).
+	deadline := time.Now().Add(waitFor)
+	for r.do("EXISTS", "lb:c:s:k") == ":1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("session still in Redis %v after its last Get; TTL %v", time.Since(lastGet), ttl)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	if idle := time.Since(lastGet); idle < ttl-50*time.Millisecond {
+		t.Errorf("session expired %v after its last Get; want about its TTL, %v", idle, ttl)
+	}
+	wantID(t, s, "k", "")
+}
+
+// TestRedisOutage kills Redis under a store: calls must fail within Timeout, one warning
+// must be logged for the whole outage, and one info when a Redis on the same port answers.
+func TestRedisOutage(t *testing.T) {
+	r := startRedis(t)
+	logs, log := newLog()
+	s := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "c"}, log)
+	mustSet(t, s, "k", "blue")
+	wantID(t, s, "k", "blue")
+
+	r.stop()
+	failAll(t, s, 40)
+	if n := logs.count(msgDown); n != 1 {
+		t.Fatalf("%d %q lines for one outage; want 1; logs:\n%s", n, msgDown, logs)
+	}
+
+	r.restart()
+	awaitBack(t, s)
+	wantID(t, s, "k", "") // a new, empty Redis
+	mustSet(t, s, "k", "green")
+	wantID(t, s, "k", "green")
+	if down, back := logs.count(msgDown), logs.count(msgBack); down != 1 || back != 1 {
+		t.Fatalf("%d %q and %d %q lines for one outage; want 1 and 1; logs:\n%s", down, msgDown, back, msgBack, logs)
+	}
+}
+
+// TestRedisStalled stops Redis without closing its sockets, the way an overloaded or
+// partitioned Redis looks: calls must still end within Timeout.
+func TestRedisStalled(t *testing.T) {
+	r := startRedis(t)
+	logs, log := newLog()
+	s := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "c"}, log)
+	mustSet(t, s, "k", "blue")
+
+	r.signal(syscall.SIGSTOP)
+	failAll(t, s, 10)
+	if n := logs.count(msgDown); n != 1 {
+		t.Fatalf("%d %q lines for one outage; want 1; logs:\n%s", n, msgDown, logs)
+	}
+	r.signal(syscall.SIGCONT)
+	awaitBack(t, s)
+	// A Set that timed out may still be applied: it was sent, and Redis reads it on waking.
+	if id, _ := mustGet(t, s, "k"); id != "blue" && id != "red" {
+		t.Errorf("Get after the stall = %q; want blue, or red from a Set that timed out", id)
+	}
+	if down, back := logs.count(msgDown), logs.count(msgBack); down != 1 || back != 1 {
+		t.Fatalf("%d %q and %d %q lines for one outage; want 1 and 1; logs:\n%s", down, msgDown, back, msgBack, logs)
+	}
+}
+
+// failAll makes n calls, half Get, half Set, from several goroutines, and checks that each
+// fails with ErrUnavailable within Timeout.
+func failAll(t *testing.T, s *RedisStore, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			start := time.Now()
+			var err error
+			if i%2 == 0 {
+				_, _, err = s.Get(context.Background(), "k")
+			} else {
+				err = s.Set(context.Background(), "k", "red")
+			}
+			took := time.Since(start)
+			if !errors.Is(err, ErrUnavailable) {
+				t.Errorf("call %d during the outage: %v; want ErrUnavailable", i, err)
+			}
+			if took > testTimeout+callSlack {
+				t.Errorf("call %d during the outage took %v; want at most Timeout %v (+%v)", i, took, testTimeout, callSlack)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// awaitBack calls Get until Redis answers, checking that every failed call was quick.
+func awaitBack(t *testing.T, s *RedisStore) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		start := time.Now()
+		_, _, err := s.Get(context.Background(), "probe")
+		if err == nil {
+			return
+		}
+		if took := time.Since(start); took > testTimeout+callSlack {
+			t.Errorf("Get while Redis comes back took %v", took)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store still failing %v after Redis came back: %v", waitFor, err)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+}
+
+func TestRedisDownAtStart(t *testing.T) {
+	logs, log := newLog()
+	s := newRedisStore(t, RedisConfig{URL: "redis://127.0.0.1:" + strconv.Itoa(freePort(t)) + "/0"}, log)
+	start := time.Now()
+	if err := s.Ping(context.Background()); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Ping with no Redis: %v; want ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > testTimeout+callSlack {
+		t.Errorf("Ping with no Redis took %v", took)
+	}
+	failAll(t, s, 10)
+	if n := logs.count(msgDown); n != 1 {
+		t.Fatalf("%d %q lines; want 1; logs:\n%s", n, msgDown, logs)
+	}
+}
+
+// TestRedisCallerGivesUp checks that a call cancelled by its caller fails without counting
+// against Redis.
+func TestRedisCallerGivesUp(t *testing.T) {
+	r := startRedis(t)
+	logs, log := newLog()
+	s := newRedisStore(t, RedisConfig{URL: r.url()}, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := s.Get(ctx, "k"); !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Get with a cancelled ctx: %v; want context.Canceled only", err)
+	}
+	if n := logs.count(msgDown); n != 0 {
+		t.Fatalf("a cancelled call was logged as an outage:\n%s", logs)
+	}
+}
+
+func TestRedisClose(t *testing.T) {
+	r := startRedis(t)
+	logs, log := newLog()
+	s := newRedisStore(t, RedisConfig{URL: r.url()}, log)
+	mustSet(t, s, "k", "blue")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, _, err := s.Get(context.Background(), "k"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Get after Close: %v; want ErrClosed", err)
+	}
+	if err := s.Set(context.Background(), "k", "x"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Set after Close: %v; want ErrClosed", err)
+	}
+	if err := s.Ping(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Ping after Close: %v; want ErrClosed", err)
+	}
+	if n := logs.count(msgDown); n != 0 {
+		t.Errorf("Close was logged as an outage:\n%s", logs)
+	}
+}
+
+// TestRedisCache checks the local cache's promise: a value another replica changed is
+// served at most about a second, a miss is never cached, and Set writes through.
+func TestRedisCache(t *testing.T) {
+	r := startRedis(t)
+	cached := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "c", CacheSize: 100}, zerolog.Nop())
+	other := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "c"}, zerolog.Nop())
+
+	mustSet(t, cached, "k", "blue")
+	if got := r.do("GET", "lb:c:s:k"); got != "blue" {
+		t.Fatalf("Set did not write through: Redis holds %q", got)
+	}
+	wantID(t, other, "k", "blue")
+
+	mustSet(t, other, "k", "green")
+	changed := time.Now()
+	for {
+		id, _ := mustGet(t, cached, "k")
+		if id == "green" {
+			break
+		}
+		if id != "blue" {
+			t.Fatalf("Get = %q; want blue (cached) or green", id)
+		}
+		if time.Since(changed) > cacheMaxAge+500*time.Millisecond {
+			t.Fatalf("cache still serves an old id %v after another replica changed it", time.Since(changed))
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+
+	wantID(t, cached, "new", "")
+	mustSet(t, other, "new", "red")
+	wantID(t, cached, "new", "red") // the miss was not cached
+}
+
+func TestNewRedisStoreBadURL(t *testing.T) {
+	for _, u := range []string{"", "localhost:6379", "http://localhost:6379", "redis://:hunter2@localhost:notaport/0", "redis://localhost:6379/notadb", "redis://u:hunter2@[::1/0"} {
+		_, err := NewRedisStore(RedisConfig{URL: u}, zerolog.Nop())
+		if err == nil {
+			t.Errorf("NewRedisStore(URL %q): no error", u)
+			continue
+		}
+		t.Logf("URL %q: %v", u, err)
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("NewRedisStore(URL %q): error shows the password: %v", u, err)
+		}
+		if u != "" && !strings.Contains(err.Error(), `"`+strings.ReplaceAll(u, ":hunter2@", ":xxxxx@")+`"`) {
+			t.Errorf("NewRedisStore(URL %q): error does not quote the URL: %v", u, err)
+		}
+	}
+}
+
+// TestReachabilityFlapping drives the outage log by hand: a Redis that comes and goes
+// within flapQuiet logs one pair of lines, and an outage that lasts is reported all the
+// same once flapQuiet has passed.
+func TestReachabilityFlapping(t *testing.T) {
+	logs, log := newLog()
+	c := newClock()
+	r := reachability{log: log, now: c.now}
+	errDown := errors.New("connection refused")
+	want := func(down, back int) {
+		t.Helper()
+		if d, b := logs.count(msgDown), logs.count(msgBack); d != down || b != back {
+			t.Fatalf("%d %q and %d %q lines; want %d and %d; logs:\n%s", d, msgDown, b, msgBack, down, back, logs)
+		}
+	}
+
+	r.answered()
+	want(0, 0)
+	r.failed(errDown)
+	r.failed(errDown)
+	want(1, 0)
+	c.advance(3 * time.Second)
+	r.answered()
+	r.answered()
+	want(1, 1)
+	for range 100 { // flapping: one call in two fails
+		c.advance(10 * time.Millisecond)
+		r.failed(errDown)
+		r.answered()
+	}
+	want(1, 1)
+	c.advance(time.Second)
+	r.failed(errDown) // down for good now, but still within flapQuiet of the last "back"
+	want(1, 1)
+	c.advance(flapQuiet)
+	r.failed(errDown)
+	r.failed(errDown)
+	want(2, 1)
+	r.answered()
+	want(2, 2)
+}
+
+// BenchmarkRedisGet measures a Get that goes to Redis on loopback, from parallel callers:
+// what a new connection with a session cookie pays.
+func BenchmarkRedisGet(b *testing.B) {
+	r := startRedis(b)
+	s := newRedisStore(b, RedisConfig{URL: r.url(), Timeout: time.Second}, zerolog.Nop())
+	key := NewKeyer([]byte("secret")).Key([]byte("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
+	if err := s.Set(context.Background(), key, "blue"); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, ok, err := s.Get(context.Background(), key); err != nil || !ok {
+				b.Errorf("Get: %t, %v", ok, err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkRedisGetCached is BenchmarkRedisGet with the local cache on: most Gets are hits.
+func BenchmarkRedisGetCached(b *testing.B) {
+	r := startRedis(b)
+	s := newRedisStore(b, RedisConfig{URL: r.url(), Timeout: time.Second, CacheSize: 1000}, zerolog.Nop())
+	key := NewKeyer([]byte("secret")).Key([]byte("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
+	if err := s.Set(context.Background(), key, "blue"); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, ok, err := s.Get(context.Background(), key); err != nil || !ok {
+				b.Errorf("Get: %t, %v", ok, err)
+				return
+			}
+		}
+	})
+}
