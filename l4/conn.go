@@ -151,7 +151,7 @@ func (l *loop) dialNext(c *conn) {
 			l.dialFailed(b, err)
 			continue
 		}
-		c.backend, c.phase = b, connecting
+		c.backend, c.phase, c.connected = b, connecting, false
 		c.ends[backend] = end{fd: fd}
 		c.deadline = l.now + int64(l.s.cfg.ConnectTimeout)
 		if c.n == 0 {
@@ -258,15 +258,18 @@ func (l *loop) expire(c *conn) {
 	switch c.phase {
 	case sniffing:
 		// Slow, silent (a pre-connect, a server-speaks-first protocol) or incomplete: route
-		// with what came. The client's ONESHOT interest may still be armed; disarm it.
-		if c.ends[client].events != 0 {
-			if !l.watchOrClose(c, client, 0) {
-				return
-			}
-		}
+		// with what came. The client's ONESHOT interest may still be armed; disarm it, out of
+		// the set: with no interest it would still report a reset, unheeded while connecting.
+		l.unwatch(c, client)
 		c.sniffErr = os.ErrDeadlineExceeded
 		l.route(c)
 	case connecting:
+		if c.written > 0 {
+			// The backend took part of the replay and no more in time: the bytes it has
+			// cannot be taken back, so no other backend can be given the stream.
+			l.close(c, opError("write", os.ErrDeadlineExceeded))
+			return
+		}
 		sysClose(c.ends[backend].fd)
 		c.ends[backend] = end{fd: -1}
 		l.dialFailed(c.backend, opError("connect", os.ErrDeadlineExceeded))
@@ -384,7 +387,12 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 				continue // written at the top of the loop
 			}
 		} else {
-			n, err = sysRead(src.fd, l.buf)
+			// The rest of a short write goes into the hot pipe: read no more than it holds.
+			size := len(l.buf)
+			if p, perr := l.hotPipe(); perr == nil {
+				size = min(size, p.size)
+			}
+			n, err = sysRead(src.fd, l.buf[:size])
 		}
 		switch {
 		case err == unix.EAGAIN:
@@ -451,8 +459,16 @@ func (l *loop) rearm(c *conn) {
 		if other.pending > 0 {
 			want |= unix.EPOLLOUT
 		}
-		if want != en.events && !l.watchOrClose(c, side, want) {
-			return
+		switch {
+		case want == 0 && !en.eof:
+			// Stalled: its flow waits for the other socket. A hang-up or error here would be
+			// reported on every wait meanwhile; the reads that follow the stall find it.
+			l.unwatch(c, side)
+		case want != en.events || !en.inEpoll:
+			// An end at EOF stays in the set, even with no interest, to hear of its peer's reset.
+			if !l.watchOrClose(c, side, want) {
+				return
+			}
 		}
 	}
 }

@@ -348,6 +348,17 @@ func (l *loop) watch(c *conn, side int, events uint32) error {
 	return nil
 }
 
+// unwatch takes one end of c out of the epoll set. An interest of 0 is not enough to silence
+// a socket: epoll reports EPOLLHUP and EPOLLERR whatever the interest, level-triggered, so an
+// end that must not be heard from for a while leaves the set.
+func (l *loop) unwatch(c *conn, side int) {
+	en := &c.ends[side]
+	if en.inEpoll {
+		sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, en.fd, nil)
+	}
+	en.inEpoll, en.events = false, 0
+}
+
 // connectTo starts connecting a new socket to addr.
 func (l *loop) connectTo(addr string) (int, error) {
 	sa, ok := l.dialAddrs[addr]

@@ -7,8 +7,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pipe is a kernel pipe used as splice's buffer between two sockets.
-type pipe struct{ r, w int }
+// pipe is a kernel pipe used as splice's buffer between two sockets. size is its capacity:
+// 64 KiB, unless Linux cut it for a user over fs.pipe-user-pages-soft (to 8 KiB).
+type pipe struct{ r, w, size int }
+
+// pipe2 creates a non-blocking pipe; a test replaces it to hand out small ones.
+var pipe2 = func(fds []int) error { return unix.Pipe2(fds, unix.O_NONBLOCK|unix.O_CLOEXEC) }
 
 // pipePool keeps emptied pipes for reuse: creating one is two descriptors and a syscall.
 // Only pipes known to be empty go back into it.
@@ -32,11 +36,17 @@ func (pp *pipePool) get() (*pipe, error) {
 	}
 	pp.mu.Unlock()
 	var fds [2]int
-	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+	if err := pipe2(fds[:]); err != nil {
 		return nil, opError("pipe2", err)
 	}
+	size, err := unix.FcntlInt(uintptr(fds[1]), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, opError("fcntl", err)
+	}
 	pp.inUse.Add(1)
-	return &pipe{r: fds[0], w: fds[1]}, nil
+	return &pipe{r: fds[0], w: fds[1], size: size}, nil
 }
 
 func (pp *pipePool) put(p *pipe) {

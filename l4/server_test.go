@@ -102,6 +102,16 @@ func testConfig() Config {
 
 func startServer(t *testing.T, cfg Config, addrs ...string) *testServer {
 	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveOn(t, cfg, ln, addrs...)
+}
+
+// serveOn is startServer on a listener of the test's making.
+func serveOn(t *testing.T, cfg Config, ln net.Listener, addrs ...string) *testServer {
+	t.Helper()
 	var backends []ring.Backend
 	for i, a := range addrs {
 		backends = append(backends, ring.Backend{ID: fmt.Sprintf("b%d", i), Addr: a, Weight: 1})
@@ -113,10 +123,7 @@ func startServer(t *testing.T, cfg Config, addrs ...string) *testServer {
 	cfg.Ring = r
 	s, err := New(cfg)
 	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
@@ -506,7 +513,7 @@ func TestAcceptBacksOffOnEMFILE(t *testing.T) {
 		}
 		return real(lfd)
 	}
-	defer func() { accept4 = real }()
+	t.Cleanup(func() { accept4 = real }) // after the server's Shutdown: cleanups run last-in first-out
 
 	b := startBackend(t, httpName("ok"))
 	s := startServer(t, testConfig(), b.addr())

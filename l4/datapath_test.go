@@ -1,0 +1,259 @@
+package l4
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// dialSmallWindow connects to addr with a small receive buffer, so that a client that does not
+// read stalls lb's flow towards it after a few kilobytes.
+func dialSmallWindow(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 4096) })
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c.(*net.TCPConn)
+}
+
+// listenSmallSendBuffer listens on loopback with a small, fixed send buffer, which the
+// sockets it accepts inherit: lb's flow to a client that does not read stalls after a few
+// kilobytes, and stays stalled.
+func listenSmallSendBuffer(t *testing.T) net.Listener {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, 8192) })
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// unacked is how many bytes (a FIN counts as one) c has sent that its peer has not acknowledged.
+func unacked(c *net.TCPConn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	n := -1
+	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+	return n
+}
+
+// cpuTime is the CPU time the process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestStalledFlowAfterHangupDoesNotSpin: the client half-closes, the backend answers more than
+// the client takes and closes, so lb's backend socket has both shut down (EPOLLHUP, which epoll
+// reports whatever the interest) while its flow waits for the client to read. The loop must
+// wait for the client, not spin on the hang-up.
+func TestStalledFlowAfterHangupDoesNotSpin(t *testing.T) {
+	big := randomBytes(t, 4<<20)
+	var srv atomic.Pointer[Server]
+	type answer struct {
+		c    *net.TCPConn
+		sent []byte
+	}
+	answered, checked := make(chan answer, 1), make(chan struct{})
+	defer close(checked) // before the backend's cleanup waits for its handler
+	b := startBackend(t, func(c *net.TCPConn) {
+		io.Copy(io.Discard, c)
+		// Answer until lb's flow to the client stalls for good (beyond the 24 KiB the client's
+		// and lb's small buffers hold), then close.
+		sent := 0
+		for sent < len(big) && (sent < 64<<10 || stalledFlows(srv.Load()) == 0) {
+			n, err := c.Write(big[sent : sent+16<<10])
+			sent += n
+			if err != nil {
+				break
+			}
+		}
+		c.CloseWrite()
+		answered <- answer{c, big[:sent]}
+		<-checked
+	})
+	s := serveOn(t, testConfig(), listenSmallSendBuffer(t), b.addr())
+	srv.Store(s.Server)
+	c := dialSmallWindow(t, s.addr)
+	io.WriteString(c, "x")
+	c.CloseWrite()
+	a := <-answered
+	// Once lb has acknowledged every byte and the FIN, its backend socket is at EOF.
+	waitFor(t, "the answer and its FIN acknowledged by lb", func() bool { return unacked(a.c) == 0 })
+
+	const window = 300 * time.Millisecond
+	before := cpuTime()
+	<-time.After(window)
+	if used := cpuTime() - before; used > window/3 {
+		t.Errorf("the process used %v of CPU in %v while its only flow waited: a loop spins", used, window)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, a.sent) {
+		t.Fatalf("read %d bytes (%v), want the %d of the answer", len(got), err, len(a.sent))
+	}
+}
+
+// stalledFlows counts the flows of s holding bytes their destination has not taken yet.
+func stalledFlows(s *Server) int {
+	n := 0
+	for _, l := range s.loops {
+		l.call(func() {
+			for _, c := range l.slots {
+				if c != nil && c.phase == splicing {
+					for i := range c.ends {
+						if c.ends[i].pending > 0 {
+							n++
+						}
+					}
+				}
+			}
+		})
+	}
+	return n
+}
+
+// TestReplayCutShortIsNotRetried: the first backend accepts but does not read, so the replay
+// of a large head stalls part way and the connect deadline passes. Bytes already went to that
+// backend: another one must not get the rest as if it were the whole stream.
+func TestReplayCutShortIsNotRetried(t *testing.T) {
+	release := make(chan struct{})
+	stuck := startBackend(t, func(c *net.TCPConn) { <-release })
+	defer close(release) // before the backends' cleanup waits for their handlers
+	live := startBackend(t, echo)
+	cfg := testConfig()
+	cfg.MaxHeaderBytes = 16 << 20
+	cfg.ConnectTimeout = 200 * time.Millisecond
+	s := startServer(t, cfg, stuck.addr(), live.addr())
+
+	head := []byte("GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + strings.Repeat("x", 12<<20) + "\r\n\r\n")
+	c := dial(t, s.addr)
+	wrote := make(chan struct{})
+	go func() { defer close(wrote); c.Write(head); c.CloseWrite() }()
+	got, _ := io.ReadAll(c) // an error (a reset) is a fine answer; a wrong stream is not
+	c.Close()
+	<-wrote
+	if len(got) > 0 && !bytes.Equal(got, head) {
+		t.Fatalf("read %d bytes that are not the %d sent (they start %q)", len(got), len(head), got[:min(len(got), 20)])
+	}
+}
+
+// TestSmallPipesKeepEveryByte: Linux gives a user over fs.pipe-user-pages-soft pipes of 8 KiB
+// (or 4 KiB) instead of 64 KiB. The rest of a short write must still fit the pipe that keeps
+// it: every byte arrives, once, in order.
+func TestSmallPipesKeepEveryByte(t *testing.T) {
+	real := pipe2
+	t.Cleanup(func() { pipe2 = real }) // after the server's cleanup: registered before it
+	pipe2 = func(fds []int) error {
+		if err := real(fds); err != nil {
+			return err
+		}
+		_, err := unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, 4096)
+		return err
+	}
+	payload := randomBytes(t, 1<<20)
+	b := startBackend(t, func(c *net.TCPConn) {
+		// Pieces under lb's 16 KiB copy buffer: lb copies them, and its writes to the client,
+		// which does not read yet, come up short.
+		for p := payload; len(p) > 0; p = p[min(len(p), 12<<10):] {
+			if _, err := c.Write(p[:min(len(p), 12<<10)]); err != nil {
+				break
+			}
+		}
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+	})
+	s := serveOn(t, testConfig(), listenSmallSendBuffer(t), b.addr())
+	c := dialSmallWindow(t, s.addr)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "x")
+	waitFor(t, "a stalled flow", func() bool { return stalledFlows(s.Server) > 0 })
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("read %d bytes (%v), want the %d sent, equal", len(got), err, len(payload))
+	}
+}
+
+// listenFull returns the address of a listener whose accept queue is full: a connect to it
+// stays pending, its SYNs dropped.
+func listenFull(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil { // room for one connection
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+	dial(t, addr) // takes the room
+	return addr
+}
+
+// phaseCount counts the connections of s in phase p.
+func phaseCount(s *Server, p phase) int {
+	n := 0
+	for _, l := range s.loops {
+		l.call(func() {
+			for _, c := range l.slots {
+				if c != nil && c.phase == p {
+					n++
+				}
+			}
+		})
+	}
+	return n
+}
+
+// TestResetWhileConnectingDoesNotSpin: a client whose head never completes is routed when
+// the sniff deadline passes; while the backend dial hangs, the client resets. Nothing can be
+// done about it until the dial ends, and the loop must not spin on the reset meanwhile.
+func TestResetWhileConnectingDoesNotSpin(t *testing.T) {
+	cfg := testConfig()
+	cfg.SniffTimeout = 20 * time.Millisecond
+	cfg.ConnectTimeout = 700 * time.Millisecond
+	s := startServer(t, cfg, listenFull(t))
+	c := dial(t, s.addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\n")
+	waitFor(t, "the connection routed, its dial pending", func() bool { return phaseCount(s.Server, connecting) == 1 })
+	c.SetLinger(0)
+	c.Close() // RST
+
+	const window = 300 * time.Millisecond
+	before := cpuTime()
+	<-time.After(window)
+	if used := cpuTime() - before; used > window/3 {
+		t.Errorf("the process used %v of CPU in %v while its only connection waited for a dial: a loop spins", used, window)
+	}
+	if phaseCount(s.Server, connecting) != 1 {
+		t.Fatal("the dial ended within the window: the test proves nothing")
+	}
+}
