@@ -87,6 +87,14 @@ type setup struct {
 	cursor    ring.Cursor
 	dialed    bool // a dial was tried: 502 rather than 503 if none works
 	connected bool
+
+	// Sticky sessions (sticky.go).
+	head       httpsniff.Head // the first request head, when it parsed
+	stickTo    ring.Backend   // the backend the request's sticky cookie names, if up
+	stickTried bool
+	setCookie  bool                     // insert the sticky cookie into the first final response
+	resp       httpsniff.ResponseParser // that response's head, read into buf from off
+	off        int
 }
 
 // start takes a freshly accepted socket.
@@ -130,7 +138,7 @@ func (l *loop) sniff(c *conn) {
 	case err == httpsniff.ErrNeedMore:
 		err = httpsniff.ErrHeadTooLarge
 	}
-	c.kind, c.sniffErr = head.Kind, err
+	c.kind, c.head, c.sniffErr = head.Kind, head, err
 	l.route(c)
 }
 
@@ -139,12 +147,14 @@ func (l *loop) sniff(c *conn) {
 // interest is spent or disarmed, or it was never watched (the head came in the first read).
 func (l *loop) route(c *conn) {
 	c.cursor = l.s.cfg.Ring.Cursor()
+	l.chooseSticky(c)
 	l.dialNext(c)
 }
 
-// dialNext tries the backends left on the cursor: nothing was sent yet, so any will do.
+// dialNext tries the sticky backend, then those left on the cursor: nothing was sent yet,
+// so any will do.
 func (l *loop) dialNext(c *conn) {
-	for b, ok := c.cursor.Next(); ok; b, ok = c.cursor.Next() {
+	for b, ok := c.nextBackend(); ok; b, ok = c.nextBackend() {
 		c.dialed = true
 		fd, err := l.connectTo(b.Addr)
 		if err != nil {
@@ -223,8 +233,12 @@ func (l *loop) replay(c *conn) {
 		}
 		st.written += n
 	}
-	l.s.setups.Put(resetSetup(st))
-	c.setup = nil
+	if st.setCookie {
+		st.n = 0 // the buffer now takes the response head (pumpHead)
+	} else {
+		l.s.setups.Put(resetSetup(st))
+		c.setup = nil
+	}
 	c.phase, c.lastActive = splicing, l.now
 	if l.watchOrClose(c, client, unix.EPOLLIN|unix.EPOLLRDHUP) {
 		l.watchOrClose(c, backend, unix.EPOLLIN|unix.EPOLLRDHUP)
@@ -348,6 +362,9 @@ func (l *loop) splice(c *conn, side int, events uint32) {
 // has sent its FIN, so it is read on to the EOF now rather than after another epoll round.
 // pump returns false if it closed c.
 func (l *loop) pump(c *conn, from int, hup bool) bool {
+	if from == backend && c.setup != nil {
+		return l.pumpHead(c, hup) // the first response head, for the sticky cookie
+	}
 	src, dst := &c.ends[from], &c.ends[1-from]
 	for range pumpRounds {
 		if src.pending > 0 {

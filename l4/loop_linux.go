@@ -64,6 +64,8 @@ type loop struct {
 	backoff   time.Duration // current accept back-off; 0 when accepts succeed
 	hot       *pipe         // the loop's pipe for flows that are not stalled
 	buf       []byte        // copy buffer for small reads
+	out       []byte        // a response head with the sticky cookie inserted
+	field     []byte        // the Set-Cookie line
 	now       int64         // unix nanos, read once per epoll_wait
 	nextSweep int64
 	stopped   bool

@@ -34,6 +34,7 @@ type Config struct {
 	// OnDialFailure, if set, hears of every failed backend dial (health counts it as a failed
 	// probe). It runs on a loop: it must not block.
 	OnDialFailure func(ring.Backend)
+	Sticky        Sticky // off when zero
 	Log           zerolog.Logger
 }
 

@@ -9,13 +9,14 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"lb/health"
+	"lb/l4"
 )
 
 func probeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "probe",
 		Usage: "TCP-dial every backend once and print a table; exit 0 if all are up, 1 if any is down",
-		Flags: withEnv(serversFlag,
+		Flags: withEnv(serversFlag, stickyCookieFlag,
 			&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "dial timeout per backend"},
 		),
 		OnUsageError: usageError,
@@ -25,6 +26,9 @@ func probeCommand() *cli.Command {
 				return err
 			}
 			results := health.ProbeAll(c.Context, backends, c.Duration("health-timeout"))
+			if name := c.String("sticky-cookie"); name != "" {
+				fmt.Fprintf(c.App.Writer, "sticky: %s; a client's cookie value is its backend's ID\n", stickyMode(l4.Sticky{Cookie: name}))
+			}
 			if down := printProbe(c.App.Writer, results); down > 0 {
 				return cli.Exit(fmt.Sprintf("lb: %d of %d backends down", down, len(results)), exitFailure)
 			}

@@ -38,9 +38,10 @@ func withEnv(flags ...cli.Flag) []cli.Flag {
 }
 
 var (
-	serversFlag = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "backends file: one `FILE` line per backend (host:port or http://host:port, optional weight=N id=NAME)"}
-	listenFlag  = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
-	portFlag    = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
+	stickyCookieFlag = &cli.StringFlag{Name: "sticky-cookie", Usage: "`NAME` of lb's sticky cookie: a request carrying NAME=<backend id> goes to that backend while it is up; others get NAME inserted into their first response"}
+	serversFlag      = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "backends file: one `FILE` line per backend (host:port or http://host:port, optional weight=N id=NAME)"}
+	listenFlag       = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
+	portFlag         = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
 )
 
 func routingFlags() []cli.Flag {
@@ -55,6 +56,8 @@ func routingFlags() []cli.Flag {
 		&cli.IntFlag{Name: "rise", Value: 2, Usage: "consecutive good probes that bring a down backend up"},
 		&cli.IntFlag{Name: "fall", Value: 3, Usage: "consecutive failed probes (or dials) that take an up backend down"},
 		&cli.IntFlag{Name: "threads", Value: defaultThreads(), Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
+		stickyCookieFlag,
+		&cli.StringFlag{Name: "sticky-cookie-attrs", Value: "Path=/; HttpOnly; SameSite=Lax", Usage: "attributes of the inserted sticky cookie"},
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error (debug: one line per connection)"},
 		&cli.StringFlag{Name: "log-format", Value: "console", Usage: "console or json"},
 	}
@@ -89,6 +92,16 @@ func loadServers(path string) ([]ring.Backend, error) {
 	return backends, nil
 }
 
+// isToken reports whether s is empty (off) or an RFC 7230 token, as cookie names must be.
+func isToken(s string) bool {
+	for _, r := range s {
+		if r > '~' || r <= ' ' || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", r) {
+			return false
+		}
+	}
+	return true
+}
+
 // defaultThreads is half the CPUs, at least one. The kernel does most of an L4 proxy's
 // work (TCP, softirqs) on the same CPUs; on 2 CPUs shared with wrk and nginx, one loop
 // beat two: less scheduler traffic between Go's threads, and a shorter latency tail.
@@ -121,6 +134,10 @@ func parseOptions(c *cli.Context) (options, error) {
 			MaxHeaderBytes: c.Int("max-header-bytes"),
 			ConnectTimeout: c.Duration("connect-timeout"),
 			IdleTimeout:    c.Duration("idle-timeout"),
+			Sticky: l4.Sticky{
+				Cookie:      c.String("sticky-cookie"),
+				CookieAttrs: c.String("sticky-cookie-attrs"),
+			},
 		},
 	}
 	if o.listen == "" {
@@ -141,6 +158,8 @@ func parseOptions(c *cli.Context) (options, error) {
 		{o.health.Rise < 1, "rise", "1 or more"},
 		{o.health.Fall < 1, "fall", "1 or more"},
 		{o.threads < 1, "threads", "1 or more"},
+		{!isToken(o.l4.Sticky.Cookie), "sticky-cookie", "a cookie name: letters, digits and !#$%&'*+-.^_`|~"},
+		{strings.ContainsAny(o.l4.Sticky.CookieAttrs, "\r\n"), "sticky-cookie-attrs", "one line, e.g. Path=/; HttpOnly; SameSite=Lax"},
 	}
 	for _, ch := range checks {
 		if ch.bad {
@@ -207,7 +226,7 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	logStart(o.log, ln.Addr().String(), r)
+	logStart(o.log, ln.Addr().String(), r, o.l4.Sticky)
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}
@@ -230,7 +249,14 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	return nil
 }
 
-func logStart(log zerolog.Logger, addr string, r *ring.Ring) {
+func stickyMode(s l4.Sticky) string {
+	if s.Cookie == "" {
+		return "off"
+	}
+	return "cookie " + s.Cookie + " (inserted)"
+}
+
+func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky l4.Sticky) {
 	arr := zerolog.Arr()
 	up := 0
 	for _, s := range r.Snapshot() {
@@ -239,5 +265,5 @@ func logStart(log zerolog.Logger, addr string, r *ring.Ring) {
 			up++
 		}
 	}
-	log.Info().Str("listen", addr).Array("backends", arr).Int("up", up).Msg("listening")
+	log.Info().Str("listen", addr).Array("backends", arr).Int("up", up).Str("sticky", stickyMode(sticky)).Msg("listening")
 }

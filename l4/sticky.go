@@ -1,0 +1,142 @@
+package l4
+
+import (
+	"golang.org/x/sys/unix"
+
+	"lb/httpsniff"
+	"lb/ring"
+)
+
+// Sticky keeps an HTTP client on one backend across its connections. The zero value is off.
+//
+// With Cookie set, lb reads the Cookie header of a connection's first request: a cookie of
+// that name whose value is the id of a backend that is up sends the connection there. Any
+// other HTTP connection gets a backend from the ring, and lb inserts
+// "Set-Cookie: <Cookie>=<id>; <CookieAttrs>" into the first final response head the backend
+// sends on it (1xx interim heads pass unchanged; a 101 takes the cookie). Only that head is
+// parsed, bounded by MaxHeaderBytes; every byte after it is spliced untouched, and a head lb
+// cannot parse passes through as it came.
+type Sticky struct {
+	Cookie      string // a cookie name (an RFC 6265 token)
+	CookieAttrs string // e.g. "Path=/; HttpOnly; SameSite=Lax"
+}
+
+// chooseSticky looks for a sticky cookie naming a backend that is up, and marks the
+// connection for a cookie if there is none.
+func (l *loop) chooseSticky(c *conn) {
+	name := l.s.cfg.Sticky.Cookie
+	if name == "" || c.kind != httpsniff.KindHTTP1 {
+		return
+	}
+	if id, ok := c.head.Cookie(name); ok {
+		if b, up, ok := l.s.cfg.Ring.Lookup(string(id)); ok && up {
+			c.stickTo = b
+			return
+		}
+	}
+	c.setCookie = true // no cookie, an unknown backend, or one that is down: re-balance
+}
+
+// nextBackend is the backend to dial next: the sticky one first, then the ring's.
+func (c *conn) nextBackend() (ring.Backend, bool) {
+	if c.stickTo.ID != "" && !c.stickTried {
+		c.stickTried = true
+		return c.stickTo, true
+	}
+	if c.stickTo.ID != "" {
+		c.setCookie = true // the sticky backend failed: the client is moved and re-cookied
+	}
+	for b, ok := c.cursor.Next(); ok; b, ok = c.cursor.Next() {
+		if b.ID != c.stickTo.ID {
+			return b, true
+		}
+	}
+	return ring.Backend{}, false
+}
+
+// pumpHead reads the backend's first response into the setup buffer until it has the first
+// final head, inserts the sticky cookie there, and writes it all to the client; then the
+// flow is pumped as any other. It returns false if it closed c.
+func (l *loop) pumpHead(c *conn, hup bool) bool {
+	st := c.setup
+	n, err := sysRead(c.ends[backend].fd, st.buf[st.n:])
+	switch {
+	case err == unix.EAGAIN:
+		return true
+	case err != nil:
+		l.close(c, err)
+		return false
+	case n == 0: // EOF before a complete head: what came goes on as it came
+		return l.passHead(c, st.buf[:st.n], hup)
+	}
+	st.n += n
+	for {
+		resp, err := st.resp.Parse(st.buf[st.off:st.n])
+		if err == httpsniff.ErrNeedMore && st.n < len(st.buf) {
+			return true // level-triggered: more bytes bring another event
+		}
+		if err != nil {
+			if e := l.s.log.Debug(); e.Enabled() {
+				e.Err(err).Str("backend", c.backend.ID).Msg("response head passed through without a cookie")
+			}
+			return l.passHead(c, st.buf[:st.n], hup)
+		}
+		if resp.Interim() { // 100 Continue, 103 Early Hints: the answer's head comes next
+			st.off += resp.Len
+			st.resp = httpsniff.ResponseParser{}
+			continue
+		}
+		end := st.off + resp.Len
+		out := append(l.out[:0], st.buf[:st.off]...)
+		out = httpsniff.AppendWithField(out, st.buf[st.off:end], l.cookieField(c.backend.ID))
+		out = append(out, st.buf[end:st.n]...)
+		l.out = out // grown once, reused
+		return l.passHead(c, out, hup)
+	}
+}
+
+// cookieField is the Set-Cookie line for a backend, in the loop's scratch buffer.
+func (l *loop) cookieField(id string) []byte {
+	s := &l.s.cfg.Sticky
+	f := append(l.field[:0], "Set-Cookie: "...)
+	f = append(f, s.Cookie...)
+	f = append(f, '=')
+	f = append(f, id...)
+	if s.CookieAttrs != "" {
+		f = append(f, "; "...)
+		f = append(f, s.CookieAttrs...)
+	}
+	l.field = f
+	return f
+}
+
+// passHead writes the backend's first bytes (with the cookie, or as they came) to the client,
+// keeping in a pipe what the client cannot take yet, and ends the head phase.
+func (l *loop) passHead(c *conn, b []byte, hup bool) bool {
+	src, dst := &c.ends[backend], &c.ends[client]
+	w, err := sysWrite(dst.fd, b)
+	if err != nil && err != unix.EAGAIN {
+		l.close(c, err)
+		return false
+	}
+	w = max(w, 0)
+	l.moved(c, src, w, false)
+	if w < len(b) {
+		p, err := l.hotPipe()
+		if err == nil && len(b)-w > p.size {
+			err = httpsniff.ErrHeadTooLarge
+		}
+		if err == nil {
+			_, err = sysWrite(p.w, b[w:])
+		}
+		if err != nil {
+			l.close(c, err)
+			return false
+		}
+		l.hot = nil
+		src.pipe, src.pending = p, len(b)-w
+	}
+	l.s.setups.Put(resetSetup(c.setup))
+	c.setup = nil
+	return l.pump(c, backend, hup)
+}

@@ -1,0 +1,170 @@
+package l4
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func stickyConfig() Config {
+	cfg := testConfig()
+	cfg.Sticky = Sticky{Cookie: "lb_srv", CookieAttrs: "Path=/; HttpOnly; SameSite=Lax"}
+	return cfg
+}
+
+// exchange sends one request head on a new connection and returns the raw response bytes
+// up to the backend's close.
+func exchange(t *testing.T, addr, req string) string {
+	t.Helper()
+	c := dial(t, addr)
+	defer c.Close()
+	io.WriteString(c, req)
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// closingName answers one request with name and closes, so a test can read to EOF.
+func closingName(name string) func(c *net.TCPConn) {
+	return func(c *net.TCPConn) {
+		http.ReadRequest(bufio.NewReader(c))
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(name), name)
+	}
+}
+
+func TestStickyCookieInsertedAndFollowed(t *testing.T) {
+	a := startBackend(t, closingName("a"))
+	b := startBackend(t, closingName("b"))
+	s := startServer(t, stickyConfig(), a.addr(), b.addr())
+
+	got := exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	want := "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\na"
+	if got != want {
+		t.Fatalf("first response:\n%q\nwant\n%q", got, want)
+	}
+	// Carrying the cookie (among others, in a second Cookie header): back to b0, no new cookie.
+	for range 4 {
+		got = exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\nCookie: x=1\r\nCookie: theme=dark; lb_srv=b0; y=\"2\"\r\n\r\n")
+		if !strings.HasSuffix(got, "\r\n\r\na") || strings.Contains(got, "Set-Cookie") {
+			t.Fatalf("sticky request: %q, want backend a and no Set-Cookie", got)
+		}
+	}
+	// Without it, the ring goes on: b1, with a cookie naming it.
+	if got = exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"); !strings.Contains(got, "Set-Cookie: lb_srv=b1;") || !strings.HasSuffix(got, "b") {
+		t.Fatalf("new client: %q, want backend b with its cookie", got)
+	}
+	// A cookie naming a backend that is down, or none at all: re-balanced and re-cookied.
+	s.ring.SetUp("b0", false)
+	got = exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\nCookie: lb_srv=b0\r\n\r\n")
+	if !strings.Contains(got, "Set-Cookie: lb_srv=b1;") || !strings.HasSuffix(got, "b") {
+		t.Fatalf("cookie for a down backend: %q, want b1 and a new cookie", got)
+	}
+	got = exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\nCookie: lb_srv=nosuch\r\n\r\n")
+	if !strings.Contains(got, "Set-Cookie: lb_srv=b1;") {
+		t.Fatalf("cookie for no backend: %q, want a new cookie", got)
+	}
+}
+
+// TestStickyCookieWhenTheBackendDialFails: the cookie's backend is up in the ring but
+// refuses: the client is moved and gets a new cookie, without a failed request.
+func TestStickyCookieWhenTheBackendDialFails(t *testing.T) {
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	live := startBackend(t, closingName("live"))
+	s := startServer(t, stickyConfig(), deadAddr, live.addr())
+	got := exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\nCookie: lb_srv=b0\r\n\r\n")
+	if !strings.Contains(got, "Set-Cookie: lb_srv=b1;") || !strings.HasSuffix(got, "live") {
+		t.Fatalf("got %q, want the live backend and its cookie", got)
+	}
+}
+
+// TestStickyCookieResponseShapes: only the first final head changes, however it arrives;
+// bodies, interim heads and what is not HTTP pass untouched.
+func TestStickyCookieResponseShapes(t *testing.T) {
+	big := randomBytes(t, 4<<20)
+	cases := []struct {
+		name     string
+		response []byte
+		want     []byte // nil: the response must pass unchanged
+		chunk    int    // write the response in pieces of this size (0: at once)
+	}{
+		{
+			name:     "interim heads first",
+			response: []byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"),
+			want:     []byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 204 No Content\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\n"),
+		},
+		{
+			name:     "101 takes the cookie",
+			response: []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"),
+			want:     []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\n\x81\x05hello"),
+		},
+		{
+			name:     "chunked body and a pipelined second response, split byte by byte",
+			response: []byte("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+			want:     []byte("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\n\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+			chunk:    1,
+		},
+		{name: "malformed head", response: []byte("HTTP/1.1 2xx OK\r\nX: y\r\n\r\nbody")},
+		{name: "not HTTP", response: []byte("SSH-2.0-OpenSSH_9.2\r\n")},
+		{name: "oversized head", response: []byte("HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("y", 20000) + "\r\n\r\n")},
+		{
+			name:     "bulk body",
+			response: append([]byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(big))), big...),
+			want:     append([]byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\n", len(big))), big...),
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBackend(t, func(c *net.TCPConn) {
+				http.ReadRequest(bufio.NewReader(c))
+				for rest := tc.response; len(rest) > 0; {
+					n := len(rest)
+					if tc.chunk > 0 {
+						n = min(n, tc.chunk)
+					}
+					if _, err := c.Write(rest[:n]); err != nil {
+						return
+					}
+					rest = rest[n:]
+				}
+			})
+			s := startServer(t, stickyConfig(), b.addr())
+			got := exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+			want := tc.want
+			if want == nil {
+				want = tc.response
+			}
+			if sha256.Sum256([]byte(got)) != sha256.Sum256(want) {
+				if len(got) > 300 {
+					got = got[:300] + "..."
+				}
+				t.Fatalf("client got %q (%d bytes), want %d bytes", got, len(got), len(want))
+			}
+			if tc.name == "bulk body" && s.Stats().SplicedBytes < uint64(len(big)*9/10) {
+				t.Fatalf("spliced %d bytes of a %d-byte body: the bytes after the head must be spliced", s.Stats().SplicedBytes, len(big))
+			}
+		})
+	}
+}
+
+// TestStickyCookieOnlyForHTTP: a TLS client is balanced and its bytes untouched.
+func TestStickyCookieOnlyForHTTP(t *testing.T) {
+	b := startBackend(t, echo)
+	s := startServer(t, stickyConfig(), b.addr())
+	c := dial(t, s.addr)
+	hello := append([]byte{0x16, 0x03, 0x01, 0x00, 0x20}, bytes.Repeat([]byte{7}, 32)...)
+	c.Write(hello)
+	got := make([]byte, len(hello))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, hello) {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+}
