@@ -1,15 +1,11 @@
 package sessions
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"lb/internal/redistest"
 )
 
 // waitFor bounds every wait on a condition; generous so that a loaded CI machine passes.
@@ -29,177 +27,6 @@ const (
 	testTimeout = 100 * time.Millisecond
 	callSlack   = 150 * time.Millisecond
 )
-
-// redisServer is a redis-server process of the test's own, on a loopback port.
-type redisServer struct {
-	t       testing.TB
-	bin     string
-	port    int
-	dir     string
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed once cmd has been waited for
-	stopped bool
-}
-
-// startRedis starts a redis-server for the test and stops it at the end of the test. It
-// skips the test when redis-server is not installed, unless CI=true.
-func startRedis(t testing.TB) *redisServer {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("redis-server not found and CI=true: install it (apt-get install redis-server): %v", err)
-		}
-		t.Skipf("redis-server not found on PATH: install it to run the RedisStore tests (%v)", err)
-	}
-	r := &redisServer{t: t, bin: bin, dir: t.TempDir()}
-	t.Cleanup(r.stop)
-	// A port found free can be taken before redis-server binds it: try a few.
-	for range 3 {
-		r.port = freePort(t)
-		if r.start() {
-			return r
-		}
-	}
-	t.Fatalf("redis-server did not start; its log:\n%s", r.logText())
-	return nil
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// start runs redis-server on r.port and reports whether it answers PING within waitFor.
-func (r *redisServer) start() bool {
-	r.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(r.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer logf.Close()
-	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir)
-	r.cmd.Stdout, r.cmd.Stderr = logf, logf
-	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server: %v", err)
-	}
-	r.exited, r.stopped = make(chan struct{}), false
-	go r.wait(r.cmd, r.exited)
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		select {
-		case <-r.exited:
-			return false // port taken, most likely
-		default:
-		}
-		if r.ping() == nil {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
-	r.stop()
-	return false
-}
-
-func (r *redisServer) wait(cmd *exec.Cmd, exited chan struct{}) {
-	cmd.Wait()
-	close(exited)
-}
-
-// ping sends PING on a fresh connection and checks the answer.
-func (r *redisServer) ping() error {
-	c, err := net.DialTimeout("tcp", r.addr(), time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if line != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", line)
-	}
-	return nil
-}
-
-// stop kills redis-server and waits for it; safe to call when it is already stopped.
-func (r *redisServer) stop() {
-	if r.cmd == nil || r.stopped {
-		return
-	}
-	r.stopped = true
-	r.cmd.Process.Signal(syscall.SIGCONT) // a stopped process dies only once continued
-	r.cmd.Process.Kill()
-	<-r.exited
-}
-
-// restart starts redis-server again on the same port, empty.
-func (r *redisServer) restart() {
-	r.t.Helper()
-	r.stop()
-	if !r.start() {
-		r.t.Fatalf("redis-server did not restart on port %d; its log:\n%s", r.port, r.logText())
-	}
-}
-
-func (r *redisServer) signal(sig syscall.Signal) {
-	r.t.Helper()
-	if err := r.cmd.Process.Signal(sig); err != nil {
-		r.t.Fatal(err)
-	}
-}
-
-func (r *redisServer) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)) }
-func (r *redisServer) url() string  { return "redis://" + r.addr() + "/0" }
-
-func (r *redisServer) logText() string {
-	b, _ := os.ReadFile(filepath.Join(r.dir, "redis.log"))
-	return string(b)
-}
-
-// do sends one command on a fresh connection and returns the first line of the answer: a
-// look at Redis that goes around the store under test.
-func (r *redisServer) do(args ...string) string {
-	r.t.Helper()
-	c, err := net.DialTimeout("tcp", r.addr(), time.Second)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	cmd := fmt.Sprintf("*%d\r\n", len(args))
-	for _, a := range args {
-		cmd += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(cmd)); err != nil {
-		r.t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
-	line, err := br.ReadString('\n')
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	line = strings.TrimSuffix(line, "\r\n")
-	if strings.HasPrefix(line, "$") && line != "$-1" { // a bulk string: return its content
-		line, err = br.ReadString('\n')
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		line = strings.TrimSuffix(line, "\r\n")
-	}
-	return line
-}
 
 // logLines collects zerolog output, one JSON object per line.
 type logLines struct {
@@ -246,6 +73,16 @@ func (l *logLines) String() string {
 	return b.String()
 }
 
+// unusedRedisURL is a Redis URL on a loopback port where nothing listens.
+func unusedRedisURL(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return "redis://" + ln.Addr().String() + "/0"
+}
+
 func newRedisStore(t testing.TB, cfg RedisConfig, log zerolog.Logger) *RedisStore {
 	t.Helper()
 	if cfg.Timeout == 0 {
@@ -265,8 +102,8 @@ const (
 )
 
 func TestRedisTwoReplicas(t *testing.T) {
-	r := startRedis(t)
-	cfg := RedisConfig{URL: r.url(), Cluster: "prod", TTL: time.Minute}
+	r := redistest.Start(t)
+	cfg := RedisConfig{URL: r.URL(), Cluster: "prod", TTL: time.Minute}
 	a := newRedisStore(t, cfg, zerolog.Nop())
 	b := newRedisStore(t, cfg, zerolog.Nop())
 	k := NewKeyer([]byte("cluster secret"))
@@ -281,22 +118,22 @@ func TestRedisTwoReplicas(t *testing.T) {
 
 	// What Redis holds: the hashed key under the cluster's prefix, the backend id, a TTL;
 	// nothing of the session value.
-	if got := r.do("GET", "lb:prod:s:"+key); got != "green" {
+	if got := r.Do("GET", "lb:prod:s:"+key); got != "green" {
 		t.Errorf("GET lb:prod:s:%s = %q; want green", key, got)
 	}
-	if ttl, _ := strconv.Atoi(strings.TrimPrefix(r.do("TTL", "lb:prod:s:"+key), ":")); ttl < 50 || ttl > 60 {
+	if ttl, _ := strconv.Atoi(strings.TrimPrefix(r.Do("TTL", "lb:prod:s:"+key), ":")); ttl < 50 || ttl > 60 {
 		t.Errorf("TTL of the session key = %d s; want about 60", ttl)
 	}
-	if keys := r.do("KEYS", "*9f8e7d6c*"); keys != "*0" {
+	if keys := r.Do("KEYS", "*9f8e7d6c*"); keys != "*0" {
 		t.Errorf("KEYS *9f8e7d6c* = %q: the raw session value is in Redis", keys)
 	}
 }
 
 func TestRedisNamespacedByCluster(t *testing.T) {
-	r := startRedis(t)
-	east := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "east"}, zerolog.Nop())
-	west := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "west"}, zerolog.Nop())
-	unnamed := newRedisStore(t, RedisConfig{URL: r.url()}, zerolog.Nop())
+	r := redistest.Start(t)
+	east := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "east"}, zerolog.Nop())
+	west := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "west"}, zerolog.Nop())
+	unnamed := newRedisStore(t, RedisConfig{URL: r.URL()}, zerolog.Nop())
 
 	mustSet(t, east, "k", "e1")
 	wantID(t, west, "k", "")
@@ -306,7 +143,7 @@ func TestRedisNamespacedByCluster(t *testing.T) {
 	wantID(t, east, "k", "e1")
 	wantID(t, west, "k", "w1")
 	for key, want := range map[string]string{"lb:east:s:k": "e1", "lb:west:s:k": "w1", "lb:default:s:k": "d1"} {
-		if got := r.do("GET", key); got != want {
+		if got := r.Do("GET", key); got != want {
 			t.Errorf("GET %s = %q; want %q", key, got, want)
 		}
 	}
@@ -315,9 +152,9 @@ func TestRedisNamespacedByCluster(t *testing.T) {
 // TestRedisSlidingTTL keeps a 1 s session in use for three times its TTL, then leaves it:
 // it must expire about one TTL after its last Get.
 func TestRedisSlidingTTL(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	const ttl = time.Second
-	s := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "c", TTL: ttl}, zerolog.Nop())
+	s := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "c", TTL: ttl}, zerolog.Nop())
 	mustSet(t, s, "k", "blue")
 	set := time.Now()
 	tick := time.NewTicker(ttl / 4)
@@ -330,13 +167,13 @@ func TestRedisSlidingTTL(t *testing.T) {
 		wantID(t, s, "k", "blue")
 		lastGet = time.Now()
 	}
-	if pttl, _ := strconv.Atoi(strings.TrimPrefix(r.do("PTTL", "lb:c:s:k"), ":")); pttl <= 0 || pttl > int(ttl/time.Millisecond) {
+	if pttl, _ := strconv.Atoi(strings.TrimPrefix(r.Do("PTTL", "lb:c:s:k"), ":")); pttl <= 0 || pttl > int(ttl/time.Millisecond) {
 		t.Errorf("PTTL after a Get = %d ms; want up to %d", pttl, ttl/time.Millisecond)
 	}
 
 	// Watch the key without touching its TTL (EXISTS does not refresh it; Get would).
 	deadline := time.Now().Add(waitFor)
-	for r.do("EXISTS", "lb:c:s:k") == ":1" {
+	for r.Do("EXISTS", "lb:c:s:k") == ":1" {
 		if time.Now().After(deadline) {
 			t.Fatalf("session still in Redis %v after its last Get; TTL %v", time.Since(lastGet), ttl)
 		}
@@ -351,19 +188,19 @@ func TestRedisSlidingTTL(t *testing.T) {
 // TestRedisOutage kills Redis under a store: calls must fail within Timeout, one warning
 // must be logged for the whole outage, and one info when a Redis on the same port answers.
 func TestRedisOutage(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	logs, log := newLog()
-	s := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "c"}, log)
+	s := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "c"}, log)
 	mustSet(t, s, "k", "blue")
 	wantID(t, s, "k", "blue")
 
-	r.stop()
+	r.Stop()
 	failAll(t, s, 40)
 	if n := logs.count(msgDown); n != 1 {
 		t.Fatalf("%d %q lines for one outage; want 1; logs:\n%s", n, msgDown, logs)
 	}
 
-	r.restart()
+	r.Restart()
 	awaitBack(t, s)
 	wantID(t, s, "k", "") // a new, empty Redis
 	mustSet(t, s, "k", "green")
@@ -376,17 +213,17 @@ func TestRedisOutage(t *testing.T) {
 // TestRedisStalled stops Redis without closing its sockets, the way an overloaded or
 // partitioned Redis looks: calls must still end within Timeout.
 func TestRedisStalled(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	logs, log := newLog()
-	s := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "c"}, log)
+	s := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "c"}, log)
 	mustSet(t, s, "k", "blue")
 
-	r.signal(syscall.SIGSTOP)
+	r.Signal(syscall.SIGSTOP)
 	failAll(t, s, 10)
 	if n := logs.count(msgDown); n != 1 {
 		t.Fatalf("%d %q lines for one outage; want 1; logs:\n%s", n, msgDown, logs)
 	}
-	r.signal(syscall.SIGCONT)
+	r.Signal(syscall.SIGCONT)
 	awaitBack(t, s)
 	// A Set that timed out may still be applied: it was sent, and Redis reads it on waking.
 	if id, _ := mustGet(t, s, "k"); id != "blue" && id != "red" {
@@ -445,7 +282,7 @@ func awaitBack(t *testing.T, s *RedisStore) {
 
 func TestRedisDownAtStart(t *testing.T) {
 	logs, log := newLog()
-	s := newRedisStore(t, RedisConfig{URL: "redis://127.0.0.1:" + strconv.Itoa(freePort(t)) + "/0"}, log)
+	s := newRedisStore(t, RedisConfig{URL: unusedRedisURL(t)}, log)
 	start := time.Now()
 	if err := s.Ping(context.Background()); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Ping with no Redis: %v; want ErrUnavailable", err)
@@ -462,9 +299,9 @@ func TestRedisDownAtStart(t *testing.T) {
 // TestRedisCallerGivesUp checks that a call cancelled by its caller fails without counting
 // against Redis.
 func TestRedisCallerGivesUp(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	logs, log := newLog()
-	s := newRedisStore(t, RedisConfig{URL: r.url()}, log)
+	s := newRedisStore(t, RedisConfig{URL: r.URL()}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, _, err := s.Get(ctx, "k"); !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
@@ -476,9 +313,9 @@ func TestRedisCallerGivesUp(t *testing.T) {
 }
 
 func TestRedisClose(t *testing.T) {
-	r := startRedis(t)
+	r := redistest.Start(t)
 	logs, log := newLog()
-	s := newRedisStore(t, RedisConfig{URL: r.url()}, log)
+	s := newRedisStore(t, RedisConfig{URL: r.URL()}, log)
 	mustSet(t, s, "k", "blue")
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -503,12 +340,12 @@ func TestRedisClose(t *testing.T) {
 // TestRedisCache checks the local cache's promise: a value another replica changed is
 // served at most about a second, a miss is never cached, and Set writes through.
 func TestRedisCache(t *testing.T) {
-	r := startRedis(t)
-	cached := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "c", CacheSize: 100}, zerolog.Nop())
-	other := newRedisStore(t, RedisConfig{URL: r.url(), Cluster: "c"}, zerolog.Nop())
+	r := redistest.Start(t)
+	cached := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "c", CacheSize: 100}, zerolog.Nop())
+	other := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "c"}, zerolog.Nop())
 
 	mustSet(t, cached, "k", "blue")
-	if got := r.do("GET", "lb:c:s:k"); got != "blue" {
+	if got := r.Do("GET", "lb:c:s:k"); got != "blue" {
 		t.Fatalf("Set did not write through: Redis holds %q", got)
 	}
 	wantID(t, other, "k", "blue")
@@ -595,8 +432,8 @@ func TestReachabilityFlapping(t *testing.T) {
 // BenchmarkRedisGet measures a Get that goes to Redis on loopback, from parallel callers:
 // what a new connection with a session cookie pays.
 func BenchmarkRedisGet(b *testing.B) {
-	r := startRedis(b)
-	s := newRedisStore(b, RedisConfig{URL: r.url(), Timeout: time.Second}, zerolog.Nop())
+	r := redistest.Start(b)
+	s := newRedisStore(b, RedisConfig{URL: r.URL(), Timeout: time.Second}, zerolog.Nop())
 	key := NewKeyer([]byte("secret")).Key([]byte("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
 	if err := s.Set(context.Background(), key, "blue"); err != nil {
 		b.Fatal(err)
@@ -614,8 +451,8 @@ func BenchmarkRedisGet(b *testing.B) {
 
 // BenchmarkRedisGetCached is BenchmarkRedisGet with the local cache on: most Gets are hits.
 func BenchmarkRedisGetCached(b *testing.B) {
-	r := startRedis(b)
-	s := newRedisStore(b, RedisConfig{URL: r.url(), Timeout: time.Second, CacheSize: 1000}, zerolog.Nop())
+	r := redistest.Start(b)
+	s := newRedisStore(b, RedisConfig{URL: r.URL(), Timeout: time.Second, CacheSize: 1000}, zerolog.Nop())
 	key := NewKeyer([]byte("secret")).Key([]byte("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
 	if err := s.Set(context.Background(), key, "blue"); err != nil {
 		b.Fatal(err)
