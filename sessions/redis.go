@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/url"
@@ -51,6 +52,7 @@ const cacheMaxAge = time.Second
 // session moves to another backend, and lasts at most a second. Misses are never cached.
 type RedisStore struct {
 	rdb     *redis.Client
+	url     string
 	prefix  string // "lb:<cluster>:s:"
 	ttl     time.Duration
 	timeout time.Duration
@@ -75,7 +77,7 @@ func NewRedisStore(cfg RedisConfig, log zerolog.Logger) (*RedisStore, error) {
 		if errors.As(err, &uerr) {
 			err = uerr.Err // its message quotes the URL, password included
 		}
-		return nil, fmt.Errorf("session store URL %q: %w; want redis://host:port/db", redactURL(cfg.URL), err)
+		return nil, fmt.Errorf("session store URL %q: %w; want redis://host:port/db", RedactURL(cfg.URL), err)
 	}
 	if cfg.Cluster == "" {
 		cfg.Cluster = "default"
@@ -101,6 +103,7 @@ func NewRedisStore(cfg RedisConfig, log zerolog.Logger) (*RedisStore, error) {
 
 	s := &RedisStore{
 		rdb:     redis.NewClient(opt),
+		url:     cfg.URL,
 		prefix:  "lb:" + cfg.Cluster + ":s:",
 		ttl:     cfg.TTL,
 		timeout: cfg.Timeout,
@@ -170,6 +173,35 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 	}
 	s.reach.answered()
 	return nil
+}
+
+// ClusterSecret returns the cluster's session secret, kept in Redis beside its sessions: the
+// first replica to ask creates it (32 random bytes), every later one reads the same, so
+// replicas started without a secret of their own still derive the same keys. It retries
+// until Redis answers or ctx is done.
+func (s *RedisStore) ClusterSecret(ctx context.Context) ([]byte, error) {
+	fresh := make([]byte, 32)
+	rand.Read(fresh)
+	key := strings.TrimSuffix(s.prefix, "s:") + "secret"
+	retry := time.NewTicker(100 * time.Millisecond)
+	defer retry.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		// SET NX GET: the secret already there, or redis.Nil when ours was stored.
+		old, err := s.rdb.SetArgs(cctx, key, fresh, redis.SetArgs{Mode: "NX", Get: true}).Result()
+		cancel()
+		switch {
+		case errors.Is(err, redis.Nil):
+			return fresh, nil
+		case err == nil:
+			return []byte(old), nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("session secret of cluster in %s: %w", RedactURL(s.url), err)
+		case <-retry.C:
+		}
+	}
 }
 
 // Close closes the connections to Redis. Calls after it, or under way, return ErrClosed.
@@ -261,8 +293,8 @@ type discardLogger struct{}
 
 func (discardLogger) Printf(context.Context, string, ...any) {}
 
-// redactURL hides the password of a Redis URL, even one that does not parse.
-func redactURL(raw string) string {
+// RedactURL hides the password of a Redis URL, even one that does not parse, for logs.
+func RedactURL(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
 		return u.Redacted()
 	}

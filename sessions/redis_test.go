@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -466,4 +467,35 @@ func BenchmarkRedisGetCached(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestRedisClusterSecret: replicas of one cluster get the same secret, the first one's;
+// another cluster gets its own.
+func TestRedisClusterSecret(t *testing.T) {
+	r := redistest.Start(t)
+	ctx := context.Background()
+	secret := func(cluster string) []byte {
+		s := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: cluster}, zerolog.Nop())
+		b, err := s.ClusterSecret(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a1, a2, b := secret("a"), secret("a"), secret("b")
+	if len(a1) != 32 || !bytes.Equal(a1, a2) {
+		t.Fatalf("two replicas of cluster a got secrets %x and %x, want the same 32 bytes", a1, a2)
+	}
+	if bytes.Equal(a1, b) {
+		t.Fatal("clusters a and b share a secret")
+	}
+	if got := r.Do("GET", "lb:a:secret"); got != string(a1) {
+		t.Fatalf("Redis holds %q for cluster a's secret", got)
+	}
+	down := newRedisStore(t, RedisConfig{URL: unusedRedisURL(t)}, zerolog.Nop())
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := down.ClusterSecret(short); err == nil {
+		t.Fatal("ClusterSecret with no Redis: no error")
+	}
 }
