@@ -25,6 +25,7 @@ type phase uint8
 
 const (
 	sniffing   phase = iota // reading the first bytes
+	lookingUp               // the session store is asked where the request's session lives
 	connecting              // a backend dial is in progress
 	splicing                // bytes flow both ways
 	refusing                // a 503/502 was sent; reading until the client closes
@@ -88,14 +89,21 @@ type setup struct {
 	dialed    bool // a dial was tried: 502 rather than 503 if none works
 	connected bool
 
-	// Sticky sessions (sticky.go).
+	// Sticky sessions (sticky.go, session.go).
 	head       httpsniff.Head // the first request head, when it parsed
-	stickTo    ring.Backend   // the backend the request's sticky cookie names, if up
+	stickTo    ring.Backend   // the backend the request's cookie or session names, if up
+	byCookie   bool           // stickTo comes from lb's own cookie
 	stickTried bool
 	setCookie  bool                     // insert the sticky cookie into the first final response
+	learn      bool                     // record the session cookie the first final response sets
+	holding    bool                     // that response waits for the session store to record it
+	hup        bool                     // the backend sent its FIN while the response was held
 	resp       httpsniff.ResponseParser // that response's head, read into buf from off
 	off        int
 }
+
+// readsResponse reports whether lb reads the first response head itself (pumpHead).
+func (st *setup) readsResponse() bool { return st.setCookie || st.learn }
 
 // start takes a freshly accepted socket.
 func (l *loop) start(fd int) {
@@ -142,12 +150,14 @@ func (l *loop) sniff(c *conn) {
 	l.route(c)
 }
 
-// route starts dialing from the ring's next backend.
-// Nothing more is read from the client until the backend is connected: its ONESHOT
+// route starts dialing: the backend the request's cookie or session names, else the ring's
+// next. Nothing more is read from the client until the backend is connected: its ONESHOT
 // interest is spent or disarmed, or it was never watched (the head came in the first read).
 func (l *loop) route(c *conn) {
 	c.cursor = l.s.cfg.Ring.Cursor()
-	l.chooseSticky(c)
+	if l.chooseSticky(c) {
+		return // lookupSession dials once the store has answered
+	}
 	l.dialNext(c)
 }
 
@@ -233,7 +243,7 @@ func (l *loop) replay(c *conn) {
 		}
 		st.written += n
 	}
-	if st.setCookie {
+	if st.readsResponse() {
 		st.n = 0 // the buffer now takes the response head (pumpHead)
 	} else {
 		l.s.setups.Put(resetSetup(st))
@@ -256,6 +266,7 @@ func (l *loop) handle(c *conn, side int, events uint32) {
 	case sniffing:
 		c.ends[client].events = 0 // ONESHOT: spent
 		l.sniff(c)
+	case lookingUp: // nothing is watched meanwhile
 	case connecting:
 		if side == backend {
 			l.connected(c)
@@ -277,6 +288,8 @@ func (l *loop) expire(c *conn) {
 		l.unwatch(c, client)
 		c.sniffErr = os.ErrDeadlineExceeded
 		l.route(c)
+	case lookingUp:
+		l.dialNext(c) // the store did not answer in time: as if it knew nothing
 	case connecting:
 		if c.written > 0 {
 			// The backend took part of the replay and no more in time: the bytes it has
@@ -470,7 +483,7 @@ func (l *loop) rearm(c *conn) {
 	for side := range c.ends {
 		en, other := &c.ends[side], &c.ends[1-side]
 		var want uint32
-		if !en.eof && en.pending == 0 {
+		if !en.eof && en.pending == 0 && !(side == backend && c.setup != nil && c.holding) {
 			want |= unix.EPOLLIN | unix.EPOLLRDHUP
 		}
 		if other.pending > 0 {

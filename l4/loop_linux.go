@@ -118,14 +118,20 @@ func (l *loop) pollEvents() (int, error) {
 
 func opError(call string, err error) error { return &net.OpError{Op: call, Err: err} }
 
-// call runs fn on the loop's goroutine and returns when it has run.
-func (l *loop) call(fn func()) {
-	ran := make(chan struct{})
+// post queues fn to run on the loop's goroutine and returns at once. fn never runs if the
+// loop has stopped; post must not be called once the loop is released.
+func (l *loop) post(fn func()) {
 	l.mu.Lock()
-	l.calls = append(l.calls, func() { fn(); close(ran) })
+	l.calls = append(l.calls, fn)
 	l.mu.Unlock()
 	one := [8]byte{1}
 	unix.Write(l.wakefd, one[:])
+}
+
+// call runs fn on the loop's goroutine and returns when it has run.
+func (l *loop) call(fn func()) {
+	ran := make(chan struct{})
+	l.post(func() { fn(); close(ran) })
 	select {
 	case <-ran:
 	case <-l.done: // the loop ended on an epoll error

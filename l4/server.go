@@ -57,6 +57,9 @@ type Server struct {
 	pipes  pipePool
 	setups sync.Pool // *setup: sniff buffers and routing state, only while a connection is routed
 
+	localStore bool           // cfg.Sticky.Sessions answers without I/O: called on the loops
+	storeCalls sync.WaitGroup // calls to the session store made off the loops
+
 	mu        sync.Mutex
 	listeners []net.Listener
 	closing   chan struct{} // closed by Shutdown
@@ -72,7 +75,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Ring == nil || cfg.SniffTimeout <= 0 || cfg.MaxHeaderBytes <= 0 || cfg.ConnectTimeout <= 0 {
 		return nil, errors.New("l4: config needs a Ring, a SniffTimeout, a MaxHeaderBytes and a ConnectTimeout")
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{})}
+	if cfg.Sticky.SessionCookie != "" && (cfg.Sticky.Sessions == nil || cfg.Sticky.Keyer == nil) {
+		return nil, errors.New("l4: Sticky.SessionCookie needs Sessions and a Keyer")
+	}
+	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), localStore: isLocal(cfg.Sticky.Sessions)}
 	s.setups.New = func() any { return &setup{buf: make([]byte, cfg.MaxHeaderBytes)} }
 	for range runtime.GOMAXPROCS(0) {
 		l, err := newLoop(s)
@@ -172,6 +178,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range s.loops {
 		l.call(l.stop)
 		<-l.done
+	}
+	s.storeCalls.Wait() // their last act is a post to a loop: done before its eventfd closes
+	for _, l := range s.loops {
 		l.release()
 	}
 	s.pipes.drain()

@@ -5,9 +5,11 @@ import (
 
 	"lb/httpsniff"
 	"lb/ring"
+	"lb/sessions"
 )
 
-// Sticky keeps an HTTP client on one backend across its connections. The zero value is off.
+// Sticky keeps an HTTP client on one backend across its connections. The zero value is off;
+// Cookie and SessionCookie may be used together, lb's own cookie then decides first.
 //
 // With Cookie set, lb reads the Cookie header of a connection's first request: a cookie of
 // that name whose value is the id of a backend that is up sends the connection there. Any
@@ -16,25 +18,54 @@ import (
 // sends on it (1xx interim heads pass unchanged; a 101 takes the cookie). Only that head is
 // parsed, bounded by MaxHeaderBytes; every byte after it is spliced untouched, and a head lb
 // cannot parse passes through as it came.
+//
+// With SessionCookie set, lb learns the application's own session cookie: when the first
+// final response of a connection sets it, lb records the session, keyed by Keyer, in
+// Sessions before it passes that head on (so every replica sharing the store knows the
+// session by the time the client can send it again); a request that carries a recorded
+// session goes to its backend while that is up. A store that cannot answer in time counts
+// as knowing nothing: the ring decides and the head goes on.
 type Sticky struct {
 	Cookie      string // a cookie name (an RFC 6265 token)
 	CookieAttrs string // e.g. "Path=/; HttpOnly; SameSite=Lax"
+
+	SessionCookie string          // the application's session cookie, e.g. PHPSESSID
+	Sessions      sessions.Store  // required with SessionCookie; a MemoryStore is called on the loop, others off it
+	Keyer         *sessions.Keyer // required with SessionCookie: store keys are keyed hashes, never raw values
 }
 
-// chooseSticky looks for a sticky cookie naming a backend that is up, and marks the
-// connection for a cookie if there is none.
-func (l *loop) chooseSticky(c *conn) {
-	name := l.s.cfg.Sticky.Cookie
-	if name == "" || c.kind != httpsniff.KindHTTP1 {
-		return
+// chooseSticky looks for lb's cookie naming a backend that is up, then for a recorded
+// session, and marks the connection for a cookie and for learning. It returns true when the
+// session store was asked off the loop: lookupSession goes on when it answers.
+func (l *loop) chooseSticky(c *conn) (waiting bool) {
+	cfg := &l.s.cfg.Sticky
+	if c.kind != httpsniff.KindHTTP1 {
+		return false
 	}
-	if id, ok := c.head.Cookie(name); ok {
-		if b, up, ok := l.s.cfg.Ring.Lookup(string(id)); ok && up {
-			c.stickTo = b
-			return
+	if cfg.Cookie != "" {
+		if id, ok := c.head.Cookie(cfg.Cookie); ok && l.stickTo(c, id) {
+			c.byCookie = true
+		} else {
+			c.setCookie = true // no cookie, an unknown backend, or one that is down: re-balance
 		}
 	}
-	c.setCookie = true // no cookie, an unknown backend, or one that is down: re-balance
+	if cfg.SessionCookie == "" {
+		return false
+	}
+	c.learn = true
+	if v, ok := c.head.Cookie(cfg.SessionCookie); ok && len(v) > 0 && !c.byCookie {
+		return l.lookupSession(c, cfg.Keyer.Key(v))
+	}
+	return false
+}
+
+// stickTo makes the backend with this id the one to dial first, if it is up.
+func (l *loop) stickTo(c *conn, id []byte) bool {
+	b, up, ok := l.s.cfg.Ring.Lookup(string(id))
+	if ok && up {
+		c.stickTo = b
+	}
+	return ok && up
 }
 
 // nextBackend is the backend to dial next: the sticky one first, then the ring's.
@@ -43,7 +74,7 @@ func (c *conn) nextBackend() (ring.Backend, bool) {
 		c.stickTried = true
 		return c.stickTo, true
 	}
-	if c.stickTo.ID != "" {
+	if c.byCookie {
 		c.setCookie = true // the sticky backend failed: the client is moved and re-cookied
 	}
 	for b, ok := c.cursor.Next(); ok; b, ok = c.cursor.Next() {
@@ -55,8 +86,8 @@ func (c *conn) nextBackend() (ring.Backend, bool) {
 }
 
 // pumpHead reads the backend's first response into the setup buffer until it has the first
-// final head, inserts the sticky cookie there, and writes it all to the client; then the
-// flow is pumped as any other. It returns false if it closed c.
+// final head, learns the session it sets and inserts the sticky cookie there, and writes it
+// all to the client; then the flow is pumped as any other. It returns false if it closed c.
 func (l *loop) pumpHead(c *conn, hup bool) bool {
 	st := c.setup
 	n, err := sysRead(c.ends[backend].fd, st.buf[st.n:])
@@ -77,7 +108,7 @@ func (l *loop) pumpHead(c *conn, hup bool) bool {
 		}
 		if err != nil {
 			if e := l.s.log.Debug(); e.Enabled() {
-				e.Err(err).Str("backend", c.backend.ID).Msg("response head passed through without a cookie")
+				e.Err(err).Str("backend", c.backend.ID).Msg("response head passed through as it came")
 			}
 			return l.passHead(c, st.buf[:st.n], hup)
 		}
@@ -86,13 +117,29 @@ func (l *loop) pumpHead(c *conn, hup bool) bool {
 			st.resp = httpsniff.ResponseParser{}
 			continue
 		}
-		end := st.off + resp.Len
-		out := append(l.out[:0], st.buf[:st.off]...)
-		out = httpsniff.AppendWithField(out, st.buf[st.off:end], l.cookieField(c.backend.ID))
-		out = append(out, st.buf[end:st.n]...)
-		l.out = out // grown once, reused
-		return l.passHead(c, out, hup)
+		if st.learn {
+			if v, ok := resp.SetCookie(l.s.cfg.Sticky.SessionCookie); ok && len(v) > 0 && l.learnSession(c, v, hup) {
+				return true // held until the store has the session: see learnSession
+			}
+		}
+		return l.forwardHead(c, hup)
 	}
+}
+
+// forwardHead writes the backend's first bytes, the final head among them with the sticky
+// cookie inserted if the connection needs one, to the client.
+func (l *loop) forwardHead(c *conn, hup bool) bool {
+	st := c.setup
+	if !st.setCookie {
+		return l.passHead(c, st.buf[:st.n], hup)
+	}
+	resp, _ := st.resp.Parse(st.buf[st.off:st.n]) // decided already: the same answer
+	end := st.off + resp.Len
+	out := append(l.out[:0], st.buf[:st.off]...)
+	out = httpsniff.AppendWithField(out, st.buf[st.off:end], l.cookieField(c.backend.ID))
+	out = append(out, st.buf[end:st.n]...)
+	l.out = out // grown once, reused
+	return l.passHead(c, out, hup)
 }
 
 // cookieField is the Set-Cookie line for a backend, in the loop's scratch buffer.

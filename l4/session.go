@@ -1,0 +1,76 @@
+package l4
+
+import (
+	"context"
+
+	"lb/sessions"
+)
+
+// Learned sessions (Sticky.SessionCookie): where a request's session lives is asked of the
+// store before the dial, and a session the first response sets is recorded before that
+// response goes on. A MemoryStore answers at once and is called on the loop. Any other store
+// may wait on the network (Redis, bounded by its timeout), so it is called on a goroutine of
+// its own while the connection waits, and the answer comes back to the loop through post;
+// the connection's generation tells whether it is still the one that asked.
+
+// lookupSession asks the store which backend holds the session with this key and dials it,
+// or the ring's next backend if the store does not know it, cannot tell, or names a backend
+// that is down. It returns true when it asked off the loop: the dial follows the answer.
+func (l *loop) lookupSession(c *conn, key string) (waiting bool) {
+	store := l.s.cfg.Sticky.Sessions
+	if l.s.localStore {
+		if id, ok, _ := store.Get(context.Background(), key); ok {
+			l.stickTo(c, []byte(id))
+		}
+		return false
+	}
+	c.phase, c.deadline = lookingUp, l.now+int64(l.s.cfg.ConnectTimeout)
+	gen := c.gen
+	l.s.storeCalls.Go(func() {
+		// An error counts as a miss: the store reports its outages itself.
+		id, ok, _ := store.Get(context.Background(), key)
+		l.post(func() {
+			if c.gen != gen || c.phase != lookingUp {
+				return // closed, or given up on by expire, meanwhile
+			}
+			if ok {
+				l.stickTo(c, []byte(id))
+			}
+			l.dialNext(c)
+		})
+	})
+	return true
+}
+
+// learnSession records that the session value belongs to the connection's backend. With a
+// store off the loop it holds the response head (no more is read from the backend) until the
+// store has answered, and returns true; then the head goes on.
+func (l *loop) learnSession(c *conn, value []byte, hup bool) (holding bool) {
+	cfg := &l.s.cfg.Sticky
+	key, id := cfg.Keyer.Key(value), c.backend.ID
+	if l.s.localStore {
+		cfg.Sessions.Set(context.Background(), key, id)
+		return false
+	}
+	c.holding, c.hup = true, hup
+	gen := c.gen
+	l.s.storeCalls.Go(func() {
+		cfg.Sessions.Set(context.Background(), key, id) // a failure is the store's to report
+		l.post(func() {
+			if c.gen != gen || c.setup == nil || !c.holding {
+				return // closed meanwhile
+			}
+			c.holding = false
+			if l.forwardHead(c, c.hup) {
+				l.rearm(c)
+			}
+		})
+	})
+	return true
+}
+
+// isLocal reports whether a store answers without I/O, so that the loop may call it.
+func isLocal(s sessions.Store) bool {
+	_, ok := s.(*sessions.MemoryStore)
+	return ok
+}
