@@ -201,6 +201,7 @@ type logEntry struct {
 	Addr    string `json:"addr"`
 	Backend string `json:"backend"`
 	Up      *int   `json:"up"`
+	Sticky  string `json:"sticky"`
 	raw     string
 }
 

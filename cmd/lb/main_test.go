@@ -50,6 +50,9 @@ func TestBadInputIsExit2BeforeAnythingStarts(t *testing.T) {
 		"servers line": {"serve", "-f", bad, "--listen", "127.0.0.1:0"},
 		"missing file": {"probe", "-f", filepath.Join(dir, "none.txt")},
 		"unparsable":   {"serve", "--sniff-timeout", "soon"},
+		"store":        {"serve", "-f", bad, "--session-cookie", "sid", "--session-store", "mysql://db/0"},
+		"cookie name":  {"serve", "-f", bad, "--session-cookie", "a b"},
+		"session ttl":  {"serve", "-f", bad, "--session-ttl", "0s"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -9,15 +9,14 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"lb/health"
-	"lb/l4"
 )
 
 func probeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "probe",
 		Usage: "TCP-dial every backend once and print a table; exit 0 if all are up, 1 if any is down",
-		Flags: withEnv(serversFlag, stickyCookieFlag,
-			&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "dial timeout per backend"},
+		Flags: withEnv(serversFlag, stickyCookieFlag, sessionFlags[0], sessionFlags[1], clusterFlag,
+			&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "dial timeout per backend (and the session store's ping)"},
 		),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
@@ -25,12 +24,20 @@ func probeCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			results := health.ProbeAll(c.Context, backends, c.Duration("health-timeout"))
-			if name := c.String("sticky-cookie"); name != "" {
-				fmt.Fprintf(c.App.Writer, "sticky: %s; a client's cookie value is its backend's ID\n", stickyMode(l4.Sticky{Cookie: name}))
+			timeout := c.Duration("health-timeout")
+			results := health.ProbeAll(c.Context, backends, timeout)
+			so := sessionOptions{cookie: c.String("session-cookie"), store: c.String("session-store"), cluster: c.String("cluster-name")}
+			fmt.Fprintf(c.App.Writer, "sticky: %s\n", stickyMode(c.String("sticky-cookie"), so))
+			storeErr := pingSessionStore(c.Context, so, timeout)
+			if storeErr != nil {
+				fmt.Fprintf(c.App.Writer, "session store: unreachable: %v\n", storeErr)
 			}
-			if down := printProbe(c.App.Writer, results); down > 0 {
+			down := printProbe(c.App.Writer, results)
+			switch {
+			case down > 0:
 				return cli.Exit(fmt.Sprintf("lb: %d of %d backends down", down, len(results)), exitFailure)
+			case storeErr != nil:
+				return cli.Exit("lb: the session store is unreachable", exitFailure)
 			}
 			return nil
 		},

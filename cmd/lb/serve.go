@@ -39,9 +39,14 @@ func withEnv(flags ...cli.Flag) []cli.Flag {
 
 var (
 	stickyCookieFlag = &cli.StringFlag{Name: "sticky-cookie", Usage: "`NAME` of lb's sticky cookie: a request carrying NAME=<backend id> goes to that backend while it is up; others get NAME inserted into their first response"}
-	serversFlag      = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "backends file: one `FILE` line per backend (host:port or http://host:port, optional weight=N id=NAME)"}
-	listenFlag       = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
-	portFlag         = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
+	clusterFlag      = &cli.StringFlag{Name: "cluster-name", Value: "default", Usage: "namespace of the sessions in Redis: replicas with the same name share them"}
+	sessionFlags     = []cli.Flag{
+		&cli.StringFlag{Name: "session-cookie", Usage: "`NAME` of the application's session cookie (e.g. PHPSESSID) to learn from the backends' first responses: later requests carrying it go to the same backend while it is up"},
+		&cli.StringFlag{Name: "session-store", Value: "memory", Usage: "where learned sessions live: memory (this process) or redis://[user:password@]host:port/db (shared by every replica of --cluster-name)"},
+	}
+	serversFlag = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "`FILE` of backends, one per line: host:port or http://host:port, optional weight=N id=NAME"}
+	listenFlag  = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
+	portFlag    = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
 )
 
 func routingFlags() []cli.Flag {
@@ -58,6 +63,12 @@ func routingFlags() []cli.Flag {
 		&cli.IntFlag{Name: "threads", Value: defaultThreads(), Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
 		stickyCookieFlag,
 		&cli.StringFlag{Name: "sticky-cookie-attrs", Value: "Path=/; HttpOnly; SameSite=Lax", Usage: "attributes of the inserted sticky cookie"},
+		sessionFlags[0], sessionFlags[1],
+		&cli.DurationFlag{Name: "session-ttl", Value: 30 * time.Minute, Usage: "a learned session is forgotten after this long without a request (sliding)"},
+		&cli.StringFlag{Name: "session-secret", Usage: "`SECRET` for the keyed hash under which sessions are stored (never raw); the same on every replica; default: generated, and kept in Redis for the cluster with a redis store"},
+		&cli.DurationFlag{Name: "session-timeout", Value: 50 * time.Millisecond, Usage: "bound on every session store call; past it the ring decides"},
+		&cli.IntFlag{Name: "session-max-entries", Value: 100_000, Usage: "sessions the memory store holds at most (least recently used go first)"},
+		clusterFlag,
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error (debug: one line per connection)"},
 		&cli.StringFlag{Name: "log-format", Value: "console", Usage: "console or json"},
 	}
@@ -113,6 +124,7 @@ type options struct {
 	onListen     func(addr string) // called once lb accepts connections
 	listen       string
 	drainTimeout time.Duration
+	sessions     sessionOptions
 	health       health.Config
 	l4           l4.Config // without Ring and OnDialFailure, which serve fills in
 	log          zerolog.Logger
@@ -140,6 +152,15 @@ func parseOptions(c *cli.Context) (options, error) {
 			},
 		},
 	}
+	o.sessions = sessionOptions{
+		cookie:     c.String("session-cookie"),
+		store:      c.String("session-store"),
+		ttl:        c.Duration("session-ttl"),
+		secret:     c.String("session-secret"),
+		timeout:    c.Duration("session-timeout"),
+		maxEntries: c.Int("session-max-entries"),
+		cluster:    c.String("cluster-name"),
+	}
 	if o.listen == "" {
 		o.listen = ":" + strconv.Itoa(c.Int("port"))
 	}
@@ -160,6 +181,12 @@ func parseOptions(c *cli.Context) (options, error) {
 		{o.threads < 1, "threads", "1 or more"},
 		{!isToken(o.l4.Sticky.Cookie), "sticky-cookie", "a cookie name: letters, digits and !#$%&'*+-.^_`|~"},
 		{strings.ContainsAny(o.l4.Sticky.CookieAttrs, "\r\n"), "sticky-cookie-attrs", "one line, e.g. Path=/; HttpOnly; SameSite=Lax"},
+		{!isToken(o.sessions.cookie), "session-cookie", "a cookie name: letters, digits and !#$%&'*+-.^_`|~"},
+		{o.sessions.store != "memory" && !strings.HasPrefix(o.sessions.store, "redis://") && !strings.HasPrefix(o.sessions.store, "rediss://"), "session-store", "memory or redis://host:port/db"},
+		{o.sessions.ttl <= 0, "session-ttl", "a duration above 0, e.g. 30m"},
+		{o.sessions.timeout <= 0, "session-timeout", "a duration above 0, e.g. 50ms"},
+		{o.sessions.maxEntries < 1, "session-max-entries", "1 or more"},
+		{o.sessions.cluster == "" || strings.ContainsAny(o.sessions.cluster, " :\r\n"), "cluster-name", "a name without spaces or colons, e.g. shop-eu"},
 	}
 	for _, ch := range checks {
 		if ch.bad {
@@ -206,6 +233,14 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	prober.Init(ctx)
 
 	cfg := o.l4
+	store, err := openSessions(ctx, o.sessions, o.log)
+	if err != nil {
+		return err
+	}
+	if store != nil {
+		defer store.Close()
+		cfg.Sticky.SessionCookie, cfg.Sticky.Sessions, cfg.Sticky.Keyer = o.sessions.cookie, store.Store, store.keyer
+	}
 	cfg.Ring = r
 	cfg.OnDialFailure = func(b ring.Backend) { prober.ReportFailure(b.ID) }
 	cfg.Log = o.log
@@ -226,7 +261,7 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	logStart(o.log, ln.Addr().String(), r, o.l4.Sticky)
+	logStart(o.log, ln.Addr().String(), r, stickyMode(o.l4.Sticky.Cookie, o.sessions))
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}
@@ -249,14 +284,22 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	return nil
 }
 
-func stickyMode(s l4.Sticky) string {
-	if s.Cookie == "" {
+// stickyMode says how clients are kept on their backend, for logs and lb probe.
+func stickyMode(cookie string, so sessionOptions) string {
+	var modes []string
+	if cookie != "" {
+		modes = append(modes, "cookie "+cookie+" (inserted)")
+	}
+	if so.cookie != "" {
+		modes = append(modes, "session "+so.cookie+" (learned, "+so.where()+")")
+	}
+	if len(modes) == 0 {
 		return "off"
 	}
-	return "cookie " + s.Cookie + " (inserted)"
+	return strings.Join(modes, ", ")
 }
 
-func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky l4.Sticky) {
+func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky string) {
 	arr := zerolog.Arr()
 	up := 0
 	for _, s := range r.Snapshot() {
@@ -265,5 +308,5 @@ func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky l4.Sticky) {
 			up++
 		}
 	}
-	log.Info().Str("listen", addr).Array("backends", arr).Int("up", up).Str("sticky", stickyMode(sticky)).Msg("listening")
+	log.Info().Str("listen", addr).Array("backends", arr).Int("up", up).Str("sticky", sticky).Msg("listening")
 }
