@@ -113,6 +113,11 @@ func TestStickyCookieResponseShapes(t *testing.T) {
 			want:     []byte("HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\n\n5\r\nhello\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
 			chunk:    1,
 		},
+		{
+			name:     "HEAD: a Content-Length and no body",
+			response: []byte("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"),
+			want:     []byte("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\n"),
+		},
 		{name: "malformed head", response: []byte("HTTP/1.1 2xx OK\r\nX: y\r\n\r\nbody")},
 		{name: "not HTTP", response: []byte("SSH-2.0-OpenSSH_9.2\r\n")},
 		{name: "oversized head", response: []byte("HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("y", 20000) + "\r\n\r\n")},
