@@ -44,6 +44,7 @@ const (
 var (
 	errNoneUp     = errors.New("no backend is up")
 	errDialFailed = errors.New("every backend dial failed")
+	errPipeShort  = errors.New("pipe took less than a read it was sized for")
 )
 
 // Answers to an HTTP client that cannot be routed. Connection: close because lb does not
@@ -203,6 +204,12 @@ func (l *loop) dialFailed(b ring.Backend, err error) {
 func (l *loop) connected(c *conn) {
 	if !c.connected {
 		if err := sysSocketError(c.ends[backend].fd); err != nil {
+			if c.written > 0 {
+				// The backend took part of the replay before it failed: no other backend may
+				// be given the rest of the stream.
+				l.close(c, opError("write", err))
+				return
+			}
 			l.redial(c, err)
 			return
 		}
@@ -242,6 +249,7 @@ func (l *loop) replay(c *conn) {
 			return
 		}
 		st.written += n
+		c.connected = true // it took bytes: whatever fails now fails the connection, not the dial
 	}
 	if st.readsResponse() {
 		st.n = 0 // the buffer now takes the response head (pumpHead)
@@ -417,12 +425,14 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 				continue // written at the top of the loop
 			}
 		} else {
-			// The rest of a short write goes into the hot pipe: read no more than it holds.
-			size := len(l.buf)
-			if p, perr := l.hotPipe(); perr == nil {
-				size = min(size, p.size)
+			// The rest of a short write goes into the hot pipe: read no more than it holds,
+			// and nothing without one.
+			p, perr := l.hotPipe()
+			if perr != nil {
+				l.close(c, perr)
+				return false
 			}
-			n, err = sysRead(src.fd, l.buf[:size])
+			n, err = sysRead(src.fd, l.buf[:min(len(l.buf), p.size)])
 		}
 		switch {
 		case err == unix.EAGAIN:
@@ -449,13 +459,11 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 		w = max(w, 0)
 		l.moved(c, src, w, false)
 		if w < n {
-			// dst is full: keep the rest in a pipe (it takes a whole buffer) until it is writable.
-			p, perr := l.hotPipe()
-			if perr == nil {
-				_, perr = sysWrite(p.w, l.buf[w:n])
-			}
-			if perr != nil {
-				l.close(c, perr)
+			// dst is full: keep the rest in the hot pipe, which the read was sized to, until
+			// dst is writable.
+			p := l.hot
+			if m, perr := sysWrite(p.w, l.buf[w:n]); perr != nil || m < n-w {
+				l.close(c, errors.Join(errPipeShort, perr))
 				return false
 			}
 			l.hot = nil

@@ -133,28 +133,38 @@ func stalledFlows(s *Server) int {
 	return n
 }
 
-// TestReplayCutShortIsNotRetried: the first backend accepts but does not read, so the replay
-// of a large head stalls part way and the connect deadline passes. Bytes already went to that
-// backend: another one must not get the rest as if it were the whole stream.
+// TestReplayCutShortIsNotRetried: the first backend takes part of the replay of a large head
+// and then stalls past the connect deadline, or resets. Bytes already went to that backend:
+// another one must not get the rest as if it were the whole stream.
 func TestReplayCutShortIsNotRetried(t *testing.T) {
-	release := make(chan struct{})
-	stuck := startBackend(t, func(c *net.TCPConn) { <-release })
-	defer close(release) // before the backends' cleanup waits for their handlers
-	live := startBackend(t, echo)
-	cfg := testConfig()
-	cfg.MaxHeaderBytes = 16 << 20
-	cfg.ConnectTimeout = 200 * time.Millisecond
-	s := startServer(t, cfg, stuck.addr(), live.addr())
+	for name, first := range map[string]func(c *net.TCPConn, release <-chan struct{}){
+		"stalls": func(c *net.TCPConn, release <-chan struct{}) { <-release },
+		"resets": func(c *net.TCPConn, release <-chan struct{}) {
+			time.Sleep(100 * time.Millisecond) // let the replay fill the buffers
+			c.SetLinger(0)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			release := make(chan struct{})
+			cut := startBackend(t, func(c *net.TCPConn) { first(c, release) })
+			defer close(release) // before the backends' cleanup waits for their handlers
+			live := startBackend(t, echo)
+			cfg := testConfig()
+			cfg.MaxHeaderBytes = 16 << 20
+			cfg.ConnectTimeout = 200 * time.Millisecond
+			s := startServer(t, cfg, cut.addr(), live.addr())
 
-	head := []byte("GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + strings.Repeat("x", 12<<20) + "\r\n\r\n")
-	c := dial(t, s.addr)
-	wrote := make(chan struct{})
-	go func() { defer close(wrote); c.Write(head); c.CloseWrite() }()
-	got, _ := io.ReadAll(c) // an error (a reset) is a fine answer; a wrong stream is not
-	c.Close()
-	<-wrote
-	if len(got) > 0 && !bytes.Equal(got, head) {
-		t.Fatalf("read %d bytes that are not the %d sent (they start %q)", len(got), len(head), got[:min(len(got), 20)])
+			head := []byte("GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + strings.Repeat("x", 12<<20) + "\r\n\r\n")
+			c := dial(t, s.addr)
+			wrote := make(chan struct{})
+			go func() { defer close(wrote); c.Write(head); c.CloseWrite() }()
+			got, _ := io.ReadAll(c) // an error (a reset) is a fine answer; a wrong stream is not
+			c.Close()
+			<-wrote
+			if len(got) > 0 && !bytes.Equal(got, head) {
+				t.Fatalf("read %d bytes that are not the %d sent (they start %q)", len(got), len(head), got[:min(len(got), 20)])
+			}
+		})
 	}
 }
 
@@ -255,5 +265,64 @@ func TestResetWhileConnectingDoesNotSpin(t *testing.T) {
 	}
 	if phaseCount(s.Server, connecting) != 1 {
 		t.Fatal("the dial ended within the window: the test proves nothing")
+	}
+}
+
+// TestCopyWithoutAPipeLosesNothing: a loop with no hot pipe that cannot make one (EMFILE) must
+// not read what it could not keep: were the write that follows short, a smaller pipe made
+// later would take only part of the rest. Run on the loop itself, with a full destination.
+func TestCopyWithoutAPipeLosesNothing(t *testing.T) {
+	real := pipe2
+	t.Cleanup(func() { pipe2 = real })
+	var calls atomic.Int32
+	pipe2 = func(fds []int) error {
+		if calls.Add(1) == 1 {
+			return unix.EMFILE
+		}
+		if err := real(fds); err != nil {
+			return err
+		}
+		_, err := unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, 4096)
+		return err
+	}
+	s := startServer(t, testConfig())
+	pair := func() [2]int {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return [2]int{fds[0], fds[1]}
+	}
+	src, dst := pair(), pair() // [0]: lb's end, [1]: the peer's
+	defer unix.Close(src[1])
+	defer unix.Close(dst[1])
+	unix.SetsockoptInt(dst[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	for { // fill the destination but for a little room
+		if _, err := unix.Write(dst[0], make([]byte, 512)); err != nil {
+			break
+		}
+	}
+	unix.Read(dst[1], make([]byte, 1024))
+	unix.Write(src[1], randomBytes(t, 16<<10))
+
+	l := s.loops[0]
+	var kept, inPipe int
+	var open bool
+	l.call(func() {
+		s.active.Add(1)
+		s.conns.Add(1)
+		c := l.newConn()
+		c.ends[client], c.ends[backend] = end{fd: src[0]}, end{fd: dst[0]}
+		c.phase = splicing
+		if open = l.pump(c, client, false); open {
+			kept = c.ends[client].pending
+			if p := c.ends[client].pipe; p != nil {
+				inPipe, _ = unix.IoctlGetInt(p.r, unix.TIOCINQ)
+			}
+			l.close(c, nil)
+		}
+	})
+	if open && kept != inPipe {
+		t.Fatalf("the flow counts %d bytes kept for the destination, its pipe holds %d", kept, inPipe)
 	}
 }
