@@ -98,10 +98,14 @@ type setup struct {
 	setCookie  bool                     // insert the sticky cookie into the first final response
 	learn      bool                     // record the session cookie the first final response sets
 	holding    bool                     // that response waits for the session store to record it
-	hup        bool                     // the backend sent its FIN while the response was held
-	resp       httpsniff.ResponseParser // that response's head, read into buf from off
-	off        int
+	resp       httpsniff.ResponseParser // the head at the start of buf (interims already sent)
+	sent       int                      // bytes of buf written to the client
+	flushing   bool                     // the client took part of buf: the rest when it is writable
 }
+
+// holdsBackend reports whether the backend must not be read: the response head it sent waits
+// for the session store or for the client.
+func (st *setup) holdsBackend() bool { return st != nil && (st.holding || st.flushing) }
 
 // readsResponse reports whether lb reads the first response head itself (pumpHead).
 func (st *setup) readsResponse() bool { return st.setCookie || st.learn }
@@ -491,10 +495,10 @@ func (l *loop) rearm(c *conn) {
 	for side := range c.ends {
 		en, other := &c.ends[side], &c.ends[1-side]
 		var want uint32
-		if !en.eof && en.pending == 0 && !(side == backend && c.setup != nil && c.holding) {
+		if !en.eof && en.pending == 0 && !(side == backend && c.setup.holdsBackend()) {
 			want |= unix.EPOLLIN | unix.EPOLLRDHUP
 		}
-		if other.pending > 0 {
+		if other.pending > 0 || side == client && c.setup != nil && c.flushing {
 			want |= unix.EPOLLOUT
 		}
 		switch {

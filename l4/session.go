@@ -45,14 +45,14 @@ func (l *loop) lookupSession(c *conn, key string) (waiting bool) {
 // learnSession records that the session value belongs to the connection's backend. With a
 // store off the loop it holds the response head (no more is read from the backend) until the
 // store has answered, and returns true; then the head goes on.
-func (l *loop) learnSession(c *conn, value []byte, hup bool) (holding bool) {
+func (l *loop) learnSession(c *conn, value []byte) (holding bool) {
 	cfg := &l.s.cfg.Sticky
 	key, id := cfg.Keyer.Key(value), c.backend.ID
 	if l.s.localStore {
 		cfg.Sessions.Set(context.Background(), key, id)
 		return false
 	}
-	c.holding, c.hup = true, hup
+	c.holding = true
 	gen := c.gen
 	l.s.storeCalls.Go(func() {
 		cfg.Sessions.Set(context.Background(), key, id) // a failure is the store's to report
@@ -61,7 +61,7 @@ func (l *loop) learnSession(c *conn, value []byte, hup bool) (holding bool) {
 				return // closed meanwhile
 			}
 			c.holding = false
-			if l.forwardHead(c, c.hup) {
+			if l.forwardHead(c, false) {
 				l.rearm(c)
 			}
 		})

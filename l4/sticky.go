@@ -87,9 +87,14 @@ func (c *conn) nextBackend() (ring.Backend, bool) {
 
 // pumpHead reads the backend's first response into the setup buffer until it has the first
 // final head, learns the session it sets and inserts the sticky cookie there, and writes it
-// all to the client; then the flow is pumped as any other. It returns false if it closed c.
+// all to the client (flushHead); then the flow is pumped as any other. Interim heads (100
+// Continue, 103 Early Hints) go to the client as they come: a client may wait for a 100
+// before it sends its body. It returns false if it closed c.
 func (l *loop) pumpHead(c *conn, hup bool) bool {
 	st := c.setup
+	if st.flushing {
+		return l.flushHead(c, hup)
+	}
 	n, err := sysRead(c.ends[backend].fd, st.buf[st.n:])
 	switch {
 	case err == unix.EAGAIN:
@@ -98,11 +103,12 @@ func (l *loop) pumpHead(c *conn, hup bool) bool {
 		l.close(c, err)
 		return false
 	case n == 0: // EOF before a complete head: what came goes on as it came
-		return l.passHead(c, st.buf[:st.n], hup)
+		return l.flushHead(c, hup)
 	}
 	st.n += n
+	c.lastActive = l.now
 	for {
-		resp, err := st.resp.Parse(st.buf[st.off:st.n])
+		resp, err := st.resp.Parse(st.buf[:st.n])
 		if err == httpsniff.ErrNeedMore && st.n < len(st.buf) {
 			return true // level-triggered: more bytes bring another event
 		}
@@ -110,15 +116,25 @@ func (l *loop) pumpHead(c *conn, hup bool) bool {
 			if e := l.s.log.Debug(); e.Enabled() {
 				e.Err(err).Str("backend", c.backend.ID).Msg("response head passed through as it came")
 			}
-			return l.passHead(c, st.buf[:st.n], hup)
+			return l.flushHead(c, hup)
 		}
-		if resp.Interim() { // 100 Continue, 103 Early Hints: the answer's head comes next
-			st.off += resp.Len
-			st.resp = httpsniff.ResponseParser{}
+		if resp.Interim() {
+			w, err := sysWrite(c.ends[client].fd, st.buf[:resp.Len])
+			if err != nil && err != unix.EAGAIN {
+				l.close(c, err)
+				return false
+			}
+			st.sent = max(w, 0)
+			l.moved(c, &c.ends[backend], st.sent, false)
+			if st.sent < resp.Len {
+				return l.flushHead(c, hup) // the client is not reading: the rest goes as it came
+			}
+			st.n = copy(st.buf, st.buf[resp.Len:st.n])
+			st.sent, st.resp = 0, httpsniff.ResponseParser{}
 			continue
 		}
 		if st.learn {
-			if v, ok := resp.SetCookie(l.s.cfg.Sticky.SessionCookie); ok && len(v) > 0 && l.learnSession(c, v, hup) {
+			if v, ok := resp.SetCookie(l.s.cfg.Sticky.SessionCookie); ok && len(v) > 0 && l.learnSession(c, v) {
 				return true // held until the store has the session: see learnSession
 			}
 		}
@@ -126,20 +142,21 @@ func (l *loop) pumpHead(c *conn, hup bool) bool {
 	}
 }
 
-// forwardHead writes the backend's first bytes, the final head among them with the sticky
-// cookie inserted if the connection needs one, to the client.
+// forwardHead inserts the sticky cookie into the final head at the start of the setup buffer
+// if the connection needs one, and flushes the buffer to the client.
 func (l *loop) forwardHead(c *conn, hup bool) bool {
 	st := c.setup
-	if !st.setCookie {
-		return l.passHead(c, st.buf[:st.n], hup)
+	if st.setCookie {
+		resp, _ := st.resp.Parse(st.buf[:st.n]) // decided already: the same answer
+		out := httpsniff.AppendWithField(l.out[:0], st.buf[:resp.Len], l.cookieField(c.backend.ID))
+		out = append(out, st.buf[resp.Len:st.n]...)
+		l.out = out // grown once, reused
+		if len(out) > len(st.buf) {
+			st.buf = make([]byte, len(out)) // a full buffer: the pool keeps the larger one
+		}
+		st.n = copy(st.buf, out)
 	}
-	resp, _ := st.resp.Parse(st.buf[st.off:st.n]) // decided already: the same answer
-	end := st.off + resp.Len
-	out := append(l.out[:0], st.buf[:st.off]...)
-	out = httpsniff.AppendWithField(out, st.buf[st.off:end], l.cookieField(c.backend.ID))
-	out = append(out, st.buf[end:st.n]...)
-	l.out = out // grown once, reused
-	return l.passHead(c, out, hup)
+	return l.flushHead(c, hup)
 }
 
 // cookieField is the Set-Cookie line for a backend, in the loop's scratch buffer.
@@ -157,33 +174,25 @@ func (l *loop) cookieField(id string) []byte {
 	return f
 }
 
-// passHead writes the backend's first bytes (with the cookie, or as they came) to the client,
-// keeping in a pipe what the client cannot take yet, and ends the head phase.
-func (l *loop) passHead(c *conn, b []byte, hup bool) bool {
-	src, dst := &c.ends[backend], &c.ends[client]
-	w, err := sysWrite(dst.fd, b)
-	if err != nil && err != unix.EAGAIN {
-		l.close(c, err)
-		return false
-	}
-	w = max(w, 0)
-	l.moved(c, src, w, false)
-	if w < len(b) {
-		p, err := l.hotPipe()
-		if err == nil && len(b)-w > p.size {
-			err = httpsniff.ErrHeadTooLarge
-		}
-		if err == nil {
-			_, err = sysWrite(p.w, b[w:])
-		}
-		if err != nil {
+// flushHead writes what the setup buffer holds to the client and then ends the head phase.
+// What the client cannot take yet stays there, with the backend unread (rearm), until the
+// client is writable again.
+func (l *loop) flushHead(c *conn, hup bool) bool {
+	st := c.setup
+	if st.sent < st.n {
+		w, err := sysWrite(c.ends[client].fd, st.buf[st.sent:st.n])
+		if err != nil && err != unix.EAGAIN {
 			l.close(c, err)
 			return false
 		}
-		l.hot = nil
-		src.pipe, src.pending = p, len(b)-w
+		w = max(w, 0)
+		l.moved(c, &c.ends[backend], w, false)
+		if st.sent += w; st.sent < st.n {
+			st.flushing = true
+			return true
+		}
 	}
-	l.s.setups.Put(resetSetup(c.setup))
+	l.s.setups.Put(resetSetup(st))
 	c.setup = nil
 	return l.pump(c, backend, hup)
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func stickyConfig() Config {
@@ -171,5 +172,61 @@ func TestStickyCookieOnlyForHTTP(t *testing.T) {
 	got := make([]byte, len(hello))
 	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, hello) {
 		t.Fatalf("echo %q, %v", got, err)
+	}
+}
+
+// TestStickyInterimHeadsGoAtOnce: a client that sends Expect: 100-continue waits for the 100
+// before it sends its body, and the backend waits for the body before its final answer: lb
+// must pass the 100 on at once, not hold it until the final head.
+func TestStickyInterimHeadsGoAtOnce(t *testing.T) {
+	b := startBackend(t, func(c *net.TCPConn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
+		io.ReadAll(io.LimitReader(br, req.ContentLength))
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+	})
+	s := startServer(t, stickyConfig(), b.addr())
+	c := dial(t, s.addr)
+	io.WriteString(c, "POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if line, err := br.ReadString('\n'); err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+		t.Fatalf("before the body: %q, %v; want the 100 Continue", line, err)
+	}
+	io.WriteString(c, "hello")
+	rest, err := io.ReadAll(br)
+	want := "\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\nok"
+	if err != nil || string(rest) != want {
+		t.Fatalf("after the body: %q, %v; want %q", rest, err, want)
+	}
+}
+
+// TestStickyHeadLargerThanAPipe: a head with its cookie that the client cannot take at once
+// waits for the client, whatever its size against a pipe's, and every byte arrives.
+func TestStickyHeadLargerThanAPipe(t *testing.T) {
+	head := "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("h", 100<<10)
+	body := randomBytes(t, 1<<20)
+	b := startBackend(t, func(c *net.TCPConn) {
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, head) // the head's end comes later: lb reads it in several pieces
+		time.Sleep(50 * time.Millisecond)
+		fmt.Fprintf(c, "\r\nContent-Length: %d\r\n\r\n", len(body))
+		c.Write(body)
+		c.CloseWrite()
+	})
+	cfg := stickyConfig()
+	cfg.MaxHeaderBytes = 256 << 10
+	s := serveOn(t, cfg, listenSmallSendBuffer(t), b.addr())
+	c := dialSmallWindow(t, s.addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	time.Sleep(300 * time.Millisecond) // a slow client: lb's writes to it come up short
+	got, err := io.ReadAll(c)
+	want := append([]byte(fmt.Sprintf("%s\r\nContent-Length: %d\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\n", head, len(body))), body...)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes (%v), want %d, equal", len(got), err, len(want))
 	}
 }
