@@ -31,7 +31,8 @@ var (
 	dur     = flag.Duration("dur", 4*time.Second, "length of each wrk run")
 	hold    = flag.Int("hold", 2500, "connections to open and hold through each proxy")
 	systems = flag.String("systems", "haproxy,nginx,lb", "which proxies, comma-separated (direct is the backend itself)")
-	lbArgs  = flag.String("lb-args", "", "extra flags for lb serve")
+	lbArgs   = flag.String("lb-args", "", "extra flags for lb serve")
+	variants = variantFlag{}
 	lbBin   = flag.String("lb", "", "lb binary (default: built from ./cmd/lb)")
 )
 
@@ -92,7 +93,22 @@ type system struct {
 	cmd  *exec.Cmd
 }
 
+// variantFlag collects -variant NAME=FLAGS: one more lb, measured as system NAME.
+type variantFlag map[string]string
+
+func (v variantFlag) String() string { return fmt.Sprint(map[string]string(v)) }
+
+func (v variantFlag) Set(s string) error {
+	name, args, ok := strings.Cut(s, "=")
+	if !ok || !strings.HasPrefix(name, "lb-") {
+		return fmt.Errorf("want lb-NAME=FLAGS, e.g. lb-sticky=--sticky-cookie=lb_srv")
+	}
+	v[name] = args
+	return nil
+}
+
 func main() {
+	flag.Var(variants, "variant", "`lb-NAME=FLAGS`: also measure lb started with FLAGS, as system lb-NAME (add it to -systems); repeatable")
 	flag.Parse()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -123,7 +139,8 @@ func run() error {
 		return err
 	}
 	tmpl := template.Must(template.New("").Parse(confTemplate))
-	ports := freePorts(5)
+	names := strings.Split(*systems, ",")
+	ports := freePorts(2 + len(names))
 	data := confData{Dir: dir, B1: ports[0], B2: ports[1]}
 
 	var running []*system
@@ -160,9 +177,9 @@ func run() error {
 		return err
 	}
 	var measured []*system
-	for i, name := range strings.Split(*systems, ",") {
+	for i, name := range names {
 		d := data
-		d.Port = ports[2+i%3]
+		d.Port = ports[2+i]
 		switch name {
 		case "direct":
 			measured = append(measured, &system{name: "direct", port: data.B1})
@@ -178,8 +195,12 @@ func run() error {
 				err = start(name, d.Port, "nginx", "-c", conf)
 			}
 		case "lb":
-			err = startLB(dir, d, start)
+			err = startLB(dir, name, d, *lbArgs, start)
 		default:
+			if args, ok := variants[name]; ok {
+				err = startLB(dir, name, d, args, start)
+				break
+			}
 			err = fmt.Errorf("unknown system %q", name)
 		}
 		if err != nil {
@@ -226,10 +247,12 @@ func run() error {
 	return nil
 }
 
-func startLB(dir string, d confData, start func(string, int, ...string) error) error {
+func startLB(dir, name string, d confData, lbArgs string, start func(string, int, ...string) error) error {
 	bin := *lbBin
 	if bin == "" {
 		bin = filepath.Join(dir, "lb")
+	}
+	if _, err := os.Stat(bin); err != nil {
 		build := exec.Command("go", "build", "-o", bin, "./cmd/lb")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
@@ -241,7 +264,7 @@ func startLB(dir string, d confData, start func(string, int, ...string) error) e
 		return err
 	}
 	args := []string{bin, "serve", "-f", servers, "--listen", fmt.Sprintf("127.0.0.1:%d", d.Port), "--log-level", "warn"}
-	return start("lb", d.Port, append(args, strings.Fields(*lbArgs)...)...)
+	return start(name, d.Port, append(args, strings.Fields(lbArgs)...)...)
 }
 
 var (
