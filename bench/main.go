@@ -27,13 +27,13 @@ import (
 )
 
 var (
-	rounds  = flag.Int("rounds", 3, "runs of each scenario per system; the median counts")
-	dur     = flag.Duration("dur", 4*time.Second, "length of each wrk run")
-	hold    = flag.Int("hold", 2500, "connections to open and hold through each proxy")
-	systems = flag.String("systems", "haproxy,nginx,lb", "which proxies, comma-separated (direct is the backend itself)")
+	rounds   = flag.Int("rounds", 3, "runs of each scenario per system; the median counts")
+	dur      = flag.Duration("dur", 4*time.Second, "length of each wrk run")
+	hold     = flag.Int("hold", 2500, "connections to open and hold through each proxy")
+	systems  = flag.String("systems", "haproxy,nginx,lb", "which proxies, comma-separated (direct is the backend itself)")
 	lbArgs   = flag.String("lb-args", "", "extra flags for lb serve")
 	variants = variantFlag{}
-	lbBin   = flag.String("lb", "", "lb binary (default: built from ./cmd/lb)")
+	lbBin    = flag.String("lb", "", "lb binary (default: built from ./cmd/lb)")
 )
 
 const confTemplate = `
