@@ -129,6 +129,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	select {
 	case <-s.closing:
 		s.mu.Unlock()
+		ln.Close() // as net/http does: a listener no one accepts from must not queue clients
 		return ErrServerClosed
 	default:
 	}
@@ -169,9 +170,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-drained:
 	case <-ctx.Done():
-		err = ctx.Err()
-		for _, l := range s.loops {
-			l.call(func() { l.closeAll(errShutdown) })
+		if s.active.Load() > 0 { // else all finished as ctx ended: nothing is cut
+			err = ctx.Err()
+			for _, l := range s.loops {
+				l.call(func() { l.closeAll(errShutdown) })
+			}
 		}
 		<-drained
 	}

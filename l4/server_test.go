@@ -527,3 +527,32 @@ func TestAcceptBacksOffOnEMFILE(t *testing.T) {
 		t.Fatalf("%d failed accepts in 100 ms, want at most %d: the loop spins", len(failures), max)
 	}
 }
+
+// TestServeAfterShutdown: a listener handed to a server already shut down is closed, so
+// clients are refused rather than queued for an accept that never comes; and a Shutdown with
+// nothing open reports nothing cut, even with its context already done.
+func TestServeAfterShutdown(t *testing.T) {
+	r, _ := ring.New(ring.Backend{ID: "b0", Addr: "127.0.0.1:1"})
+	cfg := testConfig()
+	cfg.Ring = r
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Shutdown(done); err != nil {
+		t.Fatalf("Shutdown with nothing open and a done context: %v, want nil", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(ln); !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve after Shutdown: %v, want ErrServerClosed", err)
+	}
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
+		t.Fatal("the listener given to Serve after Shutdown still accepts connections")
+	}
+}
