@@ -229,7 +229,8 @@ func (l *loop) sweep() {
 		switch {
 		case c == nil:
 		case c.phase == splicing:
-			if idle > 0 && l.now-c.lastActive >= idle {
+			// A head held for the session store is not idle: the store's own timeout bounds it.
+			if idle > 0 && l.now-c.lastActive >= idle && !(c.setup != nil && c.holding) {
 				l.idleTimeouts.Add(1)
 				l.close(c, errIdle)
 			}

@@ -79,7 +79,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("l4: Sticky.SessionCookie needs Sessions and a Keyer")
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), localStore: isLocal(cfg.Sticky.Sessions)}
-	s.setups.New = func() any { return &setup{buf: make([]byte, cfg.MaxHeaderBytes)} }
+	// Reads fill a setup buffer up to its length, MaxHeaderBytes; its capacity also holds the
+	// sticky cookie's line, inserted into a response head that filled it (forwardHead).
+	headroom := 0
+	if cfg.Sticky.Cookie != "" {
+		headroom = len("Set-Cookie: =; \r\n") + len(cfg.Sticky.Cookie) + len(cfg.Sticky.CookieAttrs) + maxCookieID
+	}
+	s.setups.New = func() any {
+		return &setup{buf: make([]byte, cfg.MaxHeaderBytes, cfg.MaxHeaderBytes+headroom)}
+	}
 	for range runtime.GOMAXPROCS(0) {
 		l, err := newLoop(s)
 		if err != nil {

@@ -136,3 +136,22 @@ func TestLearnedSessionSharedThroughRedis(t *testing.T) {
 	}
 	redis.Signal(syscall.SIGCONT)
 }
+
+// TestHeldHeadIsNotIdle: a response head held while a frozen Redis times out is not cut by
+// an idle timeout shorter than the store's.
+func TestHeldHeadIsNotIdle(t *testing.T) {
+	redis := redistest.Start(t)
+	store, err := sessions.NewRedisStore(sessions.RedisConfig{URL: redis.URL(), Timeout: 400 * time.Millisecond}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	cfg := sessionConfig(store)
+	cfg.IdleTimeout = 100 * time.Millisecond
+	s := startServer(t, cfg, startBackend(t, sessionApp("a")).addr())
+	redis.Signal(syscall.SIGSTOP)
+	defer redis.Signal(syscall.SIGCONT)
+	if sid, backend := newSession(t, s.addr); sid == "" || backend != "a" {
+		t.Fatalf("with Redis frozen: session %q from %q, want a session from a", sid, backend)
+	}
+}

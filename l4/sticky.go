@@ -34,6 +34,10 @@ type Sticky struct {
 	Keyer         *sessions.Keyer // required with SessionCookie: store keys are keyed hashes, never raw values
 }
 
+// maxCookieID is the longest backend id the setup buffers keep room for in a cookie: the
+// servers file allows 64 characters.
+const maxCookieID = 64
+
 // chooseSticky looks for lb's cookie naming a backend that is up, then for a recorded
 // session, and marks the connection for a cookie and for learning. It returns true when the
 // session store was asked off the loop: lookupSession goes on when it answers.
@@ -150,11 +154,12 @@ func (l *loop) forwardHead(c *conn, hup bool) bool {
 		resp, _ := st.resp.Parse(st.buf[:st.n]) // decided already: the same answer
 		out := httpsniff.AppendWithField(l.out[:0], st.buf[:resp.Len], l.cookieField(c.backend.ID))
 		out = append(out, st.buf[resp.Len:st.n]...)
-		l.out = out // grown once, reused
-		if len(out) > len(st.buf) {
-			st.buf = make([]byte, len(out)) // a full buffer: the pool keeps the larger one
+		l.out = out                  // grown once, reused
+		if len(out) <= cap(st.buf) { // the buffer's headroom holds the line (see New)
+			st.n = copy(st.buf[:cap(st.buf)], out)
+		} else if e := l.s.log.Debug(); e.Enabled() { // an id longer than maxCookieID
+			e.Str("backend", c.backend.ID).Msg("response head passed through without the cookie: no room")
 		}
-		st.n = copy(st.buf, out)
 	}
 	return l.flushHead(c, hup)
 }

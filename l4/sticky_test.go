@@ -230,3 +230,28 @@ func TestStickyHeadLargerThanAPipe(t *testing.T) {
 		t.Fatalf("read %d bytes (%v), want %d, equal", len(got), err, len(want))
 	}
 }
+
+// TestStickySetupBuffersKeepTheirSize: a response whose first read fills the setup buffer
+// still gets its cookie, in the buffer's headroom, and the buffers that go back to the pool
+// keep --max-header-bytes as their size: no growth, no larger request heads parsed later.
+func TestStickySetupBuffersKeepTheirSize(t *testing.T) {
+	body := strings.Repeat("x", 8<<10)
+	b := startBackend(t, func(c *net.TCPConn) {
+		http.ReadRequest(bufio.NewReader(c))
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	})
+	cfg := stickyConfig()
+	cfg.MaxHeaderBytes = 1024
+	s := startServer(t, cfg, b.addr())
+	want := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\n%s", len(body), body)
+	for i := range 50 {
+		if got := exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"); got != want {
+			t.Fatalf("response %d: %d bytes, want %d with the cookie", i, len(got), len(want))
+		}
+	}
+	for range 8 {
+		if st := s.setups.Get().(*setup); len(st.buf) != cfg.MaxHeaderBytes {
+			t.Fatalf("a pooled setup buffer is %d bytes long, want --max-header-bytes %d", len(st.buf), cfg.MaxHeaderBytes)
+		}
+	}
+}
