@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -176,12 +177,13 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 }
 
 // ClusterSecret returns the cluster's session secret, kept in Redis beside its sessions: the
-// first replica to ask creates it (32 random bytes), every later one reads the same, so
+// first replica to ask creates it (32 random bytes, hex-encoded), every later one reads the same, so
 // replicas started without a secret of their own still derive the same keys. It retries
 // until Redis answers or ctx is done.
 func (s *RedisStore) ClusterSecret(ctx context.Context) ([]byte, error) {
-	fresh := make([]byte, 32)
-	rand.Read(fresh)
+	random := make([]byte, 32)
+	rand.Read(random)
+	fresh := []byte(hex.EncodeToString(random)) // text, for whoever looks at Redis
 	key := strings.TrimSuffix(s.prefix, "s:") + "secret"
 	retry := time.NewTicker(100 * time.Millisecond)
 	defer retry.Stop()

@@ -483,8 +483,8 @@ func TestRedisClusterSecret(t *testing.T) {
 		return b
 	}
 	a1, a2, b := secret("a"), secret("a"), secret("b")
-	if len(a1) != 32 || !bytes.Equal(a1, a2) {
-		t.Fatalf("two replicas of cluster a got secrets %x and %x, want the same 32 bytes", a1, a2)
+	if len(a1) != 64 || !bytes.Equal(a1, a2) {
+		t.Fatalf("two replicas of cluster a got secrets %q and %q, want the same 64 hex digits", a1, a2)
 	}
 	if bytes.Equal(a1, b) {
 		t.Fatal("clusters a and b share a secret")
