@@ -135,7 +135,9 @@ func TestSessionsSharedByReplicas(t *testing.T) {
 		}
 	}()
 	count := func() int { mu.Lock(); defer mu.Unlock(); return requests }
-	waitUntil(5*time.Second, func() bool { return count() >= 20 })
+	if !waitUntil(5*time.Second, func() bool { return count() >= 20 }) {
+		t.Fatalf("request loop stalled before the outage: %d requests", count())
+	}
 	redis.Stop()
 	for _, p := range []*lbProcess{a, b} {
 		if _, ok := p.log.waitFor(0, 5*time.Second, func(e logEntry) bool { return e.Message == "session store unreachable" }); !ok {
@@ -143,7 +145,9 @@ func TestSessionsSharedByReplicas(t *testing.T) {
 		}
 	}
 	during := count()
-	waitUntil(5*time.Second, func() bool { return count() >= during+60 })
+	if !waitUntil(10*time.Second, func() bool { return count() >= during+60 }) {
+		t.Fatalf("request loop stalled with Redis down: %d requests in the outage", count()-during)
+	}
 	redis.Restart()
 	for _, p := range []*lbProcess{a, b} {
 		if _, ok := p.log.waitFor(0, 5*time.Second, func(e logEntry) bool { return e.Message == "session store back" }); !ok {
