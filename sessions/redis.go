@@ -53,7 +53,6 @@ const cacheMaxAge = time.Second
 // session moves to another backend, and lasts at most a second. Misses are never cached.
 type RedisStore struct {
 	rdb     *redis.Client
-	url     string
 	prefix  string // "lb:<cluster>:s:"
 	ttl     time.Duration
 	timeout time.Duration
@@ -104,7 +103,6 @@ func NewRedisStore(cfg RedisConfig, log zerolog.Logger) (*RedisStore, error) {
 
 	s := &RedisStore{
 		rdb:     redis.NewClient(opt),
-		url:     cfg.URL,
 		prefix:  "lb:" + cfg.Cluster + ":s:",
 		ttl:     cfg.TTL,
 		timeout: cfg.Timeout,
@@ -200,7 +198,7 @@ func (s *RedisStore) ClusterSecret(ctx context.Context) ([]byte, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("session secret of cluster in %s: %w", RedactURL(s.url), err)
+			return nil, fmt.Errorf("session secret of the cluster: %w", err)
 		case <-retry.C:
 		}
 	}

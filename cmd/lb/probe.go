@@ -15,7 +15,7 @@ func probeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "probe",
 		Usage: "TCP-dial every backend once and print a table; exit 0 if all are up, 1 if any is down",
-		Flags: withEnv(serversFlag, stickyCookieFlag, sessionFlags[0], sessionFlags[1], clusterFlag,
+		Flags: withEnv(serversFlag, stickyCookieFlag, sessionCookieFlag, sessionStoreFlag, clusterFlag,
 			&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "dial timeout per backend (and the session store's ping)"},
 		),
 		OnUsageError: usageError,

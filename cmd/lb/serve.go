@@ -38,15 +38,13 @@ func withEnv(flags ...cli.Flag) []cli.Flag {
 }
 
 var (
-	stickyCookieFlag = &cli.StringFlag{Name: "sticky-cookie", Usage: "`NAME` of lb's sticky cookie: a request carrying NAME=<backend id> goes to that backend while it is up; others get NAME inserted into their first response"}
-	clusterFlag      = &cli.StringFlag{Name: "cluster-name", Value: "default", Usage: "namespace of the sessions in Redis: replicas with the same name share them"}
-	sessionFlags     = []cli.Flag{
-		&cli.StringFlag{Name: "session-cookie", Usage: "`NAME` of the application's session cookie (e.g. PHPSESSID) to learn from the backends' first responses: later requests carrying it go to the same backend while it is up"},
-		&cli.StringFlag{Name: "session-store", Value: "memory", Usage: "where learned sessions live: memory (this process) or redis://[user:password@]host:port/db (shared by every replica of --cluster-name)"},
-	}
-	serversFlag = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "`FILE` of backends, one per line: host:port or http://host:port, optional weight=N id=NAME"}
-	listenFlag  = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
-	portFlag    = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
+	stickyCookieFlag  = &cli.StringFlag{Name: "sticky-cookie", Usage: "`NAME` of lb's sticky cookie: a request carrying NAME=<backend id> goes to that backend while it is up; others get NAME inserted into their first response"}
+	clusterFlag       = &cli.StringFlag{Name: "cluster-name", Value: "default", Usage: "namespace of the sessions in Redis: replicas with the same name share them"}
+	sessionCookieFlag = &cli.StringFlag{Name: "session-cookie", Usage: "`NAME` of the application's session cookie (e.g. PHPSESSID) to learn from the backends' first responses: later requests carrying it go to the same backend while it is up"}
+	sessionStoreFlag  = &cli.StringFlag{Name: "session-store", Value: "memory", Usage: "where learned sessions live: memory (this process) or redis://[user:password@]host:port/db (shared by every replica of --cluster-name)"}
+	serversFlag       = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "`FILE` of backends, one per line: host:port or http://host:port, optional weight=N id=NAME"}
+	listenFlag        = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
+	portFlag          = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
 )
 
 func routingFlags() []cli.Flag {
@@ -63,7 +61,7 @@ func routingFlags() []cli.Flag {
 		&cli.IntFlag{Name: "threads", Value: defaultThreads(), Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
 		stickyCookieFlag,
 		&cli.StringFlag{Name: "sticky-cookie-attrs", Value: "Path=/; HttpOnly; SameSite=Lax", Usage: "attributes of the inserted sticky cookie"},
-		sessionFlags[0], sessionFlags[1],
+		sessionCookieFlag, sessionStoreFlag,
 		&cli.DurationFlag{Name: "session-ttl", Value: 30 * time.Minute, Usage: "a learned session is forgotten after this long without a request (sliding)"},
 		&cli.StringFlag{Name: "session-secret", Usage: "`SECRET` for the keyed hash under which sessions are stored (never raw); the same on every replica; default: generated, and kept in Redis for the cluster with a redis store"},
 		&cli.DurationFlag{Name: "session-timeout", Value: 50 * time.Millisecond, Usage: "bound on every session store call; past it the ring decides"},

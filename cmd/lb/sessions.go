@@ -65,7 +65,7 @@ func openSessions(ctx context.Context, so sessionOptions, log zerolog.Logger) (*
 		cancel()
 		if err != nil {
 			rs.Close()
-			return nil, fmt.Errorf("%w: start Redis, or give every replica the same --session-secret", err)
+			return nil, fmt.Errorf("%s: %w: start Redis, or give every replica the same --session-secret", so.where(), err)
 		}
 	} else {
 		rs.Ping(ctx) // a Redis that is down is logged now, and lb starts: the ring decides meanwhile
