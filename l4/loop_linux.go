@@ -69,7 +69,7 @@ type loop struct {
 	now       int64         // unix nanos, read once per epoll_wait
 	nextSweep int64
 	stopped   bool
-	dialAddrs map[string]*sockaddr // resolved backend addresses
+	dialAddrs map[string]*dialAddr // the resolver's entries this loop has dialed
 	events    [maxEvents]unix.EpollEvent
 }
 
@@ -101,7 +101,7 @@ func newLoop(s *Server) (*loop, error) {
 	}
 	return &loop{
 		s: s, epfd: epfd, epoll: os.NewFile(uintptr(epfd), "epoll"), wakefd: wakefd,
-		done: make(chan struct{}), dialAddrs: map[string]*sockaddr{}, buf: make([]byte, copySize),
+		done: make(chan struct{}), dialAddrs: map[string]*dialAddr{}, buf: make([]byte, copySize),
 	}, nil
 }
 
@@ -368,17 +368,16 @@ func (l *loop) unwatch(c *conn, side int) {
 	en.inEpoll, en.events = false, 0
 }
 
-// connectTo starts connecting a new socket to addr.
+// connectTo starts connecting a new socket to addr, at the address its name last resolved to.
 func (l *loop) connectTo(addr string) (int, error) {
-	sa, ok := l.dialAddrs[addr]
-	if !ok {
-		// Resolved once per loop: a name (http://localhost:8000) costs a lookup only the first time.
-		ta, err := net.ResolveTCPAddr("tcp", addr)
-		if err != nil {
-			return -1, err
-		}
-		sa = newSockaddr(ta)
-		l.dialAddrs[addr] = sa
+	d := l.dialAddrs[addr]
+	if d == nil {
+		d = l.s.resolver.addr(addr)
+		l.dialAddrs[addr] = d
+	}
+	sa, err := d.dialable()
+	if err != nil {
+		return -1, err
 	}
 	return sysDial(sa)
 }

@@ -31,6 +31,7 @@ type Config struct {
 	MaxHeaderBytes int           // size of the sniff buffer; > 0
 	ConnectTimeout time.Duration // per backend dial; > 0
 	IdleTimeout    time.Duration // close a routed connection with no traffic either way for this long; 0: never
+	ResolveEvery   time.Duration // how often backend names are looked up again; 0: 30s
 	// OnDialFailure, if set, hears of every failed backend dial (health counts it as a failed
 	// probe). It runs on a loop: it must not block.
 	OnDialFailure func(ring.Backend)
@@ -51,11 +52,12 @@ type Stats struct {
 
 // Server routes the connections of its listeners. Create it with New; Shutdown stops it.
 type Server struct {
-	cfg    Config
-	log    zerolog.Logger
-	loops  []*loop
-	pipes  pipePool
-	setups sync.Pool // *setup: sniff buffers and routing state, only while a connection is routed
+	cfg      Config
+	log      zerolog.Logger
+	loops    []*loop
+	resolver *resolver
+	pipes    pipePool
+	setups   sync.Pool // *setup: sniff buffers and routing state, only while a connection is routed
 
 	localStore bool           // cfg.Sticky.Sessions answers without I/O: called on the loops
 	storeCalls sync.WaitGroup // calls to the session store made off the loops
@@ -88,12 +90,19 @@ func New(cfg Config) (*Server, error) {
 	s.setups.New = func() any {
 		return &setup{buf: make([]byte, cfg.MaxHeaderBytes, cfg.MaxHeaderBytes+headroom)}
 	}
+	s.resolver = newResolver(cfg.ResolveEvery, cfg.Log)
+	var named []*dialAddr
+	for _, b := range cfg.Ring.Snapshot() {
+		named = append(named, s.resolver.addr(b.Addr))
+	}
+	s.resolver.waitSettled(named, firstLookupWait)
 	for range runtime.GOMAXPROCS(0) {
 		l, err := newLoop(s)
 		if err != nil {
 			for _, l := range s.loops {
 				l.release()
 			}
+			s.resolver.stop()
 			return nil, err
 		}
 		s.loops = append(s.loops, l)
@@ -195,5 +204,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		l.release()
 	}
 	s.pipes.drain()
+	s.resolver.stop()
 	return err
 }

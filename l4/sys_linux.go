@@ -1,7 +1,7 @@
 package l4
 
 import (
-	"net"
+	"net/netip"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -67,16 +67,16 @@ type sockaddr struct {
 	len    uintptr
 }
 
-func newSockaddr(a *net.TCPAddr) *sockaddr {
-	port := [2]byte{byte(a.Port >> 8), byte(a.Port)} // network byte order
+func newSockaddr(a netip.AddrPort) *sockaddr {
+	port := [2]byte{byte(a.Port() >> 8), byte(a.Port())} // network byte order
 	sa := &sockaddr{}
-	if ip4 := a.IP.To4(); ip4 != nil {
+	if ip := a.Addr(); ip.Is4() {
 		in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa.raw))
-		in4.Family, in4.Port, in4.Addr = unix.AF_INET, *(*uint16)(unsafe.Pointer(&port)), [4]byte(ip4)
+		in4.Family, in4.Port, in4.Addr = unix.AF_INET, *(*uint16)(unsafe.Pointer(&port)), ip.As4()
 		sa.family, sa.len = unix.AF_INET, unix.SizeofSockaddrInet4
 		return sa
 	}
-	sa.raw.Family, sa.raw.Port, sa.raw.Addr = unix.AF_INET6, *(*uint16)(unsafe.Pointer(&port)), [16]byte(a.IP.To16())
+	sa.raw.Family, sa.raw.Port, sa.raw.Addr = unix.AF_INET6, *(*uint16)(unsafe.Pointer(&port)), a.Addr().As16()
 	sa.family, sa.len = unix.AF_INET6, unix.SizeofSockaddrInet6
 	return sa
 }

@@ -1,0 +1,249 @@
+package l4
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Backend names (app.internal:8080) are looked up off the loops: a lookup can take seconds,
+// and a loop waiting for one would stall every connection it owns. Loops dial the last
+// address found. Each name is looked up again every ResolveEvery, so a backend that moves is
+// followed; a name whose lookup fails keeps its last address and is retried after
+// resolveRetry, doubling up to ResolveEvery, never once per connection.
+
+// lookupIP is the DNS lookup; a test replaces it.
+var lookupIP = func(ctx context.Context, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+}
+
+const (
+	defaultResolveEvery = 30 * time.Second
+	resolveRetry        = time.Second
+	lookupTimeout       = 5 * time.Second
+	firstLookupWait     = 2 * time.Second // New waits this long for the ring's names
+)
+
+var errUnresolved = errors.New("backend name not resolved yet")
+
+// dialAddr is where one backend address, as configured, is dialed.
+type dialAddr struct {
+	addr string // host:port as configured
+	host string // empty for an IP address, which is never looked up
+	port uint16
+	sa   atomic.Pointer[sockaddr] // nil until the name first resolves
+	err  atomic.Pointer[error]    // why the last lookup failed; nil after a success
+	ip   netip.Addr               // the address sa holds
+
+	// Guarded by resolver.mu.
+	due     time.Time
+	retry   time.Duration
+	busy    bool          // a lookup is in flight
+	settled chan struct{} // closed after the first lookup
+}
+
+// dialable returns the address to dial, or why there is none.
+func (d *dialAddr) dialable() (*sockaddr, error) {
+	if sa := d.sa.Load(); sa != nil {
+		return sa, nil
+	}
+	if err := d.err.Load(); err != nil {
+		return nil, *err
+	}
+	return nil, errUnresolved
+}
+
+type resolver struct {
+	every   time.Duration
+	log     zerolog.Logger
+	kick    chan struct{}
+	ctx     context.Context // canceled by stop: lookups in flight give up
+	cancel  context.CancelFunc
+	done    chan struct{} // run has returned
+	lookups sync.WaitGroup
+
+	mu    sync.Mutex
+	addrs map[string]*dialAddr
+}
+
+func newResolver(every time.Duration, log zerolog.Logger) *resolver {
+	if every <= 0 {
+		every = defaultResolveEvery
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &resolver{every: every, log: log, kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), addrs: map[string]*dialAddr{}}
+	go r.run()
+	return r
+}
+
+// addr returns the dialAddr of a backend address, creating it on first use; a new name is
+// looked up at once, in the background.
+func (r *resolver) addr(addr string) *dialAddr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d := r.addrs[addr]; d != nil {
+		return d
+	}
+	d := &dialAddr{addr: addr, settled: make(chan struct{})}
+	r.addrs[addr] = d
+	host, port, err := net.SplitHostPort(addr)
+	p, perr := strconv.ParseUint(port, 10, 16)
+	if err == nil && (perr != nil || p == 0) {
+		err = errors.New("bad port in backend address " + addr)
+	}
+	if err != nil {
+		d.err.Store(&err)
+		close(d.settled)
+		return d
+	}
+	d.port = uint16(p)
+	if ip, err := netip.ParseAddr(host); err == nil {
+		d.ip = ip.Unmap()
+		d.sa.Store(newSockaddr(netip.AddrPortFrom(d.ip, d.port)))
+		close(d.settled)
+		return d
+	}
+	d.host = host
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	return d
+}
+
+// waitSettled waits until every name in addrs had its first lookup, or until wait passes.
+func (r *resolver) waitSettled(addrs []*dialAddr, wait time.Duration) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for _, d := range addrs {
+		select {
+		case <-d.settled:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// run starts the lookups that are due, until stop.
+func (r *resolver) run() {
+	defer close(r.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := r.startDue(time.Now())
+		timer.Reset(next)
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.kick:
+		case <-timer.C:
+		}
+	}
+}
+
+// startDue starts a lookup of every name that is due and returns the wait until the next.
+func (r *resolver) startDue(now time.Time) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := r.every
+	for _, d := range r.addrs {
+		switch {
+		case d.host == "" || d.busy:
+		case !now.Before(d.due):
+			d.busy = true
+			r.lookups.Add(1)
+			go r.lookup(d)
+		default:
+			next = min(next, d.due.Sub(now))
+		}
+	}
+	return next
+}
+
+func (r *resolver) lookup(d *dialAddr) {
+	defer r.lookups.Done()
+	ctx, cancel := context.WithTimeout(r.ctx, lookupTimeout)
+	ips, err := lookupIP(ctx, d.host)
+	cancel()
+	var ip netip.Addr
+	if err == nil {
+		if ip = choose(ips, d.ip); !ip.IsValid() {
+			err = errors.New("no address for " + d.host)
+		}
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d.busy = false
+	first := d.sa.Load() == nil && d.err.Load() == nil
+	if err != nil {
+		if r.ctx.Err() != nil {
+			return // stopping: not the name's fault
+		}
+		if d.err.Load() == nil {
+			ev := r.log.Warn().Err(err).Str("addr", d.addr)
+			if d.ip.IsValid() {
+				ev.Stringer("dialing", d.ip).Msg("cannot resolve backend; dialing its last address")
+			} else {
+				ev.Msg("cannot resolve backend; it gets no connections until it resolves")
+			}
+		}
+		d.err.Store(&err)
+		d.retry = min(max(2*d.retry, resolveRetry), r.every)
+		d.due = time.Now().Add(d.retry)
+	} else {
+		switch {
+		case d.err.Load() != nil:
+			r.log.Info().Str("addr", d.addr).Stringer("ip", ip).Msg("backend resolves again")
+		case !first && ip != d.ip:
+			r.log.Info().Str("addr", d.addr).Stringer("from", d.ip).Stringer("to", ip).Msg("backend address changed")
+		}
+		if ip != d.ip {
+			d.ip = ip
+			d.sa.Store(newSockaddr(netip.AddrPortFrom(ip, d.port)))
+		}
+		d.err.Store(nil)
+		d.retry = 0
+		d.due = time.Now().Add(r.every)
+	}
+	if first {
+		close(d.settled)
+	}
+}
+
+// choose picks the address to dial among a lookup's answers: the one dialed now if it is
+// still there (round-robin DNS reorders answers; lb balances by itself), else the first
+// IPv4 one, as Go's dialer prefers, else the first.
+func choose(ips []netip.Addr, current netip.Addr) netip.Addr {
+	for i := range ips {
+		ips[i] = ips[i].Unmap()
+	}
+	if current.IsValid() && slices.Contains(ips, current) {
+		return current
+	}
+	for _, ip := range ips {
+		if ip.Is4() {
+			return ip
+		}
+	}
+	if len(ips) > 0 {
+		return ips[0]
+	}
+	return netip.Addr{}
+}
+
+// stop ends the lookups and returns when none runs any more.
+func (r *resolver) stop() {
+	r.cancel()
+	<-r.done
+	r.lookups.Wait()
+}

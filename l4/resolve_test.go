@@ -1,0 +1,187 @@
+package l4
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"lb/ring"
+)
+
+// fakeDNS replaces lookupIP for one test: answer gives the addresses of a name.
+func fakeDNS(t *testing.T, answer func(ctx context.Context, host string) ([]netip.Addr, error)) *atomic.Int64 {
+	var calls atomic.Int64
+	saved := lookupIP
+	lookupIP = func(ctx context.Context, host string) ([]netip.Addr, error) {
+		calls.Add(1)
+		return answer(ctx, host)
+	}
+	t.Cleanup(func() { lookupIP = saved })
+	return &calls
+}
+
+// listenOn starts an HTTP backend answering name on ip:port; port 0 picks one.
+func listenOn(t *testing.T, ip string, port int, name string) (*net.TCPListener, bool) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err != nil {
+		return nil, false
+	}
+	b := &testBackend{ln: ln}
+	b.wg.Add(1)
+	go b.serve(httpName(name))
+	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
+	return ln.(*net.TCPListener), true
+}
+
+// twoAddressesOnePort starts backends "two" on 127.0.0.2 and "three" on 127.0.0.3, on one
+// port: a name moving from one to the other is a backend whose IP changed.
+func twoAddressesOnePort(t *testing.T) int {
+	for range 20 {
+		ln, ok := listenOn(t, "127.0.0.2", 0, "two")
+		if !ok {
+			t.Fatal("cannot listen on 127.0.0.2")
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		if _, ok := listenOn(t, "127.0.0.3", port, "three"); ok {
+			return port
+		}
+		ln.Close()
+	}
+	t.Fatal("no port free on both 127.0.0.2 and 127.0.0.3")
+	return 0
+}
+
+func TestBackendNameLookedUpOffTheLoop(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	calls := fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		select { // a DNS server that does not answer until told to
+		case <-release:
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	slow := startBackend(t, httpName("slow"))
+	fast := startBackend(t, httpName("fast"))
+	s := startServer(t, testConfig(), fast.addr())
+	_, port, _ := net.SplitHostPort(slow.addr())
+	if err := s.ring.Add(ring.Backend{ID: "slow", Addr: "slow.test:" + port, Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	// While the name's lookup hangs, every connection goes to the other backend at once.
+	for i := range 20 {
+		start := time.Now()
+		if _, body := get(t, s.addr, ""); body != "fast" {
+			t.Fatalf("request %d went to %q while slow.test was being looked up", i, body)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("request %d took %v: the lookup stalled the loop", i, d)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d lookups for 20 connections, want 1: names are looked up off the loop, once", n)
+	}
+
+	once.Do(func() { close(release) })
+	waitFor(t, "slow.test to take connections once resolved", func() bool {
+		_, body := get(t, s.addr, "")
+		return body == "slow"
+	})
+}
+
+func TestBackendNameFollowsAddressChange(t *testing.T) {
+	port := twoAddressesOnePort(t)
+	var ip atomic.Pointer[netip.Addr]
+	two := netip.MustParseAddr("127.0.0.2")
+	ip.Store(&two)
+	fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return []netip.Addr{*ip.Load()}, nil
+	})
+	cfg := testConfig()
+	cfg.ResolveEvery = 20 * time.Millisecond
+	s := startServer(t, cfg, "app.test:"+strconv.Itoa(port))
+
+	if _, body := get(t, s.addr, ""); body != "two" {
+		t.Fatalf("first request went to %q, want the backend app.test resolved to", body)
+	}
+	three := netip.MustParseAddr("127.0.0.3")
+	ip.Store(&three)
+	waitFor(t, "connections to follow app.test to its new address", func() bool {
+		_, body := get(t, s.addr, "")
+		return body == "three"
+	})
+}
+
+func TestFailedLookupKeepsLastAddressAndIsNotRetriedPerConnection(t *testing.T) {
+	port := twoAddressesOnePort(t)
+	var failing atomic.Bool
+	calls := fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		if host == "gone.test" || failing.Load() {
+			return nil, errors.New("no such host")
+		}
+		return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+	})
+	cfg := testConfig()
+	cfg.ResolveEvery = time.Hour // retries after a failure start at a second
+	other := startBackend(t, httpName("other"))
+	s := startServer(t, cfg, "app.test:"+strconv.Itoa(port))
+	if err := s.ring.Add(ring.Backend{ID: "gone", Addr: "gone.test:" + strconv.Itoa(port), Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ring.Add(ring.Backend{ID: "other", Addr: other.addr(), Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	// gone.test never resolved: its picks fall through to the next backend. app.test keeps
+	// the address it had once its lookups fail.
+	failing.Store(true)
+	app := s.resolver.addr("app.test:" + strconv.Itoa(port))
+	s.resolver.mu.Lock()
+	app.due = time.Time{} // look it up again now
+	s.resolver.mu.Unlock()
+	s.resolver.addr("kick.test:1") // a new name wakes the resolver
+	waitFor(t, "app.test's lookup to fail", func() bool { return app.err.Load() != nil })
+	before := calls.Load()
+	seen := map[string]int{}
+	for range 30 {
+		_, body := get(t, s.addr, "")
+		seen[body]++
+	}
+	if seen["two"] == 0 || seen["other"] == 0 || len(seen) != 2 {
+		t.Fatalf("answers %v: want app.test at its last address (two) and other, nothing else", seen)
+	}
+	// A retry a second after each failure is fine; one per pick is not (10 picks of gone.test).
+	if n := calls.Load() - before; n > 4 {
+		t.Fatalf("%d lookups during 30 connections: failed names are retried on a timer, not per pick", n)
+	}
+}
+
+func TestChooseKeepsCurrentAndPrefersIPv4(t *testing.T) {
+	a, b, v6 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("::2")
+	mapped := netip.AddrFrom16(b.As16())
+	cases := []struct {
+		ips     []netip.Addr
+		current netip.Addr
+		want    netip.Addr
+	}{
+		{[]netip.Addr{v6, a, b}, netip.Addr{}, a},
+		{[]netip.Addr{a, b}, b, b},       // reordered answers do not move lb
+		{[]netip.Addr{v6}, a, v6},        // gone: the first left
+		{[]netip.Addr{v6, mapped}, b, b}, // an IPv4-mapped answer is that IPv4 address
+		{nil, a, netip.Addr{}},
+	}
+	for _, c := range cases {
+		if got := choose(c.ips, c.current); got != c.want {
+			t.Errorf("choose(%v, %v) = %v, want %v", c.ips, c.current, got, c.want)
+		}
+	}
+}
