@@ -30,13 +30,15 @@ func newClient(keepAlive bool) *http.Client {
 }
 
 // Each new connection goes to the next backend: 30 connections over 3 backends give 10
-// each, in a fixed rotation. The listen address comes from LB_LISTEN, not a flag.
+// each, in a fixed rotation. The listen address comes from LB_LISTEN, not a flag. One
+// backend is given by host name (localhost), which lb resolves off its data path.
 func TestRoundRobin(t *testing.T) {
 	ngx := startNginx(t, 3)
+	_, port, _ := net.SplitHostPort(ngx[1].Addr)
 	servers := writeServersFile(t,
 		"# three nginx backends, in the three spellings of an address",
 		ngx[0].Addr,
-		"http://"+ngx[1].Addr+"/   # the http:// form",
+		"http://localhost:"+port+"/   # the http:// form, with a host name",
 		ngx[2].Addr+" weight=1 id=third",
 	)
 	lb := startLB(t, []string{"LB_LISTEN=127.0.0.1:0"}, "serve", "-f", servers)

@@ -53,6 +53,7 @@ func TestBadInputIsExit2BeforeAnythingStarts(t *testing.T) {
 		"store":        {"serve", "-f", bad, "--session-cookie", "sid", "--session-store", "mysql://db/0"},
 		"cookie name":  {"serve", "-f", bad, "--session-cookie", "a b"},
 		"session ttl":  {"serve", "-f", bad, "--session-ttl", "0s"},
+		"resolve":      {"serve", "-f", bad, "--resolve-every", "10ms"},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -53,6 +53,7 @@ func routingFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-header-bytes", Value: 16 << 10, Usage: "request head bytes to peek at most; a larger head is routed unparsed"},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 2 * time.Second, Usage: "backend dial timeout; on failure the next backend is tried"},
 		&cli.DurationFlag{Name: "idle-timeout", Value: 5 * time.Minute, Usage: "close a connection with no traffic either way for this long (0: never)"},
+		&cli.DurationFlag{Name: "resolve-every", Value: 30 * time.Second, Usage: "look backend host names up again this often, off the data path; a name that fails keeps its last address"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, Usage: "on SIGINT/SIGTERM, let open connections finish this long, then close them"},
 		&cli.DurationFlag{Name: "health-interval", Value: 2 * time.Second, Usage: "time between TCP health probes of each backend"},
 		&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "TCP health probe dial timeout"},
@@ -144,6 +145,7 @@ func parseOptions(c *cli.Context) (options, error) {
 			MaxHeaderBytes: c.Int("max-header-bytes"),
 			ConnectTimeout: c.Duration("connect-timeout"),
 			IdleTimeout:    c.Duration("idle-timeout"),
+			ResolveEvery:   c.Duration("resolve-every"),
 			Sticky: l4.Sticky{
 				Cookie:      c.String("sticky-cookie"),
 				CookieAttrs: c.String("sticky-cookie-attrs"),
@@ -171,6 +173,7 @@ func parseOptions(c *cli.Context) (options, error) {
 		{o.l4.MaxHeaderBytes < 1024 || o.l4.MaxHeaderBytes > 1<<20, "max-header-bytes", "1024 to 1048576"},
 		{o.l4.ConnectTimeout <= 0, "connect-timeout", "a duration above 0, e.g. 2s"},
 		{o.l4.IdleTimeout < 0, "idle-timeout", "0 (never) or a duration, e.g. 5m"},
+		{o.l4.ResolveEvery < time.Second, "resolve-every", "a duration of 1s or more, e.g. 30s"},
 		{o.drainTimeout < 0, "drain-timeout", "a duration of 0 or more, e.g. 10s"},
 		{o.health.Interval <= 0, "health-interval", "a duration above 0, e.g. 2s"},
 		{o.health.Timeout <= 0, "health-timeout", "a duration above 0, e.g. 1s"},
