@@ -145,6 +145,14 @@ func Parse(b []byte) (Head, error) {
 	return p.Parse(b)
 }
 
+// StartsLikeHTTP1 reports whether b begins as an HTTP/1.x request does, with a method and a
+// space: true for every complete request head, and for a partial, oversized or malformed one
+// whose client still speaks HTTP (lb answers it 503 when no backend is up).
+func StartsLikeHTTP1(b []byte) bool {
+	_, k, _ := sniffStart(b)
+	return k == KindHTTP1
+}
+
 // maxMethod bounds the method so that a stream with no space early on is ruled out at once
 // (the longest registered methods, e.g. UPDATEREDIRECTREF, are 17; none is in real use).
 const maxMethod = 16

@@ -268,6 +268,23 @@ func TestParse(t *testing.T) {
 
 func ptr(s string) *string { return &s }
 
+func TestStartsLikeHTTP1(t *testing.T) {
+	for in, want := range map[string]bool{
+		"GET / HTTP/1.1\r\nHost: a\r\n": true, // partial
+		"POST ":                         true,
+		"GET":                           false, // the method may go on: not yet
+		"get / HTTP/1.1\r\n":            false,
+		"SSH-2.0-OpenSSH\r\n":           false,
+		tlsHello:                        false,
+		h2Preface:                       false,
+		"":                              false,
+	} {
+		if got := StartsLikeHTTP1([]byte(in)); got != want {
+			t.Errorf("StartsLikeHTTP1(%q) = %t, want %t", in, got, want)
+		}
+	}
+}
+
 func TestKindString(t *testing.T) {
 	for k, want := range map[Kind]string{
 		KindUnknown: "unknown", KindEmpty: "empty", KindHTTP1: "http1",
@@ -340,6 +357,9 @@ func checkInvariants(t testing.TB, b []byte) {
 	}
 	if len(b) == 0 && err != ErrNeedMore {
 		t.Fatalf("Parse(empty) = %+v; want ErrNeedMore", got)
+	}
+	if starts := StartsLikeHTTP1(b); (h.Kind == KindHTTP1 || err == ErrMalformed) && !starts || h.Kind > KindHTTP1 && starts {
+		t.Fatalf("StartsLikeHTTP1(%q) = %t with Parse giving %+v", b, starts, got)
 	}
 	if h.Len < 0 || h.Len > len(b) || (h.Kind != KindHTTP1) != (h.Len == 0) {
 		t.Fatalf("Parse(%q): Len %d with Kind %v", b, h.Len, h.Kind)

@@ -325,7 +325,9 @@ func (l *loop) refuse(c *conn, why error) {
 	if e := l.s.log.Debug(); e.Enabled() { // debug: an outage must not log once per connection
 		e.Err(why).Stringer("sniff", c.kind).Msg("connection not routed")
 	}
-	if c.kind != httpsniff.KindHTTP1 {
+	// A client whose head is partial (sniff timeout), oversized or malformed still speaks
+	// HTTP if it began like a request, and understands the answer.
+	if c.kind != httpsniff.KindHTTP1 && !httpsniff.StartsLikeHTTP1(c.buf[:c.n]) {
 		l.close(c, why)
 		return
 	}

@@ -333,6 +333,18 @@ func TestNoBackendAnswers503Or502(t *testing.T) {
 		t.Fatalf("none up: got %d close=%v, want 503 with Connection: close", resp.StatusCode, resp.Close)
 	}
 
+	// A head cut short by the sniff timeout is still an HTTP client's.
+	cfg := testConfig()
+	cfg.SniffTimeout = 50 * time.Millisecond
+	slow := startServer(t, cfg, deadAddr)
+	slow.ring.SetUp("b0", false)
+	c = dial(t, slow.addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n")
+	resp, err = http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("partial head, none up: got %v, %v; want 503", resp, err)
+	}
+
 	// A client that is not HTTP is just closed.
 	c = dial(t, s.addr)
 	c.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5})
