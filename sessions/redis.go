@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -182,24 +183,65 @@ func (s *RedisStore) ClusterSecret(ctx context.Context) ([]byte, error) {
 	random := make([]byte, 32)
 	rand.Read(random)
 	fresh := []byte(hex.EncodeToString(random)) // text, for whoever looks at Redis
-	key := strings.TrimSuffix(s.prefix, "s:") + "secret"
 	retry := time.NewTicker(100 * time.Millisecond)
 	defer retry.Stop()
 	for {
-		cctx, cancel := context.WithTimeout(ctx, s.timeout)
-		// SET NX GET: the secret already there, or redis.Nil when ours was stored.
-		old, err := s.rdb.SetArgs(cctx, key, fresh, redis.SetArgs{Mode: "NX", Get: true}).Result()
-		cancel()
-		switch {
-		case errors.Is(err, redis.Nil):
-			return fresh, nil
-		case err == nil:
-			return []byte(old), nil
+		secret, _, err := s.shareSecret(ctx, fresh)
+		if err == nil {
+			return secret, nil
 		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("session secret of the cluster: %w", err)
 		case <-retry.C:
+		}
+	}
+}
+
+// shareSecret stores mine as the cluster's secret unless Redis holds one, and returns the one
+// Redis holds now, and whether it is mine, just stored.
+func (s *RedisStore) shareSecret(ctx context.Context, mine []byte) (secret []byte, stored bool, err error) {
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	// SET NX GET: the secret already there, or redis.Nil when ours was stored.
+	old, err := s.rdb.SetArgs(cctx, s.secretKey(), mine, redis.SetArgs{Mode: "NX", Get: true}).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return mine, true, nil
+	case err != nil:
+		return nil, false, err
+	}
+	return []byte(old), false, nil
+}
+
+func (s *RedisStore) secretKey() string { return strings.TrimSuffix(s.prefix, "s:") + "secret" }
+
+// KeepClusterSecret checks every interval, until ctx is done or the store is closed, that
+// Redis still holds secret as the cluster's. A Redis restarted without persistence has lost
+// it, with every session: it gets this replica's back, so that replicas started later use it
+// too. A Redis that holds another secret (a replica started after such a restart created
+// one) wins, so the cluster agrees again: adopt is called with it.
+func (s *RedisStore) KeepClusterSecret(ctx context.Context, secret []byte, interval time.Duration, adopt func([]byte)) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if s.closed.Load() {
+			return
+		}
+		current, stored, err := s.shareSecret(ctx, secret)
+		switch {
+		case err != nil: // an outage: reported by the calls of the data path
+		case stored:
+			s.reach.log.Warn().Msg("the cluster's session secret was missing from Redis (restarted without persistence?): stored this replica's again")
+		case !bytes.Equal(current, secret):
+			s.reach.log.Warn().Msg("the cluster's session secret in Redis changed (restarted without persistence?): using it; sessions learned before are forgotten")
+			secret = current
+			adopt(current)
 		}
 	}
 }

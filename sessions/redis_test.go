@@ -499,3 +499,50 @@ func TestRedisClusterSecret(t *testing.T) {
 		t.Fatal("ClusterSecret with no Redis: no error")
 	}
 }
+
+// TestRedisKeepClusterSecret: a Redis restarted empty gets the running replica's secret back,
+// so a replica started after that shares it; a secret that changed in Redis is adopted.
+func TestRedisKeepClusterSecret(t *testing.T) {
+	r := redistest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "c"}, zerolog.Nop())
+	secret, err := a.ClusterSecret(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adopted := make(chan []byte, 1)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		a.KeepClusterSecret(ctx, secret, 20*time.Millisecond, func(s []byte) { adopted <- s })
+	}()
+
+	r.Restart() // no persistence: the secret is gone
+	deadline := time.Now().Add(waitFor)
+	for r.Do("GET", "lb:c:secret") != string(secret) {
+		if time.Now().After(deadline) {
+			t.Fatalf("Redis restarted empty: the running replica did not store its secret again within %v", waitFor)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	late := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "c"}, zerolog.Nop())
+	if got, err := late.ClusterSecret(ctx); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("replica started after the restart got %q, %v; want the running replica's %q", got, err, secret)
+	}
+
+	r.Do("SET", "lb:c:secret", "another")
+	select {
+	case got := <-adopted:
+		if string(got) != "another" {
+			t.Fatalf("adopted %q, want the secret Redis holds", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the secret changed in Redis and was not adopted")
+	}
+	if got := r.Do("GET", "lb:c:secret"); got != "another" {
+		t.Fatalf("Redis holds %q: the replica overwrote the cluster's secret", got)
+	}
+	cancel()
+	<-kept
+}

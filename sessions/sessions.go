@@ -22,6 +22,7 @@ import (
 	"errors"
 	"hash"
 	"sync"
+	"sync/atomic"
 )
 
 // Store maps session keys to backend ids. Implementations are safe for concurrent use.
@@ -58,6 +59,11 @@ const KeyLen = 22
 // guessed from a key. Every lb replica of a cluster must use the same secret, or they will
 // not find each other's sessions. A Keyer is safe for concurrent use.
 type Keyer struct {
+	cur atomic.Pointer[keyerSecret]
+}
+
+// keyerSecret is one secret and its pool of MACs: a secret swapped in gets a pool of its own.
+type keyerSecret struct {
 	macs sync.Pool // of *keyState: an HMAC costs a few allocations to set up
 }
 
@@ -71,23 +77,31 @@ type keyState struct {
 // random bytes; an empty one still hides raw values but lets anyone who has a candidate
 // value check it against a key.
 func NewKeyer(secret []byte) *Keyer {
-	secret = bytes.Clone(secret)
 	k := &Keyer{}
-	k.macs.New = func() any {
+	k.SetSecret(secret)
+	return k
+}
+
+// SetSecret makes later keys use secret, which it copies: when the cluster's secret changed.
+func (k *Keyer) SetSecret(secret []byte) {
+	secret = bytes.Clone(secret)
+	ks := &keyerSecret{}
+	ks.macs.New = func() any {
 		return &keyState{mac: hmac.New(sha256.New, secret), sum: make([]byte, 0, sha256.Size)}
 	}
-	return k
+	k.cur.Store(ks)
 }
 
 // Key returns the store key of the session value. The same value gives the same key for
 // the same secret, on any replica. It allocates one string: the key.
 func (k *Keyer) Key(value []byte) string {
-	st := k.macs.Get().(*keyState)
+	ks := k.cur.Load()
+	st := ks.macs.Get().(*keyState)
 	st.mac.Reset()
 	st.mac.Write(value)
 	st.sum = st.mac.Sum(st.sum[:0])
 	base64.RawURLEncoding.Encode(st.out[:], st.sum[:16])
 	key := string(st.out[:])
-	k.macs.Put(st)
+	ks.macs.Put(st)
 	return key
 }

@@ -75,6 +75,32 @@ func TestKeyerCopiesSecret(t *testing.T) {
 	}
 }
 
+// SetSecret, while keys are being made (run with -race), gives the keys of the new secret.
+func TestKeyerSetSecret(t *testing.T) {
+	v := []byte("9f8e7d6c5b4a39281706f5e4d3c2b1a0")
+	k := NewKeyer([]byte("old"))
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				k.Key(v)
+			}
+		}
+	}()
+	k.SetSecret([]byte("new"))
+	close(stop)
+	wg.Wait()
+	if got, want := k.Key(v), NewKeyer([]byte("new")).Key(v); got != want {
+		t.Fatalf("after SetSecret: key %q, want the new secret's %q", got, want)
+	}
+}
+
 func TestKeyerConcurrent(t *testing.T) {
 	secret := []byte("secret")
 	k := NewKeyer(secret)

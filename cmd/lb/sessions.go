@@ -30,8 +30,10 @@ func (so sessionOptions) where() string {
 	return "in " + sessions.RedactURL(so.store) + ", cluster " + so.cluster
 }
 
-// secretWait bounds how long start-up waits for Redis to hand out the cluster's secret.
-const secretWait = 5 * time.Second
+const (
+	secretWait       = 5 * time.Second  // how long start-up waits for Redis to hand out the cluster's secret
+	secretCheckEvery = 10 * time.Second // how often a replica checks that Redis still holds it
+)
 
 // sessionStore is an open store and the keyer of its keys.
 type sessionStore struct {
@@ -59,18 +61,20 @@ func openSessions(ctx context.Context, so sessionOptions, log zerolog.Logger) (*
 	if err != nil {
 		return nil, badInput{fmt.Errorf("--session-store: %w", err)}
 	}
-	if len(secret) == 0 {
-		wait, cancel := context.WithTimeout(ctx, secretWait)
-		secret, err = rs.ClusterSecret(wait)
-		cancel()
-		if err != nil {
-			rs.Close()
-			return nil, fmt.Errorf("%s: %w: start Redis, or give every replica the same --session-secret", so.where(), err)
-		}
-	} else {
+	if len(secret) > 0 {
 		rs.Ping(ctx) // a Redis that is down is logged now, and lb starts: the ring decides meanwhile
+		return &sessionStore{rs, sessions.NewKeyer(secret)}, nil
 	}
-	return &sessionStore{rs, sessions.NewKeyer(secret)}, nil
+	wait, cancel := context.WithTimeout(ctx, secretWait)
+	secret, err = rs.ClusterSecret(wait)
+	cancel()
+	if err != nil {
+		rs.Close()
+		return nil, fmt.Errorf("%s: %w: start Redis, or give every replica the same --session-secret", so.where(), err)
+	}
+	keyer := sessions.NewKeyer(secret)
+	go rs.KeepClusterSecret(ctx, secret, secretCheckEvery, keyer.SetSecret)
+	return &sessionStore{rs, keyer}, nil
 }
 
 // pingSessionStore checks that a Redis session store answers; nil for memory or when off.
