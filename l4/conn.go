@@ -87,7 +87,8 @@ type setup struct {
 	written   int    // of those, bytes replayed to the backend
 	parser    httpsniff.Parser
 	cursor    ring.Cursor
-	dialed    bool // a dial was tried: 502 rather than 503 if none works
+	dialed    bool      // a dial was tried: 502 rather than 503 if none works
+	dialedTo  *sockaddr // where the dial under way goes
 	connected bool
 
 	// Sticky sessions (sticky.go, session.go).
@@ -171,11 +172,12 @@ func (l *loop) route(c *conn) {
 func (l *loop) dialNext(c *conn) {
 	for b, ok := c.nextBackend(); ok; b, ok = c.nextBackend() {
 		c.dialed = true
-		fd, err := l.connectTo(b.Addr)
+		fd, sa, err := l.connectTo(b.Addr)
 		if err != nil {
-			l.dialFailed(b, err)
+			l.dialFailed(b, sa, err)
 			continue
 		}
+		c.dialedTo = sa
 		c.backend, c.phase, c.connected = b, connecting, false
 		c.ends[backend] = end{fd: fd}
 		c.deadline = l.now + int64(l.s.cfg.ConnectTimeout)
@@ -195,7 +197,11 @@ func (l *loop) dialNext(c *conn) {
 	l.refuse(c, why)
 }
 
-func (l *loop) dialFailed(b ring.Backend, err error) {
+// dialFailed reports a failed dial of b, at sa if the connect was started.
+func (l *loop) dialFailed(b ring.Backend, sa *sockaddr, err error) {
+	if sa != nil {
+		l.s.resolver.dialFailed(l.dialAddrs[b.Addr], sa)
+	}
 	if e := l.s.log.Debug(); e.Enabled() {
 		e.Err(err).Str("backend", b.ID).Str("addr", b.Addr).Msg("dial failed, trying the next backend")
 	}
@@ -226,7 +232,7 @@ func (l *loop) connected(c *conn) {
 func (l *loop) redial(c *conn, err error) {
 	sysClose(c.ends[backend].fd) // also leaves the epoll set
 	c.ends[backend] = end{fd: -1}
-	l.dialFailed(c.backend, opError("connect", err))
+	l.dialFailed(c.backend, c.dialedTo, opError("connect", err))
 	l.dialNext(c)
 }
 
@@ -311,7 +317,7 @@ func (l *loop) expire(c *conn) {
 		}
 		sysClose(c.ends[backend].fd)
 		c.ends[backend] = end{fd: -1}
-		l.dialFailed(c.backend, opError("connect", os.ErrDeadlineExceeded))
+		l.dialFailed(c.backend, c.dialedTo, opError("connect", os.ErrDeadlineExceeded))
 		l.dialNext(c)
 	case refusing:
 		l.close(c, nil)

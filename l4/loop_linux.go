@@ -368,8 +368,9 @@ func (l *loop) unwatch(c *conn, side int) {
 	en.inEpoll, en.events = false, 0
 }
 
-// connectTo starts connecting a new socket to addr, at the address its name last resolved to.
-func (l *loop) connectTo(addr string) (int, error) {
+// connectTo starts connecting a new socket to addr, at the address its name last resolved to,
+// which it returns for dialFailed.
+func (l *loop) connectTo(addr string) (int, *sockaddr, error) {
 	d := l.dialAddrs[addr]
 	if d == nil {
 		d = l.s.resolver.addr(addr)
@@ -377,9 +378,10 @@ func (l *loop) connectTo(addr string) (int, error) {
 	}
 	sa, err := d.dialable()
 	if err != nil {
-		return -1, err
+		return -1, nil, err
 	}
-	return sysDial(sa)
+	fd, err := sysDial(sa)
+	return fd, sa, err
 }
 
 func listenerFD(ln *net.TCPListener) (int, error) {

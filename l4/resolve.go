@@ -18,7 +18,8 @@ import (
 // and a loop waiting for one would stall every connection it owns. Loops dial the last
 // address found. Each name is looked up again every ResolveEvery, so a backend that moves is
 // followed; a name whose lookup fails keeps its last address and is retried after
-// resolveRetry, doubling up to ResolveEvery, never once per connection.
+// resolveRetry, doubling up to ResolveEvery, never once per connection. A name with several
+// addresses is one backend: lb dials one of them, and the next when a dial fails.
 
 // lookupIP is the DNS lookup; a test replaces it.
 var lookupIP = func(ctx context.Context, host string) ([]netip.Addr, error) {
@@ -44,6 +45,7 @@ type dialAddr struct {
 	ip   netip.Addr               // the address sa holds
 
 	// Guarded by resolver.mu.
+	ips     []netip.Addr // the last lookup's answers, in the order dials move through them
 	due     time.Time
 	retry   time.Duration
 	busy    bool          // a lookup is in flight
@@ -180,49 +182,82 @@ func (r *resolver) lookup(d *dialAddr) {
 			err = errors.New("no address for " + d.host)
 		}
 	}
+	if err != nil && r.ctx.Err() != nil {
+		return // stopping: not the name's fault
+	}
+	// Logged after the lock is let go: a loop may be waiting for it, and a log write can block.
+	if ev, msg := r.record(d, ips, ip, err); ev != nil {
+		ev.Str("addr", d.addr).Msg(msg)
+	}
+	// Wake run, whose timer did not count this name while its lookup was under way.
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
 
+// record stores the outcome of a lookup of d and returns the log line it calls for, if any.
+func (r *resolver) record(d *dialAddr, ips []netip.Addr, ip netip.Addr, err error) (ev *zerolog.Event, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d.busy = false
 	first := d.sa.Load() == nil && d.err.Load() == nil
+	if first {
+		defer close(d.settled)
+	}
 	if err != nil {
-		if r.ctx.Err() != nil {
-			return // stopping: not the name's fault
-		}
-		if d.err.Load() == nil {
-			ev := r.log.Warn().Err(err).Str("addr", d.addr)
-			if d.ip.IsValid() {
-				ev.Stringer("dialing", d.ip).Msg("cannot resolve backend; dialing its last address")
-			} else {
-				ev.Msg("cannot resolve backend; it gets no connections until it resolves")
-			}
+		switch {
+		case d.err.Load() != nil: // reported when the failures began
+		case d.ip.IsValid():
+			ev, msg = r.log.Warn().Err(err).Stringer("dialing", d.ip), "cannot resolve backend; dialing its last address"
+		default:
+			ev, msg = r.log.Warn().Err(err), "cannot resolve backend; it gets no connections until it resolves"
 		}
 		d.err.Store(&err)
 		d.retry = min(max(2*d.retry, resolveRetry), r.every)
 		d.due = time.Now().Add(d.retry)
-	} else {
-		switch {
-		case d.err.Load() != nil:
-			r.log.Info().Str("addr", d.addr).Stringer("ip", ip).Msg("backend resolves again")
-		case !first && ip != d.ip:
-			r.log.Info().Str("addr", d.addr).Stringer("from", d.ip).Stringer("to", ip).Msg("backend address changed")
-		}
-		if ip != d.ip {
-			d.ip = ip
-			d.sa.Store(newSockaddr(netip.AddrPortFrom(ip, d.port)))
-		}
-		d.err.Store(nil)
-		d.retry = 0
-		d.due = time.Now().Add(r.every)
+		return ev, msg
 	}
-	if first {
-		close(d.settled)
+	switch {
+	case d.err.Load() != nil:
+		ev, msg = r.log.Info().Stringer("ip", ip), "backend resolves again"
+	case !first && ip != d.ip:
+		ev, msg = r.log.Info().Stringer("from", d.ip).Stringer("to", ip), "backend address changed"
 	}
+	d.ips = ips
+	r.dialTo(d, ip)
+	d.err.Store(nil)
+	d.retry = 0
+	d.due = time.Now().Add(r.every)
+	return ev, msg
+}
+
+func (r *resolver) dialTo(d *dialAddr, ip netip.Addr) {
+	if ip != d.ip {
+		d.ip = ip
+		d.sa.Store(newSockaddr(netip.AddrPortFrom(ip, d.port)))
+	}
+}
+
+// dialFailed hears from a loop that a dial to sa, an address of d, failed: a name with other
+// addresses moves on to the next one, so that one dead address of several does not take the
+// backend down. Called on a loop: it only takes the lock.
+func (r *resolver) dialFailed(d *dialAddr, sa *sockaddr) {
+	if d.host == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d.sa.Load() != sa || len(d.ips) < 2 {
+		return // another dial moved it already, or there is nowhere else to go
+	}
+	i := slices.Index(d.ips, d.ip)
+	r.dialTo(d, d.ips[(i+1)%len(d.ips)])
 }
 
 // choose picks the address to dial among a lookup's answers: the one dialed now if it is
 // still there (round-robin DNS reorders answers; lb balances by itself), else the first
-// IPv4 one, as Go's dialer prefers, else the first.
+// IPv4 one, as Go's dialer prefers, else the first. It unmaps ips in place.
 func choose(ips []netip.Addr, current netip.Addr) netip.Addr {
 	for i := range ips {
 		ips[i] = ips[i].Unmap()

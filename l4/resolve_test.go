@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"lb/ring"
 )
 
@@ -148,7 +150,7 @@ func TestFailedLookupKeepsLastAddressAndIsNotRetriedPerConnection(t *testing.T) 
 	s.resolver.mu.Lock()
 	app.due = time.Time{} // look it up again now
 	s.resolver.mu.Unlock()
-	s.resolver.addr("kick.test:1") // a new name wakes the resolver
+	s.resolver.kick <- struct{}{}
 	waitFor(t, "app.test's lookup to fail", func() bool { return app.err.Load() != nil })
 	before := calls.Load()
 	seen := map[string]int{}
@@ -162,6 +164,57 @@ func TestFailedLookupKeepsLastAddressAndIsNotRetriedPerConnection(t *testing.T) 
 	// A retry a second after each failure is fine; one per pick is not (10 picks of gone.test).
 	if n := calls.Load() - before; n > 4 {
 		t.Fatalf("%d lookups during 30 connections: failed names are retried on a timer, not per pick", n)
+	}
+}
+
+// A failed lookup is retried after resolveRetry, not at the next ResolveEvery: a backend
+// whose DNS record is not there yet when lb starts gets connections a second later.
+func TestFailedLookupRetriedAfterASecond(t *testing.T) {
+	var fail atomic.Bool
+	fail.Store(true)
+	fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		if fail.Swap(false) {
+			return nil, errors.New("no such host")
+		}
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	})
+	r := newResolver(time.Hour, zerolog.Nop())
+	defer r.stop()
+	d := r.addr("app.test:80")
+	<-d.settled
+	failed := time.Now()
+	for d.sa.Load() == nil {
+		if time.Since(failed) > resolveRetry+3*time.Second {
+			t.Fatal("a failed name was not looked up again a second later")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A name with several addresses, one of them dead: the connection that meets the dead one
+// goes to another backend, and the next connections go to the live address.
+func TestNameMovesToNextAddressWhenADialFails(t *testing.T) {
+	ln, _ := listenOn(t, "127.0.0.3", 0, "three")
+	port := ln.Addr().(*net.TCPAddr).Port
+	fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		// 127.0.0.2 first: nothing listens there on this port.
+		return []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")}, nil
+	})
+	other := startBackend(t, httpName("other"))
+	s := startServer(t, testConfig(), "app.test:"+strconv.Itoa(port), other.addr())
+	var got []string
+	for range 6 {
+		_, body := get(t, s.addr, "")
+		got = append(got, body)
+	}
+	three := 0
+	for _, b := range got {
+		if b == "three" {
+			three++
+		}
+	}
+	if three < 2 {
+		t.Fatalf("answers %v: app.test stayed on its dead address", got)
 	}
 }
 
