@@ -102,18 +102,22 @@ func (r *resolver) addr(addr string) *dialAddr {
 	if err == nil && (perr != nil || p == 0) {
 		err = errors.New("bad port in backend address " + addr)
 	}
-	if err != nil {
+	ip, iperr := netip.ParseAddr(host)
+	if _, ok := scopeID(ip.Zone()); err == nil && iperr == nil && !ok {
+		err = errors.New("no interface " + ip.Zone() + " for backend address " + addr)
+	}
+	switch {
+	case err != nil:
 		d.err.Store(&err)
 		close(d.settled)
 		return d
-	}
-	d.port = uint16(p)
-	if ip, err := netip.ParseAddr(host); err == nil {
-		d.ip = ip.Unmap()
+	case iperr == nil: // an IP address: never looked up
+		d.ip, d.port = ip.Unmap(), uint16(p)
 		d.sa.Store(newSockaddr(netip.AddrPortFrom(d.ip, d.port)))
 		close(d.settled)
 		return d
 	}
+	d.port = uint16(p)
 	d.host = host
 	select {
 	case r.kick <- struct{}{}:

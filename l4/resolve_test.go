@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -236,5 +237,25 @@ func TestChooseKeepsCurrentAndPrefersIPv4(t *testing.T) {
 		if got := choose(c.ips, c.current); got != c.want {
 			t.Errorf("choose(%v, %v) = %v, want %v", c.ips, c.current, got, c.want)
 		}
+	}
+}
+
+// An IPv6 zone names the interface of a link-local address: it becomes the scope id that
+// connect(2) needs, and an unknown interface is an error, not a silent dial without it.
+func TestIPv6ZoneBecomesScopeID(t *testing.T) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Skip("no lo interface")
+	}
+	r := newResolver(time.Hour, zerolog.Nop())
+	defer r.stop()
+	for _, addr := range []string{"[fe80::1%lo]:80", "[fe80::1%" + strconv.Itoa(lo.Index) + "]:80"} {
+		sa, err := r.addr(addr).dialable()
+		if err != nil || sa.raw.Scope_id != uint32(lo.Index) {
+			t.Errorf("%s: scope id %v, %v; want lo's index %d", addr, sa, err, lo.Index)
+		}
+	}
+	if _, err := r.addr("[fe80::1%nosuchif0]:80").dialable(); err == nil || !strings.Contains(err.Error(), "no interface nosuchif0") {
+		t.Errorf("unknown interface: %v, want an error naming it", err)
 	}
 }

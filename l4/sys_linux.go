@@ -1,7 +1,9 @@
 package l4
 
 import (
+	"net"
 	"net/netip"
+	"strconv"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -77,8 +79,24 @@ func newSockaddr(a netip.AddrPort) *sockaddr {
 		return sa
 	}
 	sa.raw.Family, sa.raw.Port, sa.raw.Addr = unix.AF_INET6, *(*uint16)(unsafe.Pointer(&port)), a.Addr().As16()
+	sa.raw.Scope_id, _ = scopeID(a.Addr().Zone())
 	sa.family, sa.len = unix.AF_INET6, unix.SizeofSockaddrInet6
 	return sa
+}
+
+// scopeID is the index of the interface an IPv6 zone names (fe80::1%eth0 or %2): a link-local
+// address means nothing without it. 0 and true when there is no zone.
+func scopeID(zone string) (uint32, bool) {
+	if zone == "" {
+		return 0, true
+	}
+	if n, err := strconv.ParseUint(zone, 10, 32); err == nil {
+		return uint32(n), true
+	}
+	if ifi, err := net.InterfaceByName(zone); err == nil {
+		return uint32(ifi.Index), true
+	}
+	return 0, false
 }
 
 // sysDial opens a non-blocking socket and starts connecting it.
