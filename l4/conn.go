@@ -101,6 +101,7 @@ type setup struct {
 	holding    bool                     // that response waits for the session store to record it
 	resp       httpsniff.ResponseParser // the head at the start of buf (interims already sent)
 	sent       int                      // bytes of buf written to the client
+	interim    int                      // length of the interim head at the start of buf being written
 	flushing   bool                     // the client took part of buf: the rest when it is writable
 }
 

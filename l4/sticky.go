@@ -92,25 +92,35 @@ func (c *conn) nextBackend() (ring.Backend, bool) {
 // pumpHead reads the backend's first response into the setup buffer until it has the first
 // final head, learns the session it sets and inserts the sticky cookie there, and writes it
 // all to the client (flushHead); then the flow is pumped as any other. Interim heads (100
-// Continue, 103 Early Hints) go to the client as they come: a client may wait for a 100
-// before it sends its body. It returns false if it closed c.
+// Continue, 103 Early Hints) go to the client as they come (writeInterim): a client may wait
+// for a 100 before it sends its body. It returns false if it closed c.
 func (l *loop) pumpHead(c *conn, hup bool) bool {
 	st := c.setup
-	if st.flushing {
-		return l.flushHead(c, hup)
-	}
-	n, err := sysRead(c.ends[backend].fd, st.buf[st.n:])
 	switch {
-	case err == unix.EAGAIN:
-		return true
-	case err != nil:
-		l.close(c, err)
-		return false
-	case n == 0: // EOF before a complete head: what came goes on as it came
+	case st.flushing && st.interim > 0:
+		if !l.writeInterim(c) {
+			return false
+		}
+		if st.flushing {
+			return true
+		}
+		// The interim head is out: what is buffered after it may be the final head already.
+	case st.flushing:
 		return l.flushHead(c, hup)
+	default:
+		n, err := sysRead(c.ends[backend].fd, st.buf[st.n:])
+		switch {
+		case err == unix.EAGAIN:
+			return true
+		case err != nil:
+			l.close(c, err)
+			return false
+		case n == 0: // EOF before a complete head: what came goes on as it came
+			return l.flushHead(c, hup)
+		}
+		st.n += n
+		c.lastActive = l.now
 	}
-	st.n += n
-	c.lastActive = l.now
 	for {
 		resp, err := st.resp.Parse(st.buf[:st.n])
 		if err == httpsniff.ErrNeedMore && st.n < len(st.buf) {
@@ -123,18 +133,13 @@ func (l *loop) pumpHead(c *conn, hup bool) bool {
 			return l.flushHead(c, hup)
 		}
 		if resp.Interim() {
-			w, err := sysWrite(c.ends[client].fd, st.buf[:resp.Len])
-			if err != nil && err != unix.EAGAIN {
-				l.close(c, err)
+			st.interim = resp.Len
+			if !l.writeInterim(c) {
 				return false
 			}
-			st.sent = max(w, 0)
-			l.moved(c, &c.ends[backend], st.sent, false)
-			if st.sent < resp.Len {
-				return l.flushHead(c, hup) // the client is not reading: the rest goes as it came
+			if st.flushing {
+				return true // the rest when the client is writable; the backend waits
 			}
-			st.n = copy(st.buf, st.buf[resp.Len:st.n])
-			st.sent, st.resp = 0, httpsniff.ResponseParser{}
 			continue
 		}
 		if st.learn {
@@ -144,6 +149,27 @@ func (l *loop) pumpHead(c *conn, hup bool) bool {
 		}
 		return l.forwardHead(c, hup)
 	}
+}
+
+// writeInterim writes the interim head at the start of the setup buffer (st.interim bytes,
+// st.sent of them already written) to the client. Once all of it went, it leaves the buffer
+// and the parser starts on the next head; until then st.flushing keeps the backend unread.
+// It returns false if it closed c.
+func (l *loop) writeInterim(c *conn) bool {
+	st := c.setup
+	w, err := sysWrite(c.ends[client].fd, st.buf[st.sent:st.interim])
+	if err != nil && err != unix.EAGAIN {
+		l.close(c, err)
+		return false
+	}
+	w = max(w, 0)
+	l.moved(c, &c.ends[backend], w, false)
+	st.sent += w
+	if st.flushing = st.sent < st.interim; !st.flushing {
+		st.n = copy(st.buf, st.buf[st.interim:st.n])
+		st.sent, st.interim, st.resp = 0, 0, httpsniff.ResponseParser{}
+	}
+	return true
 }
 
 // forwardHead inserts the sticky cookie into the final head at the start of the setup buffer

@@ -231,6 +231,28 @@ func TestStickyHeadLargerThanAPipe(t *testing.T) {
 	}
 }
 
+// TestStickyInterimHeadTheClientTakesInParts: an interim head (103 Early Hints) that a slow
+// client takes in several writes is still followed by the final head with its cookie.
+func TestStickyInterimHeadTheClientTakesInParts(t *testing.T) {
+	hints := "HTTP/1.1 103 Early Hints\r\n" + strings.Repeat("Link: </style.css>; rel=preload; as=style\r\n", 2000) + "\r\n"
+	b := startBackend(t, func(c *net.TCPConn) {
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, hints+"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+		c.CloseWrite()
+	})
+	cfg := stickyConfig()
+	cfg.MaxHeaderBytes = 256 << 10
+	s := serveOn(t, cfg, listenSmallSendBuffer(t), b.addr())
+	c := dialSmallWindow(t, s.addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	time.Sleep(300 * time.Millisecond) // a slow client: lb's writes to it come up short
+	got, err := io.ReadAll(c)
+	want := hints + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\nok"
+	if err != nil || string(got) != want {
+		t.Fatalf("read %d bytes (%v), want %d; final head: %q", len(got), err, len(want), got[min(len(got), len(hints)):])
+	}
+}
+
 // TestStickySetupBuffersKeepTheirSize: a response whose first read fills the setup buffer
 // still gets its cookie, in the buffer's headroom, and the buffers that go back to the pool
 // keep --max-header-bytes as their size: no growth, no larger request heads parsed later.
