@@ -99,7 +99,7 @@ type setup struct {
 	setCookie  bool                     // insert the sticky cookie into the first final response
 	learn      bool                     // record the session cookie the first final response sets
 	holding    bool                     // that response waits for the session store to record it
-	resp       httpsniff.ResponseParser // the head at the start of buf (interims already sent)
+	resp       httpsniff.ResponseParser // the head at the start of buf (interims sent are gone from it)
 	sent       int                      // bytes of buf written to the client
 	interim    int                      // length of the interim head at the start of buf being written
 	flushing   bool                     // the client took part of buf: the rest when it is writable

@@ -155,3 +155,25 @@ func TestHeldHeadIsNotIdle(t *testing.T) {
 		t.Fatalf("with Redis frozen: session %q from %q, want a session from a", sid, backend)
 	}
 }
+
+// TestInterimInPartsThenLearnedSession: after an interim head the client takes in parts, the
+// final head that sets a session is held while Redis records it, then goes on; the session
+// is learned once.
+func TestInterimInPartsThenLearnedSession(t *testing.T) {
+	redis := redistest.Start(t)
+	store, err := sessions.NewRedisStore(sessions.RedisConfig{URL: redis.URL(), Timeout: time.Second}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	hints := earlyHints(2000)
+	final := "HTTP/1.1 200 OK\r\nSet-Cookie: sid=s1; Path=/\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+	cfg := sessionConfig(store)
+	cfg.MaxHeaderBytes = 256 << 10
+	if got := readSlowly(t, cfg, startBackend(t, sendParts(hints+final)).addr()); got != hints+final {
+		t.Fatalf("read %d bytes, want %d, the same", len(got), len(hints+final))
+	}
+	if keys := redis.Do("DBSIZE"); keys != ":1" {
+		t.Fatalf("Redis holds %s keys, want the one session", keys)
+	}
+}

@@ -231,25 +231,68 @@ func TestStickyHeadLargerThanAPipe(t *testing.T) {
 	}
 }
 
-// TestStickyInterimHeadTheClientTakesInParts: an interim head (103 Early Hints) that a slow
-// client takes in several writes is still followed by the final head with its cookie.
-func TestStickyInterimHeadTheClientTakesInParts(t *testing.T) {
-	hints := "HTTP/1.1 103 Early Hints\r\n" + strings.Repeat("Link: </style.css>; rel=preload; as=style\r\n", 2000) + "\r\n"
-	b := startBackend(t, func(c *net.TCPConn) {
+// earlyHints is a 103 Early Hints head of about n*44 bytes: large enough, with n in the
+// thousands, that a client with a small window takes it in several writes.
+func earlyHints(n int) string {
+	return "HTTP/1.1 103 Early Hints\r\n" + strings.Repeat("Link: </style.css>; rel=preload; as=style\r\n", n) + "\r\n"
+}
+
+// sendParts answers one request by writing parts 100 ms apart, then FIN.
+func sendParts(parts ...string) func(c *net.TCPConn) {
+	return func(c *net.TCPConn) {
 		http.ReadRequest(bufio.NewReader(c))
-		io.WriteString(c, hints+"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+		for i, p := range parts {
+			if i > 0 {
+				time.Sleep(100 * time.Millisecond)
+			}
+			io.WriteString(c, p)
+		}
 		c.CloseWrite()
-	})
-	cfg := stickyConfig()
-	cfg.MaxHeaderBytes = 256 << 10
-	s := serveOn(t, cfg, listenSmallSendBuffer(t), b.addr())
+		io.Copy(io.Discard, c)
+	}
+}
+
+// readSlowly sends a request through a server whose sockets have small buffers, on a
+// connection with a small window, and reads only after a while: lb's writes come up short.
+func readSlowly(t *testing.T, cfg Config, backend string) string {
+	t.Helper()
+	s := serveOn(t, cfg, listenSmallSendBuffer(t), backend)
 	c := dialSmallWindow(t, s.addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-	time.Sleep(300 * time.Millisecond) // a slow client: lb's writes to it come up short
+	time.Sleep(300 * time.Millisecond)
 	got, err := io.ReadAll(c)
-	want := hints + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\nok"
-	if err != nil || string(got) != want {
-		t.Fatalf("read %d bytes (%v), want %d; final head: %q", len(got), err, len(want), got[min(len(got), len(hints)):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(got)
+}
+
+// TestStickyInterimHeadsTheClientTakesInParts: interim heads (103 Early Hints) that a slow
+// client takes in several writes are followed by the final head with its cookie, whether
+// that head was already read, comes later or comes in pieces; with no final head, what came
+// goes on as it came.
+func TestStickyInterimHeadsTheClientTakesInParts(t *testing.T) {
+	h1, h2 := earlyHints(1500), earlyHints(1800)
+	final := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+	withCookie := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\nok"
+	cases := []struct {
+		name  string
+		parts []string
+		want  string
+	}{
+		{"final head read with them", []string{h1 + h2 + final}, h1 + h2 + withCookie},
+		{"final head later", []string{h1 + h2, final}, h1 + h2 + withCookie},
+		{"final head in pieces", []string{h1 + final[:20], final[20:]}, h1 + withCookie},
+		{"no final head", []string{h1 + "HTTP/1.1 200 OK\r\nX: y"}, h1 + "HTTP/1.1 200 OK\r\nX: y"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := stickyConfig()
+			cfg.MaxHeaderBytes = 256 << 10
+			if got := readSlowly(t, cfg, startBackend(t, sendParts(tc.parts...)).addr()); got != tc.want {
+				t.Fatalf("read %d bytes, want %d; after the hints: %q", len(got), len(tc.want), got[min(len(got), len(h1)):])
+			}
+		})
 	}
 }
 
