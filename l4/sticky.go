@@ -157,18 +157,32 @@ func (l *loop) pumpHead(c *conn, hup bool) bool {
 // It returns false if it closed c.
 func (l *loop) writeInterim(c *conn) bool {
 	st := c.setup
-	w, err := sysWrite(c.ends[client].fd, st.buf[st.sent:st.interim])
-	if err != nil && err != unix.EAGAIN {
-		l.close(c, err)
+	if !l.writeHead(c, st.interim) {
 		return false
 	}
-	w = max(w, 0)
-	l.moved(c, &c.ends[backend], w, false)
-	st.sent += w
-	if st.flushing = st.sent < st.interim; !st.flushing {
+	if !st.flushing {
 		st.n = copy(st.buf, st.buf[st.interim:st.n])
 		st.sent, st.interim, st.resp = 0, 0, httpsniff.ResponseParser{}
 	}
+	return true
+}
+
+// writeHead writes the setup buffer up to end, from st.sent on, to the client; st.flushing
+// says whether some of it is left for when the client is writable. It returns false if it
+// closed c.
+func (l *loop) writeHead(c *conn, end int) bool {
+	st := c.setup
+	if st.sent < end {
+		w, err := sysWrite(c.ends[client].fd, st.buf[st.sent:end])
+		if err != nil && err != unix.EAGAIN {
+			l.close(c, err)
+			return false
+		}
+		w = max(w, 0)
+		l.moved(c, &c.ends[backend], w, false)
+		st.sent += w
+	}
+	st.flushing = st.sent < end
 	return true
 }
 
@@ -210,18 +224,11 @@ func (l *loop) cookieField(id string) []byte {
 // client is writable again.
 func (l *loop) flushHead(c *conn, hup bool) bool {
 	st := c.setup
-	if st.sent < st.n {
-		w, err := sysWrite(c.ends[client].fd, st.buf[st.sent:st.n])
-		if err != nil && err != unix.EAGAIN {
-			l.close(c, err)
-			return false
-		}
-		w = max(w, 0)
-		l.moved(c, &c.ends[backend], w, false)
-		if st.sent += w; st.sent < st.n {
-			st.flushing = true
-			return true
-		}
+	if !l.writeHead(c, st.n) {
+		return false
+	}
+	if st.flushing {
+		return true
 	}
 	l.s.setups.Put(resetSetup(st))
 	c.setup = nil
