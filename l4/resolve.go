@@ -119,11 +119,16 @@ func (r *resolver) addr(addr string) *dialAddr {
 	}
 	d.port = uint16(p)
 	d.host = host
+	r.wake()
+	return d
+}
+
+// wake has run look at the names again now.
+func (r *resolver) wake() {
 	select {
 	case r.kick <- struct{}{}:
 	default:
 	}
-	return d
 }
 
 // waitSettled waits until every name in addrs had its first lookup, or until wait passes.
@@ -193,11 +198,7 @@ func (r *resolver) lookup(d *dialAddr) {
 	if ev, msg := r.record(d, ips, ip, err); ev != nil {
 		ev.Str("addr", d.addr).Msg(msg)
 	}
-	// Wake run, whose timer did not count this name while its lookup was under way.
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
+	r.wake() // run's timer did not count this name while its lookup was under way
 }
 
 // record stores the outcome of a lookup of d and returns the log line it calls for, if any.
