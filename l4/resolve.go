@@ -185,26 +185,27 @@ func (r *resolver) lookup(d *dialAddr) {
 	ctx, cancel := context.WithTimeout(r.ctx, lookupTimeout)
 	ips, err := lookupIP(ctx, d.host)
 	cancel()
-	var ip netip.Addr
-	if err == nil {
-		if ip = choose(ips, d.ip); !ip.IsValid() {
-			err = errors.New("no address for " + d.host)
-		}
-	}
 	if err != nil && r.ctx.Err() != nil {
 		return // stopping: not the name's fault
 	}
 	// Logged after the lock is let go: a loop may be waiting for it, and a log write can block.
-	if ev, msg := r.record(d, ips, ip, err); ev != nil {
+	if ev, msg := r.record(d, ips, err); ev != nil {
 		ev.Str("addr", d.addr).Msg(msg)
 	}
 	r.wake() // run's timer did not count this name while its lookup was under way
 }
 
 // record stores the outcome of a lookup of d and returns the log line it calls for, if any.
-func (r *resolver) record(d *dialAddr, ips []netip.Addr, ip netip.Addr, err error) (ev *zerolog.Event, msg string) {
+// It picks the address to dial under the lock: a failed dial (dialFailed) may have moved it.
+func (r *resolver) record(d *dialAddr, ips []netip.Addr, err error) (ev *zerolog.Event, msg string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var ip netip.Addr
+	if err == nil {
+		if ip = choose(ips, d.ip); !ip.IsValid() {
+			err = errors.New("no address for " + d.host)
+		}
+	}
 	d.busy = false
 	first := d.sa.Load() == nil && d.err.Load() == nil
 	if first {

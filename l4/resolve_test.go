@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -257,5 +258,31 @@ func TestIPv6ZoneBecomesScopeID(t *testing.T) {
 	}
 	if _, err := r.addr("[fe80::1%nosuchif0]:80").dialable(); err == nil || !strings.Contains(err.Error(), "no interface nosuchif0") {
 		t.Errorf("unknown interface: %v, want an error naming it", err)
+	}
+}
+
+// Dials that fail while lookups are under way (run with -race): a lookup reads the address
+// in use, which a failed dial moves on.
+func TestDialFailuresDuringLookups(t *testing.T) {
+	two := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")}
+	fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return slices.Clone(two), nil
+	})
+	r := newResolver(time.Millisecond, zerolog.Nop())
+	defer r.stop()
+	d := r.addr("app.test:80")
+	<-d.settled
+	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); {
+		sa, err := d.dialable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.dialFailed(d, sa)
+		time.Sleep(100 * time.Microsecond)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !slices.Contains(two, d.ip) {
+		t.Fatalf("dialing %v, not one of the name's addresses", d.ip)
 	}
 }
