@@ -375,7 +375,10 @@ func (l *loop) splice(c *conn, side int, events uint32) {
 	}
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		if !c.ends[side].eof {
-			if !l.pump(c, side, events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0) {
+			// RDHUP without ERR: the peer's FIN is in, and so is every byte it sent before it.
+			// (A reset also reports RDHUP, with ERR; its bytes are read and its error found as
+			// before, over more rounds.)
+			if !l.pump(c, side, events&(unix.EPOLLRDHUP|unix.EPOLLERR) == unix.EPOLLRDHUP) {
 				return
 			}
 		} else if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
@@ -392,8 +395,9 @@ func (l *loop) splice(c *conn, side int, events uint32) {
 // loop's buffer (for a few hundred bytes, read+write costs the kernel less than splicing
 // through a pipe); once a read fills that buffer the flow is bulk and goes socket → pipe →
 // socket with splice, zero-copy, until a read comes up short. Bytes the destination cannot
-// take yet wait in a pipe that the flow holds until they are written. hup says the source
-// has sent its FIN, so it is read on to the EOF now rather than after another epoll round.
+// take yet wait in a pipe that the flow holds until they are written. hup says the source's
+// FIN is in, so it is read on to the EOF now rather than after another epoll round, and a
+// short read is its last.
 // pump returns false if it closed c.
 func (l *loop) pump(c *conn, from int, hup bool) bool {
 	if from == backend && c.setup != nil {
@@ -424,7 +428,7 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 		if src.eof {
 			return true
 		}
-		var n int
+		var n, limit int
 		var err error
 		if src.bulk {
 			p, perr := l.hotPipe()
@@ -445,7 +449,8 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 				l.close(c, perr)
 				return false
 			}
-			n, err = sysRead(src.fd, l.buf[:min(len(l.buf), p.size)])
+			limit = min(len(l.buf), p.size)
+			n, err = sysRead(src.fd, l.buf[:limit])
 		}
 		switch {
 		case err == unix.EAGAIN:
@@ -454,17 +459,19 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 			l.close(c, err)
 			return false
 		case n == 0:
-			src.eof = true
-			if dst.eof {
-				l.close(c, nil) // both directions are done
-				return false
-			}
-			// Pass the half-close on: the other direction goes on until its own EOF.
-			sysShutdownWrite(dst.fd)
-			return true
+			return l.passEOF(c, src, dst)
 		}
 		src.bulk = n == len(l.buf)
-		w, err := sysWrite(dst.fd, l.buf[:n])
+		// A short read after the source's FIN came in took its last bytes. Sent with MSG_MORE
+		// they wait for the FIN that passEOF adds, and leave with it in one segment: the peer
+		// is woken once and ACKs once, and the read that would return the EOF is not needed.
+		last := hup && n < limit
+		var w int
+		if last {
+			w, err = sysSendMore(dst.fd, l.buf[:n])
+		} else {
+			w, err = sysWrite(dst.fd, l.buf[:n])
+		}
 		if err != nil && err != unix.EAGAIN {
 			l.close(c, err)
 			return false
@@ -483,10 +490,25 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 			src.pipe, src.pending = p, n-w
 			return true
 		}
+		if last {
+			return l.passEOF(c, src, dst)
+		}
 		if !src.bulk && !hup {
 			return true
 		}
 	}
+	return true
+}
+
+// passEOF ends the flow from src, which has read its EOF: the half-close goes on to dst, and
+// the other direction goes on until its own EOF. False if that was done too and c is closed.
+func (l *loop) passEOF(c *conn, src, dst *end) bool {
+	src.eof = true
+	if dst.eof {
+		l.close(c, nil) // both directions are done
+		return false
+	}
+	sysShutdownWrite(dst.fd)
 	return true
 }
 

@@ -326,3 +326,117 @@ func TestCopyWithoutAPipeLosesNothing(t *testing.T) {
 		t.Fatalf("the flow counts %d bytes kept for the destination, its pipe holds %d", kept, inPipe)
 	}
 }
+
+// tcpPair connects two loopback TCP sockets: lb's end as a raw non-blocking descriptor that
+// the caller hands to a conn, and the peer's, which dial opens, as a *net.TCPConn.
+func tcpPair(t *testing.T, dial func(*testing.T, string) *net.TCPConn) (int, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer := dial(t, ln.Addr().String())
+	ours, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ours.Close()
+	f, err := ours.(*net.TCPConn).File() // a duplicate, which outlives ours
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fd, true)
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	return fd, peer
+}
+
+// TestLastBytesLeaveWithTheFIN: when the source's FIN is in, its last bytes and the half-close
+// passed on leave in one segment, as HAProxy's mostly do: a Connection: close response then
+// costs its client one wake-up and one ACK, not two. A destination that takes only part of
+// them still gets every byte, and then the FIN.
+func TestLastBytesLeaveWithTheFIN(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		size int // under copySize: one short read takes it all
+		full bool
+	}{
+		{"the destination takes them all", 60, false},
+		{"the destination is full", 15 << 10, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startServer(t, testConfig())
+			srcFD, sender := tcpPair(t, dial)
+			dialReceiver := dial
+			if tc.full {
+				dialReceiver = dialSmallWindow
+			}
+			dstFD, receiver := tcpPair(t, dialReceiver)
+			var queued []byte // written to the receiver before: it does not read yet
+			if tc.full {
+				unix.SetsockoptInt(dstFD, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+				for chunk := make([]byte, 512); ; queued = append(queued, chunk...) {
+					if _, err := unix.Write(dstFD, chunk); err != nil {
+						break
+					}
+				}
+				// A little room: the answer goes in part now, in part later.
+				n, _ := receiver.Read(make([]byte, 512))
+				queued = queued[n:]
+			}
+			answer := randomBytes(t, tc.size)
+			sender.Write(answer)
+			sender.CloseWrite()
+			waitFor(t, "the FIN to reach lb's socket", func() bool {
+				fds := []unix.PollFd{{Fd: int32(srcFD), Events: unix.POLLRDHUP}}
+				n, _ := unix.Poll(fds, 0)
+				return n == 1 && fds[0].Revents&unix.POLLRDHUP != 0
+			})
+			segsOut := func() uint32 {
+				info, err := unix.GetsockoptTCPInfo(dstFD, unix.IPPROTO_TCP, unix.TCP_INFO)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return info.Segs_out
+			}
+			before := segsOut()
+			var segs uint32
+			var eof bool
+			var pending int
+			var moved uint64
+			l := s.loops[0]
+			l.call(func() {
+				s.active.Add(1)
+				s.conns.Add(1)
+				c := l.newConn()
+				c.ends[client], c.ends[backend] = end{fd: srcFD}, end{fd: dstFD}
+				c.phase = splicing
+				if l.pump(c, client, true) {
+					segs, eof = segsOut()-before, c.ends[client].eof
+					pending, moved = c.ends[client].pending, c.ends[client].moved
+					l.rearm(c) // the loop takes it from here
+				}
+			})
+			if tc.full && (eof || moved == 0 || pending == 0) {
+				t.Fatalf("the flow ended: %t, with %d bytes written and %d kept; want a full destination to take some now, some later", eof, moved, pending)
+			}
+			if !tc.full && (!eof || segs != 1) {
+				t.Fatalf("the flow ended: %t, in %d segments; want true, in 1 (the bytes with the FIN)", eof, segs)
+			}
+			want := append(queued, answer...)
+			got, err := io.ReadAll(receiver)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("the receiver read %d bytes (%v), equal: %t; want all %d, then EOF", len(got), err, bytes.Equal(got, want), len(want))
+			}
+			receiver.CloseWrite()
+			if _, err := io.ReadAll(sender); err != nil {
+				t.Fatalf("the sender did not get the receiver's half-close: %v", err)
+			}
+		})
+	}
+}

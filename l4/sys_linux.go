@@ -30,6 +30,13 @@ func sysWrite(fd int, b []byte) (int, error) {
 	return int(n), errnoErr(e)
 }
 
+// sysSendMore is write(2) with MSG_MORE: the kernel holds the bytes back, even with Nagle
+// off, until a later write, a shutdown or a close pushes them.
+func sysSendMore(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_MORE|unix.MSG_NOSIGNAL, 0, 0)
+	return int(n), errnoErr(e)
+}
+
 // sysSplice moves up to n bytes from one descriptor to another, one of them a pipe.
 func sysSplice(from, to, n int) (int, error) {
 	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(from), 0, uintptr(to), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
