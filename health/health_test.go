@@ -2,16 +2,13 @@ package health
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
+	"lb/internal/logtest"
 	"lb/ring"
 )
 
@@ -66,62 +63,6 @@ func refusedAddr(t *testing.T) string {
 	return addr
 }
 
-// logLines collects zerolog output, one JSON object per line, and passes each on to lines.
-type logLines struct {
-	mu    sync.Mutex
-	all   []map[string]any
-	lines chan map[string]any
-}
-
-func newLog() (*logLines, zerolog.Logger) {
-	l := &logLines{lines: make(chan map[string]any, 100)}
-	return l, zerolog.New(l)
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	var m map[string]any
-	if err := json.Unmarshal(p, &m); err != nil {
-		return 0, err
-	}
-	l.mu.Lock()
-	l.all = append(l.all, m)
-	l.mu.Unlock()
-	select {
-	case l.lines <- m:
-	default: // a test that does not wait on lines must not block the prober
-	}
-	return len(p), nil
-}
-
-// count returns how many lines so far have this message.
-func (l *logLines) count(msg string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, m := range l.all {
-		if m["message"] == msg {
-			n++
-		}
-	}
-	return n
-}
-
-// await returns the next line with this message, failing the test after waitFor.
-func (l *logLines) await(t *testing.T, msg string) map[string]any {
-	t.Helper()
-	deadline := time.After(waitFor)
-	for {
-		select {
-		case m := <-l.lines:
-			if m["message"] == msg {
-				return m
-			}
-		case <-deadline:
-			t.Fatalf("no %q logged within %v", msg, waitFor)
-		}
-	}
-}
-
 func newRing(t *testing.T, addrs ...string) *ring.Ring {
 	t.Helper()
 	var bs []ring.Backend
@@ -147,19 +88,19 @@ func isUp(t *testing.T, r *ring.Ring, id string) bool {
 func TestInit(t *testing.T) {
 	live := listen(t, "127.0.0.1:0")
 	r := newRing(t, live.addr, refusedAddr(t))
-	logs, log := newLog()
+	logs, log := logtest.New()
 	NewProber(r, Config{Timeout: time.Second}, log).Init(context.Background())
 
 	if !isUp(t, r, "a") || isUp(t, r, "b") {
 		t.Errorf("after Init: a up=%v, b up=%v; want a up, b down", isUp(t, r, "a"), isUp(t, r, "b"))
 	}
-	if len(logs.all) != 2 {
-		t.Fatalf("logged %d lines, want one per backend: %v", len(logs.all), logs.all)
+	if len(logs.All()) != 2 {
+		t.Fatalf("logged %d lines, want one per backend: %v", len(logs.All()), logs)
 	}
-	if m := logs.all[0]; m["message"] != "backend up" || m["level"] != "info" || m["id"] != "a" {
+	if m := logs.All()[0]; m["message"] != "backend up" || m["level"] != "info" || m["id"] != "a" {
 		t.Errorf("line for a = %v, want info backend up", m)
 	}
-	if m := logs.all[1]; m["message"] != "backend down" || m["level"] != "warn" || m["error"] == nil {
+	if m := logs.All()[1]; m["message"] != "backend down" || m["level"] != "warn" || m["error"] == nil {
 		t.Errorf("line for b = %v, want warn backend down with the error", m)
 	}
 }
@@ -169,7 +110,7 @@ func TestRiseFall(t *testing.T) {
 	const rise, fall = 2, 3
 	live := listen(t, "127.0.0.1:0")
 	r := newRing(t, live.addr)
-	logs, log := newLog()
+	logs, log := logtest.New()
 	p := NewProber(r, Config{Timeout: time.Second, Rise: rise, Fall: fall}, log)
 	p.Init(context.Background())
 	ctx := context.Background()
@@ -186,7 +127,7 @@ func TestRiseFall(t *testing.T) {
 		t.Fatalf("still up after %d failed rounds", fall)
 	}
 	p.round(ctx) // more failures: no more lines
-	if n := logs.count("backend down"); n != 1 {
+	if n := logs.Count("backend down"); n != 1 {
 		t.Errorf("logged backend down %d times, want once", n)
 	}
 
@@ -202,7 +143,7 @@ func TestRiseFall(t *testing.T) {
 		t.Fatalf("still down after %d good rounds", rise)
 	}
 	p.round(ctx)
-	if n := logs.count("backend up"); n != 2 { // Init's line and the transition's
+	if n := logs.Count("backend up"); n != 2 { // Init's line and the transition's
 		t.Errorf("logged backend up %d times, want twice", n)
 	}
 }
@@ -211,10 +152,10 @@ func TestRun(t *testing.T) {
 	const rise, fall = 2, 3
 	live := listen(t, "127.0.0.1:0")
 	r := newRing(t, live.addr)
-	logs, log := newLog()
+	logs, log := logtest.New()
 	p := NewProber(r, Config{Interval: 5 * time.Millisecond, Timeout: time.Second, Rise: rise, Fall: fall}, log)
 	p.Init(context.Background())
-	logs.await(t, "backend up")
+	logs.Await(t, "backend up", waitFor)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -229,20 +170,20 @@ func TestRun(t *testing.T) {
 	}()
 
 	live.close()
-	if m := logs.await(t, "backend down"); m["failures"] != float64(fall) || m["addr"] != live.addr || m["error"] == nil {
+	if m := logs.Await(t, "backend down", waitFor); m["failures"] != float64(fall) || m["addr"] != live.addr || m["error"] == nil {
 		t.Errorf("down line = %v, want %d failures, the address and the error", m, fall)
 	}
 	if isUp(t, r, "a") {
 		t.Error("logged down but still up in the ring")
 	}
 	listen(t, live.addr)
-	if m := logs.await(t, "backend up"); m["successes"] != float64(rise) {
+	if m := logs.Await(t, "backend up", waitFor); m["successes"] != float64(rise) {
 		t.Errorf("up line = %v, want %d successes", m, rise)
 	}
 	if !isUp(t, r, "a") {
 		t.Error("logged up but still down in the ring")
 	}
-	if n := logs.count("backend down"); n != 1 {
+	if n := logs.Count("backend down"); n != 1 {
 		t.Errorf("logged backend down %d times, want once", n)
 	}
 }
@@ -251,7 +192,7 @@ func TestRun(t *testing.T) {
 func TestRunFollowsRing(t *testing.T) {
 	live := listen(t, "127.0.0.1:0")
 	r := newRing(t, live.addr)
-	_, log := newLog()
+	_, log := logtest.New()
 	p := NewProber(r, Config{Timeout: time.Second, Fall: 1}, log)
 	p.Init(context.Background())
 
@@ -273,7 +214,7 @@ func TestRunFollowsRing(t *testing.T) {
 func TestRunCancelled(t *testing.T) {
 	live := listen(t, "127.0.0.1:0")
 	r := newRing(t, live.addr)
-	_, log := newLog()
+	_, log := logtest.New()
 	p := NewProber(r, Config{Timeout: time.Second, Fall: 1}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -287,7 +228,7 @@ func TestReportFailure(t *testing.T) {
 	const fall = 3
 	live := listen(t, "127.0.0.1:0")
 	r := newRing(t, live.addr)
-	logs, log := newLog()
+	logs, log := logtest.New()
 	p := NewProber(r, Config{Timeout: time.Second, Fall: fall}, log)
 	p.Init(context.Background())
 
@@ -305,7 +246,7 @@ func TestReportFailure(t *testing.T) {
 		t.Fatal("still up after Fall reported failures")
 	}
 	p.ReportFailure("unknown") // ignored
-	if n := logs.count("backend down"); n != 1 {
+	if n := logs.Count("backend down"); n != 1 {
 		t.Errorf("logged backend down %d times, want once", n)
 	}
 }
@@ -313,7 +254,7 @@ func TestReportFailure(t *testing.T) {
 func TestReportFailureNoAllocs(t *testing.T) {
 	live := listen(t, "127.0.0.1:0")
 	r := newRing(t, live.addr)
-	_, log := newLog()
+	_, log := logtest.New()
 	p := NewProber(r, Config{Timeout: time.Second, Fall: 1 << 30}, log)
 	p.Init(context.Background())
 	if n := testing.AllocsPerRun(100, func() { p.ReportFailure("a") }); n != 0 {

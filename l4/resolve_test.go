@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"lb/internal/logtest"
 	"lb/ring"
 )
 
@@ -287,26 +288,6 @@ func TestDialFailuresDuringLookups(t *testing.T) {
 	}
 }
 
-// lockedLog collects log lines written from several goroutines.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *lockedLog) count(s string) int { return strings.Count(l.String(), s) }
-
 // A name that keeps failing is logged once, not once per lookup; its recovery once too.
 func TestFailingNameLoggedOnce(t *testing.T) {
 	var failing atomic.Bool
@@ -317,15 +298,15 @@ func TestFailingNameLoggedOnce(t *testing.T) {
 		}
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	})
-	var log lockedLog
-	r := newResolver(10*time.Millisecond, zerolog.New(&log)) // retries every 10 ms
+	log, logger := logtest.New()
+	r := newResolver(10*time.Millisecond, logger) // retries every 10 ms
 	defer r.stop()
 	d := r.addr("app.test:80")
 	waitFor(t, "five failed lookups", func() bool { return calls.Load() >= 5 })
 	failing.Store(false)
 	waitFor(t, "the name to resolve", func() bool { return d.sa.Load() != nil })
-	if n := log.count("cannot resolve backend"); n != 1 {
+	if n := log.Count("cannot resolve backend; it gets no connections until it resolves"); n != 1 {
 		t.Fatalf("%d warnings for %d failed lookups, want 1:\n%s", n, calls.Load()-1, log.String())
 	}
-	waitFor(t, "the recovery to be logged", func() bool { return log.count("backend resolves again") == 1 })
+	waitFor(t, "the recovery to be logged", func() bool { return log.Count("backend resolves again") == 1 })
 }

@@ -3,9 +3,7 @@ package sessions
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"lb/internal/logtest"
 	"lb/internal/redistest"
 )
 
@@ -28,51 +27,6 @@ const (
 	testTimeout = 100 * time.Millisecond
 	callSlack   = 150 * time.Millisecond
 )
-
-// logLines collects zerolog output, one JSON object per line.
-type logLines struct {
-	mu  sync.Mutex
-	all []map[string]any
-}
-
-func newLog() (*logLines, zerolog.Logger) {
-	l := &logLines{}
-	return l, zerolog.New(l)
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	var m map[string]any
-	if err := json.Unmarshal(p, &m); err != nil {
-		return 0, err
-	}
-	l.mu.Lock()
-	l.all = append(l.all, m)
-	l.mu.Unlock()
-	return len(p), nil
-}
-
-// count returns how many lines so far have this message.
-func (l *logLines) count(msg string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, m := range l.all {
-		if m["message"] == msg {
-			n++
-		}
-	}
-	return n
-}
-
-func (l *logLines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var b strings.Builder
-	for _, m := range l.all {
-		fmt.Fprintln(&b, m)
-	}
-	return b.String()
-}
 
 // unusedRedisURL is a Redis URL on a loopback port where nothing listens.
 func unusedRedisURL(t *testing.T) string {
@@ -190,14 +144,14 @@ func TestRedisSlidingTTL(t *testing.T) {
 // must be logged for the whole outage, and one info when a Redis on the same port answers.
 func TestRedisOutage(t *testing.T) {
 	r := redistest.Start(t)
-	logs, log := newLog()
+	logs, log := logtest.New()
 	s := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "c"}, log)
 	mustSet(t, s, "k", "blue")
 	wantID(t, s, "k", "blue")
 
 	r.Stop()
 	failAll(t, s, 40)
-	if n := logs.count(msgDown); n != 1 {
+	if n := logs.Count(msgDown); n != 1 {
 		t.Fatalf("%d %q lines for one outage; want 1; logs:\n%s", n, msgDown, logs)
 	}
 
@@ -206,7 +160,7 @@ func TestRedisOutage(t *testing.T) {
 	wantID(t, s, "k", "") // a new, empty Redis
 	mustSet(t, s, "k", "green")
 	wantID(t, s, "k", "green")
-	if down, back := logs.count(msgDown), logs.count(msgBack); down != 1 || back != 1 {
+	if down, back := logs.Count(msgDown), logs.Count(msgBack); down != 1 || back != 1 {
 		t.Fatalf("%d %q and %d %q lines for one outage; want 1 and 1; logs:\n%s", down, msgDown, back, msgBack, logs)
 	}
 }
@@ -215,13 +169,13 @@ func TestRedisOutage(t *testing.T) {
 // partitioned Redis looks: calls must still end within Timeout.
 func TestRedisStalled(t *testing.T) {
 	r := redistest.Start(t)
-	logs, log := newLog()
+	logs, log := logtest.New()
 	s := newRedisStore(t, RedisConfig{URL: r.URL(), Cluster: "c"}, log)
 	mustSet(t, s, "k", "blue")
 
 	r.Signal(syscall.SIGSTOP)
 	failAll(t, s, 10)
-	if n := logs.count(msgDown); n != 1 {
+	if n := logs.Count(msgDown); n != 1 {
 		t.Fatalf("%d %q lines for one outage; want 1; logs:\n%s", n, msgDown, logs)
 	}
 	r.Signal(syscall.SIGCONT)
@@ -230,7 +184,7 @@ func TestRedisStalled(t *testing.T) {
 	if id, _ := mustGet(t, s, "k"); id != "blue" && id != "red" {
 		t.Errorf("Get after the stall = %q; want blue, or red from a Set that timed out", id)
 	}
-	if down, back := logs.count(msgDown), logs.count(msgBack); down != 1 || back != 1 {
+	if down, back := logs.Count(msgDown), logs.Count(msgBack); down != 1 || back != 1 {
 		t.Fatalf("%d %q and %d %q lines for one outage; want 1 and 1; logs:\n%s", down, msgDown, back, msgBack, logs)
 	}
 }
@@ -282,7 +236,7 @@ func awaitBack(t *testing.T, s *RedisStore) {
 }
 
 func TestRedisDownAtStart(t *testing.T) {
-	logs, log := newLog()
+	logs, log := logtest.New()
 	s := newRedisStore(t, RedisConfig{URL: unusedRedisURL(t)}, log)
 	start := time.Now()
 	if err := s.Ping(context.Background()); !errors.Is(err, ErrUnavailable) {
@@ -292,7 +246,7 @@ func TestRedisDownAtStart(t *testing.T) {
 		t.Errorf("Ping with no Redis took %v", took)
 	}
 	failAll(t, s, 10)
-	if n := logs.count(msgDown); n != 1 {
+	if n := logs.Count(msgDown); n != 1 {
 		t.Fatalf("%d %q lines; want 1; logs:\n%s", n, msgDown, logs)
 	}
 }
@@ -301,21 +255,21 @@ func TestRedisDownAtStart(t *testing.T) {
 // against Redis.
 func TestRedisCallerGivesUp(t *testing.T) {
 	r := redistest.Start(t)
-	logs, log := newLog()
+	logs, log := logtest.New()
 	s := newRedisStore(t, RedisConfig{URL: r.URL()}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, _, err := s.Get(ctx, "k"); !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Get with a cancelled ctx: %v; want context.Canceled only", err)
 	}
-	if n := logs.count(msgDown); n != 0 {
+	if n := logs.Count(msgDown); n != 0 {
 		t.Fatalf("a cancelled call was logged as an outage:\n%s", logs)
 	}
 }
 
 func TestRedisClose(t *testing.T) {
 	r := redistest.Start(t)
-	logs, log := newLog()
+	logs, log := logtest.New()
 	s := newRedisStore(t, RedisConfig{URL: r.URL()}, log)
 	mustSet(t, s, "k", "blue")
 	if err := s.Close(); err != nil {
@@ -333,7 +287,7 @@ func TestRedisClose(t *testing.T) {
 	if err := s.Ping(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Ping after Close: %v; want ErrClosed", err)
 	}
-	if n := logs.count(msgDown); n != 0 {
+	if n := logs.Count(msgDown); n != 0 {
 		t.Errorf("Close was logged as an outage:\n%s", logs)
 	}
 }
@@ -393,13 +347,13 @@ func TestNewRedisStoreBadURL(t *testing.T) {
 // within flapQuiet logs one pair of lines, and an outage that lasts is reported all the
 // same once flapQuiet has passed.
 func TestReachabilityFlapping(t *testing.T) {
-	logs, log := newLog()
+	logs, log := logtest.New()
 	c := newClock()
 	r := reachability{log: log, now: c.now}
 	errDown := errors.New("connection refused")
 	want := func(down, back int) {
 		t.Helper()
-		if d, b := logs.count(msgDown), logs.count(msgBack); d != down || b != back {
+		if d, b := logs.Count(msgDown), logs.Count(msgBack); d != down || b != back {
 			t.Fatalf("%d %q and %d %q lines; want %d and %d; logs:\n%s", d, msgDown, b, msgBack, down, back, logs)
 		}
 	}
