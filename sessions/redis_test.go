@@ -385,42 +385,31 @@ func TestReachabilityFlapping(t *testing.T) {
 }
 
 // BenchmarkRedisGet measures a Get that goes to Redis on loopback, from parallel callers:
-// what a new connection with a session cookie pays.
+// what a new connection with a session cookie pays; and the same with the local cache on,
+// where most Gets are hits.
 func BenchmarkRedisGet(b *testing.B) {
 	r := redistest.Start(b)
-	s := newRedisStore(b, RedisConfig{URL: r.URL(), Timeout: time.Second}, zerolog.Nop())
 	key := NewKeyer([]byte("secret")).Key([]byte("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
-	if err := s.Set(context.Background(), key, "blue"); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, ok, err := s.Get(context.Background(), key); err != nil || !ok {
-				b.Errorf("Get: %t, %v", ok, err)
-				return
+	for _, bc := range []struct {
+		name      string
+		cacheSize int
+	}{{"redis", 0}, {"cached", 1000}} {
+		b.Run(bc.name, func(b *testing.B) {
+			s := newRedisStore(b, RedisConfig{URL: r.URL(), Timeout: time.Second, CacheSize: bc.cacheSize}, zerolog.Nop())
+			if err := s.Set(context.Background(), key, "blue"); err != nil {
+				b.Fatal(err)
 			}
-		}
-	})
-}
-
-// BenchmarkRedisGetCached is BenchmarkRedisGet with the local cache on: most Gets are hits.
-func BenchmarkRedisGetCached(b *testing.B) {
-	r := redistest.Start(b)
-	s := newRedisStore(b, RedisConfig{URL: r.URL(), Timeout: time.Second, CacheSize: 1000}, zerolog.Nop())
-	key := NewKeyer([]byte("secret")).Key([]byte("9f8e7d6c5b4a39281706f5e4d3c2b1a0"))
-	if err := s.Set(context.Background(), key, "blue"); err != nil {
-		b.Fatal(err)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, ok, err := s.Get(context.Background(), key); err != nil || !ok {
+						b.Errorf("Get: %t, %v", ok, err)
+						return
+					}
+				}
+			})
+		})
 	}
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, ok, err := s.Get(context.Background(), key); err != nil || !ok {
-				b.Errorf("Get: %t, %v", ok, err)
-				return
-			}
-		}
-	})
 }
 
 // TestRedisClusterSecret: replicas of one cluster get the same secret, the first one's;
