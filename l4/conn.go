@@ -404,6 +404,7 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 		return l.pumpHead(c, hup) // the first response head, for the sticky cookie
 	}
 	src, dst := &c.ends[from], &c.ends[1-from]
+	took := false // bytes were read from src in this call
 	for range pumpRounds {
 		if src.pending > 0 {
 			n, err := sysSplice(src.pipe.r, dst.fd, src.pending)
@@ -428,29 +429,31 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 		if src.eof {
 			return true
 		}
-		var n, limit int
+		p, perr := l.hotPipe()
+		if perr != nil {
+			l.close(c, perr)
+			return false
+		}
+		var n int
 		var err error
+		read := !src.bulk
 		if src.bulk {
-			p, perr := l.hotPipe()
-			if perr != nil {
-				l.close(c, perr)
-				return false
-			}
 			if n, err = sysSplice(src.fd, p.w, pipeSize); n > 0 {
+				took = true
 				l.hot = nil
 				src.pipe, src.pending, src.bulk = p, n, n >= len(l.buf)
 				continue // written at the top of the loop
 			}
-		} else {
-			// The rest of a short write goes into the hot pipe: read no more than it holds,
-			// and nothing without one.
-			p, perr := l.hotPipe()
-			if perr != nil {
-				l.close(c, perr)
-				return false
-			}
-			limit = min(len(l.buf), p.size)
+			// At TCP's urgent mark splice moves nothing: it returns 0 as if at the EOF, or
+			// EAGAIN while epoll goes on reporting data. A read steps over the urgent byte.
+			read = err == nil || err == unix.EAGAIN && !took
+		}
+		// The rest of a short write goes into the hot pipe: read no more than it holds, and
+		// nothing without one.
+		limit := min(len(l.buf), p.size)
+		if read {
 			n, err = sysRead(src.fd, l.buf[:limit])
+			took = took || n > 0
 		}
 		switch {
 		case err == unix.EAGAIN:
@@ -462,9 +465,10 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 			return l.passEOF(c, src, dst)
 		}
 		src.bulk = n == len(l.buf)
-		// A short read after the source's FIN came in took its last bytes. Sent with MSG_MORE
-		// they wait for the FIN that passEOF adds, and leave with it in one segment: the peer
-		// is woken once and ACKs once, and the read that would return the EOF is not needed.
+		// A short read after the source's FIN came in took its last bytes, or stopped at an
+		// urgent mark. Sent with MSG_MORE they wait for what the next round reads: the EOF,
+		// whose FIN passEOF adds to the same segment (the peer is woken once and ACKs once),
+		// or the bytes after the mark, whose write pushes them.
 		last := hup && n < limit
 		var w int
 		if last {
@@ -481,7 +485,6 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 		if w < n {
 			// dst is full: keep the rest in the hot pipe, which the read was sized to, until
 			// dst is writable.
-			p := l.hot
 			if m, perr := sysWrite(p.w, l.buf[w:n]); perr != nil || m < n-w {
 				l.close(c, errors.Join(errPipeShort, perr))
 				return false
@@ -489,9 +492,6 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 			l.hot = nil
 			src.pipe, src.pending = p, n-w
 			return true
-		}
-		if last {
-			return l.passEOF(c, src, dst)
 		}
 		if !src.bulk && !hup {
 			return true

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -380,10 +381,12 @@ func TestLastBytesLeaveWithTheFIN(t *testing.T) {
 			var queued []byte // written to the receiver before: it does not read yet
 			if tc.full {
 				unix.SetsockoptInt(dstFD, unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
-				for chunk := make([]byte, 512); ; queued = append(queued, chunk...) {
-					if _, err := unix.Write(dstFD, chunk); err != nil {
+				for chunk := make([]byte, 512); ; {
+					n, err := unix.Write(dstFD, chunk)
+					if err != nil {
 						break
 					}
+					queued = append(queued, chunk[:n]...)
 				}
 				// A little room: the answer goes in part now, in part later.
 				n, _ := receiver.Read(make([]byte, 512))
@@ -436,6 +439,66 @@ func TestLastBytesLeaveWithTheFIN(t *testing.T) {
 			receiver.CloseWrite()
 			if _, err := io.ReadAll(sender); err != nil {
 				t.Fatalf("the sender did not get the receiver's half-close: %v", err)
+			}
+		})
+	}
+}
+
+// TestUrgentDataKeepsTheBytesAfterIt: a read or a splice from a TCP socket stops at the
+// urgent mark (MSG_OOB) even with bytes behind it, and a splice at the mark moves nothing: it
+// returns 0, as at the EOF, or EAGAIN while epoll reports data. Neither may end the stream
+// early, and a bulk flow at the mark must not spin. The urgent byte itself is dropped: lb
+// does not carry out-of-band data.
+func TestUrgentDataKeepsTheBytesAfterIt(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		before int // bytes before the urgent one: 64 KiB makes the flow bulk
+		fin    bool
+		rounds int
+	}{
+		{"small flow, then the FIN", 5, true, 50},
+		{"bulk flow, then the FIN", 64 << 10, true, 5},
+		{"bulk flow, no FIN yet", 64 << 10, false, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := randomBytes(t, tc.before)
+			want := append(append([]byte(nil), before...), "tail"...)
+			closeNow := make(chan struct{})
+			b := startBackend(t, func(c *net.TCPConn) {
+				c.Read(make([]byte, 512))
+				c.Write(before)
+				rc, _ := c.SyscallConn()
+				rc.Control(func(fd uintptr) { unix.Send(int(fd), []byte("!"), unix.MSG_OOB) })
+				c.Write([]byte("tail"))
+				if !tc.fin {
+					<-closeNow
+				}
+				c.CloseWrite()
+				io.Copy(io.Discard, c)
+			})
+			var release sync.Once // the backend, even when the test fails before it would
+			t.Cleanup(func() { release.Do(func() { close(closeNow) }) })
+			s := startServer(t, testConfig(), b.addr())
+			for range tc.rounds {
+				c := dial(t, s.addr)
+				io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+				got := make([]byte, len(want))
+				if n, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, want) {
+					t.Fatalf("the client read %d bytes (%v), equal: %t; want %d: the %d before the urgent byte and the 4 after it", n, err, bytes.Equal(got, want), len(want), tc.before)
+				}
+				if !tc.fin {
+					const window = 300 * time.Millisecond
+					start := cpuTime()
+					<-time.After(window)
+					if used := cpuTime() - start; used > window/3 {
+						t.Errorf("the process used %v of CPU in %v while its only flow waited at the urgent mark: a loop spins", used, window)
+					}
+					release.Do(func() { close(closeNow) })
+				}
+				if rest, err := io.ReadAll(c); err != nil || len(rest) > 0 {
+					t.Fatalf("after the answer the client read %q (%v), want the EOF", rest, err)
+				}
+				c.Close()
 			}
 		})
 	}

@@ -30,8 +30,8 @@ func sysWrite(fd int, b []byte) (int, error) {
 	return int(n), errnoErr(e)
 }
 
-// sysSendMore is write(2) with MSG_MORE: the kernel holds the bytes back, even with Nagle
-// off, until a later write, a shutdown or a close pushes them.
+// sysSendMore is write(2) with MSG_MORE: the kernel holds back a last segment smaller than
+// the MSS, even with Nagle off, until a later write, a shutdown, a close or an ACK sends it.
 func sysSendMore(fd int, b []byte) (int, error) {
 	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_MORE|unix.MSG_NOSIGNAL, 0, 0)
 	return int(n), errnoErr(e)
