@@ -246,7 +246,11 @@ func openFDs() map[string]string {
 	ents, _ := os.ReadDir("/proc/self/fd")
 	fds := map[string]string{}
 	for _, e := range ents {
-		fds[e.Name()], _ = os.Readlink("/proc/self/fd/" + e.Name())
+		// One entry is the descriptor ReadDir listed the folder with, closed by now: skip it
+		// (it gets whatever number is free, so it would count as new when that changed).
+		if what, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			fds[e.Name()] = what
+		}
 	}
 	return fds
 }
