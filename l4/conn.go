@@ -396,8 +396,8 @@ func (l *loop) splice(c *conn, side int, events uint32) {
 // through a pipe); once a read fills that buffer the flow is bulk and goes socket → pipe →
 // socket with splice, zero-copy, until a read comes up short. Bytes the destination cannot
 // take yet wait in a pipe that the flow holds until they are written. hup says the source's
-// FIN is in, so it is read on to the EOF now rather than after another epoll round, and a
-// short read is its last.
+// FIN is in, so it is read on to the EOF now rather than after another epoll round, and what
+// a short read took waits to leave with the FIN.
 // pump returns false if it closed c.
 func (l *loop) pump(c *conn, from int, hup bool) bool {
 	if from == backend && c.setup != nil {
