@@ -15,6 +15,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"lb/internal/freeport"
 )
 
 // nginxBackend is one nginx process (master and one worker) serving backend N on a fixed
@@ -48,7 +50,7 @@ func startNginx(t *testing.T, n int) []*nginxBackend {
 	backends := make([]*nginxBackend, n)
 	for i := range backends {
 		prefix := t.TempDir()
-		b := &nginxBackend{N: i + 1, Addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), bin: bin, prefix: prefix}
+		b := &nginxBackend{N: i + 1, Addr: fmt.Sprintf("127.0.0.1:%d", freeport.Get(t)), bin: bin, prefix: prefix}
 		if err := os.MkdirAll(filepath.Join(prefix, "html", "files"), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"lb/internal/freeport"
 )
 
 // A bad servers file stops lb serve and lb probe with exit status 2 and FILE:LINE: reason.
@@ -50,7 +52,7 @@ func TestBadServersFile(t *testing.T) {
 
 // A bad flag value or an unknown flag or command is bad input: exit status 2.
 func TestBadFlags(t *testing.T) {
-	servers := writeServersFile(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	servers := writeServersFile(t, fmt.Sprintf("127.0.0.1:%d", freeport.Get(t)))
 	for _, args := range [][]string{
 		{"serve", "-f", servers, "--listen", "127.0.0.1:0", "--rise", "x"},
 		{"serve", "-f", servers, "--listen", "127.0.0.1:0", "--rise", "0"},
@@ -94,7 +96,7 @@ func TestProbe(t *testing.T) {
 		}
 	}
 
-	closed := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	closed := fmt.Sprintf("127.0.0.1:%d", freeport.Get(t))
 	stdout, stderr, status = runLB(t, "probe", "-f", writeServersFile(t, a.Addr, closed), "--health-timeout", "500ms")
 	if status != 1 {
 		t.Errorf("probe, one down: exit status %d, want 1; stderr: %s", status, stderr)

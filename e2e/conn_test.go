@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"lb/internal/freeport"
 )
 
 // ioDeadline bounds every client read and write of these tests.
@@ -124,8 +126,8 @@ func hasHeader(head, name, value string) bool {
 // client that does not speak HTTP is closed without an answer.
 func TestNoBackendUp(t *testing.T) {
 	servers := writeServersFile(t,
-		fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+		fmt.Sprintf("127.0.0.1:%d", freeport.Get(t)),
+		fmt.Sprintf("127.0.0.1:%d", freeport.Get(t)))
 	lb := startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0", "--sniff-timeout", "500ms")
 
 	t.Run("http", func(t *testing.T) {

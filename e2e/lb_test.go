@@ -321,18 +321,6 @@ func writeServersFile(t *testing.T, lines ...string) string {
 	return path
 }
 
-// freePort returns a loopback port that was free a moment ago, for backends only (lb
-// itself listens on port 0 and says where).
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // waitAccepting polls addr until it accepts a TCP connection; alive reports an error when
 // the process that should listen has died, which ends the wait at once.
 func waitAccepting(addr string, within time.Duration, alive func() error) error {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"lb/internal/freeport"
 	"lb/internal/redistest"
 )
 
@@ -201,5 +202,5 @@ func TestSessionStoreCLI(t *testing.T) {
 
 // unusedAddr is a loopback address where nothing listens.
 func unusedAddr(t *testing.T) string {
-	return fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	return fmt.Sprintf("127.0.0.1:%d", freeport.Get(t))
 }

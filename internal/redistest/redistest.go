@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"lb/internal/freeport"
 )
 
 // startDeadline bounds the wait for a started redis-server to answer PING.
@@ -45,23 +47,13 @@ func Start(t testing.TB) *Server {
 	t.Cleanup(r.Stop)
 	// A port found free can be taken before redis-server binds it: try a few.
 	for range 3 {
-		r.port = freePort(t)
+		r.port = freeport.Get(t)
 		if r.start() {
 			return r
 		}
 	}
 	t.Fatalf("redis-server did not start; its log:\n%s", r.Log())
 	return nil
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // start runs redis-server on r.port and reports whether it answers PING in time.
