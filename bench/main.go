@@ -8,6 +8,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"flag"
 	"fmt"
 	"io"
@@ -29,11 +31,13 @@ import (
 var (
 	rounds   = flag.Int("rounds", 3, "runs of each scenario per system; the median counts")
 	dur      = flag.Duration("dur", 4*time.Second, "length of each wrk run")
-	hold     = flag.Int("hold", 2500, "connections to open and hold through each proxy")
+	hold     = flag.Int("hold", 2500, "connections to open and hold through each proxy (0: skip)")
+	scenes   = flag.String("scenarios", "keepalive,close,bulk", "which wrk scenarios, comma-separated")
 	systems  = flag.String("systems", "haproxy,nginx,lb", "which proxies, comma-separated (direct is the backend itself)")
 	lbArgs   = flag.String("lb-args", "", "extra flags for lb serve")
 	variants = variantFlag{}
 	lbBin    = flag.String("lb", "", "lb binary (default: built from ./cmd/lb)")
+	cpu      = flag.Bool("cpu", false, "also measure where the CPU goes per request (keepalive and close) and the ceiling it sets")
 )
 
 const confTemplate = `
@@ -176,6 +180,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	backends := running[0]
 	var measured []*system
 	for i, name := range names {
 		d := data
@@ -210,27 +215,35 @@ func run() error {
 	}
 
 	results := map[string]map[string]float64{}
+	costs := map[string]map[string]cpuCost{}
 	for _, s := range measured {
 		results[s.name] = map[string]float64{}
+		costs[s.name] = map[string]cpuCost{}
 	}
-	for _, sc := range []string{"keepalive", "close", "bulk"} {
-		samples := map[string][]float64{}
+	for _, sc := range strings.Split(*scenes, ",") {
+		if !slices.Contains([]string{"keepalive", "close", "bulk"}, sc) {
+			return fmt.Errorf("unknown scenario %q", sc)
+		}
+		runs := map[string][]wrkRun{}
 		for range *rounds {
 			for _, s := range measured {
-				v, err := runWrk(sc, s.port)
+				r, err := runWrk(sc, s, backends)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", s.name, sc, err)
 				}
-				samples[s.name] = append(samples[s.name], v)
+				runs[s.name] = append(runs[s.name], r)
 			}
 		}
-		for name, v := range samples {
-			slices.Sort(v)
-			results[name][sc] = v[len(v)/2]
+		for name, r := range runs {
+			m := median(r)
+			results[name][sc] = m.value
+			if *cpu && sc != "bulk" {
+				costs[name][sc] = m.cpu
+			}
 		}
 	}
 	for _, s := range measured {
-		if s.cmd == nil {
+		if s.cmd == nil || *hold == 0 {
 			continue
 		}
 		held, rss, fds, err := measureHeld(s, *hold)
@@ -244,6 +257,9 @@ func run() error {
 		}
 	}
 	printTable(measured, results)
+	if *cpu {
+		printCPU(measured, costs, results)
+	}
 	return nil
 }
 
@@ -272,9 +288,24 @@ var (
 	xferSec   = regexp.MustCompile(`Transfer/sec:\s+([0-9.]+)([KMG]?B)`)
 )
 
-// runWrk returns requests per second, or MB/s for bulk.
-func runWrk(scenario string, port int) (float64, error) {
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+// wrkRun is one wrk run's requests per second (MB/s for bulk), and with -cpu where the CPU
+// went meanwhile.
+type wrkRun struct {
+	value float64
+	cpu   cpuCost
+}
+
+// median is the run with the median value; its CPU figures come from that same run.
+func median(runs []wrkRun) wrkRun {
+	s := slices.Clone(runs)
+	slices.SortFunc(s, func(a, b wrkRun) int { return cmp.Compare(a.value, b.value) })
+	return s[len(s)/2]
+}
+
+// runWrk runs one scenario against s. With -cpu it reads the CPU of s, the backends and wrk
+// over the middle three quarters of the run, away from its start and end.
+func runWrk(scenario string, s, backends *system) (wrkRun, error) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/", s.port)
 	args := []string{"-t1", "-c50", "-d" + strconv.Itoa(int(dur.Seconds())) + "s"}
 	switch scenario {
 	case "close":
@@ -283,24 +314,49 @@ func runWrk(scenario string, port int) (float64, error) {
 		args = []string{"-t1", "-c8", args[2]}
 		url += "big"
 	}
-	out, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
+	var buf bytes.Buffer
+	w := exec.Command("wrk", append(args, url)...)
+	w.Stdout, w.Stderr = &buf, &buf
+	if err := w.Start(); err != nil {
+		return wrkRun{}, fmt.Errorf("wrk: %w", err)
+	}
+	var before, after cpuSample
+	window := *dur * 3 / 4
+	if *cpu && scenario != "bulk" {
+		var proxy []int
+		if s.cmd != nil {
+			proxy = processTree(s.cmd.Process.Pid)
+		}
+		bk := processTree(backends.cmd.Process.Pid)
+		time.Sleep(*dur / 8)
+		before = readCPU(proxy, bk, w.Process.Pid)
+		time.Sleep(window)
+		after = readCPU(proxy, bk, w.Process.Pid)
+	}
+	err := w.Wait()
+	out := buf.Bytes()
 	if err != nil {
-		return 0, fmt.Errorf("wrk: %w: %s", err, out)
+		return wrkRun{}, fmt.Errorf("wrk: %w: %s", err, out)
 	}
 	time.Sleep(300 * time.Millisecond) // let TIME_WAIT and the proxies settle between runs
 	if scenario == "bulk" {
 		m := xferSec.FindSubmatch(out)
 		if m == nil {
-			return 0, fmt.Errorf("no Transfer/sec in %s", out)
+			return wrkRun{}, fmt.Errorf("no Transfer/sec in %s", out)
 		}
 		v, _ := strconv.ParseFloat(string(m[1]), 64)
-		return v * map[string]float64{"B": 1.0 / (1 << 20), "KB": 1.0 / 1024, "MB": 1, "GB": 1024}[string(m[2])], nil
+		return wrkRun{value: v * map[string]float64{"B": 1.0 / (1 << 20), "KB": 1.0 / 1024, "MB": 1, "GB": 1024}[string(m[2])]}, nil
 	}
 	m := reqPerSec.FindSubmatch(out)
 	if m == nil {
-		return 0, fmt.Errorf("no Requests/sec in %s", out)
+		return wrkRun{}, fmt.Errorf("no Requests/sec in %s", out)
 	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	rps, err := strconv.ParseFloat(string(m[1]), 64)
+	r := wrkRun{value: rps}
+	if *cpu {
+		r.cpu = before.cost(after, rps*window.Seconds())
+	}
+	return r, err
 }
 
 // measureHeld opens n connections through s, makes one request on each, holds them, and
