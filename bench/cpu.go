@@ -18,21 +18,21 @@ import (
 const clockTick = 100
 
 // cpuSample is one reading of the ticks of the pipeline's parts.
-type cpuSample struct{ proxy, backends, wrk, idle int64 }
+type cpuSample struct{ proxy, backends, wrk, idle, total int64 }
 
 // cpuCost is a run's CPU in µs per request, and the share of the machine left idle.
 type cpuCost struct{ proxy, backends, wrk, idle float64 }
 
 func readCPU(proxy, backends []int, wrk int) cpuSample {
-	return cpuSample{proxy: treeTicks(proxy), backends: treeTicks(backends), wrk: procTicks(wrk), idle: idleTicks()}
+	idle, total := machineTicks()
+	return cpuSample{proxy: treeTicks(proxy), backends: treeTicks(backends), wrk: procTicks(wrk), idle: idle, total: total}
 }
 
 // cost turns two readings around n requests into µs per request.
 func (a cpuSample) cost(b cpuSample, n float64) cpuCost {
 	us := func(t int64) float64 { return float64(t) * 1e6 / clockTick / n }
-	all := float64(b.idle-a.idle) + float64(b.proxy-a.proxy+b.backends-a.backends+b.wrk-a.wrk)
 	return cpuCost{proxy: us(b.proxy - a.proxy), backends: us(b.backends - a.backends), wrk: us(b.wrk - a.wrk),
-		idle: float64(b.idle-a.idle) / max(all, 1)}
+		idle: float64(b.idle-a.idle) / float64(max(b.total-a.total, 1))}
 }
 
 func treeTicks(pids []int) (t int64) {
@@ -68,17 +68,29 @@ func statTicks(stat []byte) int64 {
 	return u + s
 }
 
-// idleTicks is the time all CPUs spent idle or waiting for I/O, from /proc/stat.
-func idleTicks() int64 {
+// machineTicks is the time all CPUs spent idle (or waiting for I/O), and in all, from the
+// first line of /proc/stat.
+func machineTicks() (idle, total int64) {
 	b, _ := os.ReadFile("/proc/stat")
-	line, _, _ := bytes.Cut(b, []byte{'\n'})
+	return cpuLineTicks(b)
+}
+
+func cpuLineTicks(stat []byte) (idle, total int64) {
+	line, _, _ := bytes.Cut(stat, []byte{'\n'})
 	f := strings.Fields(string(line))
 	if len(f) < 6 || f[0] != "cpu" {
-		return 0
+		return 0, 0
 	}
-	idle, _ := strconv.ParseInt(f[4], 10, 64)
-	iowait, _ := strconv.ParseInt(f[5], 10, 64)
-	return idle + iowait
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i < 8 { // user nice system idle iowait irq softirq steal; guest time is inside user
+			total += n
+		}
+		if i == 3 || i == 4 {
+			idle += n
+		}
+	}
+	return idle, total
 }
 
 // printCPU prints where the CPU went per request in the median run of each system, and
