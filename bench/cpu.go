@@ -95,7 +95,7 @@ func cpuLineTicks(stat []byte) (idle, total int64) {
 
 // printCPU prints where the CPU went per request in the median run of each system, and
 // the ceiling it sets: the r/s at which the CPUs would be full with no idle time.
-func printCPU(measured []*system, costs map[string]map[string]cpuCost, res map[string]map[string]float64) {
+func printCPU(measured []*system, costs map[string]map[string]cpuCost, res map[string]map[string]float64, bare map[string]float64) {
 	cpus := float64(runtime.NumCPU())
 	fmt.Printf("\nCPU per request in the median run (µs; user + system, softirq included), %.0f CPUs\n\n", cpus)
 	fmt.Println("| system | scenario | r/s | proxy | backends | wrk | idle | ceiling r/s |")
@@ -110,16 +110,30 @@ func printCPU(measured []*system, costs map[string]map[string]cpuCost, res map[s
 				c.proxy, c.backends, c.wrk, 100*c.idle, cpus*1e6/(c.proxy+c.backends+c.wrk))
 		}
 	}
-	if h, ok := costs["haproxy"]; ok {
-		fmt.Println("\nThe most a proxy may spend per request to reach 1.10× haproxy with no CPU idle, if wrk and")
-		fmt.Println("the backends cost what they cost behind haproxy:")
-		for _, sc := range []string{"keepalive", "close"} {
-			c, ok := h[sc]
-			if !ok {
-				continue
-			}
-			budget := cpus*1e6/(1.10*res["haproxy"][sc]) - c.backends - c.wrk
-			fmt.Printf("- %s: %.1f µs (haproxy spends %.1f)\n", sc, budget, c.proxy)
-		}
+	h, ok := costs["haproxy"]
+	if !ok {
+		return
 	}
+	fmt.Println("\nThe most a proxy may spend per request to reach 1.10× haproxy, if wrk and the backends cost")
+	fmt.Println("what they cost behind haproxy; and the bare calls: the reads, writes, accepts, connects and")
+	fmt.Println("closes a proxy makes per request, timed alone, with no epoll and no wake-ups (median of 5):")
+	fmt.Println()
+	fmt.Println("| scenario | budget, no CPU idle | budget, idle as haproxy's | haproxy spends | bare calls |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, sc := range []string{"keepalive", "close"} {
+		c, ok := h[sc]
+		if !ok {
+			continue
+		}
+		rps := res["haproxy"][sc]
+		fmt.Printf("| %s | %.1f µs | %.1f µs | %.1f µs | %.1f µs |\n", sc, budget(cpus, rps, c, 0),
+			budget(cpus, rps, c, c.idle), c.proxy, bare[sc])
+	}
+}
+
+// budget is the most CPU a proxy may spend per request for 1.10× the r/s that ref's run
+// reached, on cpus CPUs of which the share idle goes unused, if wrk and the backends cost
+// what they cost in ref.
+func budget(cpus, rps float64, ref cpuCost, idle float64) float64 {
+	return cpus*1e6*(1-idle)/(1.10*rps) - ref.backends - ref.wrk
 }

@@ -37,7 +37,7 @@ var (
 	lbArgs   = flag.String("lb-args", "", "extra flags for lb serve")
 	variants = variantFlag{}
 	lbBin    = flag.String("lb", "", "lb binary (default: built from ./cmd/lb)")
-	cpu      = flag.Bool("cpu", false, "also measure where the CPU goes per request (keepalive and close) and the ceiling it sets")
+	cpu      = flag.Bool("cpu", false, "also measure where the CPU goes per request (keepalive and close), the ceiling it sets, and what the bare system calls cost")
 )
 
 const confTemplate = `
@@ -258,7 +258,11 @@ func run() error {
 	}
 	printTable(measured, results)
 	if *cpu {
-		printCPU(measured, costs, results)
+		keepalive, close, err := bareCosts(40, 1000)
+		if err != nil {
+			return err
+		}
+		printCPU(measured, costs, results, map[string]float64{"keepalive": keepalive, "close": close})
 	}
 	return nil
 }
