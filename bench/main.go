@@ -258,7 +258,7 @@ func run() error {
 	}
 	printTable(measured, results)
 	if *cpu {
-		keepalive, close, err := bareCosts(40, 1000)
+		keepalive, close, err := bareCosts(100, 2000)
 		if err != nil {
 			return err
 		}
