@@ -57,15 +57,11 @@ func bareCosts(keepaliveRounds, closeConns int) (keepalive, close float64, err e
 // bareKeepalive sends rounds requests on each of bareConns client → proxy → backend paths
 // and returns the µs per request spent in the proxy's four calls.
 func bareKeepalive(rounds int) (float64, error) {
-	front, err := newLoopbackListener()
+	front, back, err := listenerPair()
 	if err != nil {
 		return 0, err
 	}
 	defer unix.Close(front.fd)
-	back, err := newLoopbackListener()
-	if err != nil {
-		return 0, err
-	}
 	defer unix.Close(back.fd)
 	type path struct{ client, proxyIn, proxyOut, server int }
 	paths := make([]path, 0, bareConns)
@@ -126,15 +122,11 @@ func bareKeepalive(rounds int) (float64, error) {
 // the backend closing after its response (Connection: close), and returns the µs per
 // connection spent in the proxy's calls.
 func bareClose(conns int) (float64, error) {
-	front, err := newLoopbackListener()
+	front, back, err := listenerPair()
 	if err != nil {
 		return 0, err
 	}
 	defer unix.Close(front.fd)
-	back, err := newLoopbackListener()
-	if err != nil {
-		return 0, err
-	}
 	defer unix.Close(back.fd)
 	buf := make([]byte, 16<<10)
 	var spent time.Duration
@@ -234,6 +226,18 @@ const bareTimeout = 2 * time.Second
 type loopbackListener struct {
 	fd   int
 	addr unix.Sockaddr
+}
+
+// listenerPair opens the proxy's listener and the backend's.
+func listenerPair() (front, back *loopbackListener, err error) {
+	if front, err = newLoopbackListener(); err != nil {
+		return nil, nil, err
+	}
+	if back, err = newLoopbackListener(); err != nil {
+		unix.Close(front.fd)
+		return nil, nil, err
+	}
+	return front, back, nil
 }
 
 func newLoopbackListener() (*loopbackListener, error) {
