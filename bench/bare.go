@@ -2,9 +2,8 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"fmt"
-	"runtime"
+	"io"
 	"slices"
 	"time"
 
@@ -29,14 +28,12 @@ var (
 
 const (
 	bareConns   = 50 // keep-alive connections, as wrk opens
-	bareBatches = 5  // the median batch counts
+	bareBatches = 5  // batches of each scenario; the median one is reported
 )
 
 // bareCosts returns the median cost in µs of the proxy's bare calls per keep-alive request
 // and per new connection.
-func bareCosts(keepaliveRounds, closeConns int) (keepalive, close float64, err error) {
-	runtime.LockOSThread() // one thread, so the proxy's timed calls never wait for another
-	defer runtime.UnlockOSThread()
+func bareCosts(keepaliveRounds, closeConns int) (perRequest, perConn float64, err error) {
 	var ka, cl []float64
 	for range bareBatches {
 		d, err := bareKeepalive(keepaliveRounds)
@@ -74,10 +71,12 @@ func bareKeepalive(rounds int) (float64, error) {
 	}()
 	for range bareConns {
 		var p path
-		if p.client, p.proxyIn, err = front.pair(); err == nil {
-			p.proxyOut, p.server, err = back.pair()
+		if p.client, p.proxyIn, err = front.pair(); err != nil {
+			return 0, err
 		}
-		if err != nil {
+		if p.proxyOut, p.server, err = back.pair(); err != nil {
+			unix.Close(p.client)
+			unix.Close(p.proxyIn)
 			return 0, err
 		}
 		paths = append(paths, p)
@@ -163,7 +162,15 @@ func closeOne(front, back *loopbackListener, buf []byte) (spent time.Duration, e
 		n, err = readSome(proxyIn, buf)
 	}
 	if err == nil {
-		proxyOut, err = dialLoopback(back.addr)
+		proxyOut, err = tcpSocket()
+	}
+	spent += time.Since(t)
+	if err == nil {
+		err = setTimeouts(proxyOut) // the harness's safety net, not a proxy's call
+	}
+	t = time.Now()
+	if err == nil {
+		err = connect(proxyOut, back.addr)
 	}
 	if err == nil {
 		err = writeAll(proxyOut, buf[:n])
@@ -256,6 +263,9 @@ func newLoopbackListener() (*loopbackListener, error) {
 	if err == nil {
 		err = setTimeouts(fd)
 	}
+	if err == nil {
+		err = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -263,23 +273,16 @@ func newLoopbackListener() (*loopbackListener, error) {
 	return l, nil
 }
 
-// accept takes a connection, with TCP_NODELAY as every proxy here sets it.
+// accept takes a connection without reading the peer's address, as lb does. The accepted
+// socket inherits TCP_NODELAY and the timeouts from the listener, so it needs no setsockopt.
 func (l *loopbackListener) accept() (int, error) {
-	fd, err := ignoringEINTR(func() (int, error) {
-		fd, _, err := unix.Accept4(l.fd, unix.SOCK_CLOEXEC)
-		return fd, err
+	return ignoringEINTR(func() (int, error) {
+		fd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(l.fd), 0, 0, unix.SOCK_CLOEXEC, 0, 0)
+		if errno != 0 {
+			return -1, errno
+		}
+		return int(fd), nil
 	})
-	if err != nil {
-		return -1, err
-	}
-	if err = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err == nil {
-		err = setTimeouts(fd)
-	}
-	if err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
 }
 
 // pair connects a new client to l: its socket and the accepted one.
@@ -295,18 +298,28 @@ func (l *loopbackListener) pair() (dialed, accepted int, err error) {
 }
 
 func dialLoopback(addr unix.Sockaddr) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := tcpSocket()
 	if err != nil {
 		return -1, err
 	}
-	err = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if err == nil {
-		err = setTimeouts(fd)
-	}
+	err = setTimeouts(fd)
 	if err == nil {
 		err = connect(fd, addr)
 	}
 	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// tcpSocket is a new TCP socket with TCP_NODELAY, as a proxy dials its backends.
+func tcpSocket() (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
@@ -327,13 +340,19 @@ func connect(fd int, addr unix.Sockaddr) error {
 	if err != nil {
 		return err
 	}
-	if errno, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || errno != 0 {
-		return cmp.Or(err, error(unix.Errno(errno)))
+	errno, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if errno != 0 {
+		return unix.Errno(errno)
 	}
 	return nil
 }
 
-// ignoringEINTR retries a call that a signal interrupted: Go's runtime sends some (SIGURG).
+// ignoringEINTR retries a call that a signal interrupted. Go's runtime sends SIGURG to
+// preempt goroutines, and Linux does not restart a socket call that has a timeout
+// (SO_RCVTIMEO, SO_SNDTIMEO) after a signal, whatever SA_RESTART says.
 func ignoringEINTR(call func() (int, error)) (int, error) {
 	for {
 		n, err := call()
@@ -355,7 +374,7 @@ func setTimeouts(fd int) error {
 func readSome(fd int, buf []byte) (int, error) {
 	n, err := ignoringEINTR(func() (int, error) { return unix.Read(fd, buf) })
 	if err == nil && n == 0 {
-		err = fmt.Errorf("unexpected EOF")
+		err = io.ErrUnexpectedEOF
 	}
 	return n, err
 }

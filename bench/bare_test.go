@@ -2,28 +2,42 @@ package main
 
 import (
 	"math"
+	"os"
 	"testing"
 )
 
 func TestBareCosts(t *testing.T) {
-	keepalive, close, err := bareCosts(2, 20)
+	fds := openFDs(t)
+	perRequest, perConn, err := bareCosts(2, 20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A read and a write each way cannot be free; a new connection costs more than a request.
-	if keepalive <= 0 || close <= keepalive {
-		t.Errorf("bare calls: keepalive %.2f µs, close %.2f µs", keepalive, close)
+	if perRequest <= 0 || perConn <= perRequest {
+		t.Errorf("bare calls: %.2f µs per request, %.2f µs per connection", perRequest, perConn)
 	}
+	if after := openFDs(t); after != fds {
+		t.Errorf("%d descriptors open after the bare calls, %d before", after, fds)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(fds)
 }
 
 func TestBudget(t *testing.T) {
 	ref := cpuCost{proxy: 14.8, backends: 8.0, wrk: 8.1}
 	// 2 CPUs for 1.10 × 61710 r/s: 29.46 µs per request, less 16.1 for wrk and the backends.
-	if got := budget(2, 61710, ref, 0); math.Abs(got-13.36) > 0.01 {
-		t.Errorf("budget with no idle = %.2f, want 13.36", got)
+	if got := budget(2, 61710, ref, 0); math.Abs(got-13.3633) > 0.001 {
+		t.Errorf("budget with no idle = %.4f, want 13.3633", got)
 	}
-	// With 4.3% of the CPUs idle, 95.7% of them are left: 28.19 - 16.1.
-	if got := budget(2, 61710, ref, 0.043); math.Abs(got-12.09) > 0.01 {
-		t.Errorf("budget with 4.3%% idle = %.2f, want 12.09", got)
+	// With 4.3% of the CPUs idle, 95.7% of them are left: 28.1964 - 16.1.
+	if got := budget(2, 61710, ref, 0.043); math.Abs(got-12.0964) > 0.001 {
+		t.Errorf("budget with 4.3%% idle = %.4f, want 12.0964", got)
 	}
 }

@@ -94,7 +94,9 @@ func cpuLineTicks(stat []byte) (idle, total int64) {
 }
 
 // printCPU prints where the CPU went per request in the median run of each system, and
-// the ceiling it sets: the r/s at which the CPUs would be full with no idle time.
+// the ceiling it sets: the r/s at which the CPUs would be full with no idle time. Then, for
+// keepalive and close, what the bare calls cost and, if haproxy ran, the most a proxy may
+// spend per request to reach 1.10× its r/s.
 func printCPU(measured []*system, costs map[string]map[string]cpuCost, res map[string]map[string]float64, bare map[string]float64) {
 	cpus := float64(runtime.NumCPU())
 	fmt.Printf("\nCPU per request in the median run (µs; user + system, softirq included), %.0f CPUs\n\n", cpus)
@@ -110,24 +112,21 @@ func printCPU(measured []*system, costs map[string]map[string]cpuCost, res map[s
 				c.proxy, c.backends, c.wrk, 100*c.idle, cpus*1e6/(c.proxy+c.backends+c.wrk))
 		}
 	}
-	h, ok := costs["haproxy"]
-	if !ok {
-		return
-	}
-	fmt.Println("\nThe most a proxy may spend per request to reach 1.10× haproxy, if wrk and the backends cost")
-	fmt.Println("what they cost behind haproxy; and the bare calls: the reads, writes, accepts, connects and")
-	fmt.Println("closes a proxy makes per request, timed alone, with no epoll and no wake-ups (median of 5):")
+	fmt.Println("\nThe bare calls: the reads, writes, accepts, connects and closes a proxy makes per request,")
+	fmt.Printf("timed alone, with no epoll and no wake-ups (median of %d batches); and, against haproxy, the\n", bareBatches)
+	fmt.Println("most a proxy may spend per request to reach 1.10× its r/s, if wrk and the backends cost what")
+	fmt.Println("they cost behind it:")
 	fmt.Println()
-	fmt.Println("| scenario | budget, no CPU idle | budget, idle as haproxy's | haproxy spends | bare calls |")
+	fmt.Println("| scenario | bare calls | budget, no CPU idle | budget, idle as haproxy's | haproxy spends |")
 	fmt.Println("|---|---|---|---|---|")
 	for _, sc := range []string{"keepalive", "close"} {
-		c, ok := h[sc]
-		if !ok {
-			continue
+		c, ok := costs["haproxy"][sc]
+		if rps := res["haproxy"][sc]; ok && rps > 0 {
+			fmt.Printf("| %s | %.1f µs | %.1f µs | %.1f µs | %.1f µs |\n", sc, bare[sc], budget(cpus, rps, c, 0),
+				budget(cpus, rps, c, c.idle), c.proxy)
+		} else {
+			fmt.Printf("| %s | %.1f µs | - | - | - |\n", sc, bare[sc])
 		}
-		rps := res["haproxy"][sc]
-		fmt.Printf("| %s | %.1f µs | %.1f µs | %.1f µs | %.1f µs |\n", sc, budget(cpus, rps, c, 0),
-			budget(cpus, rps, c, c.idle), c.proxy, bare[sc])
 	}
 }
 

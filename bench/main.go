@@ -258,11 +258,11 @@ func run() error {
 	}
 	printTable(measured, results)
 	if *cpu {
-		keepalive, close, err := bareCosts(100, 2000)
+		perRequest, perConn, err := bareCosts(100, 2000)
 		if err != nil {
 			return err
 		}
-		printCPU(measured, costs, results, map[string]float64{"keepalive": keepalive, "close": close})
+		printCPU(measured, costs, results, map[string]float64{"keepalive": perRequest, "close": perConn})
 	}
 	return nil
 }
