@@ -172,8 +172,11 @@ func (l *loop) route(c *conn) {
 // so any will do.
 func (l *loop) dialNext(c *conn) {
 	for b, ok := c.nextBackend(); ok; b, ok = c.nextBackend() {
-		c.dialed = true
 		fd, sa, err := l.connectTo(b.Addr)
+		if err == errUnresolved {
+			continue // a name whose first lookup is under way: not a failed dial, so health is not told
+		}
+		c.dialed = true
 		if err != nil {
 			l.dialFailed(b, sa, err)
 			continue

@@ -76,7 +76,14 @@ func TestBackendNameLookedUpOffTheLoop(t *testing.T) {
 	})
 	slow := startBackend(t, httpName("slow"))
 	fast := startBackend(t, httpName("fast"))
-	s := startServer(t, testConfig(), fast.addr())
+	var slowFailures atomic.Int64
+	cfg := testConfig()
+	cfg.OnDialFailure = func(b ring.Backend) {
+		if b.ID == "slow" {
+			slowFailures.Add(1)
+		}
+	}
+	s := startServer(t, cfg, fast.addr())
 	_, port, _ := net.SplitHostPort(slow.addr())
 	if err := s.ring.Add(ring.Backend{ID: "slow", Addr: "slow.test:" + port, Weight: 1}); err != nil {
 		t.Fatal(err)
@@ -94,6 +101,10 @@ func TestBackendNameLookedUpOffTheLoop(t *testing.T) {
 	}
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("%d lookups for 20 connections, want 1: names are looked up off the loop, once", n)
+	}
+	// Not yet resolved is not failing: health counts every dial failure against a backend.
+	if n := slowFailures.Load(); n != 0 {
+		t.Fatalf("%d dial failures reported for slow.test while its first lookup was under way, want 0", n)
 	}
 
 	once.Do(func() { close(release) })
