@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"lb/ring"
 )
 
 // Backend names (app.internal:8080) are looked up off the loops: a lookup can take seconds,
@@ -65,6 +67,7 @@ func (d *dialAddr) dialable() (*sockaddr, error) {
 
 type resolver struct {
 	every   time.Duration
+	ring    *ring.Ring // names no longer in it are not looked up; nil: every name is
 	log     zerolog.Logger
 	kick    chan struct{}
 	ctx     context.Context // canceled by stop: lookups in flight give up
@@ -76,12 +79,12 @@ type resolver struct {
 	addrs map[string]*dialAddr
 }
 
-func newResolver(every time.Duration, log zerolog.Logger) *resolver {
+func newResolver(every time.Duration, rg *ring.Ring, log zerolog.Logger) *resolver {
 	if every <= 0 {
 		every = defaultResolveEvery
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &resolver{every: every, log: log, kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+	r := &resolver{every: every, ring: rg, log: log, kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), addrs: map[string]*dialAddr{}}
 	go r.run()
 	return r
@@ -163,12 +166,22 @@ func (r *resolver) run() {
 
 // startDue starts a lookup of every name that is due and returns the wait until the next.
 func (r *resolver) startDue(now time.Time) time.Duration {
+	var inRing map[string]bool
+	if r.ring != nil {
+		inRing = map[string]bool{}
+		for _, b := range r.ring.Snapshot() {
+			inRing[b.Addr] = true
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next := r.every
 	for _, d := range r.addrs {
 		switch {
 		case d.host == "" || d.busy:
+		case inRing != nil && !inRing[d.addr]:
+			// Removed from the ring: no queries for it. Its entry stays, as the loops hold it;
+			// if the name comes back, it is looked up again within every.
 		case !now.Before(d.due):
 			d.busy = true
 			r.lookups.Add(1)

@@ -192,7 +192,7 @@ func TestFailedLookupRetriedAfterASecond(t *testing.T) {
 		}
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	})
-	r := newResolver(time.Hour, zerolog.Nop())
+	r := newResolver(time.Hour, nil, zerolog.Nop())
 	defer r.stop()
 	d := r.addr("app.test:80")
 	<-d.settled
@@ -260,7 +260,7 @@ func TestIPv6ZoneBecomesScopeID(t *testing.T) {
 	if err != nil {
 		t.Skip("no lo interface")
 	}
-	r := newResolver(time.Hour, zerolog.Nop())
+	r := newResolver(time.Hour, nil, zerolog.Nop())
 	defer r.stop()
 	for _, addr := range []string{"[fe80::1%lo]:80", "[fe80::1%" + strconv.Itoa(lo.Index) + "]:80"} {
 		sa, err := r.addr(addr).dialable()
@@ -280,7 +280,7 @@ func TestDialFailuresDuringLookups(t *testing.T) {
 	fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
 		return slices.Clone(two), nil
 	})
-	r := newResolver(time.Millisecond, zerolog.Nop())
+	r := newResolver(time.Millisecond, nil, zerolog.Nop())
 	defer r.stop()
 	d := r.addr("app.test:80")
 	<-d.settled
@@ -310,7 +310,7 @@ func TestFailingNameLoggedOnce(t *testing.T) {
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	})
 	log, logger := logtest.New()
-	r := newResolver(10*time.Millisecond, logger) // retries every 10 ms
+	r := newResolver(10*time.Millisecond, nil, logger) // retries every 10 ms
 	defer r.stop()
 	d := r.addr("app.test:80")
 	waitFor(t, "five failed lookups", func() bool { return calls.Load() >= 5 })
@@ -320,4 +320,35 @@ func TestFailingNameLoggedOnce(t *testing.T) {
 		t.Fatalf("%d warnings for %d failed lookups, want 1:\n%s", n, calls.Load()-1, log.String())
 	}
 	waitFor(t, "the recovery to be logged", func() bool { return log.Count("backend resolves again") == 1 })
+}
+
+// A name taken out of the ring is no longer looked up; put back, it is looked up again.
+func TestRemovedNameNotLookedUp(t *testing.T) {
+	var lookups atomic.Int64
+	fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		lookups.Add(1)
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	})
+	app := ring.Backend{ID: "app", Addr: "app.test:80"}
+	rg, err := ring.New(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newResolver(5*time.Millisecond, rg, zerolog.Nop())
+	defer r.stop()
+	<-r.addr(app.Addr).settled
+	waitFor(t, "the name to be looked up again every 5 ms", func() bool { return lookups.Load() >= 3 })
+
+	rg.Remove(app.ID)
+	time.Sleep(20 * time.Millisecond) // a lookup under way when it was removed ends
+	before := lookups.Load()
+	time.Sleep(100 * time.Millisecond)
+	if n := lookups.Load() - before; n != 0 {
+		t.Fatalf("%d lookups in 100 ms of a name no longer in the ring, want 0", n)
+	}
+
+	if err := rg.Add(app); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the name, back in the ring, to be looked up again", func() bool { return lookups.Load() > before })
 }

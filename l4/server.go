@@ -90,7 +90,7 @@ func New(cfg Config) (*Server, error) {
 	s.setups.New = func() any {
 		return &setup{buf: make([]byte, cfg.MaxHeaderBytes, cfg.MaxHeaderBytes+headroom)}
 	}
-	s.resolver = newResolver(cfg.ResolveEvery, cfg.Log)
+	s.resolver = newResolver(cfg.ResolveEvery, cfg.Ring, cfg.Log)
 	var named []*dialAddr
 	for _, b := range cfg.Ring.Snapshot() {
 		named = append(named, s.resolver.addr(b.Addr))
