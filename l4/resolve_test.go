@@ -271,6 +271,9 @@ func TestIPv6ZoneBecomesScopeID(t *testing.T) {
 	if _, err := r.addr("[fe80::1%nosuchif0]:80").dialable(); err == nil || !strings.Contains(err.Error(), "no interface nosuchif0") {
 		t.Errorf("unknown interface: %v, want an error naming it", err)
 	}
+	if _, err := r.addr("[fe80::1%2000000000]:80").dialable(); err == nil || !strings.Contains(err.Error(), "no interface 2000000000") {
+		t.Errorf("unknown interface index: %v, want an error naming it", err)
+	}
 }
 
 // Dials that fail while lookups are under way (run with -race): a lookup reads the address

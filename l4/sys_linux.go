@@ -92,18 +92,23 @@ func newSockaddr(a netip.AddrPort) *sockaddr {
 }
 
 // scopeID is the index of the interface an IPv6 zone names (fe80::1%eth0 or %2): a link-local
-// address means nothing without it. 0 and true when there is no zone.
+// address means nothing without it. 0 and true when there is no zone; false when no
+// interface has that name or index.
 func scopeID(zone string) (uint32, bool) {
 	if zone == "" {
 		return 0, true
 	}
-	if n, err := strconv.ParseUint(zone, 10, 32); err == nil {
-		return uint32(n), true
+	var ifi *net.Interface
+	var err error
+	if n, perr := strconv.ParseUint(zone, 10, 31); perr == nil {
+		ifi, err = net.InterfaceByIndex(int(n))
+	} else {
+		ifi, err = net.InterfaceByName(zone)
 	}
-	if ifi, err := net.InterfaceByName(zone); err == nil {
-		return uint32(ifi.Index), true
+	if err != nil {
+		return 0, false
 	}
-	return 0, false
+	return uint32(ifi.Index), true
 }
 
 // sysDial opens a non-blocking socket and starts connecting it.
