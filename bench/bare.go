@@ -11,7 +11,7 @@ import (
 )
 
 // With -cpu, the harness also times the bare calls: the system calls a proxy that moves
-// bytes with read and write cannot do without, made on loopback by one thread that finds
+// bytes with read and write cannot do without, made on loopback by one goroutine that finds
 // every byte already there. No epoll, no wake-ups, no user-space work, so they show how much
 // of a proxy's cost per request is the kernel's TCP path itself, against the budget -cpu
 // prints. Not a strict floor: in the real pipeline some receive work moves to the process
