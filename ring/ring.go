@@ -67,14 +67,17 @@ type Ring struct {
 func New(backends ...Backend) (*Ring, error) {
 	r := &Ring{}
 	members := make([]*member, 0, len(backends))
+	byID := make(map[string]*member, len(backends))
+	byAddr := make(map[string]*member, len(backends))
 	for _, b := range backends {
-		m, err := newMember(members, b)
+		m, err := newMember(b, byID[b.ID], byAddr[b.Addr])
 		if err != nil {
 			return nil, err
 		}
 		members = append(members, m)
+		byID[m.ID], byAddr[m.Addr] = m, m
 	}
-	r.snap.Store(newSnapshot(members))
+	r.snap.Store(newSnapshot(members, byID))
 	return r, nil
 }
 
@@ -84,14 +87,20 @@ func New(backends ...Backend) (*Ring, error) {
 func (r *Ring) Add(b Backend) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	old := r.snap.Load().members
-	m, err := newMember(old, b)
+	old := r.snap.Load()
+	var sameAddr *member
+	for _, m := range old.members {
+		if m.Addr == b.Addr {
+			sameAddr = m
+		}
+	}
+	m, err := newMember(b, old.byID[b.ID], sameAddr)
 	if err != nil {
 		return err
 	}
-	members := make([]*member, len(old), len(old)+1)
-	copy(members, old)
-	r.snap.Store(newSnapshot(append(members, m)))
+	members := make([]*member, len(old.members), len(old.members)+1)
+	copy(members, old.members)
+	r.snap.Store(newSnapshot(append(members, m), nil))
 	return nil
 }
 
@@ -111,7 +120,7 @@ func (r *Ring) Remove(id string) bool {
 			members = append(members, m)
 		}
 	}
-	r.snap.Store(newSnapshot(members))
+	r.snap.Store(newSnapshot(members, nil))
 	return true
 }
 
@@ -244,18 +253,16 @@ func (r *Ring) pick(s *snapshot) (int, bool) {
 	}
 }
 
-// newMember checks b against the members so far and returns it as a new, up member.
-func newMember(members []*member, b Backend) (*member, error) {
-	if b.ID == "" || b.Addr == "" {
+// newMember checks b against the members that already have its ID and its Addr (nil when
+// none) and returns it as a new, up member.
+func newMember(b Backend, sameID, sameAddr *member) (*member, error) {
+	switch {
+	case b.ID == "" || b.Addr == "":
 		return nil, fmt.Errorf("ring: backend %q at %q needs both an ID and an Addr", b.ID, b.Addr)
-	}
-	for _, m := range members {
-		switch {
-		case m.ID == b.ID:
-			return nil, fmt.Errorf("%w: id %q is already in the ring (at %s)", ErrDuplicate, b.ID, m.Addr)
-		case m.Addr == b.Addr:
-			return nil, fmt.Errorf("%w: address %s is already in the ring (as %q)", ErrDuplicate, b.Addr, m.ID)
-		}
+	case sameID != nil:
+		return nil, fmt.Errorf("%w: id %q is already in the ring (at %s)", ErrDuplicate, b.ID, sameID.Addr)
+	case sameAddr != nil:
+		return nil, fmt.Errorf("%w: address %s is already in the ring (as %q)", ErrDuplicate, b.Addr, sameAddr.ID)
 	}
 	if b.Weight < 1 {
 		b.Weight = 1
@@ -265,45 +272,96 @@ func newMember(members []*member, b Backend) (*member, error) {
 	return m, nil
 }
 
-func newSnapshot(members []*member) *snapshot {
-	s := &snapshot{
-		members:  members,
-		schedule: smoothSchedule(members),
-		byID:     make(map[string]*member, len(members)),
+// newSnapshot builds the snapshot of members; byID may be given when the caller has it.
+func newSnapshot(members []*member, byID map[string]*member) *snapshot {
+	if byID == nil {
+		byID = make(map[string]*member, len(members))
+		for _, m := range members {
+			byID[m.ID] = m
+		}
 	}
-	for _, m := range members {
-		s.byID[m.ID] = m
-	}
-	return s
+	return &snapshot{members: members, schedule: smoothSchedule(members), byID: byID}
 }
+
+// maxSlots bounds the schedule (4 bytes a slot). Weights that add up to more, after dividing
+// by their common divisor, are scaled down in proportion, each to at least 1.
+const maxSlots = 1 << 20
 
 // smoothSchedule returns one cycle of nginx's smooth weighted round-robin over members:
 // each member appears exactly weight/g times (g the weights' greatest common divisor, which
 // keeps the cycle short), spread out rather than in runs; equal weights give plain ring order.
-// It costs O(slots × members), paid once per Add or Remove, never per pick.
+//
+// nginx adds every member's weight to its score each step and takes the highest score (ties:
+// the earlier member), which then loses the total. Members of equal weight therefore take
+// their turns in ring order, so one score per distinct weight is enough: the build costs
+// O(slots × distinct weights), not O(slots × members), paid once per Add or Remove.
 func smoothSchedule(members []*member) []int32 {
-	g := 0
-	for _, m := range members {
-		g = gcd(g, m.Weight)
+	weights := scaledWeights(members)
+	type class struct {
+		weight, score int
+		members       []int32 // in ring order
+		next          int     // the member whose turn it is
 	}
+	var classes []*class
+	byWeight := map[int]*class{}
 	total := 0
-	for _, m := range members {
-		total += m.Weight / g
+	for i, w := range weights {
+		c := byWeight[w]
+		if c == nil {
+			c = &class{weight: w}
+			byWeight[w] = c
+			classes = append(classes, c)
+		}
+		c.members = append(c.members, int32(i))
+		total += w
 	}
 	schedule := make([]int32, total)
-	current := make([]int, len(members))
 	for slot := range schedule {
-		best := 0
-		for i, m := range members {
-			current[i] += m.Weight / g
-			if current[i] > current[best] {
-				best = i // strict: ties go to the earlier member, so ring order wins
+		var best *class
+		for _, c := range classes {
+			c.score += c.weight
+			if best == nil || c.score > best.score || c.score == best.score && c.members[c.next] < best.members[best.next] {
+				best = c
 			}
 		}
-		current[best] -= total
-		schedule[slot] = int32(best)
+		schedule[slot] = best.members[best.next]
+		if best.next++; best.next == len(best.members) {
+			// Every member of the class has had its turn and lost the total once more.
+			best.next, best.score = 0, best.score-total
+		}
 	}
 	return schedule
+}
+
+// scaledWeights returns each member's share of the schedule: its weight divided by the
+// weights' greatest common divisor, and scaled down when they add up to over maxSlots.
+func scaledWeights(members []*member) []int {
+	g, sum := 0, 0
+	for _, m := range members {
+		g = gcd(g, m.Weight)
+		sum += m.Weight
+	}
+	weights := make([]int, len(members))
+	if g == 0 {
+		return weights
+	}
+	sum /= g
+	for i, m := range members {
+		weights[i] = m.Weight / g
+		if sum > maxSlots {
+			weights[i] = max(1, weights[i]*maxSlots/sum)
+		}
+	}
+	if sum > maxSlots {
+		g = 0
+		for _, w := range weights {
+			g = gcd(g, w)
+		}
+		for i := range weights {
+			weights[i] /= g
+		}
+	}
+	return weights
 }
 
 func gcd(a, b int) int {
