@@ -58,11 +58,12 @@ func Load(path string) ([]ring.Backend, error) {
 // Parse reads a servers file from r; name is used in errors only. On success it returns at
 // least one backend, in file order, each with a normalised Addr (lower-case host, canonical
 // IP, decimal port), a Weight in 1..1000 and a non-empty ID, with no two sharing an Addr or
-// an ID. A backend without id= gets the first 8 hex digits of the SHA-256 of its Addr:
-// stable across restarts and reorderings, and it does not reveal the address in cookies.
+// an ID. A backend without id= gets an id made from its Addr (see autoIDs): stable across
+// restarts and reorderings, and it does not reveal the address in cookies.
 // Mistakes in the file are *LineError.
 func Parse(name string, r io.Reader) ([]ring.Backend, error) {
 	var backends []ring.Backend
+	var lines []int // of each backend
 	lineOfAddr := map[string]int{}
 	lineOfID := map[string]int{}
 	sc := bufio.NewScanner(r)
@@ -86,8 +87,11 @@ func Parse(name string, r io.Reader) ([]ring.Backend, error) {
 			return nil, &LineError{File: name, Line: n, Reason: reason}
 		}
 		lineOfAddr[b.Addr] = n
-		lineOfID[b.ID] = n
+		if b.ID != "" {
+			lineOfID[b.ID] = n
+		}
 		backends = append(backends, b)
+		lines = append(lines, n)
 	}
 	if err := sc.Err(); errors.Is(err, bufio.ErrTooLong) {
 		return nil, &LineError{File: name, Line: n + 1, Reason: fmt.Sprintf("line too long: keep lines under %d KiB", bufio.MaxScanTokenSize/1024)}
@@ -97,7 +101,45 @@ func Parse(name string, r io.Reader) ([]ring.Backend, error) {
 	if len(backends) == 0 {
 		return nil, &LineError{File: name, Reason: "no backends: add one per line, e.g. 127.0.0.1:8000"}
 	}
+	if line, reason := autoIDs(backends, lines, lineOfID); reason != "" {
+		return nil, &LineError{File: name, Line: line, Reason: reason}
+	}
 	return backends, nil
+}
+
+// autoIDs gives every backend without an id one made from its address: the first 8 hex
+// digits of its SHA-256, or 16 digits for the addresses whose 8 digits collide, with each
+// other or with an id= of the file. Which ids get longer depends only on the set of
+// addresses, not on the order of lines. It returns the line and reason of a collision that
+// 16 digits do not resolve.
+func autoIDs(backends []ring.Backend, lines []int, lineOfID map[string]int) (int, string) {
+	short := make(map[string]int, len(backends)) // automatic 8-digit ids, and how many want each
+	for _, b := range backends {
+		if b.ID == "" {
+			short[addrID(b.Addr, 4)]++
+		}
+	}
+	for i := range backends {
+		b := &backends[i]
+		if b.ID != "" {
+			continue
+		}
+		b.ID = addrID(b.Addr, 4)
+		if _, taken := lineOfID[b.ID]; taken || short[b.ID] > 1 {
+			b.ID = addrID(b.Addr, 8)
+			if first, taken := lineOfID[b.ID]; taken {
+				return lines[i], fmt.Sprintf("the automatic id %q of %s is taken (first on line %d): give this backend an id=", b.ID, b.Addr, first)
+			}
+		}
+		lineOfID[b.ID] = lines[i]
+	}
+	return 0, ""
+}
+
+// addrID is the first n bytes of the SHA-256 of addr, in hex.
+func addrID(addr string, n int) string {
+	sum := sha256.Sum256([]byte(addr))
+	return hex.EncodeToString(sum[:n])
 }
 
 func duplicate(b ring.Backend, lineOfAddr, lineOfID map[string]int) string {
@@ -143,10 +185,6 @@ func parseLine(fields []string) (ring.Backend, string) {
 	}
 	if b.Weight == 0 {
 		b.Weight = 1
-	}
-	if b.ID == "" {
-		sum := sha256.Sum256([]byte(addr))
-		b.ID = hex.EncodeToString(sum[:4])
 	}
 	return b, ""
 }

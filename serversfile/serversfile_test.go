@@ -88,7 +88,7 @@ func TestParseBad(t *testing.T) {
 		{"a:1 weight", `servers.txt:1: unknown option "weight": want weight=N or id=NAME, one backend per line`},
 		{"127.0.0.1:8000\n\n\n\nhttp://127.0.0.1:8000/", `servers.txt:5: duplicate backend 127.0.0.1:8000 (first on line 1)`},
 		{"a:1 id=web\nb:2 id=web", `servers.txt:2: duplicate id "web" (first on line 1)`},
-		{"a:1\nb:2 id=" + hashID("a:1"), `servers.txt:2: duplicate id "` + hashID("a:1") + `" (first on line 1)`},
+		{"a:1\nb:2 id=" + hashID("a:1") + "\nc:3 id=" + longID("a:1"), `servers.txt:1: the automatic id "` + longID("a:1") + `" of a:1 is taken (first on line 3): give this backend an id=`},
 		{"a:1\n" + strings.Repeat("x", 70000), "servers.txt:2: line too long: keep lines under 64 KiB"},
 	}
 	for _, tt := range tests {
