@@ -10,6 +10,8 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -34,6 +36,7 @@ type Prober struct {
 
 	mu     sync.Mutex        // guards counts, and orders each count update with its SetUp
 	counts map[string]streak // by backend ID; only for IDs in the ring
+	short  atomic.Bool       // a probe failed for want of lb's own resources, and none was made since
 }
 
 // streak counts consecutive outcomes; one of the two is always 0.
@@ -59,26 +62,59 @@ func NewProber(r *ring.Ring, cfg Config, log zerolog.Logger) *Prober {
 	return &Prober{ring: r, cfg: cfg, log: log, counts: map[string]streak{}}
 }
 
-// Init probes every backend of the ring once, concurrently, and returns when all probes
-// have ended: those that answered are set up, the others down (they then need Rise
-// successes). It logs one line per backend: info "backend up", or warn "backend down" with
-// the error.
+// Init probes every backend of the ring once and returns when all probes have ended (or ctx
+// is done): those that answered are set up, the others down (they then need Rise
+// successes). A backend whose probe could not be made for want of lb's own resources (see
+// localShortage) stays up. It logs "backend up" and "backend down" (with the error) for the
+// first few of each, then one "backends probed" line with the counts, so a list of 100,000
+// backends does not log 100,000 lines.
 // Call it before traffic, so the first connections do not go to dead backends.
 func (p *Prober) Init(ctx context.Context) {
 	results := ProbeAll(ctx, backendsOf(p.ring), p.cfg.Timeout)
+	if ctx.Err() != nil {
+		return // stopped: the probes that were cut say nothing of the backends
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	up, down, skipped := 0, 0, 0
 	for _, res := range results {
 		id := res.Backend.ID
-		p.ring.SetUp(id, res.Up)
-		if res.Up {
+		switch {
+		case res.Up:
+			p.ring.SetUp(id, true)
 			p.counts[id] = streak{ok: 1}
-			p.log.Info().Str("id", id).Str("addr", res.Backend.Addr).Dur("latency", res.Latency).Msg("backend up")
-		} else {
+			if up++; up <= initLines {
+				p.log.Info().Str("id", id).Str("addr", res.Backend.Addr).Dur("latency", res.Latency).Msg("backend up")
+			}
+		case localShortage(res.Err):
+			skipped++
+		default:
+			p.ring.SetUp(id, false)
 			p.counts[id] = streak{failed: 1}
-			p.log.Warn().Str("id", id).Str("addr", res.Backend.Addr).Err(res.Err).Msg("backend down")
+			if down++; down <= initLines {
+				p.log.Warn().Str("id", id).Str("addr", res.Backend.Addr).Err(res.Err).Msg("backend down")
+			}
 		}
 	}
+	e := p.log.Info()
+	if skipped > 0 {
+		e = p.log.Warn().Int("not_probed", skipped).Str("why", "lb ran out of descriptors or memory: they stay up; raise the open-files limit")
+	}
+	e.Int("up", up).Int("down", down).Msg("backends probed")
+}
+
+// initLines is how many backends of each state Init names one by one.
+const initLines = 5
+
+// localShortage reports whether a dial failed for want of lb's own resources (descriptors,
+// socket buffers, memory, ephemeral ports), which says nothing about the backend.
+func localShortage(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 // Run probes every backend in the ring each Interval until ctx is done, concurrently within
@@ -122,12 +158,17 @@ func (p *Prober) ReportFailure(id string) {
 // or Fall. The streak counts outcomes in the backend's current state only: a failure resets
 // the successes and the other way round.
 func (p *Prober) observe(id string, err error) {
+	if localShortage(err) {
+		p.shortage(err)
+		return
+	}
 	p.mu.Lock()
 	b, up, ok := p.ring.Lookup(id)
 	if !ok {
 		p.mu.Unlock()
 		return // removed since the probe started
 	}
+	p.short.Store(false)
 	s := p.counts[id]
 	if err == nil {
 		s = streak{ok: s.ok + 1}
@@ -150,6 +191,14 @@ func (p *Prober) observe(id string, err error) {
 		p.log.Warn().Str("id", id).Str("addr", b.Addr).Err(err).Int("failures", s.failed).Msg("backend down")
 	default:
 		p.log.Info().Str("id", id).Str("addr", b.Addr).Int("successes", s.ok).Msg("backend up")
+	}
+}
+
+// shortage logs a probe lb could not make for want of its own resources, once per episode:
+// until a probe is made again.
+func (p *Prober) shortage(err error) {
+	if !p.short.Swap(true) {
+		p.log.Warn().Err(err).Msg("cannot probe: lb is out of descriptors or memory; backends keep their state")
 	}
 }
 
@@ -177,17 +226,31 @@ type Result struct {
 	Err     error
 }
 
-// ProbeAll dials every backend once over TCP, concurrently, each bounded by timeout and by
-// ctx, and returns when all dials have ended. Results are in the order of backends.
+// ProbeAll dials every backend once over TCP, at most maxProbes at a time, each bounded by
+// timeout and by ctx, and returns when all dials have ended. Results are in the order of
+// backends; those not dialed because ctx ended have ctx's error.
 func ProbeAll(ctx context.Context, backends []ring.Backend, timeout time.Duration) []Result {
 	results := make([]Result, len(backends))
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	for i, b := range backends {
-		wg.Go(func() { results[i] = probe(ctx, b, timeout) })
+	for range min(maxProbes, len(backends)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(backends); i = int(next.Add(1) - 1) {
+				if err := ctx.Err(); err != nil {
+					results[i] = Result{Backend: backends[i], Err: err}
+					continue
+				}
+				results[i] = probe(ctx, backends[i], timeout)
+			}
+		})
 	}
 	wg.Wait()
 	return results
 }
+
+// maxProbes bounds the dials under way at once: each holds a descriptor, and a list of
+// 100,000 backends must not take them all.
+const maxProbes = 256
 
 // probe dials b once and closes the connection at once: accepting it is the whole check.
 func probe(ctx context.Context, b ring.Backend, timeout time.Duration) Result {

@@ -94,14 +94,17 @@ func TestInit(t *testing.T) {
 	if !isUp(t, r, "a") || isUp(t, r, "b") {
 		t.Errorf("after Init: a up=%v, b up=%v; want a up, b down", isUp(t, r, "a"), isUp(t, r, "b"))
 	}
-	if len(logs.All()) != 2 {
-		t.Fatalf("logged %d lines, want one per backend: %v", len(logs.All()), logs)
+	if len(logs.All()) != 3 {
+		t.Fatalf("logged %d lines, want one per backend and the counts: %v", len(logs.All()), logs)
 	}
 	if m := logs.All()[0]; m["message"] != "backend up" || m["level"] != "info" || m["id"] != "a" {
 		t.Errorf("line for a = %v, want info backend up", m)
 	}
 	if m := logs.All()[1]; m["message"] != "backend down" || m["level"] != "warn" || m["error"] == nil {
 		t.Errorf("line for b = %v, want warn backend down with the error", m)
+	}
+	if m := logs.All()[2]; m["message"] != "backends probed" || m["up"] != 1.0 || m["down"] != 1.0 {
+		t.Errorf("last line = %v, want backends probed up=1 down=1", m)
 	}
 }
 
