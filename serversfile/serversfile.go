@@ -52,6 +52,9 @@ func Load(path string) ([]ring.Backend, error) {
 		return nil, fmt.Errorf("servers file: %w", err)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		return nil, &LineError{File: path, Reason: "is a directory: give the servers file itself, one backend per line"}
+	}
 	return Parse(path, f)
 }
 

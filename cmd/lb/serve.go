@@ -161,14 +161,15 @@ func parseOptions(c *cli.Context) (options, error) {
 		maxEntries: c.Int("session-max-entries"),
 		cluster:    c.String("cluster-name"),
 	}
+	port := c.Int("port")
 	if o.listen == "" {
-		o.listen = ":" + strconv.Itoa(c.Int("port"))
+		o.listen = ":" + strconv.Itoa(port)
 	}
 	checks := []struct {
 		bad  bool
 		flag string
 		want string
-	}{
+	}{ // the message shows the value given, but for --session-store, which may hold a password
 		{o.l4.SniffTimeout <= 0, "sniff-timeout", "a duration above 0, e.g. 3s"},
 		{o.l4.MaxHeaderBytes < 1024 || o.l4.MaxHeaderBytes > 1<<20, "max-header-bytes", "1024 to 1048576"},
 		{o.l4.ConnectTimeout <= 0, "connect-timeout", "a duration above 0, e.g. 2s"},
@@ -179,7 +180,9 @@ func parseOptions(c *cli.Context) (options, error) {
 		{o.health.Timeout <= 0, "health-timeout", "a duration above 0, e.g. 1s"},
 		{o.health.Rise < 1, "rise", "1 or more"},
 		{o.health.Fall < 1, "fall", "1 or more"},
-		{o.threads < 1, "threads", "1 or more"},
+		{port < 0 || port > 65535, "port", "a port from 1 to 65535 (0: any free port)"},
+		{!validListen(o.listen), "listen", "host:port with a port from 0 to 65535, e.g. 127.0.0.1:7777, [::1]:7777 or :7777"},
+		{o.threads < 1 || o.threads > runtime.NumCPU(), "threads", fmt.Sprintf("1 to %d, the CPUs lb may use", runtime.NumCPU())},
 		{!isToken(o.l4.Sticky.Cookie), "sticky-cookie", "a cookie name: letters, digits and !#$%&'*+-.^_`|~"},
 		{strings.ContainsAny(o.l4.Sticky.CookieAttrs, "\r\n"), "sticky-cookie-attrs", "one line, e.g. Path=/; HttpOnly; SameSite=Lax"},
 		{!isToken(o.sessions.cookie), "session-cookie", "a cookie name: letters, digits and !#$%&'*+-.^_`|~"},
@@ -188,10 +191,15 @@ func parseOptions(c *cli.Context) (options, error) {
 		{o.sessions.timeout <= 0, "session-timeout", "a duration above 0, e.g. 50ms"},
 		{o.sessions.maxEntries < 1, "session-max-entries", "1 or more"},
 		{o.sessions.cluster == "" || strings.ContainsAny(o.sessions.cluster, " :\r\n"), "cluster-name", "a name without spaces or colons, e.g. shop-eu"},
+		{c.IsSet("session-store") && o.sessions.cookie == "", "session-store", "--session-cookie NAME beside it: the store keeps learned sessions, and without the cookie there are none"},
 	}
 	for _, ch := range checks {
 		if ch.bad {
-			return o, badInput{fmt.Errorf("--%s: want %s", ch.flag, ch.want)}
+			given := fmt.Sprint(" ", c.Value(ch.flag))
+			if ch.flag == "session-store" {
+				given = ""
+			}
+			return o, badInput{fmt.Errorf("--%s%s: want %s", ch.flag, given, ch.want)}
 		}
 	}
 	log, err := newLogger(c.String("log-level"), c.String("log-format"))
@@ -200,6 +208,17 @@ func parseOptions(c *cli.Context) (options, error) {
 	}
 	o.log = log
 	return o, nil
+}
+
+// validListen reports whether addr is host:port with a numeric port that can be listened on;
+// the host may be empty (every interface), an IP address or a name.
+func validListen(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || strings.ContainsAny(host, " /") {
+		return false
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && p <= 65535
 }
 
 func newLogger(level, format string) (zerolog.Logger, error) {
@@ -230,8 +249,19 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 		return badInput{err}
 	}
 	runtime.GOMAXPROCS(o.threads) // l4 runs one event loop per GOMAXPROCS
+	// Listen before probing: a port in use fails at once, and clients that come while the
+	// backends are probed wait in the kernel's backlog.
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another process using it? change --listen)", o.listen, err)
+	}
+	defer ln.Close()
 	prober := health.NewProber(r, o.health, o.log)
 	prober.Init(ctx)
+	if ctx.Err() != nil {
+		o.log.Info().Msg("stopped while starting")
+		return nil
+	}
 
 	cfg := o.l4
 	store, err := openSessions(ctx, o.sessions, o.log)
@@ -248,11 +278,6 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	srv, err := l4.New(cfg)
 	if err != nil {
 		return err
-	}
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		srv.Shutdown(context.Background())
-		return fmt.Errorf("listen on %s: %w (is another process using it? change --listen)", o.listen, err)
 	}
 
 	healthCtx, stopHealth := context.WithCancel(context.Background())
@@ -300,14 +325,26 @@ func stickyMode(cookie string, so sessionOptions) string {
 	return strings.Join(modes, ", ")
 }
 
+// logStart says lb is listening, with the backends: every one of a short list, the first
+// few and the counts of a long one.
 func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky string) {
 	arr := zerolog.Arr()
+	snap := r.Snapshot()
 	up := 0
-	for _, s := range r.Snapshot() {
-		arr.Str(s.ID + "=" + s.Addr)
+	for i, s := range snap {
+		if i < startLines {
+			arr.Str(s.ID + "=" + s.Addr)
+		}
 		if s.Up {
 			up++
 		}
 	}
-	log.Info().Str("listen", addr).Array("backends", arr).Int("up", up).Str("sticky", sticky).Msg("listening")
+	e := log.Info().Str("listen", addr).Array("backends", arr)
+	if len(snap) > startLines {
+		e = e.Int("more_backends", len(snap)-startLines)
+	}
+	e.Int("up", up).Int("down", len(snap)-up).Str("sticky", sticky).Msg("listening")
 }
+
+// startLines is how many backends the "listening" line names.
+const startLines = 16
