@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"lb/internal/freeport"
+)
+
+// manyBackends writes a servers file of n loopback backends on a closed port (refused at
+// once), then the live ones, and returns its path.
+func manyBackends(t *testing.T, n int, live ...string) string {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(fmt.Sprintf("127.0.0.1:%d", freeport.Get(t)))
+	var sb strings.Builder
+	for i := range n {
+		fmt.Fprintf(&sb, "127.%d.%d.%d:%s\n", 1+i/62500, 1+i/250%250, 1+i%250, port)
+	}
+	for _, a := range live {
+		fmt.Fprintf(&sb, "%s id=live\n", a)
+	}
+	path := filepath.Join(t.TempDir(), "servers.txt")
+	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestHundredThousandBackends starts lb on 100,000 backends, all down but one: it listens,
+// logs a summary rather than a line per backend, and serves through the one that is up.
+// Start-up time is a benchmark's business: the harness's start deadline only catches a
+// return of the quadratic start-up that took minutes. Built with the race detector, each of
+// lb's probes costs several times more, so that build starts on 40,000.
+func TestHundredThousandBackends(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100,000 probes: skipped with -short")
+	}
+	n := 100_000
+	if raceEnabled {
+		n = 40_000
+	}
+	live := startTCPBackend(t, echo)
+	start := time.Now()
+	lb := startLB(t, nil, "serve", "-f", manyBackends(t, n, live.Addr), "--listen", "127.0.0.1:0")
+	t.Logf("lb listened %v after it was started, with %d backends", time.Since(start).Round(time.Millisecond), n+1)
+	if n := lb.log.len(); n > 20 {
+		t.Errorf("lb logged %d lines at start-up, want a summary:\n%.2000s", n, lb.log.String())
+	}
+	c := dialLB(t, lb.Addr)
+	c.Write([]byte("hello"))
+	c.CloseWrite()
+	if got, err := io.ReadAll(c); err != nil || string(got) != "hello" {
+		t.Errorf("echo through the one live backend: %q, %v", got, err)
+	}
+	lb.stop(t)
+}
+
+// TestSignalDuringStartUp: SIGTERM while lb probes 100,000 backends stops it within a second
+// or so, with status 0, before it serves.
+func TestSignalDuringStartUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("100,000 probes: skipped with -short")
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freeport.Get(t))
+	cmd := exec.Command(lbBin, "serve", "-f", manyBackends(t, 100_000), "--listen", addr)
+	cmd.Env = append(lbEnv(), "LB_LOG_FORMAT=json")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &lbProcess{cmd: cmd, log: newLogLines(), done: make(chan struct{})}
+	go p.readAndWait(stderr)
+	t.Cleanup(p.kill)
+	// lb binds its listener before it probes: once a connection is taken, its signal
+	// handler is in place and the probes are under way.
+	if !waitUntil(startDeadline, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}) {
+		t.Fatalf("lb did not bind %s within %v (exited: %s)", addr, startDeadline, p.exited())
+	}
+	p.signal(t, syscall.SIGTERM)
+	sent := time.Now()
+	p.wait(t, 5*time.Second)
+	t.Logf("lb exited %v after SIGTERM", time.Since(sent).Round(time.Millisecond))
+	if _, served := p.log.waitFor(0, 0, func(e logEntry) bool { return e.Message == "listening" }); served {
+		t.Errorf("lb started serving after SIGTERM:\n%s", p.log.String())
+	}
+}
