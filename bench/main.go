@@ -246,14 +246,14 @@ func run() error {
 		if s.cmd == nil || *hold == 0 {
 			continue
 		}
-		held, rss, fds, err := measureHeld(s, *hold)
-		if err != nil {
-			return fmt.Errorf("%s held: %w", s.name, err)
-		}
+		held, rss, fds := measureHeld(s, *hold)
 		results[s.name]["held"] = float64(held)
 		if held > 0 {
 			results[s.name]["B/conn"] = float64(rss) / float64(held)
 			results[s.name]["fds/conn"] = float64(fds) / float64(held)
+		}
+		if sniffing, rss, _ := measureSniffing(s, *hold); sniffing > 0 {
+			results[s.name]["B/sniffing"] = float64(rss) / float64(sniffing)
 		}
 	}
 	printTable(measured, results)
@@ -283,7 +283,8 @@ func startLB(dir, name string, d confData, lbArgs string, start func(string, int
 	if err := os.WriteFile(servers, fmt.Appendf(nil, "127.0.0.1:%d\n127.0.0.1:%d\n", d.B1, d.B2), 0o644); err != nil {
 		return err
 	}
-	args := []string{bin, "serve", "-f", servers, "--listen", fmt.Sprintf("127.0.0.1:%d", d.Port), "--log-level", "warn"}
+	// A long sniff timeout holds the partial heads of measureSniffing while it measures.
+	args := []string{bin, "serve", "-f", servers, "--listen", fmt.Sprintf("127.0.0.1:%d", d.Port), "--log-level", "warn", "--sniff-timeout", "30s"}
 	return start(name, d.Port, append(args, strings.Fields(lbArgs)...)...)
 }
 
@@ -365,7 +366,25 @@ func runWrk(scenario string, s, backends *system) (wrkRun, error) {
 
 // measureHeld opens n connections through s, makes one request on each, holds them, and
 // returns how many it held and the growth of the proxy's resident memory and descriptors.
-func measureHeld(s *system, n int) (held int, rssBytes, fds int64, err error) {
+func measureHeld(s *system, n int) (held int, rssBytes, fds int64) {
+	return measureConns(s, n, func(c net.Conn) bool {
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+		line, err := bufio.NewReader(c).ReadString('\n')
+		return err == nil && strings.Contains(line, " 200 ")
+	})
+}
+
+// measureSniffing opens n connections through s that each send the start of a request head
+// and no more, as a slow client does, and holds them while the proxy waits for the rest
+// (lb's --sniff-timeout is raised for it). It returns the same figures as measureHeld.
+func measureSniffing(s *system, n int) (held int, rssBytes, fds int64) {
+	return measureConns(s, n, func(c net.Conn) bool {
+		_, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: bench\r\n")
+		return err == nil
+	})
+}
+
+func measureConns(s *system, n int, greet func(net.Conn) bool) (held int, rssBytes, fds int64) {
 	pids := processTree(s.cmd.Process.Pid)
 	rss0, fds0 := usage(pids)
 	var ok atomic.Int64
@@ -384,9 +403,7 @@ func measureHeld(s *system, n int) (held int, rssBytes, fds int64, err error) {
 				return
 			}
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-			line, err := bufio.NewReader(c).ReadString('\n')
-			if err != nil || !strings.Contains(line, " 200 ") {
+			if !greet(c) {
 				c.Close()
 				return
 			}
@@ -403,7 +420,7 @@ func measureHeld(s *system, n int) (held int, rssBytes, fds int64, err error) {
 		c.Close()
 	}
 	time.Sleep(2 * time.Second)
-	return int(ok.Load()), rss1 - rss0, fds1 - fds0, nil
+	return int(ok.Load()), rss1 - rss0, fds1 - fds0
 }
 
 // processTree is pid and its children (nginx's workers).
@@ -445,6 +462,7 @@ func printTable(measured []*system, res map[string]map[string]float64) {
 		{"held", "held", "%.0f"},
 		{"B/conn", "B/held conn", "%.0f"},
 		{"fds/conn", "fds/held conn", "%.2f"},
+		{"B/sniffing", "B/sniffing conn", "%.0f"},
 	}
 	fmt.Printf("\nrounds=%d dur=%s hold=%d, median of rounds; (×) is the ratio to haproxy\n\n", *rounds, *dur, *hold)
 	fmt.Print("| system |")
