@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,7 +96,7 @@ func TestBackendNameLookedUpOffTheLoop(t *testing.T) {
 		if _, body := get(t, s.addr, ""); body != "fast" {
 			t.Fatalf("request %d went to %q while slow.test was being looked up", i, body)
 		}
-		if d := time.Since(start); d > time.Second {
+		if d := time.Since(start); d > 3*time.Second { // a lookup on the loop would take lookupTimeout, 5 s
 			t.Fatalf("request %d took %v: the lookup stalled the loop", i, d)
 		}
 	}
@@ -276,29 +277,44 @@ func TestIPv6ZoneBecomesScopeID(t *testing.T) {
 	}
 }
 
-// Dials that fail while lookups are under way (run with -race): a lookup reads the address
-// in use, which a failed dial moves on.
+// Dials that fail while lookups are under way (run with -race): each failed dial moves the
+// name on to its other address, and the lookups meanwhile, which find the address in use
+// among their answers, leave it there.
 func TestDialFailuresDuringLookups(t *testing.T) {
 	two := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")}
-	fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
+	calls := fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
 		return slices.Clone(two), nil
 	})
 	r := newResolver(time.Millisecond, nil, zerolog.Nop())
 	defer r.stop()
 	d := r.addr("app.test:80")
 	<-d.settled
-	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); {
+	dialing := func() netip.Addr {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return d.ip
+	}
+	ip := dialing()
+	start, deadline := calls.Load(), time.Now().Add(10*time.Second)
+	// Until lookups have run among the dials: 20 of them, every millisecond.
+	for dials := 0; dials < 100 || calls.Load()-start < 20; dials++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d dials and %d lookups in 10 s: want 100 and 20", dials, calls.Load()-start)
+		}
 		sa, err := d.dialable()
 		if err != nil {
 			t.Fatal(err)
 		}
+		if now := dialing(); now != ip {
+			t.Fatalf("dial %d: the name moved from %v to %v with no dial failed since: a lookup moved it", dials, ip, now)
+		}
 		r.dialFailed(d, sa)
-		time.Sleep(100 * time.Microsecond)
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !slices.Contains(two, d.ip) {
-		t.Fatalf("dialing %v, not one of the name's addresses", d.ip)
+		next := dialing()
+		if next == ip || !slices.Contains(two, next) {
+			t.Fatalf("dial %d: a failed dial at %v left the name at %v, want it moved to its other address", dials, ip, next)
+		}
+		ip = next
+		runtime.Gosched()
 	}
 }
 
@@ -327,31 +343,50 @@ func TestFailingNameLoggedOnce(t *testing.T) {
 
 // A name taken out of the ring is no longer looked up; put back, it is looked up again.
 func TestRemovedNameNotLookedUp(t *testing.T) {
-	var lookups atomic.Int64
+	var mu sync.Mutex
+	lookups := map[string]int{}
+	count := func(host string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return lookups[host]
+	}
 	fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
-		lookups.Add(1)
+		mu.Lock()
+		lookups[host]++
+		mu.Unlock()
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	})
-	app := ring.Backend{ID: "app", Addr: "app.test:80"}
-	rg, err := ring.New(app)
+	app, other := ring.Backend{ID: "app", Addr: "app.test:80"}, ring.Backend{ID: "other", Addr: "other.test:80"}
+	rg, err := ring.New(app, other)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := newResolver(5*time.Millisecond, rg, zerolog.Nop())
 	defer r.stop()
-	<-r.addr(app.Addr).settled
-	waitFor(t, "the name to be looked up again every 5 ms", func() bool { return lookups.Load() >= 3 })
+	d := r.addr(app.Addr)
+	r.addr(other.Addr)
+	<-d.settled
+	waitFor(t, "the name to be looked up again every 5 ms", func() bool { return count("app.test") >= 3 })
 
 	rg.Remove(app.ID)
-	time.Sleep(20 * time.Millisecond) // a lookup under way when it was removed ends
-	before := lookups.Load()
-	time.Sleep(100 * time.Millisecond)
-	if n := lookups.Load() - before; n != 0 {
-		t.Fatalf("%d lookups in 100 ms of a name no longer in the ring, want 0", n)
+	// The second lookup of the other name from now on was started by a round that began
+	// after the first had ended, so after the removal: from that round on, the name is not
+	// looked up. With no lookup of it in flight then, none can start.
+	mark := count("other.test")
+	waitFor(t, "a round of lookups since the removal, and none of the name in flight", func() bool {
+		r.mu.Lock()
+		busy := d.busy
+		r.mu.Unlock()
+		return count("other.test") >= mark+2 && !busy
+	})
+	before, mark := count("app.test"), count("other.test")
+	waitFor(t, "ten lookups of the name still in the ring", func() bool { return count("other.test") >= mark+10 })
+	if n := count("app.test") - before; n != 0 {
+		t.Fatalf("%d lookups of a name no longer in the ring while the one still in it had 10, want 0", n)
 	}
 
 	if err := rg.Add(app); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the name, back in the ring, to be looked up again", func() bool { return lookups.Load() > before })
+	waitFor(t, "the name, back in the ring, to be looked up again", func() bool { return count("app.test") > before })
 }

@@ -3,14 +3,20 @@ package l4
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"lb/sessions"
 )
 
 func stickyConfig() Config {
@@ -71,6 +77,45 @@ func TestStickyCookieInsertedAndFollowed(t *testing.T) {
 	got = exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\nCookie: lb_srv=nosuch\r\n\r\n")
 	if !strings.Contains(got, "Set-Cookie: lb_srv=b1;") {
 		t.Fatalf("cookie for no backend: %q, want a new cookie", got)
+	}
+}
+
+// offLoopStore is a MemoryStore that lb takes for a store that may wait on the network: it
+// calls it off its loops.
+type offLoopStore struct{ sessions.Store }
+
+// TestOwnCookieDecidesBeforeALearnedSession: with both sticky modes on, a request whose lb
+// cookie names one backend and whose session is recorded on another goes where the cookie
+// says, with the store called on the loop or off it.
+func TestOwnCookieDecidesBeforeALearnedSession(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		store sessions.Store
+	}{
+		{"memory store, on the loop", sessions.NewMemoryStore(100, time.Minute)},
+		{"store off the loop", offLoopStore{sessions.NewMemoryStore(100, time.Minute)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := sessionConfig(tc.store)
+			cfg.Sticky.Cookie = "lb_srv"
+			cfg.Sticky.CookieAttrs = "Path=/"
+			s := startServer(t, cfg, startBackend(t, sessionApp("a")).addr(), startBackend(t, sessionApp("b")).addr())
+			if err := tc.store.Set(context.Background(), cfg.Sticky.Keyer.Key([]byte("s1")), "b1"); err != nil {
+				t.Fatal(err)
+			}
+			// The session alone sends the client to b, and lb gives it a cookie naming b.
+			got := exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\nCookie: sid=s1\r\n\r\n")
+			if !strings.HasSuffix(got, "\r\n\r\nb") || !strings.Contains(got, "Set-Cookie: lb_srv=b1; Path=/\r\n") {
+				t.Fatalf("the session alone: %q, want backend b and lb's cookie naming it", got)
+			}
+			// lb's cookie names a: it decides, however the ring turns.
+			for i := range 4 {
+				got := exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\nCookie: sid=s1; lb_srv=b0\r\n\r\n")
+				if !strings.HasSuffix(got, "\r\n\r\na") || strings.Contains(got, "Set-Cookie") {
+					t.Fatalf("request %d with lb's cookie for a and a session on b: %q, want a, no Set-Cookie", i, got)
+				}
+			}
+		})
 	}
 }
 
@@ -212,8 +257,8 @@ func TestStickyHeadLargerThanAPipe(t *testing.T) {
 	body := randomBytes(t, 1<<20)
 	b := startBackend(t, func(c *net.TCPConn) {
 		http.ReadRequest(bufio.NewReader(c))
-		io.WriteString(c, head) // the head's end comes later: lb reads it in several pieces
-		time.Sleep(50 * time.Millisecond)
+		io.WriteString(c, head) // the head's end comes once lb has read this: in a read of its own
+		waitRead(c)
 		fmt.Fprintf(c, "\r\nContent-Length: %d\r\n\r\n", len(body))
 		c.Write(body)
 		c.CloseWrite()
@@ -223,7 +268,8 @@ func TestStickyHeadLargerThanAPipe(t *testing.T) {
 	s := serveOn(t, cfg, listenSmallSendBuffer(t), b.addr())
 	c := dialSmallWindow(t, s.addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-	time.Sleep(300 * time.Millisecond) // a slow client: lb's writes to it come up short
+	// A slow client: it reads once lb's writes to it came up short.
+	waitFor(t, "a write to the client cut short", func() bool { return clientWritesShort(s.Server) })
 	got, err := io.ReadAll(c)
 	want := append([]byte(fmt.Sprintf("%s\r\nContent-Length: %d\r\nSet-Cookie: lb_srv=b0; Path=/; HttpOnly; SameSite=Lax\r\n\r\n", head, len(body))), body...)
 	if err != nil || !bytes.Equal(got, want) {
@@ -237,13 +283,14 @@ func earlyHints(n int) string {
 	return "HTTP/1.1 103 Early Hints\r\n" + strings.Repeat("Link: </style.css>; rel=preload; as=style\r\n", n) + "\r\n"
 }
 
-// sendParts answers one request by writing parts 100 ms apart, then FIN.
+// sendParts answers one request by writing parts, each once lb has read all the parts before
+// it (so that each comes in reads of its own), then FIN.
 func sendParts(parts ...string) func(c *net.TCPConn) {
 	return func(c *net.TCPConn) {
 		http.ReadRequest(bufio.NewReader(c))
 		for i, p := range parts {
 			if i > 0 {
-				time.Sleep(100 * time.Millisecond)
+				waitRead(c)
 			}
 			io.WriteString(c, p)
 		}
@@ -252,14 +299,65 @@ func sendParts(parts ...string) func(c *net.TCPConn) {
 	}
 }
 
+// waitRead waits, for up to 10 s, until the peer of c (lb) has received and read every byte
+// written to c. It runs in a backend's handler, which cannot fail the test: on time-out the
+// handler goes on, and the test fails on what it reads, if at all.
+func waitRead(c *net.TCPConn) {
+	pollUntil(10*time.Second, func() bool { return unacked(c) == 0 && peerUnread(c) == 0 })
+}
+
+// peerUnread is how many bytes the socket at the other end of c, a loopback IPv4 socket of
+// this process (lb's), has received and not read yet: its rx_queue in /proc/net/tcp. -1 if
+// it cannot be told.
+func peerUnread(c *net.TCPConn) int {
+	key := func(a net.Addr) string {
+		ta, ok := a.(*net.TCPAddr)
+		if !ok || ta.IP.To4() == nil {
+			return ""
+		}
+		return fmt.Sprintf("%08X:%04X", binary.NativeEndian.Uint32(ta.IP.To4()), ta.Port)
+	}
+	local, remote := key(c.RemoteAddr()), key(c.LocalAddr()) // as the peer sees them
+	table, err := os.ReadFile("/proc/net/tcp")
+	if err != nil || local == "" || remote == "" {
+		return -1
+	}
+	for _, line := range strings.Split(string(table), "\n") {
+		// sl local_address rem_address st tx_queue:rx_queue ...
+		if f := strings.Fields(line); len(f) > 4 && f[1] == local && f[2] == remote {
+			_, rx, _ := strings.Cut(f[4], ":")
+			if n, err := strconv.ParseInt(rx, 16, 64); err == nil {
+				return int(n)
+			}
+		}
+	}
+	return -1
+}
+
+// clientWritesShort reports whether lb's writes to a client of s came up short: a response
+// head waits for the client, or a flow holds bytes for it.
+func clientWritesShort(s *Server) bool {
+	short := false
+	for _, l := range s.loops {
+		l.call(func() {
+			for _, c := range l.slots {
+				if c != nil && (c.setup != nil && c.flushing || c.ends[backend].pending > 0) {
+					short = true
+				}
+			}
+		})
+	}
+	return short
+}
+
 // readSlowly sends a request through a server whose sockets have small buffers, on a
-// connection with a small window, and reads only after a while: lb's writes come up short.
+// connection with a small window, and reads only once lb's writes to it came up short.
 func readSlowly(t *testing.T, cfg Config, backend string) string {
 	t.Helper()
 	s := serveOn(t, cfg, listenSmallSendBuffer(t), backend)
 	c := dialSmallWindow(t, s.addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "a write to the client cut short", func() bool { return clientWritesShort(s.Server) })
 	got, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatal(err)

@@ -29,7 +29,7 @@ import (
 // order, both ways; no connection may hang; and afterwards lb must hold no connection, no
 // pipe beyond its loops' and no descriptor.
 //
-// LB_STRESS_SEED=n replays a run (the seed is logged).
+// LB_STRESS_SEED=n replays a run (the seed is logged). go test -short runs a smaller one.
 
 const (
 	stressConns    = 200
@@ -38,6 +38,17 @@ const (
 	stressDeadline = 30 * time.Second // for the whole run, on every socket: a hung connection fails, it does not hang the test
 	slowReadEvery  = time.Millisecond // a slow reader takes slowReadBytes this often
 	slowReadBytes  = 32 << 10
+)
+
+// stressScale is the size of a run: the full soak, or the smaller one of go test -short.
+type stressScale struct {
+	conns, parallel, maxBytes int
+	deadline                  time.Duration
+}
+
+var (
+	fullStress  = stressScale{stressConns, stressParallel, stressMaxBytes, stressDeadline}
+	shortStress = stressScale{conns: 60, parallel: 20, maxBytes: 1 << 20, deadline: 15 * time.Second}
 )
 
 type stressKind uint8
@@ -73,7 +84,10 @@ func (p *stressPlan) String() string {
 
 // stressSize draws a payload size from 0 to stressMaxBytes: empty, on the data path's
 // boundaries, spread evenly over the orders of magnitude, or the largest.
-func stressSize(r *rand.Rand) int {
+func stressSize(r *rand.Rand) int { return stressSizeUpTo(r, stressMaxBytes) }
+
+// stressSizeUpTo is stressSize with largest as the largest size (at least pipeSize+1).
+func stressSizeUpTo(r *rand.Rand, largest int) int {
 	switch x := r.IntN(100); {
 	case x < 12:
 		return 0
@@ -81,9 +95,9 @@ func stressSize(r *rand.Rand) int {
 		edges := [...]int{1, copySize - 1, copySize, copySize + 1, pipeSize - 1, pipeSize, pipeSize + 1}
 		return edges[r.IntN(len(edges))]
 	case x < 95:
-		return int(stressMaxBytes * math.Exp2(-22*r.Float64())) // 1 B to 4 MiB, log-uniform
+		return int(float64(largest) * math.Exp2(-math.Log2(float64(largest))*r.Float64())) // 1 B to largest, log-uniform
 	default:
-		return stressMaxBytes
+		return largest
 	}
 }
 
@@ -95,11 +109,17 @@ func stressChunk(r *rand.Rand, n int) int {
 }
 
 func newStressPlans(r *rand.Rand, data []byte) []stressPlan {
+	return newScaledStressPlans(r, data, fullStress)
+}
+
+// newScaledStressPlans draws sc.conns plans with payloads of up to sc.maxBytes, slices of
+// data (at least that long).
+func newScaledStressPlans(r *rand.Rand, data []byte, sc stressScale) []stressPlan {
 	slice := func(n int) []byte {
 		off := r.IntN(len(data) - n + 1)
 		return data[off : off+n : off+n]
 	}
-	plans := make([]stressPlan, stressConns)
+	plans := make([]stressPlan, sc.conns)
 	for i := range plans {
 		p := &plans[i]
 		p.kind = stressKind(r.IntN(int(stressKinds)))
@@ -112,10 +132,10 @@ func newStressPlans(r *rand.Rand, data []byte) []stressPlan {
 		default:
 			p.pieces = 1 << 10 // byte by byte: empty pieces are skipped
 		}
-		p.up = slice(stressSize(r))
+		p.up = slice(stressSizeUpTo(r, sc.maxBytes))
 		p.down = p.up
 		if p.kind != echoes {
-			p.down = slice(stressSize(r))
+			p.down = slice(stressSizeUpTo(r, sc.maxBytes))
 		}
 		p.upChunk, p.downChunk = stressChunk(r, len(p.up)), stressChunk(r, len(p.down))
 		p.clientSlow = r.IntN(10) < 3
@@ -291,7 +311,7 @@ func (st *stressRun) fail(i int, err error) {
 func (st *stressRun) backend(c *net.TCPConn) {
 	defer func() {
 		c.Close() // before the count: the descriptor check waits on it
-		if st.backendDone.Add(1) == stressConns {
+		if st.backendDone.Add(1) == int64(len(st.plans)) {
 			close(st.allBackends)
 		}
 	}()
@@ -402,11 +422,15 @@ func TestStress(t *testing.T) {
 			t.Fatalf("LB_STRESS_SEED: %v", err)
 		}
 	}
-	t.Logf("LB_STRESS_SEED=%d", seed)
+	sc := fullStress
+	if testing.Short() {
+		sc = shortStress
+	}
+	t.Logf("LB_STRESS_SEED=%d, %d connections of up to %d bytes each way", seed, sc.conns, sc.maxBytes)
 	r := rand.New(rand.NewPCG(seed, 0))
-	data := make([]byte, 2*stressMaxBytes)
+	data := make([]byte, 2*sc.maxBytes)
 	rand.NewChaCha8([32]byte(binary.LittleEndian.AppendUint64(make([]byte, 24), seed))).Read(data)
-	st := &stressRun{plans: newStressPlans(r, data), seed: seed, deadline: time.Now().Add(stressDeadline),
+	st := &stressRun{plans: newScaledStressPlans(r, data, sc), seed: seed, deadline: time.Now().Add(sc.deadline),
 		allBackends: make(chan struct{})}
 
 	b1, b2 := startBackend(t, st.backend), startBackend(t, st.backend)
@@ -433,7 +457,7 @@ func TestStress(t *testing.T) {
 	}()
 
 	start := time.Now()
-	sem := make(chan struct{}, stressParallel)
+	sem := make(chan struct{}, sc.parallel)
 	var clients sync.WaitGroup
 	for i := range st.plans {
 		sem <- struct{}{}
@@ -456,14 +480,14 @@ func TestStress(t *testing.T) {
 		up, down = up+len(p.up), down+len(p.down)
 	}
 	t.Logf("%d connections, %d MiB up, %d MiB down, in %v; %+v",
-		stressConns, up>>20, down>>20, time.Since(start).Round(time.Millisecond), s.Stats())
+		len(st.plans), up>>20, down>>20, time.Since(start).Round(time.Millisecond), s.Stats())
 	st.mu.Lock()
 	for _, e := range st.errs {
 		t.Error(e)
 	}
 	st.mu.Unlock()
-	if n := st.backendDone.Load(); n != stressConns {
-		t.Errorf("%d of %d backend handlers ended", n, stressConns)
+	if n := st.backendDone.Load(); n != int64(len(st.plans)) {
+		t.Errorf("%d of %d backend handlers ended", n, len(st.plans))
 	}
 	if t.Failed() {
 		t.Logf("lb's connections: %v", lbConns(s.Server))
