@@ -263,7 +263,8 @@ func (l *loop) replay(c *conn) {
 			return
 		}
 		st.written += n
-		c.connected = true // it took bytes: whatever fails now fails the connection, not the dial
+		l.moved(c, &c.ends[client], n, false) // the peeked bytes count toward bytes_up too
+		c.connected = true                    // it took bytes: whatever fails now fails the connection, not the dial
 	}
 	if st.readsResponse() {
 		st.n = 0 // the buffer now takes the response head (pumpHead)
