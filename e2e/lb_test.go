@@ -62,6 +62,15 @@ func lbEnv() []string {
 	return append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 }
 
+// slow skips the test under -short, which README promises leaves out the soaks and the
+// tests that take seconds by design; why says which this one is.
+func slow(t *testing.T, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: " + why)
+	}
+}
+
 // requireTool returns the path of an external program the test needs. Without it the test
 // skips, or fails under CI=true, where every tool must be installed.
 func requireTool(t *testing.T, name string) string {

@@ -49,6 +49,7 @@ func waitClosed(c net.Conn, within time.Duration) error {
 // --idle-timeout 0 means never: a connection idle for 1 s, long after a 200 ms idle timeout
 // has closed the same kind of connection on another lb (so the sweeps did run), still works.
 func TestIdleTimeoutZeroIsNever(t *testing.T) {
+	slow(t, "a connection idles 1 s")
 	backend := startTCPBackend(t, echo)
 	servers := writeServersFile(t, backend.Addr)
 	// Short sniff and connect timeouts make the sweep run every 50 ms.
@@ -260,6 +261,7 @@ func loopsServing(t *testing.T, pid, port int) (int, []int) {
 // choice, so connections are opened 50 at a time, 100 at least, until both loops hold some
 // (400 at most).
 func TestTwoThreads(t *testing.T) {
+	slow(t, "100 to 400 connections, 64 KiB each way on each")
 	backend := startTCPBackend(t, echo)
 	lb := startLB(t, nil, "serve", "-f", writeServersFile(t, backend.Addr), "--listen", "127.0.0.1:0", "--threads", "2")
 	_, port, _ := net.SplitHostPort(lb.Addr)
