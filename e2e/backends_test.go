@@ -179,7 +179,14 @@ type tcpBackend struct {
 
 func startTCPBackend(t *testing.T, handle func(*net.TCPConn)) *tcpBackend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startTCPBackendOn(t, "127.0.0.1:0", handle)
+}
+
+// startTCPBackendOn is startTCPBackend listening on addr: a fixed port ("127.0.0.1:PORT",
+// for a backend lb knows before it listens) or another loopback ("[::1]:0").
+func startTCPBackendOn(t *testing.T, addr string, handle func(*net.TCPConn)) *tcpBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,6 +140,7 @@ func waitUntil(within time.Duration, cond func() bool) bool {
 // next backend, takes the dead one out after --fall probes, and brings it back after
 // --rise probes once it listens again on the same port.
 func TestFailover(t *testing.T) {
+	slow(t, "a request loop across a backend's fall and rise")
 	ngx := startNginx(t, 3)
 	servers := writeServersFile(t, ngx[0].Addr+" id=one", ngx[1].Addr+" id=two", ngx[2].Addr+" id=three")
 	lb := startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0", "--log-level", "debug",
@@ -260,6 +261,7 @@ func TestKeepAlive(t *testing.T) {
 
 // 10 MiB go up (PUT) and come back down (GET) through lb byte for byte.
 func TestLargeBody(t *testing.T) {
+	slow(t, "10 MiB each way")
 	ngx := startNginx(t, 1)
 	servers := writeServersFile(t, ngx[0].Addr)
 	lb := startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0")

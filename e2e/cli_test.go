@@ -50,24 +50,34 @@ func TestBadServersFile(t *testing.T) {
 	})
 }
 
-// A bad flag value or an unknown flag or command is bad input: exit status 2.
+// A bad flag value or an unknown flag or command is bad input: exit status 2 and a message
+// naming it, before lb listens. The servers file is valid, so each case is bad only in its
+// own flag (cmd/lb's TestBadInputIsExit2BeforeAnythingStarts covers every check).
 func TestBadFlags(t *testing.T) {
 	servers := writeServersFile(t, fmt.Sprintf("127.0.0.1:%d", freeport.Get(t)))
-	for _, args := range [][]string{
-		{"serve", "-f", servers, "--listen", "127.0.0.1:0", "--rise", "x"},
-		{"serve", "-f", servers, "--listen", "127.0.0.1:0", "--rise", "0"},
-		{"serve", "-f", servers, "--listen", "127.0.0.1:0", "--health-interval", "soon"},
-		{"serve", "-f", servers, "--listen", "127.0.0.1:0", "--log-format", "xml"},
-		{"serve", "-f", servers, "--listen", "127.0.0.1:0", "--no-such-flag"},
-		{"probe", "-f", servers, "--health-timeout", "-"},
-		{"no-such-command"},
+	serve := []string{"serve", "-f", servers, "--listen", "127.0.0.1:0"}
+	for _, tc := range []struct {
+		args []string
+		name string // what stderr must name
+	}{
+		{append(serve, "--rise", "x"), "rise"},
+		{append(serve, "--rise", "0"), "--rise"},
+		{append(serve, "--fall", "0"), "--fall"},
+		{append(serve, "--resolve-every", "10ms"), "--resolve-every"},
+		{append(serve, "--session-cookie", "a b"), "--session-cookie"},
+		{append(serve, "--session-ttl", "0s"), "--session-ttl"},
+		{append(serve, "--health-interval", "soon"), "health-interval"},
+		{append(serve, "--log-format", "xml"), "--log-format"},
+		{append(serve, "--no-such-flag"), "no-such-flag"},
+		{[]string{"probe", "-f", servers, "--health-timeout", "-"}, "health-timeout"},
+		{[]string{"no-such-command"}, "no-such-command"},
 	} {
-		_, stderr, status := runLB(t, args...)
+		stderr, status := runRefused(t, tc.args...)
 		if status != 2 {
-			t.Errorf("lb %s: exit status %d, want 2; stderr: %s", strings.Join(args, " "), status, stderr)
+			t.Errorf("lb %s: exit status %d, want 2; stderr: %s", strings.Join(tc.args, " "), status, stderr)
 		}
-		if strings.TrimSpace(stderr) == "" {
-			t.Errorf("lb %s: nothing on stderr; want what is wrong", strings.Join(args, " "))
+		if !strings.Contains(stderr, tc.name) {
+			t.Errorf("lb %s: stderr %q does not name %s", strings.Join(tc.args, " "), stderr, tc.name)
 		}
 	}
 }

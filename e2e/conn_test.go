@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -188,20 +189,19 @@ func TestDrain(t *testing.T) {
 	reply := pattern(256<<10, 3)
 	received := make(chan struct{}, 1)
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	answer := func() { releaseOnce.Do(func() { close(release) }) }
 	backend := startTCPBackend(t, func(c *net.TCPConn) {
 		c.SetDeadline(time.Now().Add(ioDeadline))
 		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 			return
 		}
 		received <- struct{}{}
-		// A slow backend: it answers when the test says so, or after 500 ms at most.
-		select {
-		case <-release:
-		case <-time.After(500 * time.Millisecond):
-		}
+		<-release // a slow backend: it answers when the test says so
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(reply))
 		c.Write(reply)
 	})
+	t.Cleanup(answer) // before the backend's cleanup waits for its handler, if the test ends early
 	servers := writeServersFile(t, backend.Addr)
 	lb := startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0", "--drain-timeout", "5s")
 
@@ -217,16 +217,16 @@ func TestDrain(t *testing.T) {
 	lb.signal(t, syscall.SIGTERM)
 
 	// New connections are refused while the request is still open.
-	refused := waitUntil(2*time.Second, func() bool {
+	refused := waitUntil(5*time.Second, func() bool {
 		nc, err := net.DialTimeout("tcp", lb.Addr, time.Second)
 		if err == nil {
 			nc.Close()
 		}
 		return isRefused(err)
 	})
-	close(release)
+	answer()
 	if !refused {
-		t.Errorf("lb still accepts connections 2s after SIGTERM")
+		t.Errorf("lb still accepts connections 5s after SIGTERM")
 	}
 
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)

@@ -62,6 +62,15 @@ func lbEnv() []string {
 	return append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 }
 
+// slow skips the test under -short, which README promises leaves out the soaks and the
+// tests that take seconds by design; why says which this one is.
+func slow(t *testing.T, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: " + why)
+	}
+}
+
 // requireTool returns the path of an external program the test needs. Without it the test
 // skips, or fails under CI=true, where every tool must be installed.
 func requireTool(t *testing.T, name string) string {
@@ -309,6 +318,42 @@ func runLB(t *testing.T, args ...string) (stdout, stderr string, status int) {
 		t.Fatalf("lb %s: %v\nstderr:\n%s", strings.Join(args, " "), err, errOut.String())
 	}
 	return out.String(), errOut.String(), status
+}
+
+// runRefused runs an lb command that must refuse to start, and returns its stderr and exit
+// status. If lb logs "listening" instead, the test fails at once and lb is killed, rather
+// than at runDeadline.
+func runRefused(t *testing.T, args ...string) (stderr string, status int) {
+	t.Helper()
+	cmd := exec.Command(lbBin, args...)
+	cmd.Env = append(lbEnv(), "LB_LOG_FORMAT=json")
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start lb: %v", err)
+	}
+	p := &lbProcess{cmd: cmd, log: newLogLines(), done: make(chan struct{})}
+	go p.readAndWait(pipe)
+	defer p.kill()
+	if e, ok := p.log.waitFor(0, runDeadline, func(e logEntry) bool { return e.Message == "listening" }); ok {
+		t.Fatalf("lb %s started: %s; want it refused before it listens", strings.Join(args, " "), e.raw)
+	}
+	select {
+	case <-p.done: // its stderr has ended: lb exits
+	case <-time.After(stopDeadline):
+		t.Fatalf("lb %s still runs %v after its stderr ended; want it refused at once", strings.Join(args, " "), stopDeadline)
+	}
+	var exit *exec.ExitError
+	switch {
+	case p.err == nil:
+	case errors.As(p.err, &exit):
+		status = exit.ExitCode()
+	default:
+		t.Fatalf("lb %s: %v", strings.Join(args, " "), p.err)
+	}
+	return p.log.String(), status
 }
 
 // writeServersFile writes lines to a servers file in the test's temp dir.

@@ -77,6 +77,7 @@ func TestLearnedSessions(t *testing.T) {
 // a request loop costs no request (the ring decides meanwhile, one warning per replica);
 // Redis restarted, sharing resumes.
 func TestSessionsSharedByReplicas(t *testing.T) {
+	slow(t, "a request loop across a Redis outage")
 	ngx := startNginx(t, 3)
 	redis := redistest.Start(t)
 	servers := writeServersFile(t, ngx[0].Addr, ngx[1].Addr, ngx[2].Addr)
@@ -180,6 +181,7 @@ func TestSessionsSharedByReplicas(t *testing.T) {
 // TestSessionStoreCLI: lb probe shows the sticky modes and checks the Redis store; lb serve
 // with no Redis to hand out the cluster's secret does not start, and says what to do.
 func TestSessionStoreCLI(t *testing.T) {
+	slow(t, "lb serve waits 5 s for an unreachable Redis to hand out the secret")
 	redis := redistest.Start(t)
 	backend := startTCPBackend(t, echo)
 	servers := writeServersFile(t, backend.Addr)

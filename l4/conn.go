@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"lb/httpsniff"
@@ -76,8 +77,9 @@ type conn struct {
 	start      int64
 	backend    ring.Backend
 	kind       httpsniff.Kind
-	sniffErr   error // why sniffing ended without a decision, if it did
-	*setup           // only until splicing starts
+	sniffErr   error  // why sniffing ended without a decision, if it did
+	peer       string // the client's address, read at accept for the debug line only
+	*setup            // only until splicing starts
 }
 
 // setup is what routing needs and splicing does not; pooled with its buffer.
@@ -117,6 +119,11 @@ func (l *loop) start(fd int) {
 	c := l.newConn()
 	c.ends[client].fd, c.ends[backend].fd = fd, -1
 	c.start = l.now
+	if l.s.log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel {
+		// Now: once lb has shut its side and the client closes, the socket is in TIME_WAIT
+		// and getpeername fails.
+		c.peer = peerName(fd)
+	}
 	c.deadline = l.now + int64(l.s.cfg.SniffTimeout)
 	c.setup = l.s.setups.Get().(*setup)
 	// The request usually follows the handshake at once: try to read it before asking epoll.
@@ -263,7 +270,8 @@ func (l *loop) replay(c *conn) {
 			return
 		}
 		st.written += n
-		c.connected = true // it took bytes: whatever fails now fails the connection, not the dial
+		l.moved(c, &c.ends[client], n, false) // the peeked bytes count toward bytes_up too
+		c.connected = true                    // it took bytes: whatever fails now fails the connection, not the dial
 	}
 	if st.readsResponse() {
 		st.n = 0 // the buffer now takes the response head (pumpHead)
@@ -576,9 +584,6 @@ func peerName(fd int) string {
 // close closes both sockets of c; err nil means both directions ended cleanly.
 func (l *loop) close(c *conn, err error) {
 	logLine := l.s.log.Debug()
-	if logLine.Enabled() {
-		logLine.Str("client", peerName(c.ends[client].fd)) // before the socket is closed
-	}
 	for i := range c.ends {
 		en := &c.ends[i]
 		if en.pipe != nil {
@@ -593,6 +598,7 @@ func (l *loop) close(c *conn, err error) {
 	}
 	if logLine.Enabled() {
 		logLine.Err(err).
+			Str("client", c.peer).
 			Str("backend", c.backend.ID).
 			Stringer("sniff", c.kind).
 			AnErr("sniff_error", c.sniffErr).
