@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -210,8 +212,11 @@ func TestGoodFlagEdges(t *testing.T) {
 		o.l4.Sticky.Cookie != "lb_srv" || o.sessions.cookie != "PHPSESSID" || o.sessions.store != "rediss://r:6379/0" {
 		t.Errorf("options do not carry the flags: %+v", o)
 	}
-	if _, err := parse(t, "--max-header-bytes", "1048576", "--session-store", "redis://r:6379/0"); err != nil {
+	if _, err := parse(t, "--max-header-bytes", "1048576", "--session-cookie", "sid", "--session-store", "redis://r:6379/0"); err != nil {
 		t.Errorf("--max-header-bytes 1048576 (the most allowed): %v", err)
+	}
+	if _, err := parse(t, "--port", "65535", "--threads", strconv.Itoa(runtime.NumCPU()), "--listen", "[::1]:0"); err != nil {
+		t.Errorf("--port 65535, --threads %d and --listen [::1]:0 (the most allowed): %v", runtime.NumCPU(), err)
 	}
 	o, err = parse(t, "--port", "8080")
 	if err != nil || o.listen != ":8080" {
