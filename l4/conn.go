@@ -30,6 +30,7 @@ const (
 	connecting              // a backend dial is in progress
 	splicing                // bytes flow both ways
 	refusing                // a 503/502 was sent; reading until the client closes
+	starved                 // lb had no descriptor for the backend socket: dialed again each sweep
 )
 
 const (
@@ -43,16 +44,18 @@ const (
 )
 
 var (
-	errNoneUp     = errors.New("no backend is up")
-	errDialFailed = errors.New("every backend dial failed")
-	errPipeShort  = errors.New("pipe took less than a read it was sized for")
+	errNoneUp       = errors.New("no backend is up")
+	errDialFailed   = errors.New("every backend dial failed")
+	errNoDescriptor = errors.New("no descriptor for the backend socket in time")
+	errPipeShort    = errors.New("pipe took less than a read it was sized for")
 )
 
 // Answers to an HTTP client that cannot be routed. Connection: close because lb does not
 // parse the requests that may follow on the connection.
 var (
-	answer503 = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 17\r\nConnection: close\r\n\r\nno backend is up\n")
-	answer502 = []byte("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 33\r\nConnection: close\r\n\r\nno backend accepted a connection\n")
+	answer503     = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 17\r\nConnection: close\r\n\r\nno backend is up\n")
+	answer502     = []byte("HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 33\r\nConnection: close\r\n\r\nno backend accepted a connection\n")
+	answer503Busy = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 26\r\nConnection: close\r\n\r\nlb is out of descriptors\n")
 )
 
 // end is one socket of a connection, and the flow that reads from it.
@@ -89,8 +92,9 @@ type setup struct {
 	written   int    // of those, bytes replayed to the backend
 	parser    httpsniff.Parser
 	cursor    ring.Cursor
-	dialed    bool      // a dial was tried: 502 rather than 503 if none works
-	dialedTo  *sockaddr // where the dial under way goes
+	dialed    bool         // a dial was tried: 502 rather than 503 if none works
+	dialedTo  *sockaddr    // where the dial under way goes
+	retry     ring.Backend // the backend to dial again once lb has a descriptor (starved)
 	connected bool
 
 	// Sticky sessions (sticky.go, session.go).
@@ -180,8 +184,14 @@ func (l *loop) route(c *conn) {
 func (l *loop) dialNext(c *conn) {
 	for b, ok := c.nextBackend(); ok; b, ok = c.nextBackend() {
 		fd, sa, err := l.connectTo(b.Addr)
-		if err == errUnresolved {
+		switch {
+		case errors.Is(err, errUnresolved):
 			continue // a name whose first lookup is under way: not a failed dial, so health is not told
+		case ownShortage(err):
+			l.starve(c, b, err)
+			return
+		case err == nil:
+			l.s.endShortage()
 		}
 		c.dialed = true
 		if err != nil {
@@ -206,6 +216,28 @@ func (l *loop) dialNext(c *conn) {
 		why = errDialFailed
 	}
 	l.refuse(c, why)
+}
+
+// ownShortage reports whether a dial failed for want of lb's own resources: descriptors,
+// socket memory, local ports. That says nothing of the backend.
+func ownShortage(err error) bool {
+	for _, errno := range []unix.Errno{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.EADDRNOTAVAIL} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+// starve parks c until lb has a descriptor for the socket to b. Health is not told and no
+// other backend is tried: the shortage is lb's, and every dial would meet it. The sweep dials
+// b again; a client still waiting after ConnectTimeout is refused (errNoDescriptor).
+func (l *loop) starve(c *conn, b ring.Backend, err error) {
+	if c.phase != starved {
+		c.phase, c.deadline = starved, l.now+int64(l.s.cfg.ConnectTimeout)
+	}
+	c.retry = b
+	l.s.startShortage(err)
 }
 
 // dialFailed reports a failed dial of b, at sa if the connect was started.
@@ -296,7 +328,7 @@ func (l *loop) handle(c *conn, side int, events uint32) {
 	case sniffing:
 		c.ends[client].events = 0 // ONESHOT: spent
 		l.sniff(c)
-	case lookingUp: // nothing is watched meanwhile
+	case lookingUp, starved: // nothing is watched meanwhile
 	case connecting:
 		if side == backend {
 			l.connected(c)
@@ -320,6 +352,8 @@ func (l *loop) expire(c *conn) {
 		l.route(c)
 	case lookingUp:
 		l.dialNext(c) // the store did not answer in time: as if it knew nothing
+	case starved:
+		l.refuse(c, errNoDescriptor)
 	case connecting:
 		if c.written > 0 {
 			// The backend took part of the replay and no more in time: the bytes it has
@@ -349,11 +383,16 @@ func (l *loop) refuse(c *conn, why error) {
 		l.close(c, why)
 		return
 	}
-	answer := answer503
-	if why == errDialFailed {
+	var answer []byte
+	switch why {
+	case errDialFailed:
 		answer = answer502
 		l.s.refusedDial.Add(1)
-	} else {
+	case errNoDescriptor:
+		answer = answer503Busy
+		l.s.refusedBusy.Add(1)
+	default:
+		answer = answer503
 		l.s.refusedNoneUp.Add(1)
 	}
 	fd := c.ends[client].fd

@@ -234,6 +234,8 @@ func (l *loop) sweep() {
 				l.idleTimeouts.Add(1)
 				l.close(c, errIdle)
 			}
+		case c.phase == starved && l.now < c.deadline:
+			l.dialNext(c) // a descriptor may be free now
 		case l.now >= c.deadline:
 			l.expire(c)
 		}

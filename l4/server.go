@@ -48,6 +48,7 @@ type Stats struct {
 	IdleTimeouts  uint64 // connections closed by IdleTimeout
 	RefusedNoneUp uint64 // HTTP clients answered 503: no backend up
 	RefusedDial   uint64 // HTTP clients answered 502: every dial failed
+	RefusedBusy   uint64 // HTTP clients answered 503: lb had no descriptor for the backend socket within ConnectTimeout
 }
 
 // Server routes the connections of its listeners. Create it with New; Shutdown stops it.
@@ -70,6 +71,22 @@ type Server struct {
 	active        atomic.Int64
 	refusedNoneUp atomic.Uint64
 	refusedDial   atomic.Uint64
+	refusedBusy   atomic.Uint64
+	short         atomic.Bool // a dial found lb out of descriptors, and none has worked since
+}
+
+// startShortage logs, once per episode, that lb has no descriptor for a backend socket.
+func (s *Server) startShortage(err error) {
+	if !s.short.Load() && !s.short.Swap(true) {
+		s.log.Warn().Err(err).Msg("out of descriptors: new connections wait for one; raise the open-files limit")
+	}
+}
+
+// endShortage ends the episode: a backend socket was had again.
+func (s *Server) endShortage() {
+	if s.short.Load() && s.short.Swap(false) {
+		s.log.Info().Msg("descriptors available again")
+	}
 }
 
 // New returns a Server for cfg and starts its loops, one per GOMAXPROCS.
@@ -120,6 +137,7 @@ func (s *Server) Stats() Stats {
 		PipesInUse:    s.pipes.inUse.Load(),
 		RefusedNoneUp: s.refusedNoneUp.Load(),
 		RefusedDial:   s.refusedDial.Load(),
+		RefusedBusy:   s.refusedBusy.Load(),
 	}
 	for _, l := range s.loops {
 		st.Accepted += l.accepted.Load()

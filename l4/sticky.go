@@ -72,8 +72,13 @@ func (l *loop) stickTo(c *conn, id []byte) bool {
 	return ok && up
 }
 
-// nextBackend is the backend to dial next: the sticky one first, then the ring's.
+// nextBackend is the backend to dial next: one that lb had no descriptor for, then the sticky
+// one, then the ring's.
 func (c *conn) nextBackend() (ring.Backend, bool) {
+	if b := c.retry; b.ID != "" {
+		c.retry = ring.Backend{}
+		return b, true
+	}
 	if c.stickTo.ID != "" && !c.stickTried {
 		c.stickTried = true
 		return c.stickTo, true

@@ -1,0 +1,135 @@
+package l4
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"lb/internal/logtest"
+	"lb/ring"
+)
+
+// squeezeFDs fills every free descriptor number below the highest in use and lowers the
+// process's soft open-files limit to just above it, so the next socket, pipe or accept fails
+// with EMFILE; it returns what puts both back.
+func squeezeFDs(t *testing.T) (restore func()) {
+	t.Helper()
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	highest := 0
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil {
+			highest = max(highest, fd)
+		}
+	}
+	var fillers []int
+	for {
+		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fd > highest {
+			unix.Close(fd)
+			break
+		}
+		fillers = append(fillers, fd)
+	}
+	tight := old
+	tight.Cur = uint64(highest + 1)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &tight); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore = func() {
+		if restored {
+			return
+		}
+		restored = true
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+			t.Fatal(err)
+		}
+		for _, fd := range fillers {
+			unix.Close(fd)
+		}
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// TestOwnShortageIsNotTheBackends: with lb out of descriptors, a routed connection waits for
+// one instead of failing its backend: health hears of no failed dial, the shortage is logged
+// once, and the client is served once a descriptor is free.
+func TestOwnShortageIsNotTheBackends(t *testing.T) {
+	b := startBackend(t, httpName("ok"))
+	logs, log := logtest.New()
+	cfg := testConfig()
+	cfg.Log = log
+	var reported atomic.Int32
+	cfg.OnDialFailure = func(ring.Backend) { reported.Add(1) }
+	s := startServer(t, cfg, b.addr())
+
+	c := dial(t, s.addr)
+	waitFor(t, "the connection to be accepted", func() bool { return s.Stats().Active == 1 })
+	restore := squeezeFDs(t)
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+	waitFor(t, "the connection to wait for a descriptor", func() bool { return phaseCount(s.Server, starved) == 1 })
+	restore()
+
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Errorf("after the shortage: %d %q, want the backend's 200", resp.StatusCode, body)
+	}
+	if n := reported.Load(); n != 0 {
+		t.Errorf("health heard of %d failed dials: lb's own shortage was blamed on the backend", n)
+	}
+	if n := logs.Count("out of descriptors: new connections wait for one; raise the open-files limit"); n != 1 {
+		t.Errorf("logged the shortage %d times, want once", n)
+	}
+	waitFor(t, "the end of the shortage to be logged", func() bool { return logs.Count("descriptors available again") == 1 })
+}
+
+// TestShortageOutlastsTheConnectTimeout: a client that waited ConnectTimeout for a
+// descriptor is told so with a 503, and nothing is blamed on the backend.
+func TestShortageOutlastsTheConnectTimeout(t *testing.T) {
+	b := startBackend(t, httpName("ok"))
+	cfg := testConfig()
+	cfg.ConnectTimeout = 300 * time.Millisecond
+	var reported atomic.Int32
+	cfg.OnDialFailure = func(ring.Backend) { reported.Add(1) }
+	s := startServer(t, cfg, b.addr())
+
+	c := dial(t, s.addr)
+	waitFor(t, "the connection to be accepted", func() bool { return s.Stats().Active == 1 })
+	restore := squeezeFDs(t)
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+	waitFor(t, "the client to be refused", func() bool { return s.Stats().RefusedBusy == 1 })
+	restore()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || string(body) != "lb is out of descriptors\n" {
+		t.Errorf("after ConnectTimeout without a descriptor: %d %q, want 503", resp.StatusCode, body)
+	}
+	if _, up, _ := s.ring.Lookup("b0"); !up || reported.Load() != 0 {
+		t.Errorf("backend up=%v, %d failed dials reported: want it untouched", up, reported.Load())
+	}
+}
