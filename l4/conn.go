@@ -66,6 +66,7 @@ type end struct {
 	eof     bool   // read 0 bytes; the other end has been shut for writing
 	pipe    *pipe  // non-nil exactly while pending > 0: bytes read here, not yet written to the other end
 	pending int
+	blocked bool   // copied without a pipe, the other end took less than was peeked: wait for it
 	bulk    bool   // the last read filled the copy buffer: splice the next one
 	moved   uint64 // bytes written to the other end
 }
@@ -454,7 +455,8 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 		return l.pumpHead(c, hup) // the first response head, for the sticky cookie
 	}
 	src, dst := &c.ends[from], &c.ends[1-from]
-	took := false // bytes were read from src in this call
+	src.blocked = false // dst is writable, or the flow goes on from src
+	took := false       // bytes were read from src in this call
 	for range pumpRounds {
 		if src.pending > 0 {
 			n, err := sysSplice(src.pipe.r, dst.fd, src.pending)
@@ -480,9 +482,14 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 			return true
 		}
 		p, perr := l.hotPipe()
-		if perr != nil {
+		if perr != nil && !ownShortage(perr) {
 			l.close(c, perr)
 			return false
+		}
+		if p == nil {
+			// No descriptor for a pipe: copy what dst takes, and leave the rest in src.
+			l.s.startShortage(perr)
+			return l.copyWithoutPipe(c, src, dst, hup)
 		}
 		var n int
 		var err error
@@ -550,6 +557,44 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 	return true
 }
 
+// copyWithoutPipe moves bytes from src to dst when lb has no descriptor for a pipe: it peeks
+// at what src holds, writes it, and takes from src only what dst took, so nothing is held
+// in lb. When dst is full, the flow waits for it (blocked) with the bytes still in src.
+// It returns false if it closed c.
+func (l *loop) copyWithoutPipe(c *conn, src, dst *end, hup bool) bool {
+	for range pumpRounds {
+		n, err := sysPeek(src.fd, l.buf)
+		switch {
+		case err == unix.EAGAIN:
+			return true
+		case err != nil:
+			l.close(c, err)
+			return false
+		case n == 0:
+			return l.passEOF(c, src, dst)
+		}
+		w, err := sysWrite(dst.fd, l.buf[:n])
+		if err != nil && err != unix.EAGAIN {
+			l.close(c, err)
+			return false
+		}
+		w = max(w, 0)
+		if err := sysDiscard(src.fd, w); err != nil {
+			l.close(c, err)
+			return false
+		}
+		l.moved(c, src, w, false)
+		if w < n {
+			src.blocked = true
+			return true
+		}
+		if n < len(l.buf) && !hup {
+			return true
+		}
+	}
+	return true
+}
+
 // passEOF ends the flow from src, which has read its EOF: the half-close goes on to dst, and
 // the other direction goes on until its own EOF. False if that was done too and c is closed.
 func (l *loop) passEOF(c *conn, src, dst *end) bool {
@@ -576,10 +621,10 @@ func (l *loop) rearm(c *conn) {
 	for side := range c.ends {
 		en, other := &c.ends[side], &c.ends[1-side]
 		var want uint32
-		if !en.eof && en.pending == 0 && !(side == backend && c.setup.holdsBackend()) {
+		if !en.eof && en.pending == 0 && !en.blocked && !(side == backend && c.setup.holdsBackend()) {
 			want |= unix.EPOLLIN | unix.EPOLLRDHUP
 		}
-		if other.pending > 0 || side == client && c.setup != nil && c.flushing {
+		if other.pending > 0 || other.blocked || side == client && c.setup != nil && c.flushing {
 			want |= unix.EPOLLOUT
 		}
 		switch {

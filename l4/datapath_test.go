@@ -488,17 +488,26 @@ func TestCopyWithoutAPipeLosesNothing(t *testing.T) {
 		return err
 	}
 	s := startServer(t, testConfig())
+	// lb's ends are raw descriptors, the peers' are read and written through fds of their own.
 	pair := func() [2]int {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		ours, peer := tcpPair(t, dial)
+		f, err := peer.File()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return [2]int{fds[0], fds[1]}
+		defer f.Close()
+		fd, err := unix.Dup(int(f.Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.SetNonblock(fd, true)
+		return [2]int{ours, fd}
 	}
 	src, dst := pair(), pair() // [0]: lb's end, [1]: the peer's
 	defer unix.Close(src[1])
 	defer unix.Close(dst[1])
 	unix.SetsockoptInt(dst[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 4096)
+	unix.SetsockoptInt(dst[1], unix.SOL_SOCKET, unix.SO_RCVBUF, 4096)
 	queued := 0 // in dst before lb writes
 	// Fill the destination but for a little room.
 	for {
@@ -514,6 +523,10 @@ func TestCopyWithoutAPipeLosesNothing(t *testing.T) {
 	if n, err := unix.Write(src[1], sent); n != len(sent) {
 		t.Fatalf("wrote %d bytes of %d to the source: %v", n, len(sent), err)
 	}
+	waitFor(t, "the source's bytes to arrive", func() bool {
+		n, _ := unix.IoctlGetInt(src[0], unix.TIOCINQ)
+		return n == len(sent)
+	})
 	// What lb leaves unread stays in the source after the loop closes its end: a duplicate
 	// keeps the socket open.
 	srcDup, err := unix.Dup(src[0])

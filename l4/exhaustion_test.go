@@ -2,6 +2,7 @@ package l4
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net/http"
 	"os"
@@ -132,4 +133,49 @@ func TestShortageOutlastsTheConnectTimeout(t *testing.T) {
 	if _, up, _ := s.ring.Lookup("b0"); !up || reported.Load() != 0 {
 		t.Errorf("backend up=%v, %d failed dials reported: want it untouched", up, reported.Load())
 	}
+}
+
+// TestNoPipeLosesNoByte: with no descriptor for a pipe at all, a bulk echo both ways through
+// a client that takes a few kilobytes at a time still arrives whole and in order: the flows
+// copy what the other end takes and leave the rest in the socket.
+func TestNoPipeLosesNoByte(t *testing.T) {
+	real := pipe2
+	t.Cleanup(func() { pipe2 = real })
+	var calls atomic.Int32
+	pipe2 = func([]int) error { calls.Add(1); return unix.EMFILE }
+	b := startBackend(t, echo)
+	s := startServer(t, testConfig(), b.addr())
+	const size = 4 << 20
+	payload := randomBytes(t, size)
+	c := dialSmallWindow(t, s.addr)
+	writeErr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		writeErr <- err
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-writeErr; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("echo without pipes: %d bytes back of %d, first difference at %d", len(got), size, firstDiff(got, payload))
+	}
+	if st := s.Stats(); calls.Load() == 0 || st.SplicedBytes != 0 {
+		t.Fatalf("%d pipes asked for, %d bytes spliced: want the copy without pipes to have run", calls.Load(), st.SplicedBytes)
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

@@ -37,6 +37,21 @@ func sysSendMore(fd int, b []byte) (int, error) {
 	return int(n), errnoErr(e)
 }
 
+// sysPeek reads what a socket holds without taking it.
+func sysPeek(fd int, b []byte) (int, error) {
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), unix.MSG_PEEK, 0, 0)
+	return int(n), errnoErr(e)
+}
+
+// sysDiscard takes n bytes from a TCP socket without copying them anywhere (MSG_TRUNC).
+func sysDiscard(fd, n int) error {
+	if n == 0 {
+		return nil
+	}
+	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), 0, uintptr(n), unix.MSG_TRUNC, 0, 0)
+	return errnoErr(e)
+}
+
 // sysSplice moves up to n bytes from one descriptor to another, one of them a pipe.
 func sysSplice(from, to, n int) (int, error) {
 	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(from), 0, uintptr(to), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
