@@ -108,7 +108,14 @@ type lbProcess struct {
 // has logged "listening". It stops lb when the test ends if the test did not.
 func startLB(t *testing.T, env []string, args ...string) *lbProcess {
 	t.Helper()
-	cmd := exec.Command(lbBin, args...)
+	return startLBWith(t, nil, env, args...)
+}
+
+// startLBWith is startLB with lb run by a wrapper command, such as prlimit.
+func startLBWith(t *testing.T, wrapper, env []string, args ...string) *lbProcess {
+	t.Helper()
+	argv := append(append(append([]string{}, wrapper...), lbBin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(append(lbEnv(), "LB_LOG_FORMAT=json"), env...)
 	stdout := &lockedBuffer{}
 	cmd.Stdout = stdout

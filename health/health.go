@@ -226,14 +226,14 @@ type Result struct {
 	Err     error
 }
 
-// ProbeAll dials every backend once over TCP, at most maxProbes at a time, each bounded by
+// ProbeAll dials every backend once over TCP, at most MaxProbes at a time, each bounded by
 // timeout and by ctx, and returns when all dials have ended. Results are in the order of
 // backends; those not dialed because ctx ended have ctx's error.
 func ProbeAll(ctx context.Context, backends []ring.Backend, timeout time.Duration) []Result {
 	results := make([]Result, len(backends))
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(maxProbes, len(backends)) {
+	for range min(MaxProbes, len(backends)) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(backends); i = int(next.Add(1) - 1) {
 				if err := ctx.Err(); err != nil {
@@ -248,9 +248,9 @@ func ProbeAll(ctx context.Context, backends []ring.Backend, timeout time.Duratio
 	return results
 }
 
-// maxProbes bounds the dials under way at once: each holds a descriptor, and a list of
+// MaxProbes bounds the dials under way at once: each holds a descriptor, and a list of
 // 100,000 backends must not take them all.
-const maxProbes = 256
+const MaxProbes = 256
 
 // probe dials b once and closes the connection at once: accepting it is the whole check.
 func probe(ctx context.Context, b ring.Backend, timeout time.Duration) Result {

@@ -694,4 +694,7 @@ func (l *loop) close(c *conn, err error) {
 	l.freeConn(c)
 	l.s.active.Add(-1)
 	l.s.conns.Done()
+	if len(l.paused) > 0 {
+		l.resumeAccepts() // room for the next client, if the limit paused accepting
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -178,4 +179,47 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// TestAcceptStopsAtTheLimit: with MaxConns 2, a third client waits in the listen backlog,
+// unaccepted, and is served as soon as one of the first two closes.
+func TestAcceptStopsAtTheLimit(t *testing.T) {
+	b := startBackend(t, echo)
+	logs, log := logtest.New()
+	cfg := testConfig()
+	cfg.MaxConns, cfg.Log = 2, log
+	s := startServer(t, cfg, b.addr())
+	if s.Stats().MaxConns != 2 {
+		t.Fatalf("Stats().MaxConns = %d, want 2", s.Stats().MaxConns)
+	}
+	echoes := func(c *net.TCPConn, msg string) {
+		t.Helper()
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != msg {
+			t.Fatalf("echo of %q: %q, %v", msg, got, err)
+		}
+	}
+	first, second := dial(t, s.addr), dial(t, s.addr)
+	echoes(first, "one")
+	echoes(second, "two")
+	third := dial(t, s.addr) // the kernel completes the handshake: it waits in the backlog
+	third.Write([]byte("three"))
+	waitFor(t, "accepting to stop at the limit", func() bool {
+		return logs.Count("connection limit reached: new clients wait in the listen backlog") == 1
+	})
+	if st := s.Stats(); st.Accepted != 2 || st.Active != 2 {
+		t.Fatalf("at the limit: accepted %d, active %d; want 2 and 2", st.Accepted, st.Active)
+	}
+	first.Close()
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(third, got); err != nil || string(got) != "three" {
+		t.Fatalf("the client from the backlog: %q, %v; want its echo once a slot was free", got, err)
+	}
+	echoes(second, "still")
+	waitFor(t, "the end of the episode to be logged", func() bool {
+		return logs.Count("below the connection limit: accepting again") == 1
+	})
 }

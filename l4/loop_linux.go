@@ -73,9 +73,12 @@ type loop struct {
 	events    [maxEvents]unix.EpollEvent
 }
 
+// pausedFD is a listener out of the epoll set: until a time (accept back-off), or while the
+// server is full.
 type pausedFD struct {
 	fd    int
 	until int64
+	full  bool
 }
 
 func newLoop(s *Server) (*loop, error) {
@@ -213,17 +216,11 @@ func (l *loop) sweepEvery() time.Duration {
 // sweep enforces deadlines: sniff, connect, refuse and idle timeouts, and accept back-off.
 func (l *loop) sweep() {
 	next := l.sweepEvery()
-	if len(l.paused) > 0 {
+	if l.backoff > 0 {
 		next = min(next, 5*time.Millisecond) // accept back-off starts at 5 ms
 	}
 	l.nextSweep = l.now + int64(next)
-	for i := 0; i < len(l.paused); i++ {
-		if p := l.paused[i]; l.now >= p.until {
-			l.paused = append(l.paused[:i], l.paused[i+1:]...)
-			i--
-			l.watchListener(p.fd)
-		}
-	}
+	l.resumeAccepts()
 	idle := int64(l.s.cfg.IdleTimeout)
 	for _, c := range l.slots {
 		switch {
@@ -282,6 +279,11 @@ func (l *loop) accept(lfd int) {
 		return // an event of the batch that stopListening ended
 	}
 	for range acceptBatch {
+		if l.s.full() {
+			l.pauseAccept(lfd, pausedFD{fd: lfd, full: true})
+			l.s.limitReached()
+			return
+		}
 		fd, err := accept4(lfd)
 		switch {
 		case err == nil:
@@ -295,23 +297,47 @@ func (l *loop) accept(lfd int) {
 		case err == unix.EINTR, err == unix.ECONNABORTED, err == unix.EPROTO, err == unix.EPERM:
 			continue
 		default:
-			l.pauseAccept(lfd, err)
+			l.backOff(lfd, err)
 		}
 		return
 	}
 }
 
-func (l *loop) pauseAccept(lfd int, err error) {
+// backOff pauses accepting from lfd after an error that says the process or the system is
+// out of something, for 5 ms doubling to 1 s.
+func (l *loop) backOff(lfd int, err error) {
 	if l.backoff == 0 {
 		l.backoff = 5 * time.Millisecond
 		l.s.log.Warn().Err(err).Msg("accept failed: pausing accepts, open connections go on")
 	} else {
 		l.backoff = min(2*l.backoff, time.Second)
 	}
-	sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, lfd, nil)
 	until := l.now + int64(l.backoff)
-	l.paused = append(l.paused, pausedFD{fd: lfd, until: until})
+	l.pauseAccept(lfd, pausedFD{fd: lfd, until: until})
 	l.nextSweep = min(l.nextSweep, until)
+}
+
+// pauseAccept takes a listener out of the epoll set until resumeAccepts puts it back.
+func (l *loop) pauseAccept(lfd int, p pausedFD) {
+	sysEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, lfd, nil)
+	l.paused = append(l.paused, p)
+}
+
+// resumeAccepts watches again the listeners whose back-off is over, and those paused at the
+// connection limit once the server is below it.
+func (l *loop) resumeAccepts() {
+	for i := 0; i < len(l.paused); i++ {
+		p := l.paused[i]
+		if p.full && l.s.full() || !p.full && l.now < p.until {
+			continue
+		}
+		l.paused = append(l.paused[:i], l.paused[i+1:]...)
+		i--
+		l.watchListener(p.fd)
+		if p.full {
+			l.s.limitLeft()
+		}
+	}
 }
 
 // newConn gives a zeroed conn a slot and a generation.

@@ -10,6 +10,7 @@ package l4
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"lb/ring"
 )
@@ -36,7 +38,13 @@ type Config struct {
 	// probe). It runs on a loop: it must not block.
 	OnDialFailure func(ring.Backend)
 	Sticky        Sticky // off when zero
-	Log           zerolog.Logger
+	// MaxConns bounds the connections accepted and not yet closed: at it, lb stops accepting
+	// and the kernel's listen backlog holds new clients until one closes. 0: derived from the
+	// open-files limit (RLIMIT_NOFILE), two descriptors a connection, after ReservedFDs and
+	// what the loops and their spare pipes hold.
+	MaxConns    int
+	ReservedFDs int // descriptors the rest of the process may hold: probes, Redis, listeners, logs
+	Log         zerolog.Logger
 }
 
 // Stats are counters of a Server.
@@ -49,6 +57,7 @@ type Stats struct {
 	RefusedNoneUp uint64 // HTTP clients answered 503: no backend up
 	RefusedDial   uint64 // HTTP clients answered 502: every dial failed
 	RefusedBusy   uint64 // HTTP clients answered 503: lb had no descriptor for the backend socket within ConnectTimeout
+	MaxConns      int64  // Config.MaxConns, or the limit derived from the open-files limit
 }
 
 // Server routes the connections of its listeners. Create it with New; Shutdown stops it.
@@ -73,6 +82,46 @@ type Server struct {
 	refusedDial   atomic.Uint64
 	refusedBusy   atomic.Uint64
 	short         atomic.Bool // a dial found lb out of descriptors, and none has worked since
+	maxConns      int64
+	atLimit       atomic.Bool // accepting stopped at maxConns, and has not started again
+}
+
+// full reports whether the server holds as many connections as it may.
+func (s *Server) full() bool { return s.active.Load() >= s.maxConns }
+
+// limitReached logs, once per episode, that accepting stopped at the connection limit.
+func (s *Server) limitReached() {
+	if !s.atLimit.Load() && !s.atLimit.Swap(true) {
+		s.log.Warn().Int64("max_conns", s.maxConns).Msg("connection limit reached: new clients wait in the listen backlog")
+	}
+}
+
+// limitLeft ends the episode.
+func (s *Server) limitLeft() {
+	if s.atLimit.Load() && s.atLimit.Swap(false) {
+		s.log.Info().Msg("below the connection limit: accepting again")
+	}
+}
+
+// ownFDs is what the loops and the pipe pool may hold besides connections: per loop its
+// epoll set, its eventfd and its hot pipe; the pool's spare pipes; a few for the runtime.
+func ownFDs(loops int) int { return 4*loops + 2*maxFreePipes + 8 }
+
+// connLimit is cfg.MaxConns, or what the open-files limit leaves: two descriptors a
+// connection after the reserve.
+func connLimit(cfg Config, loops int) (int64, error) {
+	if cfg.MaxConns > 0 {
+		return int64(cfg.MaxConns), nil
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, opError("getrlimit", err)
+	}
+	reserve := uint64(cfg.ReservedFDs + ownFDs(loops))
+	if lim.Cur < reserve+2*16 {
+		return 0, fmt.Errorf("l4: the open-files limit %d leaves no room for connections: raise it (ulimit -n) to at least %d", lim.Cur, reserve+2*16)
+	}
+	return int64(lim.Cur-reserve) / 2, nil
 }
 
 // startShortage logs, once per episode, that lb has no descriptor for a backend socket.
@@ -97,7 +146,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Sticky.SessionCookie != "" && (cfg.Sticky.Sessions == nil || cfg.Sticky.Keyer == nil) {
 		return nil, errors.New("l4: Sticky.SessionCookie needs Sessions and a Keyer")
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), localStore: isLocal(cfg.Sticky.Sessions)}
+	maxConns, err := connLimit(cfg, runtime.GOMAXPROCS(0))
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), localStore: isLocal(cfg.Sticky.Sessions), maxConns: maxConns}
 	// Reads fill a setup buffer up to its length, MaxHeaderBytes; its capacity also holds the
 	// sticky cookie's line, inserted into a response head that filled it (forwardHead).
 	headroom := 0
@@ -138,6 +191,7 @@ func (s *Server) Stats() Stats {
 		RefusedNoneUp: s.refusedNoneUp.Load(),
 		RefusedDial:   s.refusedDial.Load(),
 		RefusedBusy:   s.refusedBusy.Load(),
+		MaxConns:      s.maxConns,
 	}
 	for _, l := range s.loops {
 		st.Accepted += l.accepted.Load()

@@ -59,6 +59,7 @@ func routingFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "TCP health probe dial timeout"},
 		&cli.IntFlag{Name: "rise", Value: 2, Usage: "consecutive good probes that bring a down backend up"},
 		&cli.IntFlag{Name: "fall", Value: 3, Usage: "consecutive failed probes (or dials) that take an up backend down"},
+		&cli.IntFlag{Name: "max-conns", Usage: "connections lb holds at most; past it new clients wait in the listen backlog (0: derived from the open-files limit, two descriptors a connection)"},
 		&cli.IntFlag{Name: "threads", Value: defaultThreads(), Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
 		stickyCookieFlag,
 		&cli.StringFlag{Name: "sticky-cookie-attrs", Value: "Path=/; HttpOnly; SameSite=Lax", Usage: "attributes of the inserted sticky cookie"},
@@ -145,6 +146,7 @@ func parseOptions(c *cli.Context) (options, error) {
 			MaxHeaderBytes: c.Int("max-header-bytes"),
 			ConnectTimeout: c.Duration("connect-timeout"),
 			IdleTimeout:    c.Duration("idle-timeout"),
+			MaxConns:       c.Int("max-conns"),
 			ResolveEvery:   c.Duration("resolve-every"),
 			Sticky: l4.Sticky{
 				Cookie:      c.String("sticky-cookie"),
@@ -182,6 +184,7 @@ func parseOptions(c *cli.Context) (options, error) {
 		{o.health.Fall < 1, "fall", "1 or more"},
 		{port < 0 || port > 65535, "port", "a port from 1 to 65535 (0: any free port)"},
 		{!validListen(o.listen), "listen", "host:port with a port from 0 to 65535, e.g. 127.0.0.1:7777, [::1]:7777 or :7777"},
+		{o.l4.MaxConns < 0, "max-conns", "0 (derived from the open-files limit) or more"},
 		{o.threads < 1 || o.threads > runtime.NumCPU(), "threads", fmt.Sprintf("1 to %d, the CPUs lb may use", runtime.NumCPU())},
 		{!isToken(o.l4.Sticky.Cookie), "sticky-cookie", "a cookie name: letters, digits and !#$%&'*+-.^_`|~"},
 		{strings.ContainsAny(o.l4.Sticky.CookieAttrs, "\r\n"), "sticky-cookie-attrs", "one line, e.g. Path=/; HttpOnly; SameSite=Lax"},
@@ -274,6 +277,12 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	}
 	cfg.Ring = r
 	cfg.OnDialFailure = func(b ring.Backend) { prober.ReportFailure(b.ID) }
+	// What lb opens besides connections: probes, its listener, logs and DNS lookups, and the
+	// Redis pool (go-redis: 10 connections a thread).
+	cfg.ReservedFDs = health.MaxProbes + 32
+	if store != nil {
+		cfg.ReservedFDs += 10 * o.threads
+	}
 	cfg.Log = o.log
 	srv, err := l4.New(cfg)
 	if err != nil {
@@ -287,7 +296,7 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	logStart(o.log, ln.Addr().String(), r, stickyMode(o.l4.Sticky.Cookie, o.sessions))
+	logStart(o.log, ln.Addr().String(), r, stickyMode(o.l4.Sticky.Cookie, o.sessions), srv.Stats().MaxConns)
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
 	}
@@ -325,9 +334,9 @@ func stickyMode(cookie string, so sessionOptions) string {
 	return strings.Join(modes, ", ")
 }
 
-// logStart says lb is listening, with the backends: every one of a short list, the first
-// few and the counts of a long one.
-func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky string) {
+// logStart says lb is listening, with the backends (every one of a short list, the first
+// few and the counts of a long one) and the connection limit.
+func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky string, maxConns int64) {
 	arr := zerolog.Arr()
 	snap := r.Snapshot()
 	up := 0
@@ -343,7 +352,7 @@ func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky string) {
 	if len(snap) > startLines {
 		e = e.Int("more_backends", len(snap)-startLines)
 	}
-	e.Int("up", up).Int("down", len(snap)-up).Str("sticky", sticky).Msg("listening")
+	e.Int("up", up).Int("down", len(snap)-up).Str("sticky", sticky).Int64("max_conns", maxConns).Msg("listening")
 }
 
 // startLines is how many backends the "listening" line names.
