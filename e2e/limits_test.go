@@ -2,20 +2,24 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // slowHTTP answers one request a connection, 200 ms after its head, and closes: a backend
 // slow enough that thousands of clients pile up in lb.
-func slowHTTP(c *net.TCPConn) {
+func slowHTTP(c *net.TCPConn) { answerSlowly(c, bufio.NewReader(c)) }
+
+func answerSlowly(c *net.TCPConn, r *bufio.Reader) {
 	c.SetDeadline(time.Now().Add(startDeadline))
-	r := bufio.NewReader(c)
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
@@ -85,4 +89,71 @@ func TestConnectionLimitFromOpenFiles(t *testing.T) {
 		}
 	}
 	lb.stop(t)
+}
+
+// TestSlowlorisNeverReachesTheBackends: 3,000 connections that send a byte of a head every
+// 2 s, against --sniff-timeout 1s --sniff-timeout-action close: lb closes every one and the
+// backend accepts none; a whole request is served meanwhile.
+func TestSlowlorisNeverReachesTheBackends(t *testing.T) {
+	slow(t, "3,000 slowloris connections")
+	var requests atomic.Int64 // connections that sent a byte: health probes send none
+	b := startTCPBackend(t, func(c *net.TCPConn) {
+		r := bufio.NewReader(c)
+		if _, err := r.Peek(1); err == nil {
+			requests.Add(1)
+			answerSlowly(c, r)
+		}
+	})
+	lb := startLB(t, nil, "serve", "-f", writeServersFile(t, b.Addr), "--listen", "127.0.0.1:0",
+		"--sniff-timeout", "1s", "--sniff-timeout-action", "close")
+	const clients = 3000
+	var closedByLB atomic.Int64
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			c, err := net.DialTimeout("tcp", lb.Addr, 10*time.Second)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			for _, b := range []byte("GET / HTTP/1.1\r\n") {
+				if _, err := c.Write([]byte{b}); err != nil {
+					closedByLB.Add(1)
+					return
+				}
+				// Wait 2 s for the next byte: the slowloris's pace, or lb's close.
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+					closedByLB.Add(1)
+					return
+				}
+			}
+		})
+	}
+	if status := getStatus(t, lb.Addr); status != "200 OK" {
+		t.Errorf("a whole request among the slowloris: %s", status)
+	}
+	wg.Wait()
+	if n := closedByLB.Load(); n != clients {
+		t.Errorf("lb closed %d of %d slowloris connections", n, clients)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d connections sent the backend bytes: want only the whole request", n)
+	}
+}
+
+func getStatus(t *testing.T, addr string) string {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp.Body.Close()
+	return resp.Status
 }

@@ -345,6 +345,11 @@ func (l *loop) handle(c *conn, side int, events uint32) {
 func (l *loop) expire(c *conn) {
 	switch c.phase {
 	case sniffing:
+		if l.s.cfg.CloseSlowHeads {
+			l.s.closedSlow.Add(1)
+			l.close(c, os.ErrDeadlineExceeded)
+			return
+		}
 		// Slow, silent (a pre-connect, a server-speaks-first protocol) or incomplete: route
 		// with what came. The client's ONESHOT interest may still be armed; disarm it, out of
 		// the set: with no interest it would still report a reset, unheeded while connecting.

@@ -223,3 +223,23 @@ func TestAcceptStopsAtTheLimit(t *testing.T) {
 		return logs.Count("below the connection limit: accepting again") == 1
 	})
 }
+
+// TestSlowHeadsClosed: with CloseSlowHeads, a head still incomplete at SniffTimeout closes
+// the connection; no backend ever sees it. A whole head is routed as ever.
+func TestSlowHeadsClosed(t *testing.T) {
+	b := startBackend(t, httpName("ok"))
+	cfg := testConfig()
+	cfg.SniffTimeout, cfg.CloseSlowHeads = 200*time.Millisecond, true
+	s := startServer(t, cfg, b.addr())
+	c := dial(t, s.addr)
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: slow"))
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes: want the connection closed", n)
+	}
+	if st := s.Stats(); st.ClosedSlow != 1 || b.conns.Load() != 0 {
+		t.Fatalf("closed slow %d, backend connections %d: want 1 and 0", st.ClosedSlow, b.conns.Load())
+	}
+	if status, body := get(t, s.addr, ""); status != 200 || body != "ok" {
+		t.Fatalf("a whole head: %d %q", status, body)
+	}
+}

@@ -28,8 +28,11 @@ var ErrServerClosed = errors.New("l4: server closed")
 
 // Config is everything a Server needs.
 type Config struct {
-	Ring           *ring.Ring
-	SniffTimeout   time.Duration // how long to wait for a complete request head; > 0
+	Ring         *ring.Ring
+	SniffTimeout time.Duration // how long to wait for a complete request head; > 0
+	// CloseSlowHeads closes a connection whose first bytes are not decided within SniffTimeout
+	// (a slowloris, a silent client) instead of routing it with what came.
+	CloseSlowHeads bool
 	MaxHeaderBytes int           // size of the sniff buffer; > 0
 	ConnectTimeout time.Duration // per backend dial; > 0
 	IdleTimeout    time.Duration // close a routed connection with no traffic either way for this long; 0: never
@@ -58,6 +61,7 @@ type Stats struct {
 	RefusedDial   uint64 // HTTP clients answered 502: every dial failed
 	RefusedBusy   uint64 // HTTP clients answered 503: lb had no descriptor for the backend socket within ConnectTimeout
 	MaxConns      int64  // Config.MaxConns, or the limit derived from the open-files limit
+	ClosedSlow    uint64 // connections closed undecided after SniffTimeout (CloseSlowHeads)
 }
 
 // Server routes the connections of its listeners. Create it with New; Shutdown stops it.
@@ -81,6 +85,7 @@ type Server struct {
 	refusedNoneUp atomic.Uint64
 	refusedDial   atomic.Uint64
 	refusedBusy   atomic.Uint64
+	closedSlow    atomic.Uint64
 	short         atomic.Bool // a dial found lb out of descriptors, and none has worked since
 	maxConns      int64
 	atLimit       atomic.Bool // accepting stopped at maxConns, and has not started again
@@ -192,6 +197,7 @@ func (s *Server) Stats() Stats {
 		RefusedDial:   s.refusedDial.Load(),
 		RefusedBusy:   s.refusedBusy.Load(),
 		MaxConns:      s.maxConns,
+		ClosedSlow:    s.closedSlow.Load(),
 	}
 	for _, l := range s.loops {
 		st.Accepted += l.accepted.Load()

@@ -50,6 +50,7 @@ var (
 func routingFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "sniff-timeout", Value: 3 * time.Second, Usage: "wait this long for a request head; then route on what came (or nothing)"},
+		&cli.StringFlag{Name: "sniff-timeout-action", Value: "route", Usage: "what to do with a connection whose first bytes are not decided within --sniff-timeout: route (with what came) or close (a slowloris shield for HTTP-only listeners)"},
 		&cli.IntFlag{Name: "max-header-bytes", Value: 16 << 10, Usage: "request head bytes to peek at most; a larger head is routed unparsed"},
 		&cli.DurationFlag{Name: "connect-timeout", Value: 2 * time.Second, Usage: "backend dial timeout; on failure the next backend is tried"},
 		&cli.DurationFlag{Name: "idle-timeout", Value: 5 * time.Minute, Usage: "close a connection with no traffic either way for this long (0: never)"},
@@ -143,6 +144,7 @@ func parseOptions(c *cli.Context) (options, error) {
 		},
 		l4: l4.Config{
 			SniffTimeout:   c.Duration("sniff-timeout"),
+			CloseSlowHeads: c.String("sniff-timeout-action") == "close",
 			MaxHeaderBytes: c.Int("max-header-bytes"),
 			ConnectTimeout: c.Duration("connect-timeout"),
 			IdleTimeout:    c.Duration("idle-timeout"),
@@ -173,6 +175,7 @@ func parseOptions(c *cli.Context) (options, error) {
 		want string
 	}{ // the message shows the value given, but for --session-store, which may hold a password
 		{o.l4.SniffTimeout <= 0, "sniff-timeout", "a duration above 0, e.g. 3s"},
+		{c.String("sniff-timeout-action") != "route" && c.String("sniff-timeout-action") != "close", "sniff-timeout-action", "route or close"},
 		{o.l4.MaxHeaderBytes < 1024 || o.l4.MaxHeaderBytes > 1<<20, "max-header-bytes", "1024 to 1048576"},
 		{o.l4.ConnectTimeout <= 0, "connect-timeout", "a duration above 0, e.g. 2s"},
 		{o.l4.IdleTimeout < 0, "idle-timeout", "0 (never) or a duration, e.g. 5m"},
