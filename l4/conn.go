@@ -670,15 +670,32 @@ func peerName(fd int) string {
 	return "?"
 }
 
-// close closes both sockets of c; err nil means both directions ended cleanly.
+// aborted reports whether a connection ends because a peer reset it, or went away
+// without closing (a write that found it gone, a keep-alive that timed out): the other
+// peer is then reset too, so a cut transfer reads as cut, not as a clean end.
+func aborted(err error) bool {
+	for _, errno := range []unix.Errno{unix.ECONNRESET, unix.EPIPE, unix.ETIMEDOUT, unix.EHOSTUNREACH, unix.ENETUNREACH} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return errors.Is(err, errPeerGone)
+}
+
+// close closes both sockets of c; err nil means both directions ended cleanly. After an
+// abort (see aborted) it resets them rather than closing them with a FIN.
 func (l *loop) close(c *conn, err error) {
 	logLine := l.s.log.Debug()
+	abort := aborted(err)
 	for i := range c.ends {
 		en := &c.ends[i]
 		if en.pipe != nil {
 			l.s.pipes.discard(en.pipe) // it holds bytes nobody will read
 		}
 		if en.fd >= 0 {
+			if abort {
+				sysResetOnClose(en.fd)
+			}
 			sysClose(en.fd) // also leaves the epoll set
 		}
 	}

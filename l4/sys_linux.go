@@ -61,6 +61,12 @@ func sysSplice(from, to, n int) (int, error) {
 // sysClose closes fd, which also takes it out of every epoll set.
 func sysClose(fd int) { unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
 
+// sysResetOnClose makes the close that follows send RST, not FIN (SO_LINGER on, 0 s).
+func sysResetOnClose(fd int) {
+	l := unix.Linger{Onoff: 1, Linger: 0}
+	unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_LINGER, uintptr(unsafe.Pointer(&l)), unsafe.Sizeof(l), 0)
+}
+
 // sysShutdownWrite sends FIN: the peer reads EOF, and can still send.
 func sysShutdownWrite(fd int) { unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0) }
 
