@@ -47,6 +47,7 @@ var (
 	errNoneUp       = errors.New("no backend is up")
 	errDialFailed   = errors.New("every backend dial failed")
 	errNoDescriptor = errors.New("no descriptor for the backend socket in time")
+	errHeadMemory   = errors.New("head buffers at their memory bound: routed with what came")
 	errPipeShort    = errors.New("pipe took less than a read it was sized for")
 )
 
@@ -86,9 +87,9 @@ type conn struct {
 	*setup            // only until splicing starts
 }
 
-// setup is what routing needs and splicing does not; pooled with its buffer.
+// setup is what routing needs and splicing does not; pooled, its buffer kept by the loop.
 type setup struct {
-	buf       []byte // MaxHeaderBytes
+	buf       []byte // a head buffer (headbuf.go), grown to what came
 	n         int    // bytes read into buf
 	written   int    // of those, bytes replayed to the backend
 	parser    httpsniff.Parser
@@ -130,7 +131,6 @@ func (l *loop) start(fd int) {
 		c.peer = peerName(fd)
 	}
 	c.deadline = l.now + int64(l.s.cfg.SniffTimeout)
-	c.setup = l.s.setups.Get().(*setup)
 	// The request usually follows the handshake at once: try to read it before asking epoll.
 	l.sniff(c)
 }
@@ -140,10 +140,22 @@ func (l *loop) start(fd int) {
 // is routed all the same: its bytes go through untouched.
 func (l *loop) sniff(c *conn) {
 	st := c.setup
-	n, err := sysRead(c.ends[client].fd, st.buf[st.n:])
+	if st == nil {
+		st = l.s.setups.Get().(*setup) // kept once bytes come: a silent client holds none
+	}
+	n, err := l.readHead(st, c.ends[client].fd, l.s.cfg.MaxHeaderBytes)
+	if c.setup == nil && n > 0 {
+		c.setup = st
+	} else if c.setup == nil {
+		l.s.setups.Put(st)
+	}
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
 		l.watchOrClose(c, client, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLONESHOT)
+		return
+	case errors.Is(err, errHeadMemory):
+		c.sniffErr = err // the rest of the head goes through unread, unparsed
+		l.route(c)
 		return
 	case err != nil:
 		l.close(c, err)
@@ -159,7 +171,7 @@ func (l *loop) sniff(c *conn) {
 	st.n += n
 	head, err := st.parser.Parse(st.buf[:st.n])
 	switch {
-	case err == httpsniff.ErrNeedMore && st.n < len(st.buf):
+	case err == httpsniff.ErrNeedMore && st.n < l.s.cfg.MaxHeaderBytes:
 		l.watchOrClose(c, client, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLONESHOT)
 		return
 	case err == httpsniff.ErrNeedMore:
@@ -173,6 +185,9 @@ func (l *loop) sniff(c *conn) {
 // next. Nothing more is read from the client until the backend is connected: its ONESHOT
 // interest is spent or disarmed, or it was never watched (the head came in the first read).
 func (l *loop) route(c *conn) {
+	if c.setup == nil {
+		c.setup = l.s.setups.Get().(*setup) // a client that has sent nothing yet
+	}
 	c.cursor = l.s.cfg.Ring.Cursor()
 	if l.chooseSticky(c) {
 		return // lookupSession dials once the store has answered
@@ -309,18 +324,13 @@ func (l *loop) replay(c *conn) {
 	if st.readsResponse() {
 		st.n = 0 // the buffer now takes the response head (pumpHead)
 	} else {
-		l.s.setups.Put(resetSetup(st))
+		l.putSetup(st)
 		c.setup = nil
 	}
 	c.phase, c.lastActive = splicing, l.now
 	if l.watchOrClose(c, client, unix.EPOLLIN|unix.EPOLLRDHUP) {
 		l.watchOrClose(c, backend, unix.EPOLLIN|unix.EPOLLRDHUP)
 	}
-}
-
-func resetSetup(st *setup) *setup {
-	*st = setup{buf: st.buf}
-	return st
 }
 
 // handle dispatches one epoll event for one end of c.
@@ -404,7 +414,7 @@ func (l *loop) refuse(c *conn, why error) {
 	fd := c.ends[client].fd
 	sysWrite(fd, answer) // fits an empty send buffer
 	sysShutdownWrite(fd)
-	l.s.setups.Put(resetSetup(c.setup))
+	l.putSetup(c.setup)
 	c.setup = nil
 	c.phase, c.deadline = refusing, l.now+int64(refuseWait)
 	l.watchOrClose(c, client, unix.EPOLLIN|unix.EPOLLRDHUP)
@@ -700,7 +710,7 @@ func (l *loop) close(c *conn, err error) {
 		}
 	}
 	if c.setup != nil {
-		l.s.setups.Put(resetSetup(c.setup))
+		l.putSetup(c.setup)
 	}
 	if logLine.Enabled() {
 		logLine.Err(err).

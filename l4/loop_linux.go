@@ -63,6 +63,8 @@ type loop struct {
 	paused    []pausedFD    // listeners taken out of the epoll set after EMFILE and friends
 	backoff   time.Duration // current accept back-off; 0 when accepts succeed
 	hot       *pipe         // the loop's pipe for flows that are not stalled
+	heads     spareHeads    // head buffers between connections (headbuf.go)
+	nextTrim  int64         // when spare head buffers and pipes are trimmed next
 	buf       []byte        // copy buffer for small reads
 	out       []byte        // a response head with the sticky cookie inserted
 	field     []byte        // the Set-Cookie line
@@ -221,6 +223,11 @@ func (l *loop) sweep() {
 	}
 	l.nextSweep = l.now + int64(next)
 	l.resumeAccepts()
+	if l.now >= l.nextTrim {
+		l.nextTrim = l.now + trimEvery
+		l.trimHeads()
+		l.s.pipes.trim(l.now)
+	}
 	idle := int64(l.s.cfg.IdleTimeout)
 	for _, c := range l.slots {
 		switch {

@@ -17,9 +17,11 @@ var pipe2 = func(fds []int) error { return unix.Pipe2(fds, unix.O_NONBLOCK|unix.
 // pipePool keeps emptied pipes for reuse: creating one is two descriptors and a syscall.
 // Only pipes known to be empty go back into it.
 type pipePool struct {
-	mu    sync.Mutex
-	free  []*pipe
-	inUse atomic.Int64
+	mu       sync.Mutex
+	free     []*pipe
+	low      int   // the fewest free since the last trim: pipes nobody needed
+	lastTrim int64 // unix nanos
+	inUse    atomic.Int64
 }
 
 // maxFreePipes bounds what the pool keeps after a burst of stalled flows.
@@ -30,6 +32,7 @@ func (pp *pipePool) get() (*pipe, error) {
 	if n := len(pp.free); n > 0 {
 		p := pp.free[n-1]
 		pp.free = pp.free[:n-1]
+		pp.low = min(pp.low, n-1)
 		pp.mu.Unlock()
 		pp.inUse.Add(1)
 		return p, nil
@@ -59,6 +62,23 @@ func (pp *pipePool) put(p *pipe) {
 	}
 	pp.mu.Unlock()
 	pp.discard(p)
+}
+
+// trim closes the spare pipes nobody took in the second before, so descriptors follow the
+// load down. Every loop calls it; it acts once a second.
+func (pp *pipePool) trim(now int64) {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	if now-pp.lastTrim < trimEvery {
+		return
+	}
+	pp.lastTrim = now
+	for _, p := range pp.free[:pp.low] {
+		unix.Close(p.r)
+		unix.Close(p.w)
+	}
+	pp.free = append(pp.free[:0], pp.free[pp.low:]...)
+	pp.low = len(pp.free)
 }
 
 // discard closes p, for pipes that may still hold bytes.

@@ -47,7 +47,11 @@ type Config struct {
 	// what the loops and their spare pipes hold.
 	MaxConns    int
 	ReservedFDs int // descriptors the rest of the process may hold: probes, Redis, listeners, logs
-	Log         zerolog.Logger
+	// MaxHeadMemory bounds the bytes of the buffers that hold heads (first bytes, sticky
+	// response heads) across all connections; a head that would pass it goes on unparsed.
+	// 0: 4 KiB a connection of MaxConns, from 16 MiB to 256 MiB.
+	MaxHeadMemory int64
+	Log           zerolog.Logger
 }
 
 // Stats are counters of a Server.
@@ -62,6 +66,8 @@ type Stats struct {
 	RefusedBusy   uint64 // HTTP clients answered 503: lb had no descriptor for the backend socket within ConnectTimeout
 	MaxConns      int64  // Config.MaxConns, or the limit derived from the open-files limit
 	ClosedSlow    uint64 // connections closed undecided after SniffTimeout (CloseSlowHeads)
+	HeadBytes     int64  // bytes of head buffers held by connections now
+	HeadsUnparsed uint64 // heads that went on unparsed, or reads deferred, at MaxHeadMemory
 }
 
 // Server routes the connections of its listeners. Create it with New; Shutdown stops it.
@@ -81,14 +87,17 @@ type Server struct {
 	closing   chan struct{} // closed by Shutdown
 	conns     sync.WaitGroup
 
-	active        atomic.Int64
-	refusedNoneUp atomic.Uint64
-	refusedDial   atomic.Uint64
-	refusedBusy   atomic.Uint64
-	closedSlow    atomic.Uint64
-	short         atomic.Bool // a dial found lb out of descriptors, and none has worked since
-	maxConns      int64
-	atLimit       atomic.Bool // accepting stopped at maxConns, and has not started again
+	active         atomic.Int64
+	refusedNoneUp  atomic.Uint64
+	refusedDial    atomic.Uint64
+	refusedBusy    atomic.Uint64
+	closedSlow     atomic.Uint64
+	headHeld       atomic.Int64 // bytes of head buffers connections hold (headbuf.go)
+	headLimit      int64
+	overHeadMemory atomic.Uint64
+	short          atomic.Bool // a dial found lb out of descriptors, and none has worked since
+	maxConns       int64
+	atLimit        atomic.Bool // accepting stopped at maxConns, and has not started again
 }
 
 // full reports whether the server holds as many connections as it may.
@@ -106,6 +115,15 @@ func (s *Server) limitLeft() {
 	if s.atLimit.Load() && s.atLimit.Swap(false) {
 		s.log.Info().Msg("below the connection limit: accepting again")
 	}
+}
+
+// headMemory is cfg.MaxHeadMemory, or 4 KiB a connection, from 16 MiB to 256 MiB, and room
+// for a few of the largest heads.
+func headMemory(cfg Config, maxConns int64) int64 {
+	if cfg.MaxHeadMemory > 0 {
+		return cfg.MaxHeadMemory
+	}
+	return max(min(max(4<<10*maxConns, 16<<20), 256<<20), 4*int64(headCap(cfg.MaxHeaderBytes+copySize)))
 }
 
 // ownFDs is what the loops and the pipe pool may hold besides connections: per loop its
@@ -156,15 +174,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), localStore: isLocal(cfg.Sticky.Sessions), maxConns: maxConns}
-	// Reads fill a setup buffer up to its length, MaxHeaderBytes; its capacity also holds the
-	// sticky cookie's line, inserted into a response head that filled it (forwardHead).
-	headroom := 0
-	if cfg.Sticky.Cookie != "" {
-		headroom = len("Set-Cookie: =; \r\n") + len(cfg.Sticky.Cookie) + len(cfg.Sticky.CookieAttrs) + maxCookieID
-	}
-	s.setups.New = func() any {
-		return &setup{buf: make([]byte, cfg.MaxHeaderBytes, cfg.MaxHeaderBytes+headroom)}
-	}
+	s.setups.New = func() any { return new(setup) }
+	s.headLimit = headMemory(cfg, maxConns)
 	s.resolver = newResolver(cfg.ResolveEvery, cfg.Ring, cfg.Log)
 	var named []*dialAddr
 	for _, b := range cfg.Ring.Snapshot() {
@@ -198,6 +209,8 @@ func (s *Server) Stats() Stats {
 		RefusedBusy:   s.refusedBusy.Load(),
 		MaxConns:      s.maxConns,
 		ClosedSlow:    s.closedSlow.Load(),
+		HeadBytes:     s.headHeld.Load(),
+		HeadsUnparsed: s.overHeadMemory.Load(),
 	}
 	for _, l := range s.loops {
 		st.Accepted += l.accepted.Load()

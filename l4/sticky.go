@@ -1,6 +1,8 @@
 package l4
 
 import (
+	"errors"
+
 	"golang.org/x/sys/unix"
 
 	"lb/httpsniff"
@@ -33,10 +35,6 @@ type Sticky struct {
 	Sessions      sessions.Store  // required with SessionCookie; a MemoryStore is called on the loop, others off it
 	Keyer         *sessions.Keyer // required with SessionCookie: store keys are keyed hashes, never raw values
 }
-
-// maxCookieID is the longest backend id the setup buffers keep room for in a cookie: the
-// servers file allows 64 characters.
-const maxCookieID = 64
 
 // chooseSticky looks for lb's cookie naming a backend that is up, then for a recorded
 // session, and marks the connection for a cookie and for learning. It returns true when the
@@ -113,10 +111,12 @@ func (l *loop) pumpHead(c *conn, hup bool) bool {
 	case st.flushing:
 		return l.flushHead(c, hup)
 	default:
-		n, err := sysRead(c.ends[backend].fd, st.buf[st.n:])
+		n, err := l.readHead(st, c.ends[backend].fd, l.s.cfg.MaxHeaderBytes)
 		switch {
 		case err == unix.EAGAIN:
 			return true
+		case errors.Is(err, errHeadMemory): // what came goes on as it came; the rest is spliced
+			return l.flushHead(c, hup)
 		case err != nil:
 			l.close(c, err)
 			return false
@@ -128,7 +128,7 @@ func (l *loop) pumpHead(c *conn, hup bool) bool {
 	}
 	for {
 		resp, err := st.resp.Parse(st.buf[:st.n])
-		if err == httpsniff.ErrNeedMore && st.n < len(st.buf) {
+		if err == httpsniff.ErrNeedMore && st.n < l.s.cfg.MaxHeaderBytes {
 			return true // level-triggered: more bytes bring another event
 		}
 		if err != nil {
@@ -199,11 +199,11 @@ func (l *loop) forwardHead(c *conn, hup bool) bool {
 		resp, _ := st.resp.Parse(st.buf[:st.n]) // decided already: the same answer
 		out := httpsniff.AppendWithField(l.out[:0], st.buf[:resp.Len], l.cookieField(c.backend.ID))
 		out = append(out, st.buf[resp.Len:st.n]...)
-		l.out = out                  // grown once, reused
-		if len(out) <= cap(st.buf) { // the buffer's headroom holds the line (see New)
-			st.n = copy(st.buf[:cap(st.buf)], out)
-		} else if e := l.s.log.Debug(); e.Enabled() { // an id longer than maxCookieID
-			e.Str("backend", c.backend.ID).Msg("response head passed through without the cookie: no room")
+		l.out = out // grown once, reused
+		if l.holdHead(st, len(out)) {
+			st.n = copy(st.buf, out)
+		} else if e := l.s.log.Debug(); e.Enabled() {
+			e.Str("backend", c.backend.ID).Msg("response head passed through without the cookie: head buffers at their memory bound")
 		}
 	}
 	return l.flushHead(c, hup)
@@ -235,7 +235,7 @@ func (l *loop) flushHead(c *conn, hup bool) bool {
 	if st.flushing {
 		return true
 	}
-	l.s.setups.Put(resetSetup(st))
+	l.putSetup(st)
 	c.setup = nil
 	return l.pump(c, backend, hup)
 }

@@ -394,10 +394,10 @@ func TestStickyInterimHeadsTheClientTakesInParts(t *testing.T) {
 	}
 }
 
-// TestStickySetupBuffersKeepTheirSize: a response whose first read fills the setup buffer
-// still gets its cookie, in the buffer's headroom, and the buffers that go back to the pool
-// keep --max-header-bytes as their size: no growth, no larger request heads parsed later.
-func TestStickySetupBuffersKeepTheirSize(t *testing.T) {
+// TestStickyHeadBuffersKeepTheirClass: a response whose first read fills --max-header-bytes
+// still gets its cookie, in a buffer grown for it, and every buffer given back keeps the
+// exact size of its class, so none is taken later for a class it does not fill.
+func TestStickyHeadBuffersKeepTheirClass(t *testing.T) {
 	body := strings.Repeat("x", 8<<10)
 	b := startBackend(t, func(c *net.TCPConn) {
 		http.ReadRequest(bufio.NewReader(c))
@@ -412,9 +412,16 @@ func TestStickySetupBuffersKeepTheirSize(t *testing.T) {
 			t.Fatalf("response %d: %d bytes, want %d with the cookie", i, len(got), len(want))
 		}
 	}
-	for range 8 {
-		if st := s.setups.Get().(*setup); len(st.buf) != cfg.MaxHeaderBytes {
-			t.Fatalf("a pooled setup buffer is %d bytes long, want --max-header-bytes %d", len(st.buf), cfg.MaxHeaderBytes)
-		}
+	waitFor(t, "every head buffer given back", func() bool { return s.Stats().HeadBytes == 0 })
+	for _, l := range s.loops {
+		l.call(func() {
+			for i, free := range l.heads.free {
+				for _, b := range free {
+					if len(b) != minHeadBuf<<i || cap(b) != len(b) {
+						t.Errorf("a spare head buffer of class %d is %d bytes long (cap %d), want %d", i, len(b), cap(b), minHeadBuf<<i)
+					}
+				}
+			}
+		})
 	}
 }

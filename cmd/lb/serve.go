@@ -60,6 +60,7 @@ func routingFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "TCP health probe dial timeout"},
 		&cli.IntFlag{Name: "rise", Value: 2, Usage: "consecutive good probes that bring a down backend up"},
 		&cli.IntFlag{Name: "fall", Value: 3, Usage: "consecutive failed probes (or dials) that take an up backend down"},
+		&cli.IntFlag{Name: "max-sniff-memory", Usage: "`MIB` of buffers all connections together may hold for request heads (and sticky response heads); past it a head goes on unparsed (0: 4 KiB a connection of --max-conns, 16 to 256 MiB)"},
 		&cli.IntFlag{Name: "max-conns", Usage: "connections lb holds at most; past it new clients wait in the listen backlog (0: derived from the open-files limit, two descriptors a connection)"},
 		&cli.IntFlag{Name: "threads", Value: defaultThreads(), Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
 		stickyCookieFlag,
@@ -149,6 +150,7 @@ func parseOptions(c *cli.Context) (options, error) {
 			ConnectTimeout: c.Duration("connect-timeout"),
 			IdleTimeout:    c.Duration("idle-timeout"),
 			MaxConns:       c.Int("max-conns"),
+			MaxHeadMemory:  int64(c.Int("max-sniff-memory")) << 20,
 			ResolveEvery:   c.Duration("resolve-every"),
 			Sticky: l4.Sticky{
 				Cookie:      c.String("sticky-cookie"),
@@ -188,6 +190,7 @@ func parseOptions(c *cli.Context) (options, error) {
 		{port < 0 || port > 65535, "port", "a port from 1 to 65535 (0: any free port)"},
 		{!validListen(o.listen), "listen", "host:port with a port from 0 to 65535, e.g. 127.0.0.1:7777, [::1]:7777 or :7777"},
 		{o.l4.MaxConns < 0, "max-conns", "0 (derived from the open-files limit) or more"},
+		{o.l4.MaxHeadMemory < 0 || o.l4.MaxHeadMemory > 1<<40, "max-sniff-memory", "0 (derived) or a size in MiB, e.g. 64"},
 		{o.threads < 1 || o.threads > runtime.NumCPU(), "threads", fmt.Sprintf("1 to %d, the CPUs lb may use", runtime.NumCPU())},
 		{!isToken(o.l4.Sticky.Cookie), "sticky-cookie", "a cookie name: letters, digits and !#$%&'*+-.^_`|~"},
 		{strings.ContainsAny(o.l4.Sticky.CookieAttrs, "\r\n"), "sticky-cookie-attrs", "one line, e.g. Path=/; HttpOnly; SameSite=Lax"},
