@@ -155,16 +155,21 @@ func TestMemoryConcurrent(t *testing.T) {
 	const limit = 50
 	s, c := newMemory(limit, time.Second)
 	var wg sync.WaitGroup
+	ctx := context.Background()
 	for g := range 8 {
+		// Not mustGet and mustSet: t.Fatalf must not be called off the test's goroutine.
 		wg.Go(func() {
 			for i := range 2000 {
 				key := fmt.Sprintf("k%d", (g*7+i)%120)
 				if i%3 == 0 {
-					mustSet(t, s, key, "id-"+key)
+					if err := s.Set(ctx, key, "id-"+key); err != nil {
+						t.Errorf("Set(%q): %v", key, err)
+						return
+					}
 					continue
 				}
-				if id, ok := mustGet(t, s, key); ok && id != "id-"+key {
-					t.Errorf("Get(%q) = %q", key, id)
+				if id, ok, err := s.Get(ctx, key); err != nil || ok && id != "id-"+key {
+					t.Errorf("Get(%q) = %q, %t, %v; want id-%s or a miss", key, id, ok, err, key)
 					return
 				}
 				if i%500 == 0 {
