@@ -184,6 +184,7 @@ func TestParse(t *testing.T) {
 		{name: "h2-preface-settings", in: h2Preface + "\x00\x00\x12\x04\x00\x00\x00\x00\x00", kind: KindHTTP2},
 		{name: "tls-clienthello", in: tlsHello, kind: KindTLS},
 		{name: "tls-header-only", in: "\x16\x03\x03", kind: KindTLS},
+		{name: "tls-1.3-version", in: "\x16\x03\x04", kind: KindTLS}, // the highest minor accepted
 		{name: "tls-bad-major", in: "\x16\x01", kind: KindOther},
 		{name: "tls-bad-minor", in: "\x16\x03\x05", kind: KindOther},
 		{name: "ssh-banner", in: "SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n", kind: KindOther},
