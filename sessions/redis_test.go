@@ -336,8 +336,10 @@ func TestNewRedisStoreDefaults(t *testing.T) {
 		ttl, timeout time.Duration
 		cache        bool
 	}{
-		{RedisConfig{URL: url}, "lb:default:s:", DefaultTTL, DefaultRedisTimeout, false},
-		{RedisConfig{URL: url, TTL: -1, Timeout: -1, CacheSize: -1}, "lb:default:s:", DefaultTTL, DefaultRedisTimeout, false},
+		// The 50ms that RedisConfig documents, not DefaultRedisTimeout: a default of 0 would
+		// fail every call at once.
+		{RedisConfig{URL: url}, "lb:default:s:", DefaultTTL, 50 * time.Millisecond, false},
+		{RedisConfig{URL: url, TTL: -1, Timeout: -1, CacheSize: -1}, "lb:default:s:", DefaultTTL, 50 * time.Millisecond, false},
 		{RedisConfig{URL: url, Cluster: "c", TTL: time.Second, Timeout: time.Nanosecond, CacheSize: 1}, "lb:c:s:", time.Second, time.Nanosecond, true},
 		{RedisConfig{URL: url, TTL: time.Minute, Timeout: 3 * time.Second}, "lb:default:s:", time.Minute, 3 * time.Second, false},
 	}
