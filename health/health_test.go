@@ -85,6 +85,29 @@ func isUp(t *testing.T, r *ring.Ring, id string) bool {
 	return up
 }
 
+// TestNewProberDefaults checks that only fields below 1 take the defaults: 1 is a valid
+// Rise, Fall, and the smallest Interval and Timeout are kept as given.
+func TestNewProberDefaults(t *testing.T) {
+	defaults := Config{Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
+	tests := []struct {
+		name string
+		in   Config
+		want Config
+	}{
+		{"zero", Config{}, defaults},
+		{"negative", Config{Interval: -1, Timeout: -1, Rise: -1, Fall: -1}, defaults},
+		{"smallest", Config{Interval: 1, Timeout: 1, Rise: 1, Fall: 1}, Config{Interval: 1, Timeout: 1, Rise: 1, Fall: 1}},
+		{"given", Config{Interval: time.Minute, Timeout: 3 * time.Second, Rise: 5, Fall: 7}, Config{Interval: time.Minute, Timeout: 3 * time.Second, Rise: 5, Fall: 7}},
+	}
+	r := newRing(t, "127.0.0.1:1")
+	_, log := logtest.New()
+	for _, tt := range tests {
+		if got := NewProber(r, tt.in, log).cfg; got != tt.want {
+			t.Errorf("%s: NewProber(%+v).cfg = %+v, want %+v", tt.name, tt.in, got, tt.want)
+		}
+	}
+}
+
 func TestInit(t *testing.T) {
 	live := listen(t, "127.0.0.1:0")
 	r := newRing(t, live.addr, refusedAddr(t))

@@ -121,6 +121,12 @@ func TestParse(t *testing.T) {
 			kind: KindHTTP1, method: "GET", target: "/", proto: "HTTP/1.1",
 		},
 		{
+			// The ends of the token ranges: 'Z' starts a method, '9', 'z' and 'Z' are token
+			// characters, and 9 is an HTTP/1 minor version.
+			name: "token-range-ends", in: "Z9z / HTTP/1.9\r\nzZ-9: v\r\n\r\n",
+			kind: KindHTTP1, method: "Z9z", target: "/", proto: "HTTP/1.9",
+		},
+		{
 			name: "head", in: "HEAD /index.html HTTP/1.1\r\nHost: h\r\n\r\n",
 			kind: KindHTTP1, method: "HEAD", target: "/index.html", proto: "HTTP/1.1", host: ptr("h"),
 		},
@@ -178,6 +184,7 @@ func TestParse(t *testing.T) {
 		{name: "h2-preface-settings", in: h2Preface + "\x00\x00\x12\x04\x00\x00\x00\x00\x00", kind: KindHTTP2},
 		{name: "tls-clienthello", in: tlsHello, kind: KindTLS},
 		{name: "tls-header-only", in: "\x16\x03\x03", kind: KindTLS},
+		{name: "tls-1.3-version", in: "\x16\x03\x04", kind: KindTLS}, // the highest minor accepted
 		{name: "tls-bad-major", in: "\x16\x01", kind: KindOther},
 		{name: "tls-bad-minor", in: "\x16\x03\x05", kind: KindOther},
 		{name: "ssh-banner", in: "SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n", kind: KindOther},
@@ -199,6 +206,7 @@ func TestParse(t *testing.T) {
 		{name: "version-lowercase", in: "GET / http/1.1\r\n\r\n", err: ErrMalformed},
 		{name: "version-missing", in: "GET /\r\n\r\n", err: ErrMalformed},
 		{name: "two-spaces", in: "GET  / HTTP/1.1\r\n\r\n", err: ErrMalformed},
+		{name: "empty-target", in: "GET  HTTP/1.1\r\n\r\n", err: ErrMalformed},
 		{name: "trailing-space", in: "GET / HTTP/1.1 \r\n\r\n", err: ErrMalformed},
 		{name: "space-in-target", in: "GET /a b HTTP/1.1\r\n\r\n", err: ErrMalformed},
 		{name: "nul-in-target", in: "GET /a\x00b HTTP/1.1\r\n\r\n", err: ErrMalformed},
@@ -288,7 +296,7 @@ func TestStartsLikeHTTP1(t *testing.T) {
 func TestKindString(t *testing.T) {
 	for k, want := range map[Kind]string{
 		KindUnknown: "unknown", KindEmpty: "empty", KindHTTP1: "http1",
-		KindHTTP2: "http2", KindTLS: "tls", KindOther: "other", Kind(42): "Kind(42)",
+		KindHTTP2: "http2", KindTLS: "tls", KindOther: "other", Kind(6): "Kind(6)", Kind(42): "Kind(42)",
 	} {
 		if got := k.String(); got != want {
 			t.Errorf("Kind(%d).String() = %q; want %q", uint8(k), got, want)

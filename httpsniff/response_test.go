@@ -115,13 +115,14 @@ func TestParseResponse(t *testing.T) {
 				"Set-Cookie: gone=; Max-Age=0\r\n" +
 				"Set-Cookie: attrs=v;Path=/;Domain=example.com\r\n" +
 				"Set-Cookie: =nameless\r\n" +
+				"Set-Cookie:;hidden=1\r\n" + // an empty pair: the rest are attributes
 				"\r\n",
 			status: 200, proto: "HTTP/1.1",
 			cookies: []cookieWant{
 				{"noeq", "", false}, {"lb", "one", true}, {"fake", "", false}, {"old", "", false},
 				{"spaced", "v a l", true}, {"quoted", "q v", true}, {"eqs", "a=b==", true},
 				{"gone", "", true}, {"attrs", "v", true}, {"Path", "", false}, {"Domain", "", false},
-				{"Max-Age", "", false}, {"nameless", "", false},
+				{"Max-Age", "", false}, {"nameless", "", false}, {"hidden", "", false},
 			},
 		},
 		{
@@ -152,9 +153,11 @@ func TestParseResponse(t *testing.T) {
 		{name: "four-digit-status", in: "HTTP/1.1 2000 OK\r\n\r\n", err: ErrMalformed},
 		{name: "status-0xx", in: "HTTP/1.1 099 Low\r\n\r\n", err: ErrMalformed},
 		{name: "status-letters", in: "HTTP/1.1 2x0 OK\r\n\r\n", err: ErrMalformed},
+		{name: "status-last-letter", in: "HTTP/1.1 20x OK\r\n\r\n", err: ErrMalformed},
 		{name: "two-spaces", in: "HTTP/1.1  200 OK\r\n\r\n", err: ErrMalformed},
 		{name: "tab-separator", in: "HTTP/1.1\t200 OK\r\n\r\n", err: ErrMalformed},
 		{name: "status-then-letter", in: "HTTP/1.1 200OK\r\n\r\n", err: ErrMalformed},
+		{name: "status-then-letter-early", in: "HTTP/1.1 200O", err: ErrMalformed}, // before the line ends
 		{name: "double-cr-status", in: "HTTP/1.1 200\r\r\n\r\n", err: ErrMalformed},
 		{name: "bare-cr-in-reason", in: "HTTP/1.1 200 O\rK\r\n\r\n", err: ErrMalformed},
 		{name: "nul-in-reason", in: "HTTP/1.1 200 O\x00K\r\n\r\n", err: ErrMalformed},

@@ -222,6 +222,15 @@ func TestDownSkippedFairly(t *testing.T) {
 	if c := count(got); c['A'] != 500 || c['B'] != 500 {
 		t.Errorf("with C and D down: counts %v, want A and B 500 each", c)
 	}
+
+	// A run of down slots longer than claimTries is still claimed whole, in one pick.
+	r = mustNew(t, backends(7)...)
+	for _, id := range []string{"B", "C", "D", "E", "F"} {
+		r.SetUp(id, false)
+	}
+	if got := picks(r, 10); got != "AGAGAGAGAG" {
+		t.Errorf("picks with B to F down = %q, want AGAGAGAGAG", got)
+	}
 }
 
 func TestExactFairness(t *testing.T) {

@@ -21,6 +21,9 @@ func hashID(addr string) string {
 	return hex.EncodeToString(sum[:4])
 }
 
+// name253 is a hostname of the longest length allowed, 253, in labels of the longest, 63.
+var name253 = strings.Repeat("a", 63) + "." + strings.Repeat("z", 63) + "." + strings.Repeat("A", 63) + "." + strings.Repeat("Z", 61)
+
 func TestParseGood(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -33,6 +36,10 @@ func TestParseGood(t *testing.T) {
 		{"[0:0::1]:08000", []ring.Backend{{ID: hashID("[::1]:8000"), Addr: "[::1]:8000", Weight: 1}}},
 		{"http://[::1]:8000", []ring.Backend{{ID: hashID("[::1]:8000"), Addr: "[::1]:8000", Weight: 1}}},
 		{"db_1.internal:5432\tid=A.b-c_9 weight=1000", []ring.Backend{{ID: "A.b-c_9", Addr: "db_1.internal:5432", Weight: 1000}}},
+		// The bounds, inclusive: weight 1, a 64-byte id, 63-byte labels, a 253-byte name, and
+		// the letters and digits at both ends of their ranges.
+		{"a:1 weight=1 id=" + strings.Repeat("i", 64), []ring.Backend{{ID: strings.Repeat("i", 64), Addr: "a:1", Weight: 1}}},
+		{name253 + ":80 id=azAZ09", []ring.Backend{{ID: "azAZ09", Addr: strings.ToLower(name253) + ":80", Weight: 1}}},
 		{"\uFEFF# comment\n\n  \r\n10.0.0.1:1\r\n10.0.0.2:65535 # two\n", []ring.Backend{
 			{ID: hashID("10.0.0.1:1"), Addr: "10.0.0.1:1", Weight: 1},
 			{ID: hashID("10.0.0.2:65535"), Addr: "10.0.0.2:65535", Weight: 1},
@@ -74,6 +81,9 @@ func TestParseBad(t *testing.T) {
 		{"0.0.0.0:80", `servers.txt:1: address 0.0.0.0 means any address and cannot be dialled: write the backend's own address`},
 		{"[::]:80", `servers.txt:1: address :: means any address and cannot be dialled: write the backend's own address`},
 		{"exa$mple:80", `servers.txt:1: bad host "exa$mple": want a hostname or an IP address`},
+		{name253 + "x:80", `servers.txt:1: bad host "` + name253 + `x": want a hostname or an IP address`},
+		{strings.Repeat("x", 64) + ":80", `servers.txt:1: bad host "` + strings.Repeat("x", 64) + `": want a hostname or an IP address`},
+		{"http:///", `servers.txt:1: missing host in "http:///": write host:port, e.g. 127.0.0.1:8000`},
 		{"a..b:80", `servers.txt:1: bad host "a..b": want a hostname or an IP address`},
 		{"a:1 weight=0", `servers.txt:1: bad weight "0": want 1-1000`},
 		{"a:1 weight=1001", `servers.txt:1: bad weight "1001": want 1-1000`},

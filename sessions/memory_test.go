@@ -126,9 +126,45 @@ func TestMemorySlidingTTL(t *testing.T) {
 }
 
 func TestMemoryDefaults(t *testing.T) {
-	s := NewMemoryStore(0, 0)
-	if s.ttl != DefaultTTL || s.lru.limit != DefaultMaxEntries {
-		t.Errorf("NewMemoryStore(0, 0): ttl %v, limit %d; want %v, %d", s.ttl, s.lru.limit, DefaultTTL, DefaultMaxEntries)
+	tests := []struct {
+		limit     int
+		ttl       time.Duration
+		wantLimit int
+		wantTTL   time.Duration
+	}{
+		{0, 0, DefaultMaxEntries, DefaultTTL},
+		{-1, -1, DefaultMaxEntries, DefaultTTL},
+		{1, 1, 1, 1}, // the smallest values in range are kept
+		{7, time.Minute, 7, time.Minute},
+	}
+	for _, tt := range tests {
+		s := NewMemoryStore(tt.limit, tt.ttl)
+		if s.ttl != tt.wantTTL || s.lru.limit != tt.wantLimit {
+			t.Errorf("NewMemoryStore(%d, %v): ttl %v, limit %d; want %v, %d", tt.limit, tt.ttl, s.ttl, s.lru.limit, tt.wantTTL, tt.wantLimit)
+		}
+	}
+}
+
+// TestLRUWithoutSlide checks the get that RedisStore's cache makes, with slide 0: a hit
+// does not push the expiry, so a cached value is served no longer than it was put for.
+func TestLRUWithoutSlide(t *testing.T) {
+	var l lru
+	l.init(10)
+	t0 := newClock().now()
+	l.put("k", "blue", t0.Add(time.Second))
+	for _, tt := range []struct {
+		at   time.Duration
+		want string // "": a miss
+	}{
+		{0, "blue"},
+		{500 * time.Millisecond, "blue"},
+		{time.Second - time.Nanosecond, "blue"},
+		{time.Second, ""},
+	} {
+		id, ok := l.get("k", t0.Add(tt.at), 0)
+		if id != tt.want || ok != (tt.want != "") {
+			t.Errorf("get at +%v = %q, %t; want %q", tt.at, id, ok, tt.want)
+		}
 	}
 }
 
@@ -155,16 +191,21 @@ func TestMemoryConcurrent(t *testing.T) {
 	const limit = 50
 	s, c := newMemory(limit, time.Second)
 	var wg sync.WaitGroup
+	ctx := context.Background()
 	for g := range 8 {
+		// Not mustGet and mustSet: t.Fatalf must not be called off the test's goroutine.
 		wg.Go(func() {
 			for i := range 2000 {
 				key := fmt.Sprintf("k%d", (g*7+i)%120)
 				if i%3 == 0 {
-					mustSet(t, s, key, "id-"+key)
+					if err := s.Set(ctx, key, "id-"+key); err != nil {
+						t.Errorf("Set(%q): %v", key, err)
+						return
+					}
 					continue
 				}
-				if id, ok := mustGet(t, s, key); ok && id != "id-"+key {
-					t.Errorf("Get(%q) = %q", key, id)
+				if id, ok, err := s.Get(ctx, key); err != nil || ok && id != "id-"+key {
+					t.Errorf("Get(%q) = %q, %t, %v; want id-%s or a miss", key, id, ok, err, key)
 					return
 				}
 				if i%500 == 0 {

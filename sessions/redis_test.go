@@ -326,6 +326,36 @@ func TestRedisCache(t *testing.T) {
 	wantID(t, cached, "new", "red") // the miss was not cached
 }
 
+// TestNewRedisStoreDefaults checks which fields take defaults: only those out of range.
+// NewRedisStore does not contact Redis, so none runs here.
+func TestNewRedisStoreDefaults(t *testing.T) {
+	const url = "redis://127.0.0.1:1/0"
+	tests := []struct {
+		in           RedisConfig
+		prefix       string
+		ttl, timeout time.Duration
+		cache        bool
+	}{
+		// The 50ms that RedisConfig documents, not DefaultRedisTimeout: a default of 0 would
+		// fail every call at once.
+		{RedisConfig{URL: url}, "lb:default:s:", DefaultTTL, 50 * time.Millisecond, false},
+		{RedisConfig{URL: url, TTL: -1, Timeout: -1, CacheSize: -1}, "lb:default:s:", DefaultTTL, 50 * time.Millisecond, false},
+		{RedisConfig{URL: url, Cluster: "c", TTL: time.Second, Timeout: time.Nanosecond, CacheSize: 1}, "lb:c:s:", time.Second, time.Nanosecond, true},
+		{RedisConfig{URL: url, TTL: time.Minute, Timeout: 3 * time.Second}, "lb:default:s:", time.Minute, 3 * time.Second, false},
+	}
+	for _, tt := range tests {
+		s, err := NewRedisStore(tt.in, zerolog.Nop())
+		if err != nil {
+			t.Fatalf("NewRedisStore(%+v): %v", tt.in, err)
+		}
+		if s.prefix != tt.prefix || s.ttl != tt.ttl || s.timeout != tt.timeout || (s.cache != nil) != tt.cache {
+			t.Errorf("NewRedisStore(%+v): prefix %q, ttl %v, timeout %v, cache %t; want %q, %v, %v, %t",
+				tt.in, s.prefix, s.ttl, s.timeout, s.cache != nil, tt.prefix, tt.ttl, tt.timeout, tt.cache)
+		}
+		s.Close()
+	}
+}
+
 func TestNewRedisStoreBadURL(t *testing.T) {
 	for _, u := range []string{"", "localhost:6379", "http://localhost:6379", "redis://:hunter2@localhost:notaport/0", "redis://localhost:6379/notadb", "redis://u:hunter2@[::1/0"} {
 		_, err := NewRedisStore(RedisConfig{URL: u}, zerolog.Nop())
@@ -367,6 +397,9 @@ func TestReachabilityFlapping(t *testing.T) {
 	r.answered()
 	r.answered()
 	want(1, 1)
+	if m := lastLine(logs, msgBack); m["failed_calls"] != float64(2) || m["outage"] != float64(3000) {
+		t.Errorf("back line = %v; want failed_calls 2 and outage 3000 (ms)", m)
+	}
 	for range 100 { // flapping: one call in two fails
 		c.advance(10 * time.Millisecond)
 		r.failed(errDown)
@@ -382,6 +415,27 @@ func TestReachabilityFlapping(t *testing.T) {
 	want(2, 1)
 	r.answered()
 	want(2, 2)
+
+	// flapQuiet is inclusive: an outage that starts exactly flapQuiet after the last "back"
+	// is reported at once.
+	c.advance(flapQuiet - time.Nanosecond)
+	r.failed(errDown)
+	want(2, 2)
+	r.answered()
+	c.advance(time.Nanosecond)
+	r.failed(errDown)
+	want(3, 2)
+}
+
+// lastLine returns the last logged line with this message, nil if none.
+func lastLine(logs *logtest.Lines, msg string) map[string]any {
+	var last map[string]any
+	for _, m := range logs.All() {
+		if m["message"] == msg {
+			last = m
+		}
+	}
+	return last
 }
 
 // BenchmarkRedisGet measures a Get that goes to Redis on loopback, from parallel callers:
