@@ -67,6 +67,9 @@ func (r *Server) start() bool {
 	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	// A test process killed before its cleanup (a timed-out mutant, a ^C) takes its
+	// redis-server with it.
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatalf("start redis-server: %v", err)
 	}
