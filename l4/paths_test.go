@@ -88,32 +88,60 @@ func pathsFDs() map[string]string {
 	return fds
 }
 
+// pathsSnapshot is what a server holds before a test's connections: the process's
+// descriptors and the pipes of the server's pool.
+type pathsSnapshot struct {
+	fds   map[string]string
+	pipes int
+}
+
+// pathsPipesHeld counts the pipes s holds: in use (the loops' hot ones and stalled flows')
+// and kept for reuse.
+func pathsPipesHeld(s *Server) int {
+	s.pipes.mu.Lock()
+	defer s.pipes.mu.Unlock()
+	return int(s.pipes.inUse.Load()) + len(s.pipes.free)
+}
+
+func pathsBefore(s *Server) pathsSnapshot {
+	return pathsSnapshot{fds: pathsFDs(), pipes: pathsPipesHeld(s)}
+}
+
 // pathsNoLeak waits until s holds no connection, no pipe beyond one per loop, and no
-// descriptor that was not open at before but for its pipes (hot or kept for reuse). The
-// test must have closed its own sockets, and its backends theirs.
-func pathsNoLeak(t *testing.T, s *Server, before map[string]string) {
+// descriptor that was not open at before but for the pipes it holds beyond those it held
+// then. The test must have closed its own sockets, and its backends theirs.
+func pathsNoLeak(t *testing.T, s *Server, before pathsSnapshot) {
 	t.Helper()
 	var last string
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		st := s.Stats()
-		s.pipes.mu.Lock()
-		pipes := int(s.pipes.inUse.Load()) + len(s.pipes.free)
-		s.pipes.mu.Unlock()
+		pipes := pathsPipesHeld(s)
 		var fresh []string
+		onlyPipes := true
 		for fd, what := range pathsFDs() {
-			if before[fd] != what {
+			if before.fds[fd] != what {
 				fresh = append(fresh, fd+"="+what)
+				onlyPipes = onlyPipes && strings.HasPrefix(what, "pipe:")
 			}
 		}
-		onlyPipes := len(fresh) == 2*pipes
-		for _, f := range fresh {
-			onlyPipes = onlyPipes && strings.Contains(f, "pipe:")
+		// Pipes held before may have been closed since (the pool is bounded), their numbers
+		// taken by new ones: compare counts of pipe descriptors.
+		pipeFDs := func(fds map[string]string) int {
+			n := 0
+			for _, what := range fds {
+				if strings.HasPrefix(what, "pipe:") {
+					n++
+				}
+			}
+			return n
 		}
-		if st.Active == 0 && st.PipesInUse <= int64(len(s.loops)) && onlyPipes {
+		pipesOK := pipeFDs(pathsFDs())-pipeFDs(before.fds) == 2*(pipes-before.pipes)
+		if st.Active == 0 && st.PipesInUse <= int64(len(s.loops)) && onlyPipes && pipesOK {
 			return
 		}
-		last = fmt.Sprintf("active %d, pipes in use %d (loops %d), pipes held %d, new descriptors %v", st.Active, st.PipesInUse, len(s.loops), pipes, fresh)
+		last = fmt.Sprintf("active %d, pipes in use %d (loops %d), pipes held %d (before: %d), new descriptors %v",
+			st.Active, st.PipesInUse, len(s.loops), pipes, before.pipes, fresh)
 		if time.Now().After(deadline) {
 			t.Fatalf("lb still holds more than it should: %s", last)
 		}
@@ -280,7 +308,7 @@ func TestPathsResetMidStream(t *testing.T) {
 			pathsReset(c)
 		})
 		s := startServer(t, testConfig(), b.addr())
-		before := pathsFDs()
+		before := pathsBefore(s.Server)
 		c := pathsDial(t, s.addr, 5*time.Second)
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
 		got, _ := io.ReadAll(c) // EOF or a reset: either way the stream ended
@@ -304,7 +332,7 @@ func TestPathsResetMidStream(t *testing.T) {
 			ended <- err
 		})
 		s := startServer(t, testConfig(), b.addr())
-		before := pathsFDs()
+		before := pathsBefore(s.Server)
 		c := pathsDial(t, s.addr, 5*time.Second)
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
 		io.ReadFull(c, make([]byte, 256<<10))
@@ -321,7 +349,7 @@ func TestPathsResetMidStream(t *testing.T) {
 			<-release
 		})
 		s := startServer(t, testConfig(), b.addr())
-		before := pathsFDs()
+		before := pathsBefore(s.Server)
 		c := pathsDial(t, s.addr, 5*time.Second)
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
 		c.CloseWrite()
@@ -340,7 +368,7 @@ func TestPathsResetMidStream(t *testing.T) {
 // that sends until lb's flow to the client holds bytes in a pipe. The backend's handler
 // sends what it wrote on wrote when it is done, and returns when release is closed.
 // before lists the descriptors open before the connection, for pathsNoLeak.
-func pathsStalledConn(t *testing.T, cfg Config, payload []byte) (s *testServer, c *net.TCPConn, wrote <-chan []byte, release chan struct{}, before map[string]string) {
+func pathsStalledConn(t *testing.T, cfg Config, payload []byte) (s *testServer, c *net.TCPConn, wrote <-chan []byte, release chan struct{}, before pathsSnapshot) {
 	t.Helper()
 	w := make(chan []byte, 1)
 	release = make(chan struct{})
@@ -368,7 +396,7 @@ func pathsStalledConn(t *testing.T, cfg Config, payload []byte) (s *testServer, 
 	})
 	s = serveOn(t, cfg, listenSmallSendBuffer(t), b.addr())
 	srv.Store(s.Server)
-	before = pathsFDs()
+	before = pathsBefore(srv.Load())
 	c = dialSmallWindow(t, s.addr)
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
