@@ -2,13 +2,16 @@ package l4
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"lb/httpsniff"
 	"lb/internal/logtest"
@@ -235,8 +239,8 @@ func TestPathsPipePoolBounded(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			got, err := io.ReadAll(bufio.NewReader(c))
-			if err != nil || len(got) != len(payload) {
-				t.Errorf("read %d bytes (%v), want %d", len(got), err, len(payload))
+			if err != nil || !bytes.Equal(got, payload) {
+				t.Errorf("read %d bytes (%v), want the %d sent, equal", len(got), err, len(payload))
 			}
 			c.Close()
 		}()
@@ -252,4 +256,215 @@ func TestPathsPipePoolBounded(t *testing.T) {
 	if p := s.Stats().PipesInUse; p > int64(len(s.loops)) {
 		t.Fatalf("%d pipes in use with no connection", p)
 	}
+}
+
+// pathsLimitFDs lets the process open k more descriptors; the next open fails with EMFILE.
+// RLIMIT_NOFILE bounds descriptor numbers, not their count: the limit is set to the k+1th
+// lowest free number. restore puts the limit back.
+func pathsLimitFDs(t *testing.T, k int) (restore func()) {
+	t.Helper()
+	var saved unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &saved); err != nil {
+		t.Fatal(err)
+	}
+	var free []int
+	for range k + 1 {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC) // the lowest free number
+		if err != nil {
+			t.Fatal(err)
+		}
+		free = append(free, fd)
+	}
+	for _, fd := range free {
+		unix.Close(fd)
+	}
+	lim := saved
+	lim.Cur = uint64(free[k])
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	return func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &saved) }
+}
+
+// TestPathsOutOfDescriptors: New fails cleanly, whichever of a loop's descriptors it cannot
+// get, and closes what the loops it made hold; a dial that cannot get a socket is a failed
+// dial.
+func TestPathsOutOfDescriptors(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	r, _ := ring.New(ring.Backend{ID: "b", Addr: "127.0.0.1:1"})
+	cfg := testConfig()
+	cfg.Ring = r
+	for k, what := range []string{"the first loop's epoll", "the first loop's eventfd", "the second loop's epoll"} {
+		before := pathsFDs()
+		restore := pathsLimitFDs(t, k)
+		s, err := New(cfg)
+		restore()
+		if err == nil {
+			s.Shutdown(context.Background())
+			t.Fatalf("without %s: New succeeded", what)
+		}
+		if !errors.Is(err, syscall.EMFILE) {
+			t.Fatalf("without %s: %v, want EMFILE", what, err)
+		}
+		if fresh := pathsNewFDs(before); len(fresh) != 0 {
+			t.Fatalf("New failed without %s and left descriptors open: %v", what, fresh)
+		}
+	}
+
+	var failures atomic.Int64
+	cfg = testConfig()
+	cfg.SniffTimeout = 100 * time.Millisecond
+	cfg.OnDialFailure = func(ring.Backend) { failures.Add(1) }
+	s := startServer(t, cfg, startBackend(t, pathsEcho).addr())
+	c := pathsDial(t, s.addr, 5*time.Second)
+	pathsWait(t, 3*time.Second, "the silent client accepted", func() bool {
+		return pathsCount(s.Server, func(c *conn) bool { return c.phase == sniffing }) == 1
+	})
+	restore := pathsLimitFDs(t, 0)
+	deadline := time.Now().Add(3 * time.Second)
+	for s.Stats().Active != 0 && time.Now().Before(deadline) { // nothing here may open a descriptor
+		time.Sleep(2 * time.Millisecond)
+	}
+	restore()
+	if n := failures.Load(); s.Stats().Active != 0 || n != 1 {
+		t.Fatalf("with no descriptor for the backend socket: %d connections open, %d failed dials; want 0 and 1", s.Stats().Active, n)
+	}
+	c.Close()
+}
+
+// TestPathsNamedBackends: backend names looked up for real (localhost) and by a stand-in
+// for DNS: a name that resolves to nothing and an address with a bad port are failed dials,
+// as is a name of one address that refuses (with nowhere else to go); the next backend
+// answers. A name whose first lookup hangs holds New for firstLookupWait, not longer, and
+// Shutdown ends that lookup.
+func TestPathsNamedBackends(t *testing.T) {
+	live := startBackend(t, httpName("live"))
+	_, port, _ := net.SplitHostPort(live.addr())
+	t.Run("localhost", func(t *testing.T) {
+		if status, body := get(t, startServer(t, testConfig(), "localhost:"+port).addr, ""); status != 200 || body != "live" {
+			t.Fatalf("through localhost:%s: %d %q", port, status, body)
+		}
+	})
+
+	saved := lookupIP
+	t.Cleanup(func() { lookupIP = saved })
+	lookupIP = func(ctx context.Context, host string) ([]netip.Addr, error) {
+		switch host {
+		case "one.test":
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+		case "hangs.test":
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return nil, nil // no error, no address
+	}
+	_, deadPort, _ := net.SplitHostPort(pathsDeadAddr(t))
+	t.Run("failed dials", func(t *testing.T) {
+		failed := map[string]int{}
+		var mu sync.Mutex
+		cfg := testConfig()
+		cfg.OnDialFailure = func(b ring.Backend) { mu.Lock(); failed[b.Addr]++; mu.Unlock() }
+		bad := []string{"empty.test:80", "127.0.0.1:0", "one.test:" + deadPort}
+		s := startServer(t, cfg, append(bad, live.addr())...)
+		for range 4 {
+			if status, body := get(t, s.addr, ""); status != 200 || body != "live" {
+				t.Fatalf("got %d %q, want 200 live", status, body)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, a := range bad {
+			if failed[a] == 0 {
+				t.Errorf("no failed dial reported for %s: %v", a, failed)
+			}
+		}
+	})
+	t.Run("first lookup hangs", func(t *testing.T) {
+		start := time.Now()
+		s := startServer(t, testConfig(), "hangs.test:80", live.addr())
+		if d := time.Since(start); d < firstLookupWait || d > firstLookupWait+3*time.Second {
+			t.Fatalf("New took %v with a lookup that hangs, want about %v", d, firstLookupWait)
+		}
+		if status, body := get(t, s.addr, ""); status != 200 || body != "live" {
+			t.Fatalf("got %d %q, want 200 live", status, body)
+		}
+		start = time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("Shutdown took %v: it waited for the hanging lookup", d)
+		}
+	})
+}
+
+// TestPathsPumpHeadOnTheLoop: the sticky head's reader, run on the loop on a connection made
+// by hand: a read that finds nothing waits, and an interim head for a client that reset
+// closes the connection at its first write.
+func TestPathsPumpHeadOnTheLoop(t *testing.T) {
+	s := startServer(t, stickyConfig())
+	l := s.loops[0]
+	headConn := func(clientFD, backendFD int) *conn {
+		s.active.Add(1)
+		s.conns.Add(1)
+		c := l.newConn()
+		c.ends[client], c.ends[backend] = end{fd: clientFD}, end{fd: backendFD}
+		c.phase = splicing
+		c.setup = s.setups.Get().(*setup)
+		c.setCookie = true
+		return c
+	}
+	t.Run("nothing to read", func(t *testing.T) {
+		clientFD, _ := pathsLoopPair(t)
+		backendFD, _ := pathsLoopPair(t)
+		var open bool
+		var n int
+		l.call(func() {
+			c := headConn(clientFD, backendFD)
+			if open = l.pump(c, backend, false); open {
+				n = c.n
+				l.close(c, nil)
+			}
+		})
+		if !open || n != 0 {
+			t.Fatalf("a head read that found nothing: open %v, %d bytes; want open, none", open, n)
+		}
+	})
+	t.Run("interim head for a client that reset", func(t *testing.T) {
+		clientFD, clientPeer := pathsLoopPair(t)
+		backendFD, backendPeer := pathsLoopPair(t)
+		pathsReset(clientPeer)
+		pathsAwaitError(t, clientFD)
+		io.WriteString(backendPeer, "HTTP/1.1 100 Continue\r\n\r\n")
+		pathsWait(t, 3*time.Second, "the interim head at lb's socket", func() bool {
+			n, _ := unix.IoctlGetInt(backendFD, unix.TIOCINQ)
+			return n > 0
+		})
+		var open bool
+		l.call(func() {
+			c := headConn(clientFD, backendFD)
+			if open = l.pump(c, backend, false); open {
+				l.close(c, nil)
+			}
+		})
+		if open {
+			t.Fatal("an interim head could not be written to a client that reset, and the connection is open")
+		}
+		if _, err := io.ReadAll(backendPeer); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("the backend: %v, want its end", err)
+		}
+	})
+}
+
+// pathsNewFDs lists the descriptors open now that were not in before.
+func pathsNewFDs(before map[string]string) []string {
+	var fresh []string
+	for fd, what := range pathsFDs() {
+		if before[fd] != what {
+			fresh = append(fresh, fd+"="+what)
+		}
+	}
+	return fresh
 }

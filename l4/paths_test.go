@@ -520,7 +520,10 @@ func TestPathsIPv6(t *testing.T) {
 	b.wg.Add(1)
 	go b.serve(pathsEcho)
 	t.Cleanup(func() { bln.Close(); b.wg.Wait() })
-	s := serveOn(t, testConfig(), ln, b.addr())
+	lines, log := pathsDebugLog()
+	cfg := testConfig()
+	cfg.Log = log
+	s := serveOn(t, cfg, ln, b.addr())
 
 	payload := append([]byte("POST / HTTP/1.1\r\nHost: t\r\n\r\n"), randomBytes(t, 2<<20)...)
 	c := pathsDial(t, s.addr, 5*time.Second)
@@ -531,6 +534,11 @@ func TestPathsIPv6(t *testing.T) {
 	}
 	if b.conns.Load() != 1 {
 		t.Fatalf("the IPv6 backend had %d connections, want 1", b.conns.Load())
+	}
+	// The client's FIN came first: lb closes once the backend's is in, its client still there.
+	pathsWait(t, 3*time.Second, "the connection's debug line", func() bool { return pathsLine(lines, "connection closed") != nil })
+	if m := pathsLine(lines, "connection closed"); m["client"] != c.LocalAddr().String() {
+		t.Fatalf("the debug line names the client %v, want %s", m["client"], c.LocalAddr())
 	}
 }
 

@@ -130,11 +130,11 @@ func TestPathsLateStoreAnswers(t *testing.T) {
 		if d := time.Since(start); d > 2*time.Second {
 			t.Fatalf("the answer took %v: lb waited for the store's own timeout, not the connect timeout", d)
 		}
-		c.Close()
-		pathsSettle(s.Server)
+		pathsSettle(s.Server) // with the client still connected: the late answer finds its connection
 		if n := a.conns.Load() - warm; n != 1 {
 			t.Fatalf("the backend got %d connections for one client: the late answer dialed again", n)
 		}
+		c.Close()
 		pathsNoLeak(t, s.Server, before)
 	})
 	t.Run("learn", func(t *testing.T) {
