@@ -61,7 +61,7 @@ func pathsServe(t *testing.T, cfg Config, specs ...pathsBackendSpec) *testServer
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln) }()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		s.Shutdown(ctx)
 		<-served
@@ -145,7 +145,7 @@ func TestPathsDialFailsAtOnce(t *testing.T) {
 	var failures atomic.Int64
 	cfg := testConfig()
 	cfg.OnDialFailure = func(b ring.Backend) { failures.Add(1) }
-	s := startServer(t, cfg, "255.255.255.255:1", live.addr())
+	s := pathsStartServer(t, cfg, "255.255.255.255:1", live.addr())
 	for range 2 {
 		if status, body := get(t, s.addr, ""); status != 200 || body != "live" {
 			t.Fatalf("got %d %q, want 200 live", status, body)
@@ -171,7 +171,7 @@ func TestPathsAcceptSkipsAbortedConnections(t *testing.T) {
 	lines, log := pathsDebugLog()
 	cfg := testConfig()
 	cfg.Log = log
-	s := startServer(t, cfg, startBackend(t, httpName("ok")).addr())
+	s := pathsStartServer(t, cfg, startBackend(t, httpName("ok")).addr())
 	if status, body := get(t, s.addr, ""); status != 200 || body != "ok" {
 		t.Fatalf("got %d %q", status, body)
 	}
@@ -196,7 +196,7 @@ func TestPathsBadConfigAndListeners(t *testing.T) {
 			t.Errorf("%s: New accepted it", name)
 		}
 	}
-	s := startServer(t, testConfig())
+	s := pathsStartServer(t, testConfig())
 	ul, err := net.Listen("unix", filepath.Join(t.TempDir(), "sock"))
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +225,7 @@ func TestPathsPipePoolBounded(t *testing.T) {
 		c.Read(make([]byte, 512))
 		c.Write(payload)
 	})
-	s := serveOn(t, testConfig(), listenSmallSendBuffer(t), b.addr())
+	s := pathsServeOn(t, testConfig(), listenSmallSendBuffer(t), b.addr())
 	conns := make([]*net.TCPConn, n)
 	for i := range conns {
 		conns[i] = dialSmallWindow(t, s.addr)
@@ -315,7 +315,7 @@ func TestPathsOutOfDescriptors(t *testing.T) {
 	cfg = testConfig()
 	cfg.SniffTimeout = 100 * time.Millisecond
 	cfg.OnDialFailure = func(ring.Backend) { failures.Add(1) }
-	s := startServer(t, cfg, startBackend(t, pathsEcho).addr())
+	s := pathsStartServer(t, cfg, startBackend(t, pathsEcho).addr())
 	c := pathsDial(t, s.addr, 5*time.Second)
 	pathsWait(t, 3*time.Second, "the silent client accepted", func() bool {
 		return pathsCount(s.Server, func(c *conn) bool { return c.phase == sniffing }) == 1
@@ -341,7 +341,7 @@ func TestPathsNamedBackends(t *testing.T) {
 	live := startBackend(t, httpName("live"))
 	_, port, _ := net.SplitHostPort(live.addr())
 	t.Run("localhost", func(t *testing.T) {
-		if status, body := get(t, startServer(t, testConfig(), "localhost:"+port).addr, ""); status != 200 || body != "live" {
+		if status, body := get(t, pathsStartServer(t, testConfig(), "localhost:"+port).addr, ""); status != 200 || body != "live" {
 			t.Fatalf("through localhost:%s: %d %q", port, status, body)
 		}
 	})
@@ -365,7 +365,7 @@ func TestPathsNamedBackends(t *testing.T) {
 		cfg := testConfig()
 		cfg.OnDialFailure = func(b ring.Backend) { mu.Lock(); failed[b.Addr]++; mu.Unlock() }
 		bad := []string{"empty.test:80", "127.0.0.1:0", "one.test:" + deadPort}
-		s := startServer(t, cfg, append(bad, live.addr())...)
+		s := pathsStartServer(t, cfg, append(bad, live.addr())...)
 		for range 4 {
 			if status, body := get(t, s.addr, ""); status != 200 || body != "live" {
 				t.Fatalf("got %d %q, want 200 live", status, body)
@@ -381,7 +381,7 @@ func TestPathsNamedBackends(t *testing.T) {
 	})
 	t.Run("first lookup hangs", func(t *testing.T) {
 		start := time.Now()
-		s := startServer(t, testConfig(), "hangs.test:80", live.addr())
+		s := pathsStartServer(t, testConfig(), "hangs.test:80", live.addr())
 		if d := time.Since(start); d < firstLookupWait || d > firstLookupWait+3*time.Second {
 			t.Fatalf("New took %v with a lookup that hangs, want about %v", d, firstLookupWait)
 		}
@@ -404,7 +404,7 @@ func TestPathsNamedBackends(t *testing.T) {
 // by hand: a read that finds nothing waits, and an interim head for a client that reset
 // closes the connection at its first write.
 func TestPathsPumpHeadOnTheLoop(t *testing.T) {
-	s := startServer(t, stickyConfig())
+	s := pathsStartServer(t, stickyConfig())
 	l := s.loops[0]
 	headConn := func(clientFD, backendFD int) *conn {
 		s.active.Add(1)

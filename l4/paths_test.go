@@ -3,6 +3,7 @@ package l4
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,29 @@ func pathsWait(t *testing.T, within time.Duration, what string, cond func() bool
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// pathsStartServer is startServer, shut down at the end of the test with 1 s, not 5 s, for
+// its connections to finish: a planted bug that leaves one open fails its test sooner.
+func pathsStartServer(t *testing.T, cfg Config, addrs ...string) *testServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pathsServeOn(t, cfg, ln, addrs...)
+}
+
+// pathsServeOn is serveOn with pathsStartServer's shorter shutdown.
+func pathsServeOn(t *testing.T, cfg Config, ln net.Listener, addrs ...string) *testServer {
+	t.Helper()
+	s := serveOn(t, cfg, ln, addrs...)
+	t.Cleanup(func() { // before serveOn's, whose Shutdown then finds this one done
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return s
 }
 
 // pathsDeadAddr is a loopback address nothing listens on: a dial to it is refused.
@@ -107,7 +131,7 @@ func pathsBefore(s *Server) pathsSnapshot {
 	return pathsSnapshot{fds: pathsFDs(), pipes: pathsPipesHeld(s)}
 }
 
-// pathsNoLeak waits until s holds no connection, no pipe beyond one per loop, and no
+// pathsNoLeak waits until s holds no connection, no pipe in use but its loops' hot ones, and no
 // descriptor that was not open at before but for the pipes it holds beyond those it held
 // then. The test must have closed its own sockets, and its backends theirs.
 func pathsNoLeak(t *testing.T, s *Server, before pathsSnapshot) {
@@ -137,11 +161,20 @@ func pathsNoLeak(t *testing.T, s *Server, before pathsSnapshot) {
 			return n
 		}
 		pipesOK := pipeFDs(pathsFDs())-pipeFDs(before.fds) == 2*(pipes-before.pipes)
-		if st.Active == 0 && st.PipesInUse <= int64(len(s.loops)) && onlyPipes && pipesOK {
+		// With no connection, the pipes in use are the loops' hot ones, no other.
+		hot := 0
+		for _, l := range s.loops {
+			l.call(func() {
+				if l.hot != nil {
+					hot++
+				}
+			})
+		}
+		if st.Active == 0 && st.PipesInUse == int64(hot) && onlyPipes && pipesOK {
 			return
 		}
-		last = fmt.Sprintf("active %d, pipes in use %d (loops %d), pipes held %d (before: %d), new descriptors %v",
-			st.Active, st.PipesInUse, len(s.loops), pipes, before.pipes, fresh)
+		last = fmt.Sprintf("active %d, pipes in use %d (hot: %d), pipes held %d (before: %d), new descriptors %v",
+			st.Active, st.PipesInUse, hot, pipes, before.pipes, fresh)
 		if time.Now().After(deadline) {
 			t.Fatalf("lb still holds more than it should: %s", last)
 		}
@@ -212,7 +245,7 @@ func TestPathsClientEndsAfterPartialHead(t *testing.T) {
 	})
 	cfg := testConfig()
 	cfg.SniffTimeout = time.Minute // only the client's FIN can end the sniff within the test
-	s := startServer(t, cfg, b.addr())
+	s := pathsStartServer(t, cfg, b.addr())
 
 	t.Run("half-close", func(t *testing.T) {
 		c := pathsDial(t, s.addr, 5*time.Second)
@@ -281,7 +314,7 @@ func TestPathsSilentClientRedialsOnSocketError(t *testing.T) {
 			failures.Add(1)
 		}
 	}
-	s := startServer(t, cfg, dead, greeter.addr())
+	s := pathsStartServer(t, cfg, dead, greeter.addr())
 	for i := range 4 { // the ring starts at the dead backend every other connection
 		c := pathsDial(t, s.addr, 5*time.Second)
 		line, err := bufio.NewReader(c).ReadString('\n')
@@ -307,7 +340,7 @@ func TestPathsResetMidStream(t *testing.T) {
 			sent <- n
 			pathsReset(c)
 		})
-		s := startServer(t, testConfig(), b.addr())
+		s := pathsStartServer(t, testConfig(), b.addr())
 		before := pathsBefore(s.Server)
 		c := pathsDial(t, s.addr, 5*time.Second)
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -331,7 +364,7 @@ func TestPathsResetMidStream(t *testing.T) {
 			}
 			ended <- err
 		})
-		s := startServer(t, testConfig(), b.addr())
+		s := pathsStartServer(t, testConfig(), b.addr())
 		before := pathsBefore(s.Server)
 		c := pathsDial(t, s.addr, 5*time.Second)
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -344,11 +377,14 @@ func TestPathsResetMidStream(t *testing.T) {
 	})
 	t.Run("client resets after its FIN", func(t *testing.T) {
 		release := make(chan struct{})
+		var once sync.Once
+		releaseBackend := func() { once.Do(func() { close(release) }) }
 		b := startBackend(t, func(c *net.TCPConn) {
 			io.Copy(io.Discard, c) // to the client's FIN; then no answer
 			<-release
 		})
-		s := startServer(t, testConfig(), b.addr())
+		defer releaseBackend() // before the backend's cleanup waits for its handler
+		s := pathsStartServer(t, testConfig(), b.addr())
 		before := pathsBefore(s.Server)
 		c := pathsDial(t, s.addr, 5*time.Second)
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -358,7 +394,7 @@ func TestPathsResetMidStream(t *testing.T) {
 		})
 		pathsReset(c)
 		pathsWait(t, 3*time.Second, "lb to close the connection", func() bool { return s.Stats().Active == 0 })
-		close(release)
+		releaseBackend()
 		pathsNoSpin(t, "no connection is open")
 		pathsNoLeak(t, s.Server, before)
 	})
@@ -394,7 +430,7 @@ func pathsStalledConn(t *testing.T, cfg Config, payload []byte) (s *testServer, 
 			close(release)
 		}
 	})
-	s = serveOn(t, cfg, listenSmallSendBuffer(t), b.addr())
+	s = pathsServeOn(t, cfg, listenSmallSendBuffer(t), b.addr())
 	srv.Store(s.Server)
 	before = pathsBefore(srv.Load())
 	c = dialSmallWindow(t, s.addr)
@@ -450,7 +486,7 @@ func TestPathsClosedWithBytesInThePipe(t *testing.T) {
 // refuseWait has passed (what it sends meanwhile is read and dropped); one that closes is
 // let go at once.
 func TestPathsRefuseWaitExpires(t *testing.T) {
-	s := startServer(t, testConfig(), pathsDeadAddr(t))
+	s := pathsStartServer(t, testConfig(), pathsDeadAddr(t))
 	s.ring.SetUp("b0", false)
 	refused := func() (*net.TCPConn, time.Time) {
 		c := pathsDial(t, s.addr, 5*time.Second)
@@ -488,7 +524,7 @@ func TestPathsRefuseWaitExpires(t *testing.T) {
 func TestPathsUnparsedHeadWithNoBackendGets503(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxHeaderBytes = 1024
-	s := startServer(t, cfg, pathsDeadAddr(t))
+	s := pathsStartServer(t, cfg, pathsDeadAddr(t))
 	s.ring.SetUp("b0", false)
 	for name, head := range map[string]string{
 		"oversized": "GET / HTTP/1.1\r\nHost: t\r\nCookie: " + strings.Repeat("x", 4000) + "\r\n\r\n",
@@ -523,7 +559,7 @@ func TestPathsIPv6(t *testing.T) {
 	lines, log := pathsDebugLog()
 	cfg := testConfig()
 	cfg.Log = log
-	s := serveOn(t, cfg, ln, b.addr())
+	s := pathsServeOn(t, cfg, ln, b.addr())
 
 	payload := append([]byte("POST / HTTP/1.1\r\nHost: t\r\n\r\n"), randomBytes(t, 2<<20)...)
 	c := pathsDial(t, s.addr, 5*time.Second)
@@ -548,7 +584,7 @@ func TestPathsIdleTimeoutZeroNeverCloses(t *testing.T) {
 	cfg := testConfig()
 	cfg.IdleTimeout = 0
 	cfg.SniffTimeout, cfg.ConnectTimeout = 20*time.Millisecond, 20*time.Millisecond
-	s := startServer(t, cfg, startBackend(t, pathsEcho).addr())
+	s := pathsStartServer(t, cfg, startBackend(t, pathsEcho).addr())
 	c := pathsDial(t, s.addr, 5*time.Second)
 	roundTrip := func(msg string) {
 		t.Helper()
@@ -582,7 +618,7 @@ func pathsLoopSweepEvery(s *Server) time.Duration { return s.loops[0].sweepEvery
 // both, and every byte of every one arrives.
 func TestPathsTwoLoops(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	s := startServer(t, testConfig(), startBackend(t, pathsEcho).addr(), startBackend(t, pathsEcho).addr())
+	s := pathsStartServer(t, testConfig(), startBackend(t, pathsEcho).addr(), startBackend(t, pathsEcho).addr())
 	if len(s.loops) != 2 {
 		t.Fatalf("%d loops with GOMAXPROCS 2, want 2", len(s.loops))
 	}
@@ -674,7 +710,7 @@ func pathsAwaitError(t *testing.T, fd int) {
 // Run on the loop itself, on a connection made by hand, so that no other event (a hang-up
 // seen later) can close it instead.
 func TestPathsPumpClosesOnSocketErrors(t *testing.T) {
-	s := startServer(t, testConfig())
+	s := pathsStartServer(t, testConfig())
 	for _, tc := range []struct {
 		name       string
 		bulk       bool // the flow splices

@@ -33,7 +33,7 @@ func TestPathsStickyResetMidHead(t *testing.T) {
 			})
 			pathsReset(c)
 		})
-		srv = startServer(t, stickyConfig(), b.addr())
+		srv = pathsStartServer(t, stickyConfig(), b.addr())
 		before := pathsBefore(srv.Server)
 		c := pathsDial(t, srv.addr, 5*time.Second)
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -60,7 +60,7 @@ func TestPathsStickyResetMidHead(t *testing.T) {
 			defer releaseBackend()
 			cfg := stickyConfig()
 			cfg.MaxHeaderBytes = 256 << 10
-			s := serveOn(t, cfg, listenSmallSendBuffer(t), b.addr())
+			s := pathsServeOn(t, cfg, listenSmallSendBuffer(t), b.addr())
 			before := pathsBefore(s.Server)
 			c := dialSmallWindow(t, s.addr)
 			io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -114,7 +114,7 @@ func TestPathsLateStoreAnswers(t *testing.T) {
 		a := startBackend(t, sessionApp("a"))
 		cfg := sessionConfig(pathsRedisStore(t, redis, 3*time.Second))
 		cfg.ConnectTimeout = 100 * time.Millisecond
-		s := startServer(t, cfg, a.addr())
+		s := pathsStartServer(t, cfg, a.addr())
 		pathsWarmStore(t, s)
 		warm := a.conns.Load()
 		before := pathsBefore(s.Server)
@@ -139,7 +139,7 @@ func TestPathsLateStoreAnswers(t *testing.T) {
 	})
 	t.Run("learn", func(t *testing.T) {
 		a := startBackend(t, sessionApp("a"))
-		s := startServer(t, sessionConfig(pathsRedisStore(t, redis, 3*time.Second)), a.addr())
+		s := pathsStartServer(t, sessionConfig(pathsRedisStore(t, redis, 3*time.Second)), a.addr())
 		pathsWarmStore(t, s)
 		before := pathsBefore(s.Server)
 		redis.Signal(syscall.SIGSTOP)
