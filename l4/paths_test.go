@@ -238,7 +238,7 @@ func TestPathsClientEndsAfterPartialHead(t *testing.T) {
 	partial := "GET / HTTP/1.1\r\nHost: t\r\nX-Cut: "
 	got := make(chan string, 4)
 	b := startBackend(t, func(c *net.TCPConn) {
-		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.SetDeadline(time.Now().Add(3 * time.Second))
 		in, _ := io.ReadAll(c)
 		got <- string(in)
 		fmt.Fprintf(c, "read %d bytes", len(in))
@@ -248,7 +248,7 @@ func TestPathsClientEndsAfterPartialHead(t *testing.T) {
 	s := pathsStartServer(t, cfg, b.addr())
 
 	t.Run("half-close", func(t *testing.T) {
-		c := pathsDial(t, s.addr, 5*time.Second)
+		c := pathsDial(t, s.addr, 3*time.Second)
 		io.WriteString(c, partial)
 		c.CloseWrite()
 		answer, err := io.ReadAll(c)
@@ -260,7 +260,7 @@ func TestPathsClientEndsAfterPartialHead(t *testing.T) {
 		}
 	})
 	t.Run("close", func(t *testing.T) {
-		c := pathsDial(t, s.addr, 5*time.Second)
+		c := pathsDial(t, s.addr, 3*time.Second)
 		io.WriteString(c, partial)
 		c.Close()
 		select {
@@ -268,14 +268,14 @@ func TestPathsClientEndsAfterPartialHead(t *testing.T) {
 			if in != partial {
 				t.Fatalf("the backend read %q, want %q", in, partial)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(3 * time.Second):
 			t.Fatal("the partial head of a client that closed never reached the backend")
 		}
 		pathsWait(t, 3*time.Second, "the connection closed", func() bool { return s.Stats().Active == 0 })
 	})
 	t.Run("nothing", func(t *testing.T) {
 		before := b.conns.Load()
-		c := pathsDial(t, s.addr, 5*time.Second)
+		c := pathsDial(t, s.addr, 3*time.Second)
 		pathsWait(t, 3*time.Second, "the connection accepted", func() bool { return s.Stats().Active == 1 })
 		c.Close()
 		pathsWait(t, 3*time.Second, "the connection closed", func() bool { return s.Stats().Active == 0 })
@@ -286,7 +286,7 @@ func TestPathsClientEndsAfterPartialHead(t *testing.T) {
 	t.Run("none up", func(t *testing.T) {
 		s.ring.SetUp("b0", false)
 		defer s.ring.SetUp("b0", true)
-		c := pathsDial(t, s.addr, 5*time.Second)
+		c := pathsDial(t, s.addr, 3*time.Second)
 		io.WriteString(c, partial)
 		c.CloseWrite()
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -316,7 +316,7 @@ func TestPathsSilentClientRedialsOnSocketError(t *testing.T) {
 	}
 	s := pathsStartServer(t, cfg, dead, greeter.addr())
 	for i := range 4 { // the ring starts at the dead backend every other connection
-		c := pathsDial(t, s.addr, 5*time.Second)
+		c := pathsDial(t, s.addr, 3*time.Second)
 		line, err := bufio.NewReader(c).ReadString('\n')
 		if err != nil || line != "220 hello\r\n" {
 			t.Fatalf("connection %d: read %q, %v; want the second backend's greeting", i, line, err)
