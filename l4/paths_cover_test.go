@@ -216,6 +216,34 @@ func TestPathsBadConfigAndListeners(t *testing.T) {
 	if err := s.Serve(tl); err == nil || errors.Is(err, ErrServerClosed) {
 		t.Errorf("Serve of a closed listener: %v, want an error", err)
 	}
+	if err := s.Serve((*net.TCPListener)(nil)); err == nil || errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve of a nil *net.TCPListener: %v, want an error", err)
+	}
+}
+
+// TestPathsListenerServedTwice: a listener handed to Serve twice cannot join the loops' epoll
+// sets again; that is logged, and the listener goes on being served.
+func TestPathsListenerServedTwice(t *testing.T) {
+	lines, log := pathsDebugLog()
+	cfg := testConfig()
+	cfg.Log = log
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := pathsServeOn(t, cfg, ln, startBackend(t, httpName("ok")).addr())
+	again := make(chan error, 1)
+	go func() { again <- s.Serve(ln) }()
+	pathsWait(t, 3*time.Second, "the error of the second watch", func() bool { return lines.Count("cannot watch the listener") == len(s.loops) })
+	if status, body := get(t, s.addr, ""); status != 200 || body != "ok" {
+		t.Fatalf("got %d %q", status, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s.Shutdown(ctx)
+	if err := <-again; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("the second Serve returned %v, want ErrServerClosed", err)
+	}
 }
 
 // TestPathsPipePoolBounded: after more stalled flows at once than the pool keeps, the pipes
