@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Plants each bug of this folder in a copy of the repository and runs the test its patch names:
+# every bug must make its test FAIL, within LIMIT (10) seconds of test time.
+#
+#   bash l4/testdata/planted/run.sh            # every patch
+#   bash l4/testdata/planted/run.sh 04 17      # the patches whose names start so
+#
+# Prints one row per patch (patch, test, caught, seconds) and exits 1 if any bug was not caught
+# in time, 2 if the tests fail without any bug planted.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../../.." && pwd)
+limit=${LIMIT:-10}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# A copy of the working tree, without .git: the patches apply to l4 as it is now.
+mkdir "$work/repo"
+tar -C "$repo" --exclude=.git -cf - . | tar -C "$work/repo" -xf -
+cp -r "$work/repo/l4" "$work/l4.orig"
+
+patches=()
+for p in "$here"/*.patch; do
+	name=$(basename "$p" .patch)
+	if [ $# -eq 0 ]; then
+		patches+=("$p")
+	else
+		for prefix in "$@"; do [[ $name == "$prefix"* ]] && patches+=("$p") && break; done
+	fi
+done
+
+# -run pattern of a test name: TestX, or TestX/sub_test for one subtest.
+pattern() {
+	local IFS=/ out="" part
+	for part in $1; do out+="${out:+/}^${part}\$"; done
+	echo "$out"
+}
+header() { sed -n "s/^# $1: //p" "$2" | head -1; }
+runtest() { # dir pattern log
+	(cd "$1" && go test -count=1 -timeout 30s -run "$2" ./l4/ </dev/null >"$3" 2>&1)
+}
+
+# Without any bug, every named test must pass.
+tests=$(for p in "${patches[@]}"; do header "caught by" "$p" | cut -d/ -f1; done | sort -u | paste -sd'|')
+if ! runtest "$work/repo" "^($tests)\$" "$work/baseline.log"; then
+	echo "the tests fail with no bug planted:" >&2
+	tail -30 "$work/baseline.log" >&2
+	exit 2
+fi
+
+printf '%-48s %-74s %-7s %s\n' PATCH TEST CAUGHT SECONDS
+missed=0
+for p in "${patches[@]}"; do
+	name=$(basename "$p" .patch)
+	test=$(header "caught by" "$p")
+	rm -rf "$work/repo/l4" && cp -r "$work/l4.orig" "$work/repo/l4"
+	log="$work/$name.log"
+	caught=no secs=-
+	if ! (cd "$work/repo" && git apply "$p" 2>"$log"); then
+		caught="no (patch does not apply)"
+	else
+		start=$(date +%s.%N)
+		runtest "$work/repo" "$(pattern "$test")" "$log"
+		rc=$?
+		wall=$(echo "$(date +%s.%N) - $start" | bc)
+		top=${test%%/*}
+		# The test's own time; after a panic, the package's; else the wall clock.
+		secs=$(sed -n "s/^--- FAIL: $top (\([0-9.]*\)s)$/\1/p" "$log" | head -1)
+		[ -n "$secs" ] || secs=$(sed -n 's/^FAIL[[:space:]]lb\/l4[[:space:]]\([0-9.]*\)s$/\1/p' "$log" | head -1)
+		[ -n "$secs" ] || secs=$(printf '%.2f' "$wall")
+		if grep -q -e '\[build failed\]' -e '\[setup failed\]' "$log"; then
+			caught="no (does not build)"
+		elif grep -q 'no tests to run' "$log"; then
+			caught="no (no such test)"
+		elif [ $rc -ne 0 ] && [ "$(echo "$secs < $limit" | bc)" = 1 ]; then
+			caught=yes
+		elif [ $rc -ne 0 ]; then
+			caught="late"
+		fi
+	fi
+	printf '%-48s %-74s %-7s %s\n' "$name" "$test" "$caught" "$secs"
+	if [ "$caught" != yes ]; then
+		missed=$((missed + 1))
+		[ -n "${VERBOSE:-}" ] && tail -20 "$log"
+	fi
+done
+echo "${#patches[@]} planted bugs, $((${#patches[@]} - missed)) caught within ${limit}s"
+[ $missed -eq 0 ]
