@@ -87,7 +87,14 @@ func TestOwnShortageIsNotTheBackends(t *testing.T) {
 	waitFor(t, "the connection to be accepted", func() bool { return s.Stats().Active == 1 })
 	restore := squeezeFDs(t)
 	c.Write([]byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
-	waitFor(t, "the connection to wait for a descriptor", func() bool { return phaseCount(s.Server, starved) == 1 })
+	// Starved, or (the bug) refused or closed as if every backend had failed.
+	waitFor(t, "the connection to wait for a descriptor", func() bool {
+		return phaseCount(s.Server, starved) == 1 || s.Stats().Active == 0 || s.Stats().RefusedDial > 0
+	})
+	if phaseCount(s.Server, starved) != 1 {
+		restore()
+		t.Fatalf("out of descriptors, the connection did not wait for one: %+v, %d failed dials reported", s.Stats(), reported.Load())
+	}
 	restore()
 
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -96,7 +103,7 @@ func TestOwnShortageIsNotTheBackends(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || string(body) != "ok" {
-		t.Errorf("after the shortage: %d %q, want the backend's 200", resp.StatusCode, body)
+		t.Fatalf("after the shortage: %d %q, want the backend's 200", resp.StatusCode, body)
 	}
 	if n := reported.Load(); n != 0 {
 		t.Errorf("health heard of %d failed dials: lb's own shortage was blamed on the backend", n)
@@ -157,6 +164,19 @@ func TestNoPipeLosesNoByte(t *testing.T) {
 		}
 		writeErr <- err
 	}()
+	// The client reads nothing until a flow has found its destination full: short writes by
+	// construction.
+	waitFor(t, "a flow blocked on a full destination", func() bool {
+		blocked := false
+		for _, l := range s.loops {
+			l.call(func() {
+				for _, c := range l.slots {
+					blocked = blocked || c != nil && (c.ends[client].blocked || c.ends[backend].blocked)
+				}
+			})
+		}
+		return blocked
+	})
 	got, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatal(err)
@@ -207,8 +227,8 @@ func TestAcceptStopsAtTheLimit(t *testing.T) {
 	echoes(second, "two")
 	third := dial(t, s.addr) // the kernel completes the handshake: it waits in the backlog
 	third.Write([]byte("three"))
-	waitFor(t, "accepting to stop at the limit", func() bool {
-		return logs.Count("connection limit reached: new clients wait in the listen backlog") == 1
+	waitFor(t, "accepting to stop at the limit (or, the bug, a third accept)", func() bool {
+		return logs.Count("connection limit reached: new clients wait in the listen backlog") == 1 || s.Stats().Accepted > 2
 	})
 	if st := s.Stats(); st.Accepted != 2 || st.Active != 2 {
 		t.Fatalf("at the limit: accepted %d, active %d; want 2 and 2", st.Accepted, st.Active)
@@ -233,6 +253,7 @@ func TestSlowHeadsClosed(t *testing.T) {
 	s := startServer(t, cfg, b.addr())
 	c := dial(t, s.addr)
 	c.Write([]byte("GET / HTTP/1.1\r\nHost: slow"))
+	c.SetReadDeadline(time.Now().Add(3 * time.Second)) // fails in seconds if lb routes it instead
 	if n, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("read %d bytes: want the connection closed", n)
 	}

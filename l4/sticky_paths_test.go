@@ -163,15 +163,16 @@ func TestPathsLateStoreAnswers(t *testing.T) {
 }
 
 // TestPathsStickyHeadDebugLines: with debug logging, a response head lb cannot parse and a
-// cookie with no room left in the setup buffer are each passed through as they came, and
+// cookie with no room left under MaxHeadMemory are each passed through as they came, and
 // said so.
 func TestPathsStickyHeadDebugLines(t *testing.T) {
 	for _, tc := range []struct {
 		name, response, line string
-		maxHeader            int
+		maxHeadMemory        int64
 	}{
-		{"malformed head", "HTTP/1.1 2xx OK\r\nX: y\r\n\r\nbody", "response head passed through as it came", 1024},
-		{"no room for the cookie", "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("y", 900) + "\r\n\r\n", "response head passed through without the cookie: no room", 1024},
+		{"malformed head", "HTTP/1.1 2xx OK\r\nX: y\r\n\r\nbody", "response head passed through as it came", 0},
+		// The head nearly fills a 1 KiB buffer; the cookie line would take it to 2 KiB.
+		{"no room for the cookie", "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("y", 960) + "\r\n\r\n", "response head passed through without the cookie: head buffers at their memory bound", 1024},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := startBackend(t, func(c *net.TCPConn) {
@@ -180,11 +181,9 @@ func TestPathsStickyHeadDebugLines(t *testing.T) {
 			})
 			lines, log := pathsDebugLog()
 			cfg := stickyConfig()
-			cfg.MaxHeaderBytes = tc.maxHeader
+			cfg.MaxHeaderBytes, cfg.MaxHeadMemory = 1024, tc.maxHeadMemory
 			cfg.Log = log
-			// An id longer than the buffer's headroom allows for (the servers file keeps them
-			// to maxCookieID).
-			s := pathsServe(t, cfg, pathsBackendSpec{id: strings.Repeat("i", 4*maxCookieID), addr: b.addr()})
+			s := pathsServe(t, cfg, pathsBackendSpec{id: "b0", addr: b.addr()})
 			if got := exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"); got != tc.response {
 				t.Fatalf("client got %d bytes, want the %d sent, unchanged", len(got), len(tc.response))
 			}
