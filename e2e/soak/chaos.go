@@ -70,7 +70,8 @@ func (c *chaos) kill(kind, pool string, p *proc) event {
 	return e
 }
 
-// squeeze lowers an lb's open-files limit to a few above what it holds, for 0.5-2 s.
+// squeeze lowers an lb's open-files limit to a few above what it holds, for 0.5-1.5 s: less
+// than lb's connect timeout (2 s), the longest a client waits for a descriptor.
 func (c *chaos) squeeze(pool string, lb *proc) event {
 	e := event{kind: "squeeze fds", pool: pool, target: lb.name, start: time.Now()}
 	pid := lb.pid()
@@ -87,7 +88,7 @@ func (c *chaos) squeeze(pool string, lb *proc) event {
 		c.err = fmt.Errorf("squeeze %s: %w", lb.name, err)
 		return e
 	}
-	time.Sleep(500*time.Millisecond + time.Duration(c.rng.Int64N(int64(1500*time.Millisecond)))) // the shortage
+	time.Sleep(500*time.Millisecond + time.Duration(c.rng.Int64N(int64(time.Second)))) // the shortage
 	if err := setNofile(pid, hard); err != nil {
 		c.err = err
 	}
@@ -110,12 +111,10 @@ func (c *chaos) restore() error {
 
 // Slack around a fault: an operation in flight when a backend is killed may be cut
 // (killSlack covers the kill taking effect); a sticky or session series may be re-balanced
-// while its backend, or Redis, is down and until health has brought it back (upGrace); a
-// shortage of descriptors may refuse or cut what overlaps it (fdGrace).
+// while its backend, or Redis, is down and until health has brought it back (upGrace).
 const (
 	killSlack = 100 * time.Millisecond
 	upGrace   = 4 * time.Second // health: two good probes a second apart, and the probe in progress
-	fdGrace   = time.Second
 )
 
 // excused reports whether a fault explains why o failed.
@@ -130,7 +129,9 @@ func excused(o op, e event) bool {
 	case e.kind == "kill redis":
 		return o.kind == "session" && overlaps(e.start, e.end.Add(upGrace))
 	case e.kind == "squeeze fds":
-		return overlaps(e.start, e.end.Add(fdGrace))
+		// lb waits for descriptors rather than fail a client: only its Redis calls, which
+		// need a socket now, may fail, and with them a session's stickiness.
+		return o.kind == "session" && overlaps(e.start, e.end.Add(upGrace))
 	}
 	return false
 }

@@ -237,7 +237,7 @@ func repoRoot() (string, error) {
 }
 
 func describe(o op) string {
-	return fmt.Sprintf("%s via lb-%s at +%v (%v): %v", o.kind, o.pool, o.start.Format("15:04:05.000"), o.end.Sub(o.start).Round(time.Millisecond), o.err)
+	return fmt.Sprintf("%s via lb-%s at %v (%v): %v", o.kind, o.pool, o.start.Format("15:04:05.000"), o.end.Sub(o.start).Round(time.Millisecond), o.err)
 }
 
 func report(l *ledger, events []event, excusedBy map[string]int) {
