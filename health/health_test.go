@@ -126,7 +126,7 @@ func TestInit(t *testing.T) {
 	if m := logs.All()[1]; m["message"] != "backend down" || m["level"] != "warn" || m["error"] == nil {
 		t.Errorf("line for b = %v, want warn backend down with the error", m)
 	}
-	if m := logs.All()[2]; m["message"] != "backends probed" || m["up"] != 1.0 || m["down"] != 1.0 {
+	if m := logs.All()[2]; m["message"] != "backends probed" || m["level"] != "info" || m["up"] != 1.0 || m["down"] != 1.0 {
 		t.Errorf("last line = %v, want backends probed up=1 down=1", m)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"lb/internal/fdtest"
 	"lb/internal/logtest"
 	"lb/ring"
 )
@@ -85,5 +86,38 @@ func TestOwnShortageIsNotTheBackends(t *testing.T) {
 	p.observe("a", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
 	if isUp(t, r, "a") {
 		t.Error("a refused connection with Fall 1 left the backend up")
+	}
+}
+
+// TestInitOutOfDescriptors: probes that cannot get a socket leave their backends up, and the
+// summary says how many were not probed and why.
+func TestInitOutOfDescriptors(t *testing.T) {
+	r := newRing(t, listen(t, "127.0.0.1:0").addr, listen(t, "127.0.0.1:0").addr, listen(t, "127.0.0.1:0").addr)
+	logs, log := logtest.New()
+	p := NewProber(r, Config{Timeout: 5 * time.Second}, log)
+	restore := fdtest.Squeeze(t)
+	p.Init(context.Background())
+	restore()
+	for _, id := range []string{"a", "b", "c"} {
+		if !isUp(t, r, id) {
+			t.Errorf("%s is down after a probe that could not be made", id)
+		}
+	}
+	last := logs.All()[len(logs.All())-1]
+	if last["message"] != "backends probed" || last["level"] != "warn" || last["not_probed"] != 3.0 || last["up"] != 0.0 || last["down"] != 0.0 {
+		t.Errorf("last line = %v, want a warning: backends probed, 3 not probed", last)
+	}
+}
+
+// TestInitNamesTheFirstFewUp: of six backends up, the first five are named.
+func TestInitNamesTheFirstFewUp(t *testing.T) {
+	var addrs []string
+	for range initLines + 1 {
+		addrs = append(addrs, listen(t, "127.0.0.1:0").addr)
+	}
+	logs, log := logtest.New()
+	NewProber(newRing(t, addrs...), Config{Timeout: 5 * time.Second}, log).Init(context.Background())
+	if n := logs.Count("backend up"); n != initLines {
+		t.Errorf("named %d backends up, want the first %d", n, initLines)
 	}
 }

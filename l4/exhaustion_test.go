@@ -6,70 +6,16 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"lb/internal/fdtest"
 	"lb/internal/logtest"
 	"lb/ring"
 )
-
-// squeezeFDs fills every free descriptor number below the highest in use and lowers the
-// process's soft open-files limit to just above it, so the next socket, pipe or accept fails
-// with EMFILE; it returns what puts both back.
-func squeezeFDs(t *testing.T) (restore func()) {
-	t.Helper()
-	var old unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
-		t.Fatal(err)
-	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	highest := 0
-	for _, e := range ents {
-		if fd, err := strconv.Atoi(e.Name()); err == nil {
-			highest = max(highest, fd)
-		}
-	}
-	var fillers []int
-	for {
-		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fd > highest {
-			unix.Close(fd)
-			break
-		}
-		fillers = append(fillers, fd)
-	}
-	tight := old
-	tight.Cur = uint64(highest + 1)
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &tight); err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	restore = func() {
-		if restored {
-			return
-		}
-		restored = true
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
-			t.Fatal(err)
-		}
-		for _, fd := range fillers {
-			unix.Close(fd)
-		}
-	}
-	t.Cleanup(restore)
-	return restore
-}
 
 // TestOwnShortageIsNotTheBackends: with lb out of descriptors, a routed connection waits for
 // one instead of failing its backend: health hears of no failed dial, the shortage is logged
@@ -85,7 +31,7 @@ func TestOwnShortageIsNotTheBackends(t *testing.T) {
 
 	c := dial(t, s.addr)
 	waitFor(t, "the connection to be accepted", func() bool { return s.Stats().Active == 1 })
-	restore := squeezeFDs(t)
+	restore := fdtest.Squeeze(t)
 	c.Write([]byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
 	// Starved, or (the bug) refused or closed as if every backend had failed.
 	waitFor(t, "the connection to wait for a descriptor", func() bool {
@@ -126,7 +72,7 @@ func TestShortageOutlastsTheConnectTimeout(t *testing.T) {
 
 	c := dial(t, s.addr)
 	waitFor(t, "the connection to be accepted", func() bool { return s.Stats().Active == 1 })
-	restore := squeezeFDs(t)
+	restore := fdtest.Squeeze(t)
 	c.Write([]byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
 	waitFor(t, "the client to be refused", func() bool { return s.Stats().RefusedBusy == 1 })
 	restore()

@@ -56,9 +56,10 @@ func TestScaledWeights(t *testing.T) {
 	for _, tt := range []struct {
 		weights, want []int
 	}{
-		{[]int{4, 2, 6}, []int{2, 1, 3}},             // the common divisor goes
-		{[]int{1, 1, 1}, []int{1, 1, 1}},             // already reduced
-		{[]int{maxSlots, 1}, []int{maxSlots - 1, 1}}, // one slot too many: scaled, the small one kept at 1
+		{[]int{4, 2, 6}, []int{2, 1, 3}},               // the common divisor goes
+		{[]int{1, 1, 1}, []int{1, 1, 1}},               // already reduced
+		{[]int{maxSlots, 1}, []int{maxSlots - 1, 1}},   // one slot too many: scaled, the small one kept at 1
+		{[]int{913089, 2736939}, []int{87437, 262088}}, // scaled to 262311 and 786264, then divided by their 3
 	} {
 		if got := scaledWeights(membersOf(tt.weights)); !slices.Equal(got, tt.want) {
 			t.Errorf("scaledWeights(%v) = %v, want %v", tt.weights, got, tt.want)

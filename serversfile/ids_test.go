@@ -3,6 +3,7 @@ package serversfile
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -66,5 +67,14 @@ func TestCollidingIDsDoNotDependOnOrder(t *testing.T) {
 				t.Errorf("%q: %s has id %q, want %q", in, b.Addr, b.ID, want)
 			}
 		}
+	}
+}
+
+func TestLoadDirectory(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Load(dir)
+	var le *LineError
+	if !errors.As(err, &le) || le.Error() != dir+": is a directory: give the servers file itself, one backend per line" {
+		t.Errorf("Load(a directory) = %v, want the one-sentence LineError", err)
 	}
 }
