@@ -17,22 +17,30 @@ import (
 	"lb/ring"
 )
 
+// requestOutOfDescriptors starts a server on cfg in front of an "ok" backend, has a client
+// connect, then runs the process out of descriptors (restore gives them back) and sends the
+// request: lb cannot create the backend socket. reported counts the failed dials health hears of.
+func requestOutOfDescriptors(t *testing.T, cfg Config) (s *testServer, c *net.TCPConn, reported *atomic.Int32, restore func()) {
+	t.Helper()
+	b := startBackend(t, httpName("ok"))
+	reported = new(atomic.Int32)
+	cfg.OnDialFailure = func(ring.Backend) { reported.Add(1) }
+	s = startServer(t, cfg, b.addr())
+	c = dial(t, s.addr)
+	waitFor(t, "the connection to be accepted", func() bool { return s.Stats().Active == 1 })
+	restore = fdtest.Squeeze(t)
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+	return s, c, reported, restore
+}
+
 // TestOwnShortageIsNotTheBackends: with lb out of descriptors, a routed connection waits for
 // one instead of failing its backend: health hears of no failed dial, the shortage is logged
 // once, and the client is served once a descriptor is free.
 func TestOwnShortageIsNotTheBackends(t *testing.T) {
-	b := startBackend(t, httpName("ok"))
 	logs, log := logtest.New()
 	cfg := testConfig()
 	cfg.Log = log
-	var reported atomic.Int32
-	cfg.OnDialFailure = func(ring.Backend) { reported.Add(1) }
-	s := startServer(t, cfg, b.addr())
-
-	c := dial(t, s.addr)
-	waitFor(t, "the connection to be accepted", func() bool { return s.Stats().Active == 1 })
-	restore := fdtest.Squeeze(t)
-	c.Write([]byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+	s, c, reported, restore := requestOutOfDescriptors(t, cfg)
 	// Starved, or (the bug) refused or closed as if every backend had failed.
 	waitFor(t, "the connection to wait for a descriptor", func() bool {
 		return phaseCount(s.Server, starved) == 1 || s.Stats().Active == 0 || s.Stats().RefusedDial > 0
@@ -63,17 +71,9 @@ func TestOwnShortageIsNotTheBackends(t *testing.T) {
 // TestShortageOutlastsTheConnectTimeout: a client that waited ConnectTimeout for a
 // descriptor is told so with a 503, and nothing is blamed on the backend.
 func TestShortageOutlastsTheConnectTimeout(t *testing.T) {
-	b := startBackend(t, httpName("ok"))
 	cfg := testConfig()
 	cfg.ConnectTimeout = 300 * time.Millisecond
-	var reported atomic.Int32
-	cfg.OnDialFailure = func(ring.Backend) { reported.Add(1) }
-	s := startServer(t, cfg, b.addr())
-
-	c := dial(t, s.addr)
-	waitFor(t, "the connection to be accepted", func() bool { return s.Stats().Active == 1 })
-	restore := fdtest.Squeeze(t)
-	c.Write([]byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+	s, c, reported, restore := requestOutOfDescriptors(t, cfg)
 	waitFor(t, "the client to be refused", func() bool { return s.Stats().RefusedBusy == 1 })
 	restore()
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -102,14 +102,7 @@ func TestNoPipeLosesNoByte(t *testing.T) {
 	const size = 4 << 20
 	payload := randomBytes(t, size)
 	c := dialSmallWindow(t, s.addr)
-	writeErr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(payload)
-		if err == nil {
-			err = c.CloseWrite()
-		}
-		writeErr <- err
-	}()
+	writeErr := writeThenHalfClose(c, payload)
 	// The client reads nothing until a flow has found its destination full: short writes by
 	// construction.
 	waitFor(t, "a flow blocked on a full destination", func() bool {

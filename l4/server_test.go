@@ -191,6 +191,20 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// writeThenHalfClose writes payload to c and shuts its write side, on a goroutine of its own,
+// so that the test can read meanwhile; the channel gets the first error, or nil.
+func writeThenHalfClose(c *net.TCPConn, payload []byte) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		done <- err
+	}()
+	return done
+}
+
 func randomBytes(t *testing.T, n int) []byte {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -243,14 +257,7 @@ func TestBytesExactBothWaysUnderBackpressure(t *testing.T) {
 	payload := randomBytes(t, size)
 
 	c := dial(t, s.addr)
-	writeErr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(payload)
-		if err == nil {
-			err = c.CloseWrite()
-		}
-		writeErr <- err
-	}()
+	writeErr := writeThenHalfClose(c, payload)
 	// Let the writer run ahead until flows stall, then read it all back.
 	waitFor(t, "a stalled flow holding a pipe", func() bool {
 		return s.Stats().PipesInUse > int64(len(s.loops)) || s.Stats().SplicedBytes >= size
