@@ -157,3 +157,55 @@ func getStatus(t *testing.T, addr string) string {
 	resp.Body.Close()
 	return resp.Status
 }
+
+// TestFewDescriptorsTakeNoBackendDown: under prlimit --nofile=256, 400 clients used to run
+// lb out of descriptors for its backend sockets, and the failed dials took both healthy
+// backends down: 503s for seconds after the clients had gone. Now lb holds what its limit
+// allows (64 here), the rest wait in the backlog, nothing is blamed on the backends, and the
+// requests that follow are served.
+func TestFewDescriptorsTakeNoBackendDown(t *testing.T) {
+	ngx := startNginx(t, 2)
+	lb := startLBWith(t, []string{"prlimit", "--nofile=256:256"}, nil,
+		"serve", "-f", writeServersFile(t, ngx[0].Addr, ngx[1].Addr), "--listen", "127.0.0.1:0")
+	var held []net.Conn
+	for range 400 { // idle at first: lb accepts what it will before any request needs a backend
+		c, err := net.DialTimeout("tcp", lb.Addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	if _, ok := lb.log.waitFor(0, 10*time.Second, func(e logEntry) bool {
+		return strings.HasPrefix(e.Message, "connection limit reached") || strings.HasPrefix(e.Message, "accept failed")
+	}); !ok {
+		t.Fatal("lb took 400 clients under a limit of 256 open files: the test proves nothing")
+	}
+	var answered atomic.Int64
+	var wg sync.WaitGroup
+	for _, c := range held {
+		fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n") // then idle on a keep-alive connection
+		wg.Go(func() {
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+				resp.Body.Close()
+				answered.Add(1)
+			}
+		})
+	}
+	if !waitUntil(10*time.Second, func() bool { return answered.Load() >= 64 }) {
+		t.Fatalf("%d of 400 clients answered, want lb's limit of 64 at least", answered.Load())
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	wg.Wait()
+	client := newClient(false)
+	for i := range 16 {
+		if _, err := backendOf(client, "http://"+lb.Addr+"/"); err != nil {
+			t.Fatalf("request %d after the 400 clients left: %v", i, err)
+		}
+	}
+	if e, ok := lb.log.waitFor(0, 0, func(e logEntry) bool { return e.Message == "backend down" }); ok {
+		t.Errorf("a healthy backend was taken down: %s", e.raw)
+	}
+}

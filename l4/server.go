@@ -131,7 +131,9 @@ func headMemory(cfg Config, maxConns int64) int64 {
 func ownFDs(loops int) int { return 4*loops + 2*maxFreePipes + 8 }
 
 // connLimit is cfg.MaxConns, or what the open-files limit leaves: two descriptors a
-// connection after the reserve.
+// connection after the reserve. Under a limit too low for the whole reserve, half the
+// descriptors are kept for connections: what else needs one (a probe, a spare pipe) waits
+// for it or does without, as it does whenever lb runs short.
 func connLimit(cfg Config, loops int) (int64, error) {
 	if cfg.MaxConns > 0 {
 		return int64(cfg.MaxConns), nil
@@ -140,11 +142,11 @@ func connLimit(cfg Config, loops int) (int64, error) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return 0, opError("getrlimit", err)
 	}
-	reserve := uint64(cfg.ReservedFDs + ownFDs(loops))
-	if lim.Cur < reserve+2*16 {
-		return 0, fmt.Errorf("l4: the open-files limit %d leaves no room for connections: raise it (ulimit -n) to at least %d", lim.Cur, reserve+2*16)
+	reserve := min(uint64(cfg.ReservedFDs+ownFDs(loops)), lim.Cur/2)
+	if n := int64(lim.Cur-reserve) / 2; n >= 1 {
+		return n, nil
 	}
-	return int64(lim.Cur-reserve) / 2, nil
+	return 0, fmt.Errorf("l4: the open-files limit %d leaves no room for connections: raise it (ulimit -n)", lim.Cur)
 }
 
 // startShortage logs, once per episode, that lb has no descriptor for a backend socket.
