@@ -86,7 +86,7 @@ func (c *client) run(stop <-chan struct{}) {
 		case r < 85:
 			c.echo("echo", c.echoSize(), false)
 		case r < 92:
-			c.echo("slow-echo", 1+c.rng.IntN(32<<10), true)
+			c.echo("slow-echo", 0, true)
 		default:
 			c.badFirstPacket()
 		}
@@ -186,20 +186,21 @@ func (c *client) echoSize() int {
 }
 
 // echo sends size random bytes through the echo lb, half-closes, and checks that exactly
-// those bytes come back, in order, before the backend's FIN. slow writes and reads in small
-// pieces with pauses.
+// those bytes come back, in order, before the backend's FIN. slow writes and reads in pieces
+// of 1 to 512 bytes with pauses, at most 1,000 of them (a few seconds): size is chosen then.
 func (c *client) echo(kind string, size int, slow bool) {
 	o := op{start: time.Now()}
 	defer func() { o.end = time.Now(); c.record(kind, "echo", o) }()
+	pause := func() {}
+	chunk := size
+	if slow {
+		chunk = 1 + c.rng.IntN(512)
+		size = 1 + c.rng.IntN(min(32<<10, 1000*chunk))
+		pause = func() { time.Sleep(time.Duration(1+c.rng.IntN(5)) * time.Millisecond) } // a slow peer, on purpose
+	}
 	data := make([]byte, size)
 	for i := range data {
 		data[i] = byte(c.rng.Uint32())
-	}
-	pause := func() {}
-	chunk := len(data)
-	if slow {
-		chunk = 1 + c.rng.IntN(512)
-		pause = func() { time.Sleep(time.Duration(1+c.rng.IntN(5)) * time.Millisecond) } // a slow peer, on purpose
 	}
 	conn, err := net.DialTimeout("tcp", c.echoLB, 5*time.Second)
 	if err != nil {
