@@ -1,3 +1,5 @@
+//go:build linux
+
 package l4
 
 // Head buffers hold what lb must keep before it can splice: a connection's first bytes until

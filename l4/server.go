@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package l4 accepts TCP connections, routes each one to a backend after sniffing its first
 // bytes, and moves bytes both ways with splice(2) until both sides are done.
 //
