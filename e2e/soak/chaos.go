@@ -58,7 +58,9 @@ func (c *chaos) run(stop <-chan struct{}) {
 	}
 }
 
-// kill kills p and starts it again on the same port 0.3-1.5 s later.
+// kill kills p and starts it again on the same port 0.3-1.5 s later, then lets lb's health
+// bring it back (upGrace) before the next fault: killing the other backend of a pool
+// meanwhile would leave lb none up, a 503 that is the chaos's doing.
 func (c *chaos) kill(kind, pool string, p *proc) event {
 	e := event{kind: kind, pool: pool, target: p.name, start: time.Now()}
 	p.kill()
@@ -67,6 +69,7 @@ func (c *chaos) kill(kind, pool string, p *proc) event {
 		c.err = err
 	}
 	e.end = time.Now()
+	time.Sleep(upGrace) // health's rise
 	return e
 }
 
