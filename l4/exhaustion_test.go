@@ -205,3 +205,36 @@ func TestSlowHeadsClosed(t *testing.T) {
 		t.Fatalf("a whole head: %d %q", status, body)
 	}
 }
+
+// TestNoPipeResetMidTransfer: with no pipe to be had, a client that resets mid-download
+// ends the connection: the copy without a pipe closes on the write error, and nothing is left.
+func TestNoPipeResetMidTransfer(t *testing.T) {
+	real := pipe2
+	t.Cleanup(func() { pipe2 = real })
+	pipe2 = func([]int) error { return unix.EMFILE }
+	b := startBackend(t, func(c *net.TCPConn) {
+		c.Read(make([]byte, 1024))
+		for c.SetWriteDeadline(time.Now().Add(ioDeadline)); ; {
+			if _, err := c.Write(make([]byte, 64<<10)); err != nil {
+				return
+			}
+		}
+	})
+	s := startServer(t, testConfig(), b.addr())
+	c := dialSmallWindow(t, s.addr)
+	c.Write([]byte("GET /big HTTP/1.1\r\nHost: t\r\n\r\n"))
+	waitFor(t, "a flow blocked on the client", func() bool {
+		blocked := false
+		for _, l := range s.loops {
+			l.call(func() {
+				for _, c := range l.slots {
+					blocked = blocked || c != nil && c.ends[backend].blocked
+				}
+			})
+		}
+		return blocked
+	})
+	c.SetLinger(0)
+	c.Close()
+	waitFor(t, "the connection closed", func() bool { return s.Stats().Active == 0 })
+}

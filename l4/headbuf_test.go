@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -117,5 +118,24 @@ func TestSparesFollowTheLoadDown(t *testing.T) {
 			t.Fatalf("5 s after the load: %d spare head buffers, %d spare pipes; want none", h, p)
 		}
 		time.Sleep(50 * time.Millisecond) // polling the trims, which run each second
+	}
+}
+
+// TestResponseHeadAtTheMemoryBound: when the first response head cannot be read under
+// MaxHeadMemory, it goes to the client as it came, without the sticky cookie, and whole.
+func TestResponseHeadAtTheMemoryBound(t *testing.T) {
+	response := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+	b := startBackend(t, func(c *net.TCPConn) {
+		http.ReadRequest(bufio.NewReader(c))
+		io.WriteString(c, response)
+	})
+	cfg := stickyConfig()
+	cfg.MaxHeaderBytes, cfg.MaxHeadMemory = 1024, 256 // the request's 256 B, no room to read a response
+	s := startServer(t, cfg, b.addr())
+	if got := exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"); got != response {
+		t.Fatalf("client got %q, want the response unchanged", got)
+	}
+	if st := s.Stats(); st.HeadsUnparsed == 0 {
+		t.Fatalf("HeadsUnparsed = 0: the response head was read after all")
 	}
 }
