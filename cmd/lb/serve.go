@@ -307,11 +307,20 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 		o.onListen(ln.Addr().String())
 	}
 
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		srv.Shutdown(context.Background())
-		return fmt.Errorf("serving %s: %w", ln.Addr(), err)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-usr1:
+			logCounters(o.log, srv.Stats())
+		case err := <-serveErr:
+			srv.Shutdown(context.Background())
+			return fmt.Errorf("serving %s: %w", ln.Addr(), err)
+		}
 	}
 	stop() // a second signal ends lb at once
 	o.log.Info().Dur("drain_timeout", o.drainTimeout).Int64("open", srv.Stats().Active).Msg("shutting down: draining connections")
@@ -323,6 +332,25 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	<-serveErr
 	o.log.Info().Msg("stopped")
 	return nil
+}
+
+// logCounters answers SIGUSR1 with one line of lb's counters: what an operator (or the soak)
+// reads to see connections, memory and goroutines come and go.
+func logCounters(log zerolog.Logger, st l4.Stats) {
+	log.Info().
+		Uint64("accepted", st.Accepted).
+		Int64("active", st.Active).
+		Int64("max_conns", st.MaxConns).
+		Int64("pipes_in_use", st.PipesInUse).
+		Int64("head_bytes", st.HeadBytes).
+		Uint64("heads_unparsed", st.HeadsUnparsed).
+		Uint64("refused_none_up", st.RefusedNoneUp).
+		Uint64("refused_dial", st.RefusedDial).
+		Uint64("refused_busy", st.RefusedBusy).
+		Uint64("closed_slow", st.ClosedSlow).
+		Uint64("idle_timeouts", st.IdleTimeouts).
+		Int("goroutines", runtime.NumGoroutine()).
+		Msg("counters")
 }
 
 // stickyMode says how clients are kept on their backend, for logs and lb probe.

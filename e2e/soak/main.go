@@ -1,8 +1,8 @@
 // Command soak drives the lb binary with a seeded random mix of clients for a set time while
 // a chaos loop kills and restarts its backends and Redis and squeezes its descriptors, then
 // reports what went through and fails on any request that failed for no reason the chaos
-// gives, on bytes lost, changed or reordered, and on descriptors or memory that do not come
-// back once the load stops.
+// gives, on bytes lost, changed or reordered, and on descriptors, goroutines or memory that do
+// not come back once the load stops.
 //
 //	go run ./e2e/soak -duration 10m
 //
@@ -109,6 +109,9 @@ func run(cfg config) error {
 		if err != nil {
 			return err
 		}
+		if u.goroutines, err = goroutinesOf(p); err != nil {
+			return err
+		}
 		base[p] = u
 	}
 
@@ -135,7 +138,13 @@ func run(cfg config) error {
 		if err != nil {
 			return err
 		}
+		if u.goroutines, err = goroutinesOf(p); err != nil {
+			return err
+		}
 		fmt.Printf("soak: %s: baseline %v; after the load %v\n", p.name, b, u)
+		if u.goroutines > b.goroutines {
+			problems = append(problems, fmt.Sprintf("%s runs %d goroutines after the load, %d at the baseline", p.name, u.goroutines, b.goroutines))
+		}
 		if u.fds > b.fds {
 			problems = append(problems, fmt.Sprintf("%s holds %d descriptors a minute after the load, %d at the baseline", p.name, u.fds, b.fds))
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -239,14 +240,47 @@ func fileExists(p string) bool {
 	return err == nil
 }
 
-// usage is what /proc says of a process: open descriptors, threads, resident memory.
+// usage is what /proc says of a process (open descriptors, threads, resident memory) and,
+// for lb, its goroutines.
 type usage struct {
 	fds, threads int
 	rssKB        int
+	goroutines   int
 }
 
 func (u usage) String() string {
-	return fmt.Sprintf("%d fds, %d threads, %.1f MB RSS", u.fds, u.threads, float64(u.rssKB)/1024)
+	return fmt.Sprintf("%d fds, %d goroutines, %d threads, %.1f MB RSS", u.fds, u.goroutines, u.threads, float64(u.rssKB)/1024)
+}
+
+// goroutinesOf asks lb for its counters (SIGUSR1) and reads the goroutines from the line it
+// logs to its out.log.
+func goroutinesOf(p *proc) (int, error) {
+	log := filepath.Join(p.dir, "out.log")
+	seen := func() (int, int) {
+		b, _ := os.ReadFile(log)
+		n, last := 0, -1
+		for _, line := range strings.Split(string(b), "\n") {
+			var e struct {
+				Message    string `json:"message"`
+				Goroutines int    `json:"goroutines"`
+			}
+			if json.Unmarshal([]byte(line), &e) == nil && e.Message == "counters" {
+				n, last = n+1, e.Goroutines
+			}
+		}
+		return n, last
+	}
+	before, _ := seen()
+	if err := syscall.Kill(p.pid(), syscall.SIGUSR1); err != nil {
+		return 0, err
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+		if n, g := seen(); n > before {
+			return g, nil
+		}
+		time.Sleep(20 * time.Millisecond) // polling lb's log
+	}
+	return 0, fmt.Errorf("%s logged no counters within 5 s of SIGUSR1", p.name)
 }
 
 func usageOf(pid int) (usage, error) {
