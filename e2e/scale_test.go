@@ -63,14 +63,41 @@ func TestHundredThousandBackends(t *testing.T) {
 	lb.stop(t)
 }
 
-// TestSignalDuringStartUp: SIGTERM while lb probes 100,000 backends stops it within a second
-// or so, with status 0, before it serves.
-func TestSignalDuringStartUp(t *testing.T) {
-	if testing.Short() {
-		t.Skip("100,000 probes: skipped with -short")
+// blackhole returns the address of a loopback listener whose backlog is full: a dial to it
+// hangs (its SYNs are dropped) until the dialer gives up.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := syscall.Getsockname(fd)
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the backlog (Linux queues one more than asked) until a dial hangs: nothing accepts.
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("a listener with a backlog of 0 took 8 connections: no blackhole at %s", addr)
+	return ""
+}
+
+// TestSignalDuringStartUp: SIGTERM while lb waits on its first probes (of a backend that
+// never answers, with a 30 s probe timeout) stops it within a second or so, with status 0,
+// before it serves.
+func TestSignalDuringStartUp(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", freeport.Get(t))
-	cmd := exec.Command(lbBin, "serve", "-f", manyBackends(t, 100_000), "--listen", addr)
+	cmd := exec.Command(lbBin, "serve", "-f", writeServersFile(t, blackhole(t)), "--listen", addr, "--health-timeout", "30s")
 	cmd.Env = append(lbEnv(), "LB_LOG_FORMAT=json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -257,7 +257,6 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	if err != nil {
 		return badInput{err}
 	}
-	runtime.GOMAXPROCS(o.threads) // l4 runs one event loop per GOMAXPROCS
 	// Listen before probing: a port in use fails at once, and clients that come while the
 	// backends are probed wait in the kernel's backlog.
 	ln, err := net.Listen("tcp", o.listen)
@@ -290,6 +289,8 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 		cfg.ReservedFDs += 10 * o.threads
 	}
 	cfg.Log = o.log
+	// The probes above had every CPU; from here, l4 runs one event loop per GOMAXPROCS.
+	runtime.GOMAXPROCS(o.threads)
 	srv, err := l4.New(cfg)
 	if err != nil {
 		return err
