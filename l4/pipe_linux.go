@@ -95,5 +95,5 @@ func (pp *pipePool) drain() {
 		unix.Close(p.r)
 		unix.Close(p.w)
 	}
-	pp.free = nil
+	pp.free, pp.low = nil, 0
 }
