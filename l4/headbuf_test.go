@@ -121,19 +121,32 @@ func TestSparesFollowTheLoadDown(t *testing.T) {
 	}
 }
 
-// TestResponseHeadAtTheMemoryBound: when the first response head cannot be read under
-// MaxHeadMemory, it goes to the client as it came, without the sticky cookie, and whole.
+// TestResponseHeadAtTheMemoryBound: when the first response head cannot be read, or its
+// cookie not inserted, under MaxHeadMemory, it goes to the client as it came, whole and
+// without the cookie. Here another client's 1,000-byte partial head takes the memory the
+// response would need.
 func TestResponseHeadAtTheMemoryBound(t *testing.T) {
 	response := "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+	answer := make(chan struct{})
 	b := startBackend(t, func(c *net.TCPConn) {
 		http.ReadRequest(bufio.NewReader(c))
+		<-answer
 		io.WriteString(c, response)
 	})
 	cfg := stickyConfig()
-	cfg.MaxHeaderBytes, cfg.MaxHeadMemory = 1024, 256 // the request's 256 B, no room to read a response
+	cfg.SniffTimeout = time.Minute
+	cfg.MaxHeaderBytes, cfg.MaxHeadMemory = 1024, 1024+256 // one request's 256 B and one full read
 	s := startServer(t, cfg, b.addr())
-	if got := exchange(t, s.addr, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"); got != response {
-		t.Fatalf("client got %q, want the response unchanged", got)
+	c := dial(t, s.addr)
+	c.Write([]byte("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+	waitFor(t, "the request routed", func() bool { return phaseCount(s.Server, splicing) == 1 })
+	other := dial(t, s.addr)
+	other.Write([]byte("GET / HTTP/1.1\r\nX: " + strings.Repeat("x", 1000-19)))
+	waitFor(t, "the partial head held", func() bool { return s.Stats().HeadBytes == 256+1024 })
+	close(answer)
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != response {
+		t.Fatalf("client got %q, %v; want the response unchanged", got, err)
 	}
 	if st := s.Stats(); st.HeadsUnparsed == 0 {
 		t.Fatalf("HeadsUnparsed = 0: the response head was read after all")
