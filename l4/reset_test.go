@@ -6,8 +6,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
+
+	"lb/ring"
 )
 
 // TestResetReachesTheClient: a backend that aborts a download with RST mid-body makes lb
@@ -46,5 +50,26 @@ func TestResetReachesTheBackend(t *testing.T) {
 	c.Close()
 	if err := <-got; !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("backend's read ended with %v: want the client's reset passed on", err)
+	}
+}
+
+// TestConnectTimeoutTriesTheNext: a backend whose handshake never completes (its backlog is
+// full) is given up after ConnectTimeout, reported as a failed dial, and the next serves.
+func TestConnectTimeoutTriesTheNext(t *testing.T) {
+	live := startBackend(t, httpName("live"))
+	cfg := testConfig()
+	cfg.ConnectTimeout = 200 * time.Millisecond
+	var failed atomic.Int32
+	cfg.OnDialFailure = func(b ring.Backend) {
+		if b.ID == "b0" {
+			failed.Add(1)
+		}
+	}
+	s := startServer(t, cfg, listenFull(t), live.addr())
+	if status, body := get(t, s.addr, ""); status != 200 || body != "live" {
+		t.Fatalf("got %d %q, want the live backend after the first timed out", status, body)
+	}
+	if failed.Load() != 1 {
+		t.Fatalf("%d failed dials of the full backend reported, want 1", failed.Load())
 	}
 }
