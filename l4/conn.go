@@ -529,14 +529,8 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 			n, err = sysRead(src.fd, l.buf[:limit])
 			took = took || n > 0
 		}
-		switch {
-		case err == unix.EAGAIN:
-			return true
-		case err != nil:
-			l.close(c, err)
-			return false
-		case n == 0:
-			return l.passEOF(c, src, dst)
+		if ended, open := l.readEnded(c, src, dst, n, err); ended {
+			return open
 		}
 		src.bulk = n == len(l.buf)
 		// A short read after the source's FIN came in took its last bytes, or stopped at an
@@ -581,14 +575,8 @@ func (l *loop) pump(c *conn, from int, hup bool) bool {
 func (l *loop) copyWithoutPipe(c *conn, src, dst *end, hup bool) bool {
 	for range pumpRounds {
 		n, err := sysPeek(src.fd, l.buf)
-		switch {
-		case err == unix.EAGAIN:
-			return true
-		case err != nil:
-			l.close(c, err)
-			return false
-		case n == 0:
-			return l.passEOF(c, src, dst)
+		if ended, open := l.readEnded(c, src, dst, n, err); ended {
+			return open
 		}
 		w, err := sysWrite(dst.fd, l.buf[:n])
 		if err != nil && err != unix.EAGAIN {
@@ -610,6 +598,22 @@ func (l *loop) copyWithoutPipe(c *conn, src, dst *end, hup bool) bool {
 		}
 	}
 	return true
+}
+
+// readEnded deals with a read from src that brought no bytes: none there yet (EAGAIN), an
+// error (c is closed), or the EOF (passEOF). It reports whether the read ended the pump, and
+// what pump returns then.
+func (l *loop) readEnded(c *conn, src, dst *end, n int, err error) (ended, open bool) {
+	switch {
+	case err == unix.EAGAIN:
+		return true, true
+	case err != nil:
+		l.close(c, err)
+		return true, false
+	case n == 0:
+		return true, l.passEOF(c, src, dst)
+	}
+	return false, true
 }
 
 // passEOF ends the flow from src, which has read its EOF: the half-close goes on to dst, and
