@@ -148,8 +148,10 @@ func (l *loop) sniff(c *conn) {
 	n, err := l.readHead(st, c.ends[client].fd, l.s.cfg.MaxHeaderBytes)
 	if c.setup == nil && n > 0 {
 		c.setup = st
-	} else if c.setup == nil {
-		l.s.setups.Put(st)
+	}
+	held := c.setup != nil // bytes came, now or before
+	if !held {
+		l.s.setups.Put(st) // not touched again below
 	}
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
@@ -162,7 +164,7 @@ func (l *loop) sniff(c *conn) {
 	case err != nil:
 		l.close(c, err)
 		return
-	case n == 0 && st.n == 0:
+	case n == 0 && !held:
 		l.close(c, nil) // closed before saying anything
 		return
 	case n == 0:
