@@ -253,5 +253,24 @@ func errReadAll(what string, r io.Reader) ([]byte, error) {
 	return b, nil
 }
 
+// echoThrough writes sent to c and half-closes it, on a goroutine of its own, while it reads
+// back everything until the EOF: what an echo backend sent back, and the first error of the
+// write or the read.
+func echoThrough(c *net.TCPConn, sent []byte) ([]byte, error) {
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write(sent)
+		if err == nil {
+			err = c.CloseWrite()
+		}
+		wrote <- err
+	}()
+	got, err := errReadAll("read the echo", c)
+	if werr := <-wrote; werr != nil {
+		return got, fmt.Errorf("write: %w", werr)
+	}
+	return got, err
+}
+
 // isRefused reports whether err is a refused TCP connection.
 func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }

@@ -268,19 +268,7 @@ func TestPassthrough(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sent := append(append([]byte{}, tc.first...), pattern(256<<10, 4)...)
-			c := dialLB(t, lb.Addr)
-			wrote := make(chan error, 1)
-			go func() {
-				_, err := c.Write(sent)
-				if err == nil {
-					err = c.CloseWrite()
-				}
-				wrote <- err
-			}()
-			got, err := errReadAll("read the echo", c)
-			if werr := <-wrote; werr != nil {
-				t.Fatalf("write: %v", werr)
-			}
+			got, err := echoThrough(dialLB(t, lb.Addr), sent)
 			if err != nil {
 				t.Fatal(err)
 			}

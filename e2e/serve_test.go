@@ -298,18 +298,7 @@ func TestTwoThreads(t *testing.T) {
 	for i, c := range conns {
 		wg.Go(func() {
 			sent := pattern(64<<10, byte(i))
-			wrote := make(chan error, 1)
-			go func() {
-				_, err := c.Write(sent)
-				if err == nil {
-					err = c.CloseWrite()
-				}
-				wrote <- err
-			}()
-			got, err := errReadAll("read the echo", c)
-			if werr := <-wrote; werr != nil {
-				err = werr
-			}
+			got, err := echoThrough(c, sent)
 			if err == nil && !bytes.Equal(got, sent) {
 				err = fmt.Errorf("echo of %d bytes: %d bytes, sha256 %x, want %x", len(sent), len(got), sha256.Sum256(got), sha256.Sum256(sent))
 			}
@@ -340,18 +329,7 @@ func TestIPv6(t *testing.T) {
 	}
 	sent := append([]byte("PUT /six HTTP/1.1\r\nHost: e2e\r\nContent-Length: 1048576\r\n\r\n"), pattern(1<<20, 7)...)
 	c := dialLB(t, lb.Addr)
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := c.Write(sent)
-		if err == nil {
-			err = c.CloseWrite()
-		}
-		wrote <- err
-	}()
-	got, err := errReadAll("read the echo", c)
-	if werr := <-wrote; werr != nil {
-		t.Fatalf("write: %v", werr)
-	}
+	got, err := echoThrough(c, sent)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -273,25 +273,14 @@ func TestReplayInSeveralWritesKeepsEveryByte(t *testing.T) {
 	srv.Store(s.Server)
 
 	c := dial(t, s.addr)
-	wrote := make(chan error, 1)
-	go func() {
-		_, err := c.Write(sent)
-		if err == nil {
-			err = c.CloseWrite()
-		}
-		wrote <- err
-	}()
+	wrote := writeThenHalfClose(c, sent)
 	r := <-received
 	if err := <-wrote; err != nil {
 		t.Fatalf("client write: %v", err)
 	}
 	if r.err != nil || !bytes.Equal(r.got, sent) {
-		at := 0
-		for at < min(len(r.got), len(sent)) && r.got[at] == sent[at] {
-			at++
-		}
 		t.Fatalf("the backend read %d bytes (%v), want the %d sent, equal; they differ from byte %d on (the head is %d)",
-			len(r.got), r.err, len(sent), at, len(head))
+			len(r.got), r.err, len(sent), firstDiff(r.got, sent), len(head))
 	}
 	if !r.cutShort {
 		t.Fatal("the replay was never seen cut short: the test proves nothing")
