@@ -692,6 +692,9 @@ func peerName(fd int) string {
 // without closing (a write that found it gone, a keep-alive that timed out): the other
 // peer is then reset too, so a cut transfer reads as cut, not as a clean end.
 func aborted(err error) bool {
+	if err == nil {
+		return false // the usual close: both directions ended
+	}
 	for _, errno := range []unix.Errno{unix.ECONNRESET, unix.EPIPE, unix.ETIMEDOUT, unix.EHOSTUNREACH, unix.ENETUNREACH} {
 		if errors.Is(err, errno) {
 			return true
