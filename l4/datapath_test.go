@@ -531,11 +531,7 @@ func TestCopyWithoutAPipeLosesNothing(t *testing.T) {
 	var open, hadPipe bool
 	l.call(func() {
 		hadPipe = l.hot != nil
-		s.active.Add(1)
-		s.conns.Add(1)
-		c := l.newConn()
-		c.ends[client], c.ends[backend] = end{fd: src[0]}, end{fd: dst[0]}
-		c.phase = splicing
+		c := spliceConn(l, end{fd: src[0]}, end{fd: dst[0]})
 		if open = l.pump(c, client, false); open {
 			kept = c.ends[client].pending
 			if p := c.ends[client].pipe; p != nil {

@@ -441,11 +441,7 @@ func TestPathsPumpHeadOnTheLoop(t *testing.T) {
 	s := pathsStartServer(t, stickyConfig())
 	l := s.loops[0]
 	headConn := func(clientFD, backendFD int) *conn {
-		s.active.Add(1)
-		s.conns.Add(1)
-		c := l.newConn()
-		c.ends[client], c.ends[backend] = end{fd: clientFD}, end{fd: backendFD}
-		c.phase = splicing
+		c := spliceConn(l, end{fd: clientFD}, end{fd: backendFD})
 		c.setup = s.setups.Get().(*setup)
 		c.setCookie = true
 		return c

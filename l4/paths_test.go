@@ -741,11 +741,7 @@ func TestPathsPumpClosesOnSocketErrors(t *testing.T) {
 			l := s.loops[0]
 			var open bool
 			l.call(func() {
-				s.active.Add(1)
-				s.conns.Add(1)
-				c := l.newConn()
-				c.ends[client], c.ends[backend] = end{fd: srcFD, bulk: tc.bulk}, end{fd: dstFD}
-				c.phase = splicing
+				c := spliceConn(l, end{fd: srcFD, bulk: tc.bulk}, end{fd: dstFD})
 				if open = l.pump(c, client, false); open {
 					l.close(c, nil)
 				}

@@ -193,6 +193,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// spliceConn makes, on l (call it there), a connection in the splicing phase over two raw
+// sockets, counted as the server counts an accepted one, so that a test can pump it directly
+// and close it as lb would.
+func spliceConn(l *loop, clientEnd, backendEnd end) *conn {
+	l.s.active.Add(1)
+	l.s.conns.Add(1)
+	c := l.newConn()
+	c.ends[client], c.ends[backend] = clientEnd, backendEnd
+	c.phase = splicing
+	return c
+}
+
 // writeThenHalfClose writes payload to c and shuts its write side, on a goroutine of its own,
 // so that the test can read meanwhile; the channel gets the first error, or nil.
 func writeThenHalfClose(c *net.TCPConn, payload []byte) <-chan error {
