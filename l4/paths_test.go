@@ -50,11 +50,7 @@ func pathsWait(t *testing.T, within time.Duration, what string, cond func() bool
 // its connections to finish: a planted bug that leaves one open fails its test sooner.
 func pathsStartServer(t *testing.T, cfg Config, addrs ...string) *testServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pathsServeOn(t, cfg, ln, addrs...)
+	return pathsServeOn(t, cfg, listenLoopback(t), addrs...)
 }
 
 // pathsServeOn is serveOn with pathsStartServer's shorter shutdown.

@@ -110,11 +110,17 @@ func testConfig() Config {
 
 func startServer(t *testing.T, cfg Config, addrs ...string) *testServer {
 	t.Helper()
+	return serveOn(t, cfg, listenLoopback(t), addrs...)
+}
+
+// listenLoopback listens on a free port of 127.0.0.1.
+func listenLoopback(t *testing.T) net.Listener {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return serveOn(t, cfg, ln, addrs...)
+	return ln
 }
 
 // serveOn is startServer on a listener of the test's making.
