@@ -171,7 +171,7 @@ func stalledFlows(s *Server) int {
 	n := 0
 	for _, l := range s.loops {
 		l.call(func() {
-			for _, c := range l.slots {
+			for _, c := range l.conns.slots {
 				if c != nil && c.phase == splicing {
 					for i := range c.ends {
 						if c.ends[i].pending > 0 {
@@ -206,8 +206,8 @@ func replayCutShort(s *Server) bool {
 	found := false
 	for _, l := range s.loops {
 		l.call(func() {
-			for _, c := range l.slots {
-				if c != nil && c.phase == connecting && c.setup != nil && c.written > 0 && c.written < c.n {
+			for _, c := range l.conns.slots {
+				if c != nil && c.phase == replaying && c.rt != nil && c.rt.written > 0 && c.rt.written < c.rt.first.n {
 					found = true
 				}
 			}
@@ -260,7 +260,7 @@ func TestReplayInSeveralWritesKeepsEveryByte(t *testing.T) {
 		// has ended the replay (cut short when it should not have been: no waiting for that).
 		pollUntil(10*time.Second, func() bool {
 			r.cutShort = replayCutShort(srv.Load())
-			return r.cutShort || phaseCount(srv.Load(), connecting) == 0
+			return r.cutShort || phaseCount(srv.Load(), replaying) == 0 && phaseCount(srv.Load(), dialing) == 0
 		})
 		c.SetReadDeadline(time.Now().Add(ioDeadline))
 		r.got, r.err = io.ReadAll(c)
@@ -307,7 +307,7 @@ func TestReplayCutShortIsNotRetried(t *testing.T) {
 					// Until lb waits with part of the replay written (or has ended the replay:
 					// no waiting for what does not come).
 					pollUntil(10*time.Second, func() bool {
-						return replayCutShort(srv.Load()) || phaseCount(srv.Load(), connecting) == 0
+						return replayCutShort(srv.Load()) || phaseCount(srv.Load(), replaying) == 0 && phaseCount(srv.Load(), dialing) == 0
 					})
 				} else {
 					<-release
@@ -424,7 +424,7 @@ func phaseCount(s *Server, p phase) int {
 	n := 0
 	for _, l := range s.loops {
 		l.call(func() {
-			for _, c := range l.slots {
+			for _, c := range l.conns.slots {
 				if c != nil && c.phase == p {
 					n++
 				}
@@ -444,12 +444,12 @@ func TestResetWhileConnectingDoesNotSpin(t *testing.T) {
 	s := startServer(t, cfg, listenFull(t))
 	c := dial(t, s.addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\n")
-	waitFor(t, "the connection routed, its dial pending", func() bool { return phaseCount(s.Server, connecting) == 1 })
+	waitFor(t, "the connection routed, its dial pending", func() bool { return phaseCount(s.Server, dialing) == 1 })
 	c.SetLinger(0)
 	c.Close() // RST
 
 	checkNoSpin(t, "while its only connection waited for a dial")
-	if phaseCount(s.Server, connecting) != 1 {
+	if phaseCount(s.Server, dialing) != 1 {
 		t.Fatal("the dial ended while the test looked: the test proves nothing")
 	}
 	// The dial would wait for the hour: cut it. (The cleanup's Shutdown then finds it done.)
@@ -530,11 +530,11 @@ func TestCopyWithoutAPipeLosesNothing(t *testing.T) {
 	var kept, inPipe int
 	var open, hadPipe bool
 	l.call(func() {
-		hadPipe = l.hot != nil
+		hadPipe = l.pipes.hot != nil
 		c := spliceConn(l, end{fd: src[0]}, end{fd: dst[0]})
-		if open = l.pump(c, client, false); open {
-			kept = c.ends[client].pending
-			if p := c.ends[client].pipe; p != nil {
+		if open = l.pump(c, clientSide, false); open {
+			kept = c.ends[clientSide].pending
+			if p := c.ends[clientSide].pipe; p != nil {
 				inPipe, _ = unix.IoctlGetInt(p.r, unix.TIOCINQ)
 			}
 			l.close(c, nil)
@@ -653,12 +653,12 @@ func TestLastBytesLeaveWithTheFIN(t *testing.T) {
 			l.call(func() {
 				s.active.Add(1)
 				s.conns.Add(1)
-				c := l.newConn()
-				c.ends[client], c.ends[backend] = end{fd: srcFD}, end{fd: dstFD}
+				c := l.conns.add()
+				c.ends[clientSide], c.ends[backendSide] = end{fd: srcFD}, end{fd: dstFD}
 				c.phase = splicing
-				if l.pump(c, client, true) {
-					segs, eof = segsOut()-before, c.ends[client].eof
-					pending, moved = c.ends[client].pending, c.ends[client].moved
+				if l.pump(c, clientSide, true) {
+					segs, eof = segsOut()-before, c.ends[clientSide].eof
+					pending, moved = c.ends[clientSide].pending, c.ends[clientSide].moved
 					l.rearm(c) // the loop takes it from here
 				}
 			})

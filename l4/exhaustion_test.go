@@ -111,8 +111,8 @@ func TestNoPipeLosesNoByte(t *testing.T) {
 		blocked := false
 		for _, l := range s.loops {
 			l.call(func() {
-				for _, c := range l.slots {
-					blocked = blocked || c != nil && (c.ends[client].blocked || c.ends[backend].blocked)
+				for _, c := range l.conns.slots {
+					blocked = blocked || c != nil && (c.ends[clientSide].blocked || c.ends[backendSide].blocked)
 				}
 			})
 		}
@@ -227,8 +227,8 @@ func TestNoPipeResetMidTransfer(t *testing.T) {
 		blocked := false
 		for _, l := range s.loops {
 			l.call(func() {
-				for _, c := range l.slots {
-					blocked = blocked || c != nil && c.ends[backend].blocked
+				for _, c := range l.conns.slots {
+					blocked = blocked || c != nil && c.ends[backendSide].blocked
 				}
 			})
 		}

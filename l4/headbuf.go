@@ -84,57 +84,71 @@ func (s *Server) reserveHead(n int) bool {
 	return true
 }
 
-// holdHead makes room in st.buf for need bytes. It returns false, changing nothing, when the
+// headBuf is a head buffer and the bytes it holds.
+type headBuf struct {
+	b []byte
+	n int
+}
+
+func (h *headBuf) bytes() []byte { return h.b[:h.n] }
+
+// holdHead makes room in h for need bytes. It returns false, changing nothing, when the
 // growth would pass MaxHeadMemory.
-func (l *loop) holdHead(st *setup, need int) bool {
-	grow := headCap(need) - cap(st.buf)
+func (l *loop) holdHead(h *headBuf, need int) bool {
+	grow := headCap(need) - cap(h.b)
 	if grow > 0 && !l.s.reserveHead(grow) {
 		return false
 	}
 	if grow > 0 {
-		l.moveHead(st, need)
+		l.moveHead(h, need)
 	}
 	return true
 }
 
-// moveHead moves what st.buf holds to a buffer of need's class; the old one goes spare.
-func (l *loop) moveHead(st *setup, need int) {
+// moveHead moves what h holds to a buffer of need's class; the old one goes spare.
+func (l *loop) moveHead(h *headBuf, need int) {
 	b := l.takeHead(need)
-	if st.buf != nil {
-		copy(b, st.buf[:st.n])
-		l.giveHead(st.buf)
+	if h.b != nil {
+		copy(b, h.b[:h.n])
+		l.giveHead(h.b)
 	}
-	st.buf = b
+	h.b = b
 }
 
 // readHead reads from fd, as sysRead does, what fits under limit bytes in all and appends it
-// to st.buf, which grows to what came. Room for a whole read is reserved first: a read that
+// to h, which grows to what came. Room for a whole read is reserved first: a read that
 // could pass MaxHeadMemory is not made, and it returns errHeadMemory.
-func (l *loop) readHead(st *setup, fd, limit int) (int, error) {
-	room := min(len(l.buf), limit-st.n)
-	worst := max(headCap(st.n+room)-cap(st.buf), 0)
+func (l *loop) readHead(h *headBuf, fd, limit int) (int, error) {
+	room := min(len(l.buf), limit-h.n)
+	worst := max(headCap(h.n+room)-cap(h.b), 0)
 	if worst > 0 && !l.s.reserveHead(worst) {
 		return 0, errHeadMemory
 	}
 	n, err := sysRead(fd, l.buf[:room])
-	need := st.n + max(n, 0)
-	grow := max(headCap(need)-cap(st.buf), 0)
+	need := h.n + max(n, 0)
+	grow := max(headCap(need)-cap(h.b), 0)
 	l.s.headHeld.Add(int64(grow - worst)) // what the read did not need
 	if grow > 0 {
-		l.moveHead(st, need)
+		l.moveHead(h, need)
 	}
 	if n > 0 {
-		copy(st.buf[st.n:], l.buf[:n])
+		h.n += copy(h.b[h.n:], l.buf[:n])
 	}
 	return n, err
 }
 
-// putSetup returns a connection's routing state to the pool, its buffer to the loop.
-func (l *loop) putSetup(st *setup) {
-	if st.buf != nil {
-		l.s.headHeld.Add(int64(-cap(st.buf)))
-		l.giveHead(st.buf)
+// putHead gives h's buffer back to the loop.
+func (l *loop) putHead(h *headBuf) {
+	if h.b != nil {
+		l.s.headHeld.Add(int64(-cap(h.b)))
+		l.giveHead(h.b)
 	}
-	*st = setup{}
-	l.s.setups.Put(st)
+	*h = headBuf{}
+}
+
+// putRouting gives a connection's routing state back to the loop, and its buffer.
+func (l *loop) putRouting(c *conn) {
+	l.putHead(&c.rt.first)
+	l.routings.put(c.rt)
+	c.rt = nil
 }

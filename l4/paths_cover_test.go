@@ -123,7 +123,7 @@ func TestPathsDebugLines(t *testing.T) {
 	resetClient := c.LocalAddr().String()
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n")
 	pathsWait(t, 3*time.Second, "the head at lb", func() bool {
-		return pathsCount(s.Server, func(c *conn) bool { return c.setup != nil && c.n > 0 }) == 1
+		return pathsCount(s.Server, func(c *conn) bool { return c.rt != nil && c.rt.first.n > 0 }) == 1
 	})
 	pathsReset(c)
 	pathsWait(t, 3*time.Second, "the reset client's line", func() bool { return lines.Count("connection closed") == 2 })
@@ -442,8 +442,8 @@ func TestPathsPumpHeadOnTheLoop(t *testing.T) {
 	l := s.loops[0]
 	headConn := func(clientFD, backendFD int) *conn {
 		c := spliceConn(l, end{fd: clientFD}, end{fd: backendFD})
-		c.setup = s.setups.Get().(*setup)
-		c.setCookie = true
+		c.rh = l.respHeads.get()
+		c.rh.setCookie = true
 		return c
 	}
 	t.Run("nothing to read", func(t *testing.T) {
@@ -453,8 +453,8 @@ func TestPathsPumpHeadOnTheLoop(t *testing.T) {
 		var n int
 		l.call(func() {
 			c := headConn(clientFD, backendFD)
-			if open = l.pump(c, backend, false); open {
-				n = c.n
+			if open = l.forward(c, backendSide, false); open {
+				n = c.rh.buf.n
 				l.close(c, nil)
 			}
 		})
@@ -475,7 +475,7 @@ func TestPathsPumpHeadOnTheLoop(t *testing.T) {
 		var open bool
 		l.call(func() {
 			c := headConn(clientFD, backendFD)
-			if open = l.pump(c, backend, false); open {
+			if open = l.forward(c, backendSide, false); open {
 				l.close(c, nil)
 			}
 		})

@@ -130,9 +130,9 @@ func pathsNoLeak(t *testing.T, s *Server, before pathsSnapshot) {
 		ours, hot := map[string]bool{}, 0
 		for _, l := range s.loops {
 			l.call(func() {
-				if l.hot != nil {
+				if l.pipes.hot != nil {
 					hot++
-					ours[strconv.Itoa(l.hot.r)], ours[strconv.Itoa(l.hot.w)] = true, true
+					ours[strconv.Itoa(l.pipes.hot.r)], ours[strconv.Itoa(l.pipes.hot.w)] = true, true
 				}
 			})
 		}
@@ -181,7 +181,7 @@ func pathsNoSpin(t *testing.T, what string) {
 func pathsConns(s *Server, fn func(l *loop, c *conn)) {
 	for _, l := range s.loops {
 		l.call(func() {
-			for _, c := range l.slots {
+			for _, c := range l.conns.slots {
 				if c != nil {
 					fn(l, c)
 				}
@@ -203,7 +203,7 @@ func pathsCount(s *Server, cond func(c *conn) bool) int {
 
 // pathsStalled reports whether a flow of s holds bytes its destination has not taken.
 func pathsStalled(c *conn) bool {
-	return c.phase == splicing && (c.ends[client].pending > 0 || c.ends[backend].pending > 0)
+	return c.phase == splicing && (c.ends[clientSide].pending > 0 || c.ends[backendSide].pending > 0)
 }
 
 // TestPathsClientEndsAfterPartialHead: a client that sends part of a head and then shuts its
@@ -366,7 +366,7 @@ func TestPathsResetMidStream(t *testing.T) {
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
 		c.CloseWrite()
 		pathsWait(t, 3*time.Second, "the client's FIN at lb", func() bool {
-			return pathsCount(s.Server, func(c *conn) bool { return c.ends[client].eof }) == 1
+			return pathsCount(s.Server, func(c *conn) bool { return c.ends[clientSide].eof }) == 1
 		})
 		pathsReset(c)
 		pathsWait(t, 3*time.Second, "lb to close the connection", func() bool { return s.Stats().Active == 0 })
@@ -603,7 +603,7 @@ func TestPathsTwoLoops(t *testing.T) {
 	pathsWait(t, 3*time.Second, "both loops listening", func() bool { // Serve tells them in turn
 		listening := 0
 		for _, l := range s.loops {
-			l.call(func() { listening += len(l.lfds) })
+			l.call(func() { listening += len(l.acc.lfds) })
 		}
 		return listening == len(s.loops)
 	})
@@ -611,7 +611,7 @@ func TestPathsTwoLoops(t *testing.T) {
 	conns := make([]*net.TCPConn, n)
 	routed := func(l *loop) (k int) {
 		l.call(func() {
-			for _, c := range l.slots {
+			for _, c := range l.conns.slots {
 				if c != nil && c.phase == splicing {
 					k++
 				}
@@ -738,7 +738,7 @@ func TestPathsPumpClosesOnSocketErrors(t *testing.T) {
 			var open bool
 			l.call(func() {
 				c := spliceConn(l, end{fd: srcFD, bulk: tc.bulk}, end{fd: dstFD})
-				if open = l.pump(c, client, false); open {
+				if open = l.pump(c, clientSide, false); open {
 					l.close(c, nil)
 				}
 			})

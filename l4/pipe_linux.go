@@ -97,3 +97,44 @@ func (pp *pipePool) drain() {
 	}
 	pp.free, pp.low = nil, 0
 }
+
+// loopPipes is a loop's side of the pool: its hot pipe, ready for the next flow that needs
+// one. A flow that leaves bytes in it claims it; the loop takes another when it needs one.
+type loopPipes struct {
+	pool *pipePool
+	hot  *pipe
+}
+
+// ready returns the hot pipe, taken from the pool if the loop has none.
+func (lp *loopPipes) ready() (*pipe, error) {
+	if lp.hot == nil {
+		p, err := lp.pool.get()
+		if err != nil {
+			return nil, err
+		}
+		lp.hot = p
+	}
+	return lp.hot, nil
+}
+
+// claim hands the hot pipe to the flow that just put bytes in it.
+func (lp *loopPipes) claim() { lp.hot = nil }
+
+// release takes back the emptied pipe of a flow: it becomes the loop's hot pipe, or goes
+// back to the pool if the loop already has one.
+func (lp *loopPipes) release(en *end) {
+	if lp.hot == nil {
+		lp.hot = en.pipe
+	} else {
+		lp.pool.put(en.pipe)
+	}
+	en.pipe = nil
+}
+
+// close gives the hot pipe back for good, when the loop ends.
+func (lp *loopPipes) close() {
+	if lp.hot != nil {
+		lp.pool.discard(lp.hot)
+		lp.hot = nil
+	}
+}

@@ -303,3 +303,32 @@ func (r *resolver) stop() {
 	<-r.done
 	r.lookups.Wait()
 }
+
+// dialCache is a loop's view of the resolver: the entries its connections have dialed, by
+// the address as configured, so a dial looks no name up and takes no lock.
+type dialCache struct {
+	r     *resolver
+	addrs map[string]*dialAddr
+}
+
+// connect starts connecting a new socket to addr, at the address its name last resolved to,
+// which it returns for failed.
+func (dc *dialCache) connect(addr string) (int, *sockaddr, error) {
+	d := dc.addrs[addr]
+	if d == nil {
+		d = dc.r.addr(addr)
+		dc.addrs[addr] = d
+	}
+	sa, err := d.dialable()
+	if err != nil {
+		return -1, nil, err
+	}
+	fd, err := sysDial(sa)
+	return fd, sa, err
+}
+
+// failed tells the resolver that a dial of addr at sa failed: a name with several addresses
+// moves on to the next.
+func (dc *dialCache) failed(addr string, sa *sockaddr) {
+	dc.r.dialFailed(dc.addrs[addr], sa)
+}

@@ -1,12 +1,5 @@
 //go:build linux
 
-// Package l4 accepts TCP connections, routes each one to a backend after sniffing its first
-// bytes, and moves bytes both ways with splice(2) until both sides are done.
-//
-// It is event-driven: one loop per core (loop_linux.go) owns an epoll set and runs every
-// step of its connections' lives (conn.go) without a goroutine per connection. So a held
-// connection costs its two sockets and a small struct, and a new one costs no goroutine
-// start, no park and no hand-off between threads.
 package l4
 
 import (
@@ -79,7 +72,6 @@ type Server struct {
 	loops    []*loop
 	resolver *resolver
 	pipes    pipePool
-	setups   sync.Pool // *setup: sniff buffers and routing state, only while a connection is routed
 
 	localStore bool           // cfg.Sticky.Sessions answers without I/O: called on the loops
 	storeCalls sync.WaitGroup // calls to the session store made off the loops
@@ -99,7 +91,8 @@ type Server struct {
 	overHeadMemory atomic.Uint64
 	short          atomic.Bool // a dial found lb out of descriptors, and none has worked since
 	maxConns       int64
-	atLimit        atomic.Bool // accepting stopped at maxConns, and has not started again
+	atLimit        atomic.Bool   // accepting stopped at maxConns, and has not started again
+	badMoves       atomic.Uint64 // transitions not in the phase table: 0, or a bug (phase.go)
 }
 
 // full reports whether the server holds as many connections as it may.
@@ -178,7 +171,6 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), localStore: isLocal(cfg.Sticky.Sessions), maxConns: maxConns}
-	s.setups.New = func() any { return new(setup) }
 	s.headLimit = headMemory(cfg, maxConns)
 	s.resolver = newResolver(cfg.ResolveEvery, cfg.Ring, cfg.Log)
 	var named []*dialAddr
@@ -247,7 +239,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	for _, l := range s.loops {
-		l.call(func() { l.listen(fd) })
+		l.call(func() { l.acc.listen(fd) })
 	}
 	s.mu.Unlock()
 	<-s.closing
@@ -267,7 +259,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	default:
 	}
 	for _, l := range s.loops {
-		l.call(l.stopListening)
+		l.call(l.acc.stop)
 	}
 	// No loop accepts any more, so no conns.Add can race with the Wait below.
 	for _, ln := range s.listeners {

@@ -205,8 +205,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func spliceConn(l *loop, clientEnd, backendEnd end) *conn {
 	l.s.active.Add(1)
 	l.s.conns.Add(1)
-	c := l.newConn()
-	c.ends[client], c.ends[backend] = clientEnd, backendEnd
+	c := l.conns.add()
+	c.ends[clientSide], c.ends[backendSide] = clientEnd, backendEnd
 	c.phase = splicing
 	return c
 }

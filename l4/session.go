@@ -22,11 +22,11 @@ func (l *loop) lookupSession(c *conn, key string) (waiting bool) {
 	store := l.s.cfg.Sticky.Sessions
 	if l.s.localStore {
 		if id, ok, _ := store.Get(context.Background(), key); ok {
-			l.stickTo(c, []byte(id))
+			l.prefer(c.rt, []byte(id))
 		}
 		return false
 	}
-	c.phase, c.deadline = lookingUp, l.now+int64(l.s.cfg.ConnectTimeout)
+	l.enter(c, lookingUp)
 	gen := c.gen
 	l.s.storeCalls.Go(func() {
 		// An error counts as a miss: the store reports its outages itself.
@@ -36,9 +36,9 @@ func (l *loop) lookupSession(c *conn, key string) (waiting bool) {
 				return // closed, or given up on by expire, meanwhile
 			}
 			if ok {
-				l.stickTo(c, []byte(id))
+				l.prefer(c.rt, []byte(id))
 			}
-			l.dialNext(c)
+			l.dial(c)
 		})
 	})
 	return true
@@ -47,23 +47,23 @@ func (l *loop) lookupSession(c *conn, key string) (waiting bool) {
 // learnSession records that the session value belongs to the connection's backend. With a
 // store off the loop it holds the response head (no more is read from the backend) until the
 // store has answered, and returns true; then the head goes on.
-func (l *loop) learnSession(c *conn, value []byte) (holding bool) {
+func (l *loop) learnSession(c *conn, value []byte) (held bool) {
 	cfg := &l.s.cfg.Sticky
 	key, id := cfg.Keyer.Key(value), c.backend.ID
 	if l.s.localStore {
 		cfg.Sessions.Set(context.Background(), key, id)
 		return false
 	}
-	c.holding = true
+	c.rh.step = holding
 	gen := c.gen
 	l.s.storeCalls.Go(func() {
 		cfg.Sessions.Set(context.Background(), key, id) // a failure is the store's to report
 		l.post(func() {
-			if c.gen != gen || c.setup == nil || !c.holding {
+			if c.gen != gen || c.rh == nil || c.rh.step != holding {
 				return // closed meanwhile
 			}
-			c.holding = false
-			if l.forwardHead(c, false) {
+			c.rh.step = stored
+			if l.forward(c, backendSide, false) {
 				l.rearm(c)
 			}
 		})

@@ -31,7 +31,7 @@ func TestPathsStickyResetMidHead(t *testing.T) {
 			http.ReadRequest(bufio.NewReader(c))
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Cut: ")
 			// Until lb has read part of the head (not pathsWait: no t.Fatal off the test's goroutine).
-			readPart := func(c *conn) bool { return c.setup != nil && c.phase == splicing && c.n > 0 }
+			readPart := func(c *conn) bool { return c.rh != nil && c.phase == splicing && c.rh.buf.n > 0 }
 			for deadline := time.Now().Add(3 * time.Second); pathsCount(srv.Server, readPart) == 0 && time.Now().Before(deadline); {
 				time.Sleep(2 * time.Millisecond)
 			}
@@ -70,7 +70,7 @@ func TestPathsStickyResetMidHead(t *testing.T) {
 			io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
 			interim := strings.HasPrefix(head, "HTTP/1.1 103")
 			pathsWait(t, 3*time.Second, "lb to hold part of the head for the client", func() bool {
-				return pathsCount(s.Server, func(c *conn) bool { return c.setup != nil && c.flushing && (c.interim > 0) == interim }) == 1
+				return pathsCount(s.Server, func(c *conn) bool { return c.rh.waitsForClient() && (c.rh.step == writingInterim) == interim }) == 1
 			})
 			pathsReset(c)
 			pathsWait(t, 3*time.Second, "lb to close the connection", func() bool { return s.Stats().Active == 0 })
@@ -150,7 +150,7 @@ func TestPathsLateStoreAnswers(t *testing.T) {
 		c := pathsDial(t, s.addr, 5*time.Second)
 		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
 		pathsWait(t, 3*time.Second, "the response head held for the store", func() bool {
-			return pathsCount(s.Server, func(c *conn) bool { return c.setup != nil && c.holding }) == 1
+			return pathsCount(s.Server, func(c *conn) bool { return c.rh != nil && c.rh.step == holding }) == 1
 		})
 		pathsReset(c)
 		pathsWait(t, 3*time.Second, "lb to close the connection", func() bool { return s.Stats().Active == 0 })

@@ -342,8 +342,8 @@ func clientWritesShort(s *Server) bool {
 	short := false
 	for _, l := range s.loops {
 		l.call(func() {
-			for _, c := range l.slots {
-				if c != nil && (c.setup != nil && c.flushing || c.ends[backend].pending > 0) {
+			for _, c := range l.conns.slots {
+				if c != nil && (c.rh.waitsForClient() || c.ends[backendSide].pending > 0) {
 					short = true
 				}
 			}

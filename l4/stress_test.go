@@ -247,7 +247,7 @@ func lbConns(s *Server) []string {
 	var conns []string
 	for _, l := range s.loops {
 		l.call(func() {
-			for _, c := range l.slots {
+			for _, c := range l.conns.slots {
 				if c == nil {
 					continue
 				}

@@ -1,0 +1,180 @@
+//go:build linux
+
+package l4
+
+import (
+	"math"
+	"net"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const acceptBatch = 32 // accepts per listener event before other events get a turn
+
+// accept4 is accept4(2) on a non-blocking listener, without reading the peer's address
+// (which would allocate); a test replaces it to inject EMFILE.
+var accept4 = func(lfd int) (int, error) {
+	fd, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(fd), nil
+}
+
+// acceptor takes a loop's new connections from its listeners. Errors that say the process or
+// the system is out of something pause a listener with a doubling back-off; at the
+// connection limit the listeners leave the epoll set and the kernel's backlog holds clients.
+type acceptor struct {
+	s       *Server
+	epfd    int
+	lfds    []int         // listeners this loop accepts from
+	paused  []pausedFD    // listeners taken out of the epoll set
+	backoff time.Duration // current back-off; 0 when accepts succeed
+}
+
+// pausedFD is a listener out of the epoll set: until a time (back-off), or while the server
+// is full.
+type pausedFD struct {
+	fd    int
+	until int64
+	full  bool
+}
+
+// listen starts accepting from the listener socket lfd.
+func (a *acceptor) listen(lfd int) {
+	a.lfds = append(a.lfds, lfd)
+	a.watch(lfd)
+}
+
+func (a *acceptor) watch(lfd int) {
+	// EPOLLEXCLUSIVE: a new connection wakes one loop, not all of them.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenMark, Pad: int32(lfd)}
+	if err := unix.EpollCtl(a.epfd, unix.EPOLL_CTL_ADD, lfd, &ev); err != nil {
+		a.s.log.Error().Err(err).Msg("cannot watch the listener")
+	}
+}
+
+// stop takes the listeners out of the epoll set, so none is used after Shutdown closes it.
+func (a *acceptor) stop() {
+	for _, fd := range a.lfds {
+		unix.EpollCtl(a.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	}
+	a.lfds, a.paused = nil, nil
+}
+
+func (a *acceptor) listening(lfd int) bool {
+	for _, fd := range a.lfds {
+		if fd == lfd {
+			return true
+		}
+	}
+	return false
+}
+
+// take accepts one connection from lfd. It returns false when there is none to take now:
+// none queued, an error that pauses lfd, or the server is full. An error about one
+// connection (it was reset while queued) is skipped.
+func (a *acceptor) take(lfd int, now int64) (int, bool) {
+	if !a.listening(lfd) {
+		return -1, false // an event of the batch that stop ended
+	}
+	for {
+		if a.s.full() {
+			a.pause(pausedFD{fd: lfd, full: true})
+			a.s.limitReached()
+			return -1, false
+		}
+		fd, err := accept4(lfd)
+		switch {
+		case err == nil:
+			a.backoff = 0
+			a.s.active.Add(1)
+			a.s.conns.Add(1)
+			return fd, true
+		case err == unix.EINTR, err == unix.ECONNABORTED, err == unix.EPROTO, err == unix.EPERM:
+			continue
+		case err != unix.EAGAIN:
+			a.backOff(lfd, err, now)
+		}
+		return -1, false
+	}
+}
+
+// backOff pauses accepting from lfd after an error that says the process or the system is
+// out of something, for 5 ms doubling to 1 s.
+func (a *acceptor) backOff(lfd int, err error, now int64) {
+	if a.backoff == 0 {
+		a.backoff = 5 * time.Millisecond
+		a.s.log.Warn().Err(err).Msg("accept failed: pausing accepts, open connections go on")
+	} else {
+		a.backoff = min(2*a.backoff, time.Second)
+	}
+	a.pause(pausedFD{fd: lfd, until: now + int64(a.backoff)})
+}
+
+// pause takes a listener out of the epoll set until resume puts it back.
+func (a *acceptor) pause(p pausedFD) {
+	sysEpollCtl(a.epfd, unix.EPOLL_CTL_DEL, p.fd, nil)
+	a.paused = append(a.paused, p)
+}
+
+// resume watches again the listeners whose back-off is over, and those paused at the
+// connection limit once the server is below it.
+func (a *acceptor) resume(now int64) {
+	for i := 0; i < len(a.paused); i++ {
+		p := a.paused[i]
+		if p.full && a.s.full() || !p.full && now < p.until {
+			continue
+		}
+		a.paused = append(a.paused[:i], a.paused[i+1:]...)
+		i--
+		a.watch(p.fd)
+		if p.full {
+			a.s.limitLeft()
+		}
+	}
+}
+
+// roomFreed is told of each close: a listener paused at the limit may go on.
+func (a *acceptor) roomFreed(now int64) {
+	if len(a.paused) > 0 {
+		a.resume(now)
+	}
+}
+
+// wakeAt is when the first back-off ends: the sweep must run then. MaxInt64 when none runs.
+func (a *acceptor) wakeAt() int64 {
+	at := int64(math.MaxInt64)
+	for _, p := range a.paused {
+		if !p.full {
+			at = min(at, p.until)
+		}
+	}
+	return at
+}
+
+// nextWake is when the sweep must run for a back-off to end: 5 ms while one runs.
+func (a *acceptor) nextWake(every time.Duration) time.Duration {
+	if a.backoff > 0 {
+		return min(every, 5*time.Millisecond)
+	}
+	return every
+}
+
+func listenerFD(ln *net.TCPListener) (int, error) {
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(s uintptr) {
+		fd = int(s)
+		// Inherited by every accepted socket, so no per-connection setsockopt is needed.
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	}); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
