@@ -151,6 +151,9 @@ func serveOn(t *testing.T, cfg Config, ln net.Listener, addrs ...string) *testSe
 		if err := <-served; !errors.Is(err, ErrServerClosed) {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
+		if n := s.badMoves.Load(); n != 0 {
+			t.Errorf("connections took %d transitions that the phase table does not have", n)
+		}
 	})
 	return &testServer{Server: s, addr: ln.Addr().String(), ring: r}
 }

@@ -3,12 +3,14 @@
 package l4
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -23,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"lb/sessions"
 )
 
 // The stress test runs many connections at once through one Server, each with its own plan
@@ -76,6 +80,9 @@ type stressPlan struct {
 	tight      bool   // through the listener whose sockets have a small send buffer, with a small receive buffer at the client
 	finLast    bool   // readsSlowly: the client half-closes only after the backend's FIN
 	closeAll   bool   // finLast: the client closes outright rather than half-closing
+	cookies    string // sticky runs: the Cookie header of the opening, if any
+	respHead   []byte // sticky runs: the response head the backend sends before down
+	cookieSet  bool   // sticky runs: lb must insert its cookie into respHead
 }
 
 func (p *stressPlan) String() string {
@@ -152,9 +159,13 @@ func newScaledStressPlans(r *rand.Rand, data []byte, sc stressScale) []stressPla
 
 // opening is what the client sends first, naming its plan: an HTTP request head, or 7 bytes
 // that lb's sniffer rules out as HTTP at the first byte.
-func opening(i int, httpHead bool) []byte {
-	if httpHead {
-		return []byte("PUT /" + strconv.Itoa(i) + " HTTP/1.1\r\nHost: stress\r\nContent-Type: application/octet-stream\r\n\r\n")
+func opening(i int, p *stressPlan) []byte {
+	if p.httpHead {
+		cookie := ""
+		if p.cookies != "" {
+			cookie = "Cookie: " + p.cookies + "\r\n"
+		}
+		return []byte("PUT /" + strconv.Itoa(i) + " HTTP/1.1\r\nHost: stress\r\n" + cookie + "Content-Type: application/octet-stream\r\n\r\n")
 	}
 	return binary.BigEndian.AppendUint32([]byte{0, 'L', 'B'}, uint32(i))
 }
@@ -201,17 +212,57 @@ func writeChunks(c *net.TCPConn, b []byte, max int, r *rand.Rand) error {
 
 // readAllHashed reads c to EOF, slowly if asked, and returns the hash of what came and how much.
 func readAllHashed(c *net.TCPConn, slow bool) ([sha256.Size]byte, int64, error) {
+	return readOnHashed(c, sha256.New(), 0, slow)
+}
+
+// readResponse is readAllHashed for a sticky run's response: it reads the response head,
+// interim heads and all, and takes lb's cookie line out of the final one, which must have
+// it if the plan says so, and only then. What is left must be the backend's bytes.
+func readResponse(c *net.TCPConn, p *stressPlan) ([sha256.Size]byte, int64, error) {
+	br := bufio.NewReader(c)
 	h := sha256.New()
+	var n int64
+	final, inserted := false, false
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return [sha256.Size]byte{}, n, fmt.Errorf("response head: %w", err)
+		}
+		if strings.HasPrefix(line, "HTTP/1.1 ") {
+			final = !strings.HasPrefix(line, "HTTP/1.1 1")
+		}
+		if final && strings.HasPrefix(line, "Set-Cookie: "+stressCookie+"=") {
+			id, _, _ := strings.Cut(strings.TrimPrefix(line, "Set-Cookie: "+stressCookie+"="), ";")
+			if inserted || (id != "b0" && id != "b1") {
+				return [sha256.Size]byte{}, n, fmt.Errorf("lb's cookie line %q, after one: %v", line, inserted)
+			}
+			inserted = true
+			continue
+		}
+		h.Write([]byte(line))
+		n += int64(len(line))
+		if final && line == "\r\n" {
+			break
+		}
+	}
+	if inserted != p.cookieSet {
+		return [sha256.Size]byte{}, n, fmt.Errorf("lb's cookie inserted: %v, want %v", inserted, p.cookieSet)
+	}
+	return readOnHashed(br, h, n, p.clientSlow)
+}
+
+// readOnHashed reads r to EOF into h, slowly if asked; n bytes went into h before.
+func readOnHashed(r io.Reader, h hash.Hash, n int64, slow bool) ([sha256.Size]byte, int64, error) {
 	if !slow {
-		n, err := io.Copy(h, c)
-		return [sha256.Size]byte(h.Sum(nil)), n, err
+		m, err := io.Copy(h, r)
+		return [sha256.Size]byte(h.Sum(nil)), n + m, err
 	}
 	tick := time.NewTicker(slowReadEvery)
 	defer tick.Stop()
 	buf := make([]byte, slowReadBytes)
-	var total int64
+	total := n
 	for {
-		n, err := c.Read(buf)
+		n, err := r.Read(buf)
 		h.Write(buf[:n])
 		total += int64(n)
 		if err == io.EOF {
@@ -224,12 +275,18 @@ func readAllHashed(c *net.TCPConn, slow bool) ([sha256.Size]byte, int64, error) 
 	}
 }
 
-func checkHashed(what string, want []byte, got [sha256.Size]byte, n int64, err error) error {
+// checkHashed checks what readAllHashed returned against the parts of what was sent.
+func checkHashed(what string, got [sha256.Size]byte, n int64, err error, want ...[]byte) error {
+	h, size := sha256.New(), 0
+	for _, part := range want {
+		h.Write(part)
+		size += len(part)
+	}
 	switch {
 	case err != nil:
-		return fmt.Errorf("%s: %w after %d of %d bytes", what, err, n, len(want))
-	case n != int64(len(want)) || got != sha256.Sum256(want):
-		return fmt.Errorf("%s: %d bytes, want %d, equal: %v", what, n, len(want), n == int64(len(want)))
+		return fmt.Errorf("%s: %w after %d of %d bytes", what, err, n, size)
+	case n != int64(size) || got != [sha256.Size]byte(h.Sum(nil)):
+		return fmt.Errorf("%s: %d bytes, want %d, equal: %v", what, n, size, n == int64(size))
 	}
 	return nil
 }
@@ -341,8 +398,11 @@ func (st *stressRun) backend(c *net.TCPConn) {
 		}
 	case answersAtFIN:
 		sum, n, err := readAllHashed(c, false)
-		if err = checkHashed("backend read", p.up, sum, n, err); err == nil {
-			if err = writeChunks(c, p.down, p.downChunk, r); err == nil {
+		if err = checkHashed("backend read", sum, n, err, p.up); err == nil {
+			if err = writeChunks(c, p.respHead, max(len(p.respHead), 1), r); err == nil {
+				err = writeChunks(c, p.down, p.downChunk, r)
+			}
+			if err == nil {
 				err = c.CloseWrite()
 			}
 		}
@@ -350,13 +410,16 @@ func (st *stressRun) backend(c *net.TCPConn) {
 			st.fail(i, fmt.Errorf("backend: %w", err))
 		}
 	case readsSlowly:
-		err := writeChunks(c, p.down, p.downChunk, r)
+		err := writeChunks(c, p.respHead, max(len(p.respHead), 1), r)
+		if err == nil {
+			err = writeChunks(c, p.down, p.downChunk, r)
+		}
 		if err == nil {
 			err = c.CloseWrite()
 		}
 		if err == nil {
 			sum, n, rerr := readAllHashed(c, true)
-			err = checkHashed("backend read", p.up, sum, n, rerr)
+			err = checkHashed("backend read", sum, n, rerr, p.up)
 		}
 		if err != nil {
 			st.fail(i, fmt.Errorf("backend: %w", err))
@@ -379,7 +442,7 @@ func (st *stressRun) client(i int, addr, tightAddr string) error {
 	c := nc.(*net.TCPConn)
 	defer c.Close()
 	c.SetDeadline(st.deadline)
-	open := opening(i, p.httpHead)
+	open := opening(i, p)
 	for k := range p.pieces {
 		piece := open[len(open)*k/p.pieces : len(open)*(k+1)/p.pieces]
 		if len(piece) == 0 {
@@ -391,8 +454,12 @@ func (st *stressRun) client(i int, addr, tightAddr string) error {
 	}
 	wrote := make(chan error, 1)
 	go writeUp(c, p, r, wrote)
-	sum, n, rerr := readAllHashed(c, p.clientSlow)
-	if err := checkHashed("client read", p.down, sum, n, rerr); err != nil {
+	read := readAllHashed
+	if len(p.respHead) > 0 {
+		read = func(c *net.TCPConn, _ bool) ([sha256.Size]byte, int64, error) { return readResponse(c, p) }
+	}
+	sum, n, rerr := read(c, p.clientSlow)
+	if err := checkHashed("client read", sum, n, rerr, p.respHead, p.down); err != nil {
 		c.Close() // unblocks the writer
 		<-wrote
 		return err
@@ -416,7 +483,92 @@ func writeUp(c *net.TCPConn, p *stressPlan, r *rand.Rand, done chan<- error) {
 	done <- err
 }
 
-func TestStress(t *testing.T) {
+func TestStress(t *testing.T) { runStress(t, testConfig()) }
+
+// stressCookie is lb's sticky cookie in the sticky runs; SID is the application's session.
+const stressCookie = "lbs"
+
+// TestStressSticky is the stress test with both sticky modes on: every HTTP plan's backend
+// answers with a response head that sets a session, which lb learns and into which it
+// inserts its cookie when the request did not name an up backend; requests carry cookies
+// that name a backend, none, or one that does not exist, and sessions learned before.
+func TestStressSticky(t *testing.T) {
+	memory, slow := sessions.NewMemoryStore(10_000, time.Minute), &slowStore{Store: sessions.NewMemoryStore(10_000, time.Minute), timeoutEvery: 5}
+	for _, tc := range []struct {
+		name   string
+		store  sessions.Store
+		called func() bool
+	}{
+		{"memory store", memory, func() bool { return memory.Len() > 0 }},
+		// Off the loop, answering in 0 to 20 ms; the first lookup and every fifth after it
+		// outlast --connect-timeout, and the ring decides.
+		{"slow store", slow, func() bool { return slow.gets.Load() > 0 && slow.sets.Load() > 0 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.ConnectTimeout = 300 * time.Millisecond
+			cfg.Sticky = Sticky{Cookie: stressCookie, CookieAttrs: "Path=/", SessionCookie: "SID",
+				Sessions: tc.store, Keyer: sessions.NewKeyer([]byte("stress"))}
+			runStress(t, cfg)
+			if !tc.called() {
+				t.Error("the run did not use the session store: it proves nothing of it")
+			}
+		})
+	}
+}
+
+// slowStore answers after a delay, off the loop; the first Get and every timeoutEvery-th after
+// it take a second,
+// longer than the tests' --connect-timeout.
+type slowStore struct {
+	sessions.Store
+	timeoutEvery int64
+	gets, sets   atomic.Int64
+}
+
+func (s *slowStore) Get(ctx context.Context, key string) (string, bool, error) {
+	if s.gets.Add(1)%s.timeoutEvery == 1 {
+		time.Sleep(time.Second)
+	}
+	time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+	return s.Store.Get(ctx, key)
+}
+
+func (s *slowStore) Set(ctx context.Context, key, id string) error {
+	s.sets.Add(1)
+	time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+	return s.Store.Set(ctx, key, id)
+}
+
+// withStickyHeads gives the HTTP plans of a sticky run their cookies and response heads.
+func withStickyHeads(r *rand.Rand, plans []stressPlan) {
+	for i := range plans {
+		p := &plans[i]
+		if !p.httpHead {
+			continue
+		}
+		var cookies []string
+		own := []string{"", "b0", "b1", "nobody"}[r.IntN(4)]
+		if own != "" {
+			cookies = append(cookies, stressCookie+"="+own)
+		}
+		if i > 0 && r.IntN(3) > 0 {
+			cookies = append(cookies, "SID=s"+strconv.Itoa(r.IntN(i))) // learned, or still to be
+		}
+		p.cookies = strings.Join(cookies, "; ")
+		if p.kind == echoes {
+			continue // the echo of binary bytes: lb passes on a head it cannot parse as it came
+		}
+		p.cookieSet = own != "b0" && own != "b1"
+		if r.IntN(3) == 0 {
+			p.respHead = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+		}
+		p.respHead = append(p.respHead, "HTTP/1.1 200 OK\r\nSet-Cookie: SID=s"+strconv.Itoa(i)+"; Path=/\r\nContent-Type: application/octet-stream\r\n\r\n"...)
+	}
+}
+
+// runStress runs the stress test through a Server of cfg.
+func runStress(t *testing.T, cfg Config) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("LB_STRESS_SEED"); s != "" {
 		var err error
@@ -434,12 +586,15 @@ func TestStress(t *testing.T) {
 	rand.NewChaCha8([32]byte(binary.LittleEndian.AppendUint64(make([]byte, 24), seed))).Read(data)
 	st := &stressRun{plans: newScaledStressPlans(r, data, sc), seed: seed, deadline: time.Now().Add(sc.deadline),
 		allBackends: make(chan struct{})}
+	if cfg.Sticky.Cookie != "" {
+		withStickyHeads(r, st.plans)
+	}
 
 	b1, b2 := startBackend(t, st.backend), startBackend(t, st.backend)
 	// Descriptors by number and what they are, not a count: pipes that Go's own splice cached
 	// for earlier tests may be closed by a GC meanwhile.
 	fdsBefore := openFDs()
-	s := startServer(t, testConfig(), b1.addr(), b2.addr())
+	s := startServer(t, cfg, b1.addr(), b2.addr())
 	// A second listener, whose sockets inherit a small, fixed send buffer: writes to tight
 	// clients come up short, and the rest waits in a pipe.
 	lc := net.ListenConfig{Control: smallBuffer(unix.SO_SNDBUF)}
