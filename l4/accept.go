@@ -5,21 +5,39 @@ package l4
 import (
 	"math"
 	"net"
+	"net/netip"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 const acceptBatch = 32 // accepts per listener event before other events get a turn
 
-// accept4 is accept4(2) on a non-blocking listener, without reading the peer's address
-// (which would allocate); a test replaces it to inject EMFILE.
-var accept4 = func(lfd int) (int, error) {
-	fd, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+// accept4 is accept4(2) on a non-blocking listener, the peer's address written to sa; a test
+// replaces it to inject EMFILE.
+var accept4 = func(lfd int, sa *unix.RawSockaddrAny) (int, error) {
+	size := uint32(unix.SizeofSockaddrAny)
+	fd, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(sa)), uintptr(unsafe.Pointer(&size)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 	if errno != 0 {
 		return -1, errno
 	}
 	return int(fd), nil
+}
+
+// addrPort reads a socket address as accept4 wrote it, without allocating.
+func addrPort(sa *unix.RawSockaddrAny) netip.AddrPort {
+	switch sa.Addr.Family {
+	case unix.AF_INET:
+		in4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		port := (*[2]byte)(unsafe.Pointer(&in4.Port))
+		return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(port[0])<<8|uint16(port[1]))
+	case unix.AF_INET6:
+		in6 := (*unix.RawSockaddrInet6)(unsafe.Pointer(sa))
+		port := (*[2]byte)(unsafe.Pointer(&in6.Port))
+		return netip.AddrPortFrom(netip.AddrFrom16(in6.Addr).Unmap(), uint16(port[0])<<8|uint16(port[1]))
+	}
+	return netip.AddrPort{}
 }
 
 // acceptor takes a loop's new connections from its listeners. Errors that say the process or
@@ -31,6 +49,7 @@ type acceptor struct {
 	lfds    []int         // listeners this loop accepts from
 	paused  []pausedFD    // listeners taken out of the epoll set
 	backoff time.Duration // current back-off; 0 when accepts succeed
+	peer    unix.RawSockaddrAny
 }
 
 // pausedFD is a listener out of the epoll set: until a time (back-off), or while the server
@@ -72,32 +91,32 @@ func (a *acceptor) listening(lfd int) bool {
 	return false
 }
 
-// take accepts one connection from lfd. It returns false when there is none to take now:
+// take accepts one connection from lfd, and returns it with its client's address. It returns false when there is none to take now:
 // none queued, an error that pauses lfd, or the server is full. An error about one
 // connection (it was reset while queued) is skipped.
-func (a *acceptor) take(lfd int, now int64) (int, bool) {
+func (a *acceptor) take(lfd int, now int64) (int, netip.AddrPort, bool) {
 	if !a.listening(lfd) {
-		return -1, false // an event of the batch that stop ended
+		return -1, netip.AddrPort{}, false // an event of the batch that stop ended
 	}
 	for {
 		if a.s.full() {
 			a.pause(pausedFD{fd: lfd, full: true})
 			a.s.limitReached()
-			return -1, false
+			return -1, netip.AddrPort{}, false
 		}
-		fd, err := accept4(lfd)
+		fd, err := accept4(lfd, &a.peer)
 		switch {
 		case err == nil:
 			a.backoff = 0
 			a.s.active.Add(1)
 			a.s.conns.Add(1)
-			return fd, true
+			return fd, addrPort(&a.peer), true
 		case err == unix.EINTR, err == unix.ECONNABORTED, err == unix.EPROTO, err == unix.EPERM:
 			continue
 		case err != unix.EAGAIN:
 			a.backOff(lfd, err, now)
 		}
-		return -1, false
+		return -1, netip.AddrPort{}, false
 	}
 }
 

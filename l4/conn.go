@@ -9,7 +9,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"lb/httpsniff"
@@ -68,7 +67,7 @@ type conn struct {
 	backend    ring.Backend
 	kind       httpsniff.Kind
 	sniffErr   error     // why sniffing ended without a decision, if it did
-	peer       string    // the client's address, read at accept for the debug line only
+	client     netip.AddrPort
 	rt         *routing  // from the first bytes until they are replayed (or refused)
 	rh         *respHead // while lb reads the backend's first response head (resphead.go)
 }
@@ -93,15 +92,10 @@ type routing struct {
 }
 
 // admit takes a freshly accepted socket.
-func (l *loop) admit(fd int) {
+func (l *loop) admit(fd int, client netip.AddrPort) {
 	c := l.conns.add()
 	c.ends[clientSide].fd, c.ends[backendSide].fd = fd, -1
-	c.start = l.now
-	if l.s.log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel {
-		// Now: once lb has shut its side and the client closes, the socket is in TIME_WAIT
-		// and getpeername fails.
-		c.peer = peerName(fd)
-	}
+	c.start, c.client = l.now, client
 	// The request usually follows the handshake at once: read it before asking epoll.
 	l.sniff(c)
 }
@@ -410,21 +404,6 @@ func (l *loop) drainRefused(c *conn) {
 	}
 }
 
-// peerName is the address of a socket's peer, for debug logs only: reading it allocates.
-func peerName(fd int) string {
-	sa, err := unix.Getpeername(fd)
-	if err != nil {
-		return "?"
-	}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
-	}
-	return "?"
-}
-
 // aborted reports whether a connection ends because a peer reset it, or went away
 // without closing (a write that found it gone, a keep-alive that timed out): the other
 // peer is then reset too, so a cut transfer reads as cut, not as a clean end.
@@ -462,7 +441,7 @@ func (l *loop) close(c *conn, err error) {
 	}
 	if e := l.s.log.Debug(); e.Enabled() {
 		e.Err(err).
-			Str("client", c.peer).
+			Stringer("client", c.client).
 			Str("backend", c.backend.ID).
 			Stringer("sniff", c.kind).
 			AnErr("sniff_error", c.sniffErr).

@@ -108,12 +108,12 @@ func (l *loop) run() {
 // accept admits the connections waiting on listener lfd, a batch at a time.
 func (l *loop) accept(lfd int) {
 	for range acceptBatch {
-		fd, ok := l.acc.take(lfd, l.now)
+		fd, client, ok := l.acc.take(lfd, l.now)
 		if !ok {
 			break
 		}
 		l.accepted.Add(1)
-		l.admit(fd)
+		l.admit(fd, client)
 	}
 	l.nextSweep = min(l.nextSweep, l.acc.wakeAt())
 }

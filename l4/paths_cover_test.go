@@ -164,11 +164,11 @@ func TestPathsDialFailsAtOnce(t *testing.T) {
 func TestPathsAcceptSkipsAbortedConnections(t *testing.T) {
 	real := accept4
 	var calls atomic.Int64
-	accept4 = func(lfd int) (int, error) {
+	accept4 = func(lfd int, sa *unix.RawSockaddrAny) (int, error) {
 		if calls.Add(1) == 1 {
 			return -1, syscall.ECONNABORTED
 		}
-		return real(lfd)
+		return real(lfd, sa)
 	}
 	t.Cleanup(func() { accept4 = real })
 	lines, log := pathsDebugLog()

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"lb/ring"
 )
@@ -557,14 +558,14 @@ func TestAcceptBacksOffOnEMFILE(t *testing.T) {
 	var mu sync.Mutex
 	var failures []time.Time
 	real := accept4
-	accept4 = func(lfd int) (int, error) {
+	accept4 = func(lfd int, sa *unix.RawSockaddrAny) (int, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(failures) == 0 || time.Since(failures[0]) < 100*time.Millisecond {
 			failures = append(failures, time.Now())
 			return -1, syscall.EMFILE
 		}
-		return real(lfd)
+		return real(lfd, sa)
 	}
 	t.Cleanup(func() { accept4 = real }) // after the server's Shutdown: cleanups run last-in first-out
 
