@@ -125,11 +125,7 @@ func Open(cfg Config) (*Logger, error) {
 }
 
 func openFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open access log: %w", err)
-	}
-	return f, nil
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644) // its error names the path
 }
 
 // Enabled reports whether the log is on: the caller gathers what only the log needs (a
