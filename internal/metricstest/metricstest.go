@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -90,4 +91,44 @@ func flatten(families map[string]*dto.MetricFamily) Values {
 		}
 	}
 	return v
+}
+
+// Wait scrapes url every 20ms until ok accepts the samples, and returns them; at ctx's end
+// it returns the last samples with an error that shows them. Counters that l4 adds when a
+// connection closes lag the client's view of the close: wait for them, do not sleep.
+func Wait(ctx context.Context, url string, ok func(Values) bool) (Values, error) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var last Values
+	var lastErr error
+	for {
+		v, err := Scrape(ctx, url)
+		if err == nil && ok(v) {
+			return v, nil
+		}
+		if err == nil {
+			last = v
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			if lastErr != nil && last == nil {
+				return nil, lastErr
+			}
+			return last, fmt.Errorf("%s: condition not met before %v; last lb_* samples:\n%s", url, ctx.Err(), last.lb())
+		case <-tick.C:
+		}
+	}
+}
+
+// lb returns the lb_* samples, sorted, one a line, for failure messages.
+func (v Values) lb() string {
+	var lines []string
+	for k, x := range v {
+		if strings.HasPrefix(k, "lb_") && !strings.Contains(k, "_bucket") {
+			lines = append(lines, k+" "+strconv.FormatFloat(x, 'g', -1, 64))
+		}
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
 }
