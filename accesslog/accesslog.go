@@ -60,6 +60,9 @@ type Entry struct {
 	Err         error // with Error (and Refused, when there is something to say); its text is logged
 }
 
+// timeFormat is RFC 3339 with milliseconds: connections close many to a second.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
 // Config says where the access log goes.
 type Config struct {
 	// Dest is "off" (or empty), "stdout", "stderr" or a file path; a file is created if
@@ -116,12 +119,12 @@ func Open(cfg Config) (*Logger, error) {
 	var dst io.Writer = out
 	if console {
 		dst = zerolog.ConsoleWriter{
-			Out: out, NoColor: true, TimeFormat: time.RFC3339Nano,
+			Out: out, NoColor: true, TimeFormat: timeFormat, PartsExclude: []string{zerolog.LevelFieldName},
 			FieldsOrder: []string{"client", "listener", "backend", "backend_addr", "sniff", "method", "host", "path", "sticky", "bytes_up", "bytes_down", "duration_ms", "cause", "error"},
 		}
 	}
 	w := newAsyncWriter(dst, out, cfg.MaxBuffered, cfg.Log)
-	return &Logger{zl: zerolog.New(w).With().Timestamp().Logger(), w: w}, nil
+	return &Logger{zl: zerolog.New(w), w: w}, nil
 }
 
 func openFile(path string) (*os.File, error) {
@@ -139,6 +142,8 @@ func (l *Logger) Log(e *Entry) {
 		return
 	}
 	ev := l.zl.Log()
+	var t [40]byte // zerolog's own timestamp has whole seconds, set by a process-wide variable
+	ev = ev.Bytes(zerolog.TimestampFieldName, time.Now().AppendFormat(t[:0], timeFormat))
 	if e.Client.IsValid() {
 		var a [64]byte // holds any "[v6%zone]:port"
 		ev = ev.Bytes("client", e.Client.AppendTo(a[:0]))

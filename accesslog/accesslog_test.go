@@ -92,8 +92,8 @@ func TestNConnectionsGiveNLinesWithTheirFields(t *testing.T) {
 				t.Errorf("line %d: %s = %v, want %v", i, k, got[k], w)
 			}
 		}
-		if _, err := time.Parse(time.RFC3339, got["time"].(string)); err != nil {
-			t.Errorf("line %d: time %v: %v", i, got["time"], err)
+		if ts, err := time.Parse(timeFormat, got["time"].(string)); err != nil || time.Since(ts) > time.Minute {
+			t.Errorf("line %d: time %v (%v): want now, in RFC 3339 with milliseconds", i, got["time"], err)
 		}
 		if len(got) != len(want)+1 {
 			t.Errorf("line %d has %d fields, want %d: %s", i, len(got), len(want)+1, lines[i])
@@ -128,6 +128,11 @@ func TestConsoleFormatOneReadableLinePerConnection(t *testing.T) {
 	want := `client=[2001:db8::2]:40001 listener=127.0.0.1:7777 backend=web-1 backend_addr=10.0.0.1:8080 sniff=http1 method=GET host=shop.example path="/item/1?q=\"x\"" sticky=hit bytes_up=101 bytes_down=5001 duration_ms=1.5 cause=backend_closed`
 	if !strings.HasSuffix(lines[1], want) {
 		t.Errorf("console line\n%s\ndoes not end with\n%s", lines[1], want)
+	}
+	if ts, _, _ := strings.Cut(lines[1], " "); !strings.HasPrefix(lines[1], ts+" client=") {
+		t.Errorf("console line does not start with the time and then the client (no level): %s", lines[1])
+	} else if _, err := time.Parse(timeFormat, ts); err != nil {
+		t.Errorf("console time %q: %v", ts, err)
 	}
 	if strings.Contains(lines[1], "\x1b[") {
 		t.Errorf("console line has colour escapes: %q", lines[1])
