@@ -155,6 +155,8 @@ func TestBadInputIsExit2BeforeAnythingStarts(t *testing.T) {
 		{"log-level", "loud"},
 		{"log-level", ""}, // parses as zerolog's NoLevel, which would log nothing
 		{"log-format", "xml"},
+		{"access-log-format", "text"},
+		{"access-log", "/nonexistent-dir/access.log"},
 		{"sniff-timeout", "soon"}, // not a duration: urfave/cli's own parse error
 		{"rise", "x"},
 	}

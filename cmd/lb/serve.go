@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"lb/accesslog"
 	"lb/health"
 	"lb/l4"
 	"lb/ring"
@@ -73,6 +74,9 @@ func routingFlags() []cli.Flag {
 		clusterFlag,
 		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error (debug: one line per connection)"},
 		&cli.StringFlag{Name: "log-format", Value: "console", Usage: "console or json"},
+		// The access log: one line per closed connection.
+		&cli.StringFlag{Name: "access-log", Value: "off", Usage: "one line per closed connection to `DEST`: off, stdout, stderr or a file (reopened on SIGUSR1, for logrotate)"},
+		&cli.StringFlag{Name: "access-log-format", Value: "json", Usage: "json or console"},
 	}
 }
 
@@ -130,6 +134,7 @@ type options struct {
 	health       health.Config
 	l4           l4.Config // without Ring and OnDialFailure, which serve fills in
 	log          zerolog.Logger
+	accessLog    accesslog.Config // opened by serve, before it listens
 }
 
 func parseOptions(c *cli.Context) (options, error) {
@@ -200,6 +205,7 @@ func parseOptions(c *cli.Context) (options, error) {
 		{o.sessions.timeout <= 0, "session-timeout", "a duration above 0, e.g. 50ms"},
 		{o.sessions.maxEntries < 1, "session-max-entries", "1 or more"},
 		{o.sessions.cluster == "" || strings.ContainsAny(o.sessions.cluster, " :\r\n"), "cluster-name", "a name without spaces or colons, e.g. shop-eu"},
+		{c.String("access-log-format") != "json" && c.String("access-log-format") != "console", "access-log-format", "json or console"},
 		{c.IsSet("session-store") && o.sessions.cookie == "", "session-store", "--session-cookie NAME beside it: the store keeps learned sessions, and without the cookie there are none"},
 	}
 	for _, ch := range checks {
@@ -216,6 +222,7 @@ func parseOptions(c *cli.Context) (options, error) {
 		return o, err
 	}
 	o.log = log
+	o.accessLog = accesslog.Config{Dest: c.String("access-log"), Format: c.String("access-log-format"), Log: log}
 	return o, nil
 }
 
@@ -257,6 +264,15 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	if err != nil {
 		return badInput{err}
 	}
+	accessLog, err := accesslog.Open(o.accessLog)
+	if err != nil {
+		return badInput{fmt.Errorf("--access-log %s: %w: want off, stdout, stderr or a file lb can write", o.accessLog.Dest, err)}
+	}
+	defer func() {
+		if err := accessLog.Close(); err != nil {
+			o.log.Error().Err(err).Msg("access log")
+		}
+	}()
 	// Listen before probing: a port in use fails at once, and clients that come while the
 	// backends are probed wait in the kernel's backlog.
 	ln, err := net.Listen("tcp", o.listen)
@@ -318,6 +334,9 @@ wait:
 			break wait
 		case <-usr1:
 			logCounters(o.log, srv.Stats())
+			if err := accessLog.Reopen(); err != nil {
+				o.log.Error().Err(err).Str("path", o.accessLog.Dest).Msg("cannot reopen the access log: writing on to the old file")
+			}
 		case err := <-serveErr:
 			srv.Shutdown(context.Background())
 			return fmt.Errorf("serving %s: %w", ln.Addr(), err)

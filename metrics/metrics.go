@@ -1,0 +1,247 @@
+// Package metrics exports lb's counters in the Prometheus text format. The data path keeps
+// plain integers per event loop (Counters, BackendCounters, Histogram); a custom
+// prometheus.Collector asks a Source to sum them into a Snapshot at scrape time and turns
+// that into const metrics, as node_exporter's collectors do. Nothing here runs per
+// connection except the Add and Observe methods of those plain structs.
+package metrics
+
+import (
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Source fills a Snapshot at scrape time: l4's Server implements it by asking each loop,
+// through its call queue, to add its Counters and per-backend BackendCounters into s (so
+// only a loop's goroutine reads its integers), and by adding one row per backend of the ring
+// with its up state and last change.
+//
+// Collect is called from the scrape's goroutine, never from a loop, one call at a time, with
+// s already Reset. It may wait for the loops, and must return once they answered or stopped.
+type Source interface {
+	Collect(s *Snapshot)
+}
+
+// Options are what Metrics reports besides its Source.
+type Options struct {
+	Version string // lb's version, the version label of lb_build_info
+	// OpenFDs counts lb's open descriptors for lb_open_fds; nil counts /proc/self/fd.
+	OpenFDs func() (int, error)
+}
+
+// Metrics is lb's Prometheus registry: the lb_* collector over a Source, health probe
+// durations, and the Go runtime and process collectors. Its methods are safe for concurrent
+// use.
+type Metrics struct {
+	reg    *prometheus.Registry
+	probes *prometheus.HistogramVec
+	c      *collector
+}
+
+// ProbeBuckets are the upper bounds, in seconds, of lb_health_probe_duration_seconds.
+var ProbeBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+
+// New returns a registry with every collector registered and no Source yet: until SetSource,
+// a scrape has the probe durations, build info, open descriptors, Go and process metrics.
+func New(opts Options) *Metrics {
+	if opts.OpenFDs == nil {
+		opts.OpenFDs = countFDs
+	}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		probes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lb_health_probe_duration_seconds",
+			Help:    "Time a TCP health probe of the backend took, failed ones included.",
+			Buckets: ProbeBuckets,
+		}, []string{"backend"}),
+		c: newCollector(opts),
+	}
+	m.reg.MustRegister(
+		m.c, m.probes,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// SetSource sets where the lb_* counters come from; nil stops reporting them.
+func (m *Metrics) SetSource(src Source) {
+	m.c.mu.Lock()
+	m.c.src = src
+	m.c.mu.Unlock()
+}
+
+// Handler serves the registry in the Prometheus exposition formats: mount it at GET /metrics.
+// A metric that cannot be read (lb_open_fds without /proc) is left out; the rest is served.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// Registry returns the registry, for a caller that adds its own collectors or gathers
+// without HTTP.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// ObserveProbe records how long one health probe of a backend took. It is cheap (a map
+// lookup under a read lock and an atomic add) and safe for concurrent use: call it from the
+// prober's goroutines after every probe.
+func (m *Metrics) ObserveProbe(backendID string, d time.Duration) {
+	m.probes.WithLabelValues(backendID).Observe(d.Seconds())
+}
+
+// ForgetBackend drops the probe histogram of a backend removed from the ring, so its series
+// leaves the scrape.
+func (m *Metrics) ForgetBackend(backendID string) {
+	m.probes.DeleteLabelValues(backendID)
+}
+
+// countFDs counts the entries of /proc/self/fd, less the one it opens to read them.
+func countFDs() (int, error) {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	return len(names) - 1, err
+}
+
+// collector is the lb_* prometheus.Collector over a Source.
+type collector struct {
+	opts Options
+
+	mu   sync.Mutex // one scrape at a time uses snap
+	src  Source
+	snap Snapshot
+
+	buildInfo, openFDs                                       *prometheus.Desc
+	accepted, active, duration                               *prometheus.Desc
+	sniff, sticky, storeCalls, storeErrors, refused, answers *prometheus.Desc
+	conns, backendActive, bytesReceived, bytesSent           *prometheus.Desc
+	dialErrors, retries, up, lastChange, httpConns           *prometheus.Desc
+	revision                                                 string
+}
+
+func newCollector(opts Options) *collector {
+	be := []string{"backend"}
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &collector{
+		opts:          opts,
+		revision:      revision(),
+		buildInfo:     d("lb_build_info", "Always 1; the labels say which lb runs.", "version", "revision", "goversion"),
+		openFDs:       d("lb_open_fds", "Descriptors lb holds open: two per connection, pipes, listeners, probes."),
+		accepted:      d("lb_accepted_connections_total", "Client connections accepted."),
+		active:        d("lb_active_connections", "Client connections accepted and not yet closed."),
+		duration:      d("lb_connection_duration_seconds", "Lifetime of closed client connections, accept to close."),
+		sniff:         d("lb_sniff_total", "What sniffing made of the first bytes of a connection.", "kind"),
+		sticky:        d("lb_sticky_decisions_total", "Sticky routing decisions (with --sticky-cookie or --session-cookie).", "result"),
+		storeCalls:    d("lb_session_store_calls_total", "Session store lookups and records."),
+		storeErrors:   d("lb_session_store_errors_total", "Session store calls that failed or timed out; the ring decided instead."),
+		refused:       d("lb_refused_connections_total", "Connections lb closed or answered itself, without a backend.", "reason"),
+		answers:       d("lb_answers_total", "HTTP answers lb wrote itself.", "code"),
+		conns:         d("lb_connections_total", "Connections handed to the backend.", be...),
+		backendActive: d("lb_backend_active_connections", "Connections open to the backend.", be...),
+		bytesReceived: d("lb_backend_bytes_received_total", "Bytes lb read from the backend (downloads).", be...),
+		bytesSent:     d("lb_backend_bytes_sent_total", "Bytes lb wrote to the backend (uploads, replayed heads included).", be...),
+		dialErrors:    d("lb_backend_dial_errors_total", "Dials to the backend that failed.", be...),
+		retries:       d("lb_backend_retries_total", "Dials to the backend made after a dial to another backend failed.", be...),
+		up:            d("lb_backend_up", "1 if the health checks see the backend up, else 0.", be...),
+		lastChange:    d("lb_backend_last_change_timestamp_seconds", "When the backend last went up or down, in Unix seconds.", be...),
+		httpConns:     d("lb_http_connections_total", "Connections whose first request head parsed as HTTP/1.x, by its method.", "backend", "method"),
+	}
+}
+
+// Describe sends every lb_* descriptor.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.buildInfo, c.openFDs, c.accepted, c.active, c.duration, c.sniff, c.sticky,
+		c.storeCalls, c.storeErrors, c.refused, c.answers, c.conns, c.backendActive,
+		c.bytesReceived, c.bytesSent, c.dialErrors, c.retries, c.up, c.lastChange, c.httpConns,
+	} {
+		ch <- d
+	}
+}
+
+// Collect fills the Snapshot from the Source and sends it as const metrics.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
+	ch <- prometheus.MustNewConstMetric(c.buildInfo, gauge, 1, c.opts.Version, c.revision, runtime.Version())
+	if n, err := c.opts.OpenFDs(); err == nil {
+		ch <- prometheus.MustNewConstMetric(c.openFDs, gauge, float64(n))
+	} else {
+		ch <- prometheus.NewInvalidMetric(c.openFDs, err)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.src == nil {
+		return
+	}
+	s := &c.snap
+	s.Reset()
+	c.src.Collect(s)
+
+	ch <- prometheus.MustNewConstMetric(c.accepted, counter, float64(s.Accepted))
+	ch <- prometheus.MustNewConstMetric(c.active, gauge, float64(s.Active))
+	ch <- prometheus.MustNewConstHistogram(c.duration, s.Durations.Count(), s.Durations.Sum().Seconds(), s.Durations.cumulative())
+	for k, n := range s.Sniff {
+		ch <- prometheus.MustNewConstMetric(c.sniff, counter, float64(n), SniffKind(k).String())
+	}
+	for r, n := range s.Sticky {
+		ch <- prometheus.MustNewConstMetric(c.sticky, counter, float64(n), StickyResult(r).String())
+	}
+	ch <- prometheus.MustNewConstMetric(c.storeCalls, counter, float64(s.StoreCalls))
+	ch <- prometheus.MustNewConstMetric(c.storeErrors, counter, float64(s.StoreErrors))
+	for r, n := range s.Refused {
+		ch <- prometheus.MustNewConstMetric(c.refused, counter, float64(n), RefuseReason(r).String())
+	}
+	for a, n := range s.Answers {
+		ch <- prometheus.MustNewConstMetric(c.answers, counter, float64(n), Answer(a).String())
+	}
+	for i := range s.Backends {
+		b := &s.Backends[i]
+		ch <- prometheus.MustNewConstMetric(c.conns, counter, float64(b.Connections), b.ID)
+		ch <- prometheus.MustNewConstMetric(c.backendActive, gauge, float64(b.Active), b.ID)
+		ch <- prometheus.MustNewConstMetric(c.bytesReceived, counter, float64(b.BytesReceived), b.ID)
+		ch <- prometheus.MustNewConstMetric(c.bytesSent, counter, float64(b.BytesSent), b.ID)
+		ch <- prometheus.MustNewConstMetric(c.dialErrors, counter, float64(b.DialErrors), b.ID)
+		ch <- prometheus.MustNewConstMetric(c.retries, counter, float64(b.Retries), b.ID)
+		ch <- prometheus.MustNewConstMetric(c.up, gauge, boolValue(b.Up), b.ID)
+		if !b.LastChange.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.lastChange, gauge, float64(b.LastChange.UnixNano())/1e9, b.ID)
+		}
+		for m, n := range b.HTTP {
+			if n > 0 { // ten methods for each of thousands of backends would be mostly zeros
+				ch <- prometheus.MustNewConstMetric(c.httpConns, counter, float64(n), b.ID, Method(m).String())
+			}
+		}
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// revision is the VCS revision the binary was built from, or "unknown" (go build
+// -buildvcs=false, go test).
+func revision() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
