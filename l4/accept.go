@@ -46,7 +46,7 @@ func addrPort(sa *unix.RawSockaddrAny) netip.AddrPort {
 type acceptor struct {
 	s       *Server
 	epfd    int
-	lfds    []int         // listeners this loop accepts from
+	lfds    []*listener   // listeners this loop accepts from
 	paused  []pausedFD    // listeners taken out of the epoll set
 	backoff time.Duration // current back-off; 0 when accepts succeed
 	peer    unix.RawSockaddrAny
@@ -60,10 +60,16 @@ type pausedFD struct {
 	full  bool
 }
 
-// listen starts accepting from the listener socket lfd.
-func (a *acceptor) listen(lfd int) {
-	a.lfds = append(a.lfds, lfd)
-	a.watch(lfd)
+// listener is one address lb accepts connections on.
+type listener struct {
+	fd   int
+	name string // its address, for logs
+}
+
+// listen starts accepting from lis.
+func (a *acceptor) listen(lis *listener) {
+	a.lfds = append(a.lfds, lis)
+	a.watch(lis.fd)
 }
 
 func (a *acceptor) watch(lfd int) {
@@ -76,33 +82,42 @@ func (a *acceptor) watch(lfd int) {
 
 // stop takes the listeners out of the epoll set, so none is used after Shutdown closes it.
 func (a *acceptor) stop() {
-	for _, fd := range a.lfds {
-		unix.EpollCtl(a.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	for _, lis := range a.lfds {
+		unix.EpollCtl(a.epfd, unix.EPOLL_CTL_DEL, lis.fd, nil)
 	}
 	a.lfds, a.paused = nil, nil
 }
 
-func (a *acceptor) listening(lfd int) bool {
-	for _, fd := range a.lfds {
-		if fd == lfd {
-			return true
+// listening returns the listener of socket lfd, or nil if the loop no longer accepts from it.
+func (a *acceptor) listening(lfd int) *listener {
+	for _, lis := range a.lfds {
+		if lis.fd == lfd {
+			return lis
 		}
 	}
-	return false
+	return nil
 }
 
-// take accepts one connection from lfd, and returns it with its client's address. It returns false when there is none to take now:
+// accepted is a connection take accepted.
+type accepted struct {
+	fd     int
+	client netip.AddrPort
+	lis    *listener
+}
+
+// take accepts one connection from lfd. It returns false when there is none to take now:
 // none queued, an error that pauses lfd, or the server is full. An error about one
 // connection (it was reset while queued) is skipped.
-func (a *acceptor) take(lfd int, now int64) (int, netip.AddrPort, bool) {
-	if !a.listening(lfd) {
-		return -1, netip.AddrPort{}, false // an event of the batch that stop ended
+func (a *acceptor) take(lfd int, now int64) (accepted, bool) {
+	lis := a.listening(lfd)
+	if lis == nil {
+		return accepted{}, false // an event of the batch that stop ended
 	}
 	for {
 		if a.s.full() {
 			a.pause(pausedFD{fd: lfd, full: true})
 			a.s.limitReached()
-			return -1, netip.AddrPort{}, false
+			return accepted{}, false
 		}
 		fd, err := accept4(lfd, &a.peer)
 		switch {
@@ -110,13 +125,13 @@ func (a *acceptor) take(lfd int, now int64) (int, netip.AddrPort, bool) {
 			a.backoff = 0
 			a.s.active.Add(1)
 			a.s.conns.Add(1)
-			return fd, addrPort(&a.peer), true
+			return accepted{fd: fd, client: addrPort(&a.peer), lis: lis}, true
 		case err == unix.EINTR, err == unix.ECONNABORTED, err == unix.EPROTO, err == unix.EPERM:
 			continue
 		case err != unix.EAGAIN:
 			a.backOff(lfd, err, now)
 		}
-		return -1, netip.AddrPort{}, false
+		return accepted{}, false
 	}
 }
 

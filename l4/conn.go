@@ -11,7 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"lb/accesslog"
 	"lb/httpsniff"
+	"lb/metrics"
 	"lb/ring"
 )
 
@@ -66,10 +68,20 @@ type conn struct {
 	start      int64
 	backend    ring.Backend
 	kind       httpsniff.Kind
-	sniffErr   error     // why sniffing ended without a decision, if it did
+	sniffErr   error // why sniffing ended without a decision, if it did
 	client     netip.AddrPort
+	lis        *listener // the listener that accepted it
 	rt         *routing  // from the first bytes until they are replayed (or refused)
 	rh         *respHead // while lb reads the backend's first response head (resphead.go)
+
+	// For metrics and the access log (observe.go).
+	bc       *metrics.BackendCounters // the backend's counters on this loop, once it took the connection
+	req      *accesslog.Request       // the first request's method, host and path, with the access log on
+	sniff    metrics.SniffKind
+	sticky   metrics.StickyResult
+	stickied bool // a sticky mode decided (sticky is set)
+	firstFIN int8 // 1 + the side whose EOF came first; 0: none yet
+	errSide  int8 // 1 + the side whose error closes the connection; 0: none, or lb's own
 }
 
 // routing is what a connection needs from its first bytes until they are replayed: kept by
@@ -89,13 +101,17 @@ type routing struct {
 	byCookie  bool         // preferred comes from lb's own cookie
 	setCookie bool         // insert the sticky cookie into the first final response
 	learn     bool         // record the session cookie the first final response sets
+	sticky    metrics.StickyResult
+	stickied  bool // a sticky mode decided, as sticky says
 }
 
 // admit takes a freshly accepted socket.
-func (l *loop) admit(fd int, client netip.AddrPort) {
+func (l *loop) admit(a accepted) {
 	c := l.conns.add()
-	c.ends[clientSide].fd, c.ends[backendSide].fd = fd, -1
-	c.start, c.client = l.now, client
+	c.ends[clientSide].fd, c.ends[backendSide].fd = a.fd, -1
+	c.start, c.client, c.lis = l.now, a.client, a.lis
+	l.stats.Accepted++
+	l.stats.Active++
 	// The request usually follows the handshake at once: read it before asking epoll.
 	l.sniff(c)
 }
@@ -153,6 +169,7 @@ func (l *loop) route(c *conn) {
 	if c.rt == nil {
 		c.rt = l.routings.get() // a client that has sent nothing yet
 	}
+	l.sniffed(c)
 	c.rt.cursor = l.s.cfg.Ring.Cursor()
 	if l.chooseSticky(c) {
 		return // lookupSession dials once the store has answered
@@ -174,6 +191,9 @@ func (l *loop) dial(c *conn) {
 			return
 		case err == nil:
 			l.s.endShortage()
+		}
+		if rt.dialed {
+			l.stats.backend(b.ID).Retries++
 		}
 		rt.dialed = true
 		if err != nil {
@@ -273,7 +293,7 @@ func (l *loop) replay(c *conn) error {
 		case err != nil && rt.written == 0:
 			return opError("write", err)
 		case err != nil:
-			l.close(c, err)
+			l.closeEnd(c, &c.ends[backendSide], err)
 			return nil
 		}
 		rt.written += n
@@ -283,6 +303,7 @@ func (l *loop) replay(c *conn) error {
 		l.enter(c, dialing) // nothing to write: wait for the connect to say how it went
 		return nil
 	}
+	l.handedOver(c)
 	if rt.setCookie || rt.learn {
 		l.readResponseHead(c)
 	}
@@ -307,6 +328,7 @@ func (l *loop) dropBackend(c *conn, err error) {
 
 // dialFailed reports a failed dial of b, at sa if the connect was started.
 func (l *loop) dialFailed(b ring.Backend, sa *sockaddr, err error) {
+	l.stats.backend(b.ID).DialErrors++
 	if sa != nil {
 		l.dials.failed(b.Addr, sa)
 	}
@@ -339,6 +361,7 @@ func (l *loop) expire(c *conn) {
 	case sniffing:
 		if l.s.cfg.CloseSlowHeads {
 			l.s.closedSlow.Add(1)
+			l.refused(metrics.RefuseSlowHead, false)
 			l.close(c, os.ErrDeadlineExceeded)
 			return
 		}
@@ -347,6 +370,7 @@ func (l *loop) expire(c *conn) {
 		c.sniffErr = os.ErrDeadlineExceeded
 		l.route(c)
 	case lookingUp:
+		l.stats.StoreErrors++
 		l.dial(c) // the store did not answer in time: as if it knew nothing
 	case starved:
 		l.refuse(c, errNoDescriptor)
@@ -368,16 +392,25 @@ func (l *loop) refuse(c *conn, why error) {
 	}
 	// A client whose head is partial (sniff timeout), oversized or malformed still speaks
 	// HTTP if it began like a request, and understands the answer.
-	if c.kind != httpsniff.KindHTTP1 && !httpsniff.StartsLikeHTTP1(c.rt.first.bytes()) {
+	reason := metrics.RefuseNoneUp
+	switch {
+	case errors.Is(why, errDialFailed):
+		reason = metrics.RefuseDialFailed
+	case errors.Is(why, errNoDescriptor):
+		reason = metrics.RefuseNoDescriptor
+	}
+	http := c.kind == httpsniff.KindHTTP1 || httpsniff.StartsLikeHTTP1(c.rt.first.bytes())
+	l.refused(reason, http)
+	if !http {
 		l.close(c, why)
 		return
 	}
 	var answer []byte
-	switch {
-	case errors.Is(why, errDialFailed):
+	switch reason {
+	case metrics.RefuseDialFailed:
 		answer = answer502
 		l.s.refusedDial.Add(1)
-	case errors.Is(why, errNoDescriptor):
+	case metrics.RefuseNoDescriptor:
 		answer = answer503Busy
 		l.s.refusedBusy.Add(1)
 	default:
@@ -422,6 +455,7 @@ func aborted(err error) bool {
 // close closes both sockets of c; err nil means both directions ended cleanly. After an
 // abort (see aborted) it resets them rather than closing them with a FIN.
 func (l *loop) close(c *conn, err error) {
+	l.closing(c, err)
 	l.enter(c, closed)
 	if c.rh != nil {
 		l.putRespHead(c)

@@ -2,6 +2,8 @@ package l4
 
 import (
 	"errors"
+
+	"lb/metrics"
 	"sync/atomic"
 	"time"
 )
@@ -34,6 +36,8 @@ type loop struct {
 	conns     slotTable
 	routings  spares[routing]
 	respHeads spares[respHead]
+	requests  requests  // with the access log on (observe.go)
+	stats     loopStats // read by Collect, through call
 	pipes     loopPipes
 	dials     dialCache
 	heads     spareHeads // head buffers between connections (headbuf.go)
@@ -55,6 +59,7 @@ func newLoop(s *Server) (*loop, error) {
 		acc:   acceptor{s: s, epfd: p.epfd},
 		pipes: loopPipes{pool: &s.pipes},
 		dials: dialCache{r: s.resolver, addrs: map[string]*dialAddr{}},
+		stats: loopStats{backends: map[string]*metrics.BackendCounters{}},
 		buf:   make([]byte, copySize),
 	}, nil
 }
@@ -108,12 +113,12 @@ func (l *loop) run() {
 // accept admits the connections waiting on listener lfd, a batch at a time.
 func (l *loop) accept(lfd int) {
 	for range acceptBatch {
-		fd, client, ok := l.acc.take(lfd, l.now)
+		a, ok := l.acc.take(lfd, l.now)
 		if !ok {
 			break
 		}
 		l.accepted.Add(1)
-		l.admit(fd, client)
+		l.admit(a)
 	}
 	l.nextSweep = min(l.nextSweep, l.acc.wakeAt())
 }

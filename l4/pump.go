@@ -37,7 +37,7 @@ func (l *loop) flow(c *conn, side int, events uint32) {
 			}
 		} else if events&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			// Reading from this end is over and now it cannot be written to either.
-			l.close(c, errPeerGone)
+			l.closeEnd(c, &c.ends[side], errPeerGone)
 			return
 		}
 	}
@@ -115,7 +115,7 @@ func (l *loop) drainPipe(c *conn, src, dst *end, hup bool) (more, open bool) {
 		return false, true // rearm waits for dst to be writable
 	}
 	if err != nil {
-		l.close(c, err)
+		l.closeEnd(c, dst, err)
 		return false, false
 	}
 	src.pending -= n
@@ -158,7 +158,7 @@ func (l *loop) copyIn(c *conn, src, dst *end, p *pipe, n int, err error, hup boo
 		w, err = sysWrite(dst.fd, l.buf[:n])
 	}
 	if err != nil && err != unix.EAGAIN {
-		l.close(c, err)
+		l.closeEnd(c, dst, err)
 		return false, false
 	}
 	w = max(w, 0)
@@ -189,12 +189,12 @@ func (l *loop) copyWithoutPipe(c *conn, src, dst *end, hup bool) bool {
 		}
 		w, err := sysWrite(dst.fd, l.buf[:n])
 		if err != nil && err != unix.EAGAIN {
-			l.close(c, err)
+			l.closeEnd(c, dst, err)
 			return false
 		}
 		w = max(w, 0)
 		if err := sysDiscard(src.fd, w); err != nil {
-			l.close(c, err)
+			l.closeEnd(c, src, err)
 			return false
 		}
 		l.moved(c, src, w, false)
@@ -217,7 +217,7 @@ func (l *loop) readEnded(c *conn, src, dst *end, n int, err error) (ended, open 
 	case err == unix.EAGAIN:
 		return true, true
 	case err != nil:
-		l.close(c, err)
+		l.closeEnd(c, src, err)
 		return true, false
 	case n == 0:
 		return true, l.passEOF(c, src, dst)
@@ -229,6 +229,9 @@ func (l *loop) readEnded(c *conn, src, dst *end, n int, err error) (ended, open 
 // the other direction goes on until its own EOF. False if that was done too and c is closed.
 func (l *loop) passEOF(c *conn, src, dst *end) bool {
 	src.eof = true
+	if c.firstFIN == 0 {
+		c.firstFIN = int8(c.sideOf(src)) + 1
+	}
 	if dst.eof {
 		l.close(c, nil) // both directions are done
 		return false

@@ -98,7 +98,7 @@ func (l *loop) responseHead(c *conn) (through, open bool) {
 			// At the memory bound, or EOF before a complete head: what came goes on as it came.
 			return l.flushHead(c)
 		case err != nil:
-			l.close(c, err)
+			l.closeEnd(c, &c.ends[backendSide], err)
 			return false, false
 		}
 		c.lastActive = l.now
@@ -157,7 +157,7 @@ func (l *loop) writeHead(c *conn, end int) bool {
 	if rh.sent < end {
 		w, err := sysWrite(c.ends[clientSide].fd, rh.buf.b[rh.sent:end])
 		if err != nil && err != unix.EAGAIN {
-			l.close(c, err)
+			l.closeEnd(c, &c.ends[clientSide], err)
 			return false
 		}
 		w = max(w, 0)

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"lb/accesslog"
 	"lb/ring"
 )
 
@@ -46,6 +47,7 @@ type Config struct {
 	// response heads) across all connections; a head that would pass it goes on unparsed.
 	// 0: 4 KiB a connection of MaxConns, from 16 MiB to 256 MiB.
 	MaxHeadMemory int64
+	AccessLog     *accesslog.Logger // nil: off
 	Log           zerolog.Logger
 }
 
@@ -238,8 +240,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	default:
 	}
 	s.listeners = append(s.listeners, ln)
+	lis := &listener{fd: fd, name: ln.Addr().String()}
 	for _, l := range s.loops {
-		l.call(func() { l.acc.listen(fd) })
+		l.call(func() { l.acc.listen(lis) })
 	}
 	s.mu.Unlock()
 	<-s.closing

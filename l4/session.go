@@ -20,28 +20,36 @@ import (
 // that is down. It returns true when it asked off the loop: the dial follows the answer.
 func (l *loop) lookupSession(c *conn, key string) (waiting bool) {
 	store := l.s.cfg.Sticky.Sessions
+	l.stats.StoreCalls++
 	if l.s.localStore {
-		if id, ok, _ := store.Get(context.Background(), key); ok {
-			l.prefer(c.rt, []byte(id))
-		}
+		id, ok, err := store.Get(context.Background(), key)
+		l.sessionFound(c.rt, id, ok, err)
 		return false
 	}
 	l.enter(c, lookingUp)
 	gen := c.gen
 	l.s.storeCalls.Go(func() {
-		// An error counts as a miss: the store reports its outages itself.
-		id, ok, _ := store.Get(context.Background(), key)
+		id, ok, err := store.Get(context.Background(), key)
 		l.post(func() {
 			if c.gen != gen || c.phase != lookingUp {
 				return // closed, or given up on by expire, meanwhile
 			}
-			if ok {
-				l.prefer(c.rt, []byte(id))
-			}
+			l.sessionFound(c.rt, id, ok, err)
 			l.dial(c)
 		})
 	})
 	return true
+}
+
+// sessionFound takes the store's answer to a lookup. An error counts as a miss: the store
+// reports its outages itself.
+func (l *loop) sessionFound(rt *routing, id string, ok bool, err error) {
+	switch {
+	case err != nil:
+		l.stats.StoreErrors++
+	case ok:
+		rt.sticky = l.prefer(rt, []byte(id))
+	}
 }
 
 // learnSession records that the session value belongs to the connection's backend. With a
@@ -50,15 +58,21 @@ func (l *loop) lookupSession(c *conn, key string) (waiting bool) {
 func (l *loop) learnSession(c *conn, value []byte) (held bool) {
 	cfg := &l.s.cfg.Sticky
 	key, id := cfg.Keyer.Key(value), c.backend.ID
+	l.stats.StoreCalls++
 	if l.s.localStore {
-		cfg.Sessions.Set(context.Background(), key, id)
+		if cfg.Sessions.Set(context.Background(), key, id) != nil {
+			l.stats.StoreErrors++
+		}
 		return false
 	}
 	c.rh.step = holding
 	gen := c.gen
 	l.s.storeCalls.Go(func() {
-		cfg.Sessions.Set(context.Background(), key, id) // a failure is the store's to report
+		err := cfg.Sessions.Set(context.Background(), key, id) // a failure is the store's to report
 		l.post(func() {
+			if err != nil {
+				l.stats.StoreErrors++
+			}
 			if c.gen != gen || c.rh == nil || c.rh.step != holding {
 				return // closed meanwhile
 			}

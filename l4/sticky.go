@@ -4,6 +4,7 @@ package l4
 
 import (
 	"lb/httpsniff"
+	"lb/metrics"
 	"lb/sessions"
 )
 
@@ -38,15 +39,16 @@ type Sticky struct {
 // session store was asked off the loop: lookupSession goes on when it answers.
 func (l *loop) chooseSticky(c *conn) (waiting bool) {
 	cfg, rt := &l.s.cfg.Sticky, c.rt
-	if c.kind != httpsniff.KindHTTP1 {
+	if c.kind != httpsniff.KindHTTP1 || cfg.Cookie == "" && cfg.SessionCookie == "" {
 		return false
 	}
+	rt.stickied, rt.sticky = true, metrics.StickyMiss
 	if cfg.Cookie != "" {
-		if id, ok := rt.req.Cookie(cfg.Cookie); ok && l.prefer(rt, id) {
-			rt.byCookie = true
-		} else {
-			rt.setCookie = true // no cookie, an unknown backend, or one that is down: re-balance
+		if id, ok := rt.req.Cookie(cfg.Cookie); ok {
+			rt.sticky = l.prefer(rt, id)
+			rt.byCookie = rt.sticky == metrics.StickyHit
 		}
+		rt.setCookie = !rt.byCookie // no cookie, an unknown backend, or one that is down: re-balance
 	}
 	if cfg.SessionCookie == "" {
 		return false
@@ -58,11 +60,15 @@ func (l *loop) chooseSticky(c *conn) (waiting bool) {
 	return false
 }
 
-// prefer makes the backend with this id the one to dial first, if it is up.
-func (l *loop) prefer(rt *routing, id []byte) bool {
+// prefer makes the backend with this id the one to dial first, if it is up, and says so.
+func (l *loop) prefer(rt *routing, id []byte) metrics.StickyResult {
 	b, up, ok := l.s.cfg.Ring.Lookup(string(id))
-	if ok && up {
-		rt.preferred = b
+	switch {
+	case !ok:
+		return metrics.StickyInvalid
+	case !up:
+		return metrics.StickyDown
 	}
-	return ok && up
+	rt.preferred = b
+	return metrics.StickyHit
 }

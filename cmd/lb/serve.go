@@ -304,7 +304,7 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	if store != nil {
 		cfg.ReservedFDs += 10 * o.threads
 	}
-	cfg.Log = o.log
+	cfg.Log, cfg.AccessLog = o.log, accessLog
 	// The probes above had every CPU; from here, l4 runs one event loop per GOMAXPROCS.
 	runtime.GOMAXPROCS(o.threads)
 	srv, err := l4.New(cfg)

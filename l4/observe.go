@@ -1,0 +1,208 @@
+//go:build linux
+
+package l4
+
+import (
+	"errors"
+	"os"
+	"time"
+
+	"lb/accesslog"
+	"lb/httpsniff"
+	"lb/metrics"
+)
+
+// What lb counts and logs of its connections. Each loop counts its own in plain integers
+// (metrics.Counters, and a metrics.BackendCounters per backend it dialed), which only its
+// goroutine touches: a scrape reads them through the loops' call queues (Collect). The
+// access log line is made at the close stage, and only when the log is on.
+
+var _ metrics.Source = (*Server)(nil)
+
+// loopStats are a loop's counters.
+type loopStats struct {
+	metrics.Counters
+	backends map[string]*metrics.BackendCounters // by backend id: made at the first dial, not per connection
+}
+
+// backend returns the counters of the backend with this id.
+func (st *loopStats) backend(id string) *metrics.BackendCounters {
+	b := st.backends[id]
+	if b == nil {
+		b = new(metrics.BackendCounters)
+		st.backends[id] = b
+	}
+	return b
+}
+
+// Collect adds every loop's counters into s, one loop at a time, and a row per backend of
+// the ring (metrics.Source). Counters of connections still open are in: bytes are counted
+// when a connection closes.
+func (s *Server) Collect(snap *metrics.Snapshot) {
+	for _, b := range s.cfg.Ring.Snapshot() {
+		snap.AddBackend(b.ID).Up = b.Up
+	}
+	for _, l := range s.loops {
+		l.call(func() {
+			snap.Counters.Add(&l.stats.Counters)
+			for i := range snap.Backends {
+				if b := l.stats.backends[snap.Backends[i].ID]; b != nil {
+					snap.Backends[i].BackendCounters.Add(b)
+				}
+			}
+		})
+	}
+}
+
+// sniffed counts what sniffing made of c's first bytes (route stage), and keeps what the
+// access log needs of its request.
+func (l *loop) sniffed(c *conn) {
+	var k metrics.SniffKind
+	switch err := c.sniffErr; {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		k = metrics.SniffTimeout
+	case errors.Is(err, httpsniff.ErrHeadTooLarge), errors.Is(err, errHeadMemory):
+		k = metrics.SniffOversized
+	case c.kind == httpsniff.KindHTTP1 && err == nil:
+		k = metrics.SniffHTTP1
+	case c.kind == httpsniff.KindHTTP2:
+		k = metrics.SniffH2
+	case c.kind == httpsniff.KindTLS:
+		k = metrics.SniffTLS
+	default:
+		k = metrics.SniffOther
+	}
+	c.sniff = k
+	l.stats.Sniff[k]++
+	if head := &c.rt.req; l.s.cfg.AccessLog.Enabled() && c.kind == httpsniff.KindHTTP1 {
+		c.req = l.requests.get()
+		c.req.Set(head.Method, head.Host, head.Target)
+	}
+}
+
+// handedOver counts c as the connection of its backend (splice stage): the dial worked and
+// the first bytes went.
+func (l *loop) handedOver(c *conn) {
+	rt := c.rt
+	c.bc = l.stats.backend(c.backend.ID)
+	c.bc.Connections++
+	c.bc.Active++
+	if c.kind == httpsniff.KindHTTP1 && c.sniffErr == nil {
+		c.bc.HTTP[metrics.MethodOf(rt.req.Method)]++
+	}
+	if rt.stickied {
+		if rt.sticky == metrics.StickyHit && c.backend.ID != rt.preferred.ID {
+			rt.sticky = metrics.StickyDown // the named backend failed: the ring decided
+		}
+		c.sticky, c.stickied = rt.sticky, true
+		l.stats.Sticky[rt.sticky]++
+	}
+}
+
+// refused counts a connection no backend took.
+func (l *loop) refused(why metrics.RefuseReason, answered bool) {
+	l.stats.Refused[why]++
+	if !answered {
+		return
+	}
+	if why == metrics.RefuseDialFailed {
+		l.stats.Answers[metrics.Answer502]++
+	} else {
+		l.stats.Answers[metrics.Answer503]++
+	}
+}
+
+// closing counts c's end and writes its access log line (close stage), before its sockets
+// and state are gone.
+func (l *loop) closing(c *conn, err error) {
+	l.stats.Active--
+	d := time.Duration(l.now - c.start)
+	l.stats.Durations.Observe(d)
+	up, down := c.ends[clientSide].moved, c.ends[backendSide].moved
+	if c.bc != nil {
+		c.bc.Active--
+		c.bc.BytesSent += up
+		c.bc.BytesReceived += down
+	}
+	if c.errSide == backendSide+1 && c.bc != nil && down == 0 && aborted(err) && l.s.cfg.OnDialFailure != nil {
+		// The backend took the connection and reset or dropped it before its first byte: a
+		// passive health check, counted toward --fall like a failed dial.
+		l.s.cfg.OnDialFailure(c.backend)
+	}
+	log := l.s.cfg.AccessLog
+	if !log.Enabled() {
+		return
+	}
+	e := accesslog.Entry{
+		Client: c.client, BackendID: c.backend.ID, BackendAddr: c.backend.Addr,
+		Sniff: c.sniff.String(), BytesUp: up, BytesDown: down, Duration: d, Cause: c.cause(err),
+	}
+	if c.lis != nil {
+		e.Listener = c.lis.name
+	}
+	if c.stickied {
+		e.Sticky = c.sticky.String()
+	}
+	if e.Cause == accesslog.Error || e.Cause == accesslog.Refused {
+		e.Err = err
+	}
+	if c.req != nil {
+		c.req.Fill(&e)
+	}
+	log.Log(&e)
+	if c.req != nil {
+		l.requests.put(c.req)
+	}
+}
+
+// cause is why c closes with err, for its access log line.
+func (c *conn) cause(err error) accesslog.Cause {
+	switch {
+	case c.phase == refusing,
+		errors.Is(err, errNoneUp), errors.Is(err, errDialFailed), errors.Is(err, errNoDescriptor),
+		c.phase == sniffing && errors.Is(err, os.ErrDeadlineExceeded):
+		return accesslog.Refused
+	case errors.Is(err, errIdle):
+		return accesslog.IdleTimeout
+	case errors.Is(err, errShutdown):
+		return accesslog.Drain
+	case err == nil && c.firstFIN == backendSide+1:
+		return accesslog.BackendClosed
+	case err == nil:
+		return accesslog.ClientClosed
+	}
+	return accesslog.Error
+}
+
+// closeEnd closes c after an error on one of its ends: the close stage tells a backend that
+// failed from a client that did.
+func (l *loop) closeEnd(c *conn, en *end, err error) {
+	c.errSide = int8(c.sideOf(en)) + 1
+	l.close(c, err)
+}
+
+func (c *conn) sideOf(en *end) int {
+	if en == &c.ends[backendSide] {
+		return backendSide
+	}
+	return clientSide
+}
+
+// requests keeps a loop's access log requests between connections, with their buffers.
+type requests struct{ free []*accesslog.Request }
+
+func (r *requests) get() *accesslog.Request {
+	if n := len(r.free); n > 0 {
+		q := r.free[n-1]
+		r.free = r.free[:n-1]
+		return q
+	}
+	return new(accesslog.Request)
+}
+
+func (r *requests) put(q *accesslog.Request) {
+	if len(r.free) < maxSpares {
+		q.Reset()
+		r.free = append(r.free, q)
+	}
+}
