@@ -38,22 +38,22 @@ type proxyLogLine struct {
 func proxyLog(t *testing.T, b *nginxBackend, want string) proxyLogLine {
 	t.Helper()
 	path := filepath.Join(b.prefix, "access.log")
-	deadline := time.Now().Add(startDeadline)
-	for {
-		data, err := os.ReadFile(path)
-		if err != nil && !os.IsNotExist(err) {
-			t.Fatal(err)
-		}
+	var found proxyLogLine
+	var data []byte
+	ok := waitUntil(startDeadline, func() bool {
+		data, _ = os.ReadFile(path) // not there yet before the first request
 		for _, line := range strings.Split(string(data), "\n") {
 			if l, ok := parseProxyLogLine(line); ok && strings.Contains(l.Request, want) {
-				return l
+				found = l
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no line with %q in nginx's access log within %v:\n%s", want, startDeadline, data)
-		}
-		time.Sleep(10 * time.Millisecond) // poll the file: nginx gives no other signal
+		return false
+	})
+	if !ok {
+		t.Fatalf("no line with %q in nginx's access log within %v:\n%s", want, startDeadline, data)
 	}
+	return found
 }
 
 // parseProxyLogLine reads `ADDR:PORT REMOTE "REQUEST" STATUS`, the proxied log_format;
