@@ -317,3 +317,23 @@ func BenchmarkAdmitRelease(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAdmitNewAddress: a flood of addresses never seen, each taking the slot of the
+// one idle longest in a full table.
+func BenchmarkAdmitNewAddress(b *testing.B) {
+	tab := New(Config{MaxConns: 10, Rate: 10, Burst: 10, MaxEntries: 4096})
+	for i := range tab.Bound() * 2 {
+		tk, _ := tab.Admit(addr4(i), t0)
+		tab.Release(tk)
+	}
+	i := tab.Bound() * 2
+	b.ReportAllocs()
+	for b.Loop() {
+		i++
+		tk, _ := tab.Admit(addr4(i), t0)
+		tab.Release(tk)
+	}
+	if tab.Len() > tab.Bound() {
+		b.Fatalf("table holds %d, over %d", tab.Len(), tab.Bound())
+	}
+}

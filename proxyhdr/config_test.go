@@ -53,3 +53,26 @@ func TestTrusted(t *testing.T) {
 		t.Errorf("Contains: %v allocs, want 0", n)
 	}
 }
+
+// FuzzParseTrusted: whatever ParseTrusted accepts is a list of masked prefixes, each of
+// which contains its own address, and its String parses back to the same list.
+func FuzzParseTrusted(f *testing.F) {
+	for _, s := range []string{"10.0.0.0/8", " 192.0.2.7 ,2001:db8::/32", "::ffff:10.0.0.0/104", "10.0.0.0/33", "", "1.2.3.4/0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tr, err := ParseTrusted(s)
+		if err != nil {
+			return
+		}
+		for _, p := range tr {
+			if p != p.Masked() || !tr.Contains(p.Addr()) {
+				t.Fatalf("ParseTrusted(%q) holds %v, which is not masked or not contained", s, p)
+			}
+		}
+		again, err := ParseTrusted(tr.String())
+		if err != nil || again.String() != tr.String() {
+			t.Fatalf("ParseTrusted(%q) = %s, which reads back as %s, %v", s, tr, again, err)
+		}
+	})
+}
