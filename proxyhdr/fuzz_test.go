@@ -82,3 +82,30 @@ func pires(a net.Addr) netip.AddrPort {
 	}
 	return netip.AddrPortFrom(addr, uint16(port))
 }
+
+// FuzzAppend: for any pair of addresses, go-proxyproto reads what AppendV1 and AppendV2
+// write as that pair (in one family), and so does Parse, to the last byte.
+func FuzzAppend(f *testing.F) {
+	f.Add([]byte{192, 0, 2, 10}, uint16(51234), []byte{198, 51, 100, 1}, uint16(443))
+	f.Add(v6src.Addr().AsSlice(), uint16(1), v4dst.Addr().AsSlice(), uint16(65535))
+	f.Fuzz(func(t *testing.T, s []byte, sport uint16, d []byte, dport uint16) {
+		sa, ok1 := netip.AddrFromSlice(s)
+		da, ok2 := netip.AddrFromSlice(d)
+		if !ok1 || !ok2 {
+			return
+		}
+		src, dst := netip.AddrPortFrom(sa, sport), netip.AddrPortFrom(da, dport)
+		s4, d4, _ := family(sa, da)
+		want := [2]netip.AddrPort{netip.AddrPortFrom(s4, sport), netip.AddrPortFrom(d4, dport)}
+		for _, b := range [][]byte{AppendV1(nil, src, dst), AppendV2(nil, src, dst)} {
+			h, err := Parse(b)
+			if err != nil || h.Len != len(b) || [2]netip.AddrPort{h.Src, h.Dst} != want {
+				t.Fatalf("Parse(%q) = %+v, %v; want %v, %d bytes", b, h, err, want, len(b))
+			}
+			ph, err := proxyproto.Read(bufio.NewReader(bytes.NewReader(b)))
+			if err != nil || [2]netip.AddrPort{pires(ph.SourceAddr), pires(ph.DestinationAddr)} != want {
+				t.Fatalf("go-proxyproto read %q as %+v, %v; want %v", b, ph, err, want)
+			}
+		}
+	})
+}
