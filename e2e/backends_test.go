@@ -36,6 +36,19 @@ const nginxTemplate = "../testdata/nginx-backend.conf.tmpl"
 // startNginx starts n nginx backends, numbered 1..n, and stops them when the test ends.
 func startNginx(t *testing.T, n int) []*nginxBackend {
 	t.Helper()
+	return startNginxWith(t, n, nginxOptions{})
+}
+
+// nginxOptions are the variants of the backends' config.
+type nginxOptions struct {
+	// ProxyProtocol: every connection must start with a PROXY header, and the access log
+	// starts each line with the client it declares (see proxyNginx).
+	ProxyProtocol bool
+}
+
+// startNginxWith is startNginx with the config's variants set.
+func startNginxWith(t *testing.T, n int, opts nginxOptions) []*nginxBackend {
+	t.Helper()
 	bin := requireTool(t, "nginx")
 	tmpl, err := template.ParseFiles(nginxTemplate)
 	if err != nil {
@@ -59,7 +72,7 @@ func startNginx(t *testing.T, n int) []*nginxBackend {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = tmpl.Execute(f, map[string]any{"Prefix": prefix, "Port": port, "N": b.N, "User": user})
+		err = tmpl.Execute(f, map[string]any{"Prefix": prefix, "Port": port, "N": b.N, "User": user, "ProxyProtocol": opts.ProxyProtocol})
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

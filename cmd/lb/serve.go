@@ -33,6 +33,8 @@ func withEnv(flags ...cli.Flag) []cli.Flag {
 			f.EnvVars = env
 		case *cli.DurationFlag:
 			f.EnvVars = env
+		case *cli.Float64Flag:
+			f.EnvVars = env
 		}
 	}
 	return flags
@@ -63,6 +65,7 @@ func routingFlags() []cli.Flag {
 		&cli.IntFlag{Name: "fall", Value: 3, Usage: "consecutive failed probes (or dials) that take an up backend down"},
 		&cli.IntFlag{Name: "max-sniff-memory", Usage: "`MIB` of buffers all connections together may hold for request heads (and sticky response heads); past it a head goes on unparsed (0: 4 KiB a connection of --max-conns, 16 to 256 MiB)"},
 		&cli.IntFlag{Name: "max-conns", Usage: "connections lb holds at most; past it new clients wait in the listen backlog (0: derived from the open-files limit, two descriptors a connection)"},
+		sendProxyFlag, acceptProxyFlag, perIPMaxConnsFlag, perIPRateFlag, perIPBurstFlag, queueTimeoutFlag, // clients.go
 		&cli.IntFlag{Name: "threads", Value: defaultThreads(), Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
 		stickyCookieFlag,
 		&cli.StringFlag{Name: "sticky-cookie-attrs", Value: "Path=/; HttpOnly; SameSite=Lax", Usage: "attributes of the inserted sticky cookie"},
@@ -135,6 +138,9 @@ type options struct {
 	l4           l4.Config // without Ring and OnDialFailure, which serve fills in
 	log          zerolog.Logger
 	accessLog    accesslog.Config // opened by serve, before it listens
+
+	// clients: PROXY protocol and per-address limits (clients.go), which l4 does not take yet.
+	clients clientOptions
 }
 
 func parseOptions(c *cli.Context) (options, error) {
@@ -217,6 +223,11 @@ func parseOptions(c *cli.Context) (options, error) {
 			return o, badInput{fmt.Errorf("--%s%s: want %s", ch.flag, given, ch.want)}
 		}
 	}
+	clients, err := parseClientOptions(c)
+	if err != nil {
+		return o, err
+	}
+	o.clients = clients
 	log, err := newLogger(c.String("log-level"), c.String("log-format"))
 	if err != nil {
 		return o, err
