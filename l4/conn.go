@@ -12,8 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lb/accesslog"
+	"lb/admit"
 	"lb/httpsniff"
 	"lb/metrics"
+	"lb/proxyhdr"
 	"lb/ring"
 )
 
@@ -34,6 +36,7 @@ var (
 	errNoneUp       = errors.New("no backend is up")
 	errDialFailed   = errors.New("every backend dial failed")
 	errNoDescriptor = errors.New("no descriptor for the backend socket in time")
+	errOverLimit    = errors.New("over a per-address limit")
 	errHeadMemory   = errors.New("head buffers at their memory bound: routed with what came")
 )
 
@@ -68,11 +71,15 @@ type conn struct {
 	start      int64
 	backend    ring.Backend
 	kind       httpsniff.Kind
-	sniffErr   error // why sniffing ended without a decision, if it did
-	client     netip.AddrPort
-	lis        *listener // the listener that accepted it
-	rt         *routing  // from the first bytes until they are replayed (or refused)
-	rh         *respHead // while lb reads the backend's first response head (resphead.go)
+	sniffErr   error          // why sniffing ended without a decision, if it did
+	client     netip.AddrPort // the PROXY header's source, when a trusted balancer sent one
+	lis        *listener      // the listener that accepted it
+	awaitProxy bool           // a trusted balancer's PROXY header comes first (pre-sniff)
+	overLimit  admit.Reason   // a per-address limit refuses it, once it is known to speak HTTP or not
+	retryAfter int32          // with overLimit: the 429's Retry-After
+	ticket     admit.Ticket   // its hold on its address's connection count
+	rt         *routing       // from the first bytes until they are replayed (or refused)
+	rh         *respHead      // while lb reads the backend's first response head (resphead.go)
 
 	// For metrics and the access log (observe.go).
 	bc       *metrics.BackendCounters // the backend's counters on this loop, once it took the connection
@@ -87,8 +94,10 @@ type conn struct {
 // routing is what a connection needs from its first bytes until they are replayed: kept by
 // the loop between connections, so a spliced connection holds none of it.
 type routing struct {
-	first     headBuf // the client's first bytes
-	written   int     // of those, bytes replayed to the backend
+	first     headBuf                 // the client's first bytes
+	proxy     [proxyhdr.MaxV1Len]byte // the PROXY header for the backend, sent before them
+	proxyLen  int
+	written   int // bytes of the PROXY header and the first bytes written to the backend
 	parser    httpsniff.Parser
 	req       httpsniff.Head // the first request head, when it parsed
 	cursor    ring.Cursor
@@ -112,6 +121,9 @@ func (l *loop) admit(a accepted) {
 	c.start, c.client, c.lis = l.now, a.client, a.lis
 	l.stats.Accepted++
 	l.stats.Active++
+	if c.awaitProxy = l.s.cfg.AcceptProxy.Contains(a.client.Addr()); !c.awaitProxy {
+		l.admitClient(c)
+	}
 	// The request usually follows the handshake at once: read it before asking epoll.
 	l.sniff(c)
 }
@@ -124,7 +136,11 @@ func (l *loop) sniff(c *conn) {
 	if rt == nil {
 		rt = l.routings.get() // kept once bytes come: a silent client holds none
 	}
-	n, err := l.readHead(&rt.first, c.ends[clientSide].fd, l.s.cfg.MaxHeaderBytes)
+	limit := l.s.cfg.MaxHeaderBytes
+	if c.awaitProxy {
+		limit += proxyhdr.MaxV2Payload + 16 // the header, then the head
+	}
+	n, err := l.readHead(&rt.first, c.ends[clientSide].fd, limit)
 	if c.rt == nil && n > 0 {
 		c.rt = rt
 	}
@@ -135,6 +151,9 @@ func (l *loop) sniff(c *conn) {
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
 		l.enter(c, sniffing)
+		return
+	case c.awaitProxy && held && (n == 0 && err == nil || errors.Is(err, errHeadMemory)):
+		l.badProxy(c, proxyhdr.ErrMalformed) // cut short: no client to speak for
 		return
 	case errors.Is(err, errHeadMemory):
 		c.sniffErr = err // the rest of the head goes through unread, unparsed
@@ -151,6 +170,9 @@ func (l *loop) sniff(c *conn) {
 		l.route(c)
 		return
 	}
+	if c.awaitProxy && !l.preSniff(c) {
+		return
+	}
 	head, err := rt.parser.Parse(rt.first.bytes())
 	if errors.Is(err, httpsniff.ErrNeedMore) {
 		if rt.first.n < l.s.cfg.MaxHeaderBytes {
@@ -163,6 +185,43 @@ func (l *loop) sniff(c *conn) {
 	l.route(c)
 }
 
+// preSniff takes the PROXY header a trusted balancer sends before its client's bytes out of
+// the first bytes: its source is the client from then on (limits, logs, the header lb sends
+// on). It returns false when c waits for the rest of the header, or is closed.
+func (l *loop) preSniff(c *conn) bool {
+	first := &c.rt.first
+	h, err := proxyhdr.Parse(first.bytes())
+	switch {
+	case errors.Is(err, proxyhdr.ErrNeedMore):
+		l.enter(c, sniffing)
+		return false
+	case err != nil:
+		l.badProxy(c, err)
+		return false
+	}
+	first.n = copy(first.b, first.b[h.Len:first.n])
+	if h.HasAddr() {
+		c.client = h.Src
+	}
+	c.awaitProxy = false
+	l.admitClient(c)
+	return true
+}
+
+// badProxy closes a trusted balancer's connection whose PROXY header is malformed, cut short
+// or missing.
+func (l *loop) badProxy(c *conn, err error) {
+	l.refused(metrics.RefuseBadProxy, false)
+	l.close(c, err)
+}
+
+// admitClient applies the per-address limits to c's client. Over one, c is still sniffed: an
+// HTTP client is answered 429 at route, others are closed there.
+func (l *loop) admitClient(c *conn) {
+	tk, v := l.s.admit.Admit(c.client.Addr(), time.Unix(0, l.now))
+	c.ticket, c.overLimit, c.retryAfter = tk, v.Reason, int32(v.RetryAfter)
+}
+
 // route chooses where to dial: the backend the request's cookie or session names, else the
 // ring's next.
 func (l *loop) route(c *conn) {
@@ -170,6 +229,10 @@ func (l *loop) route(c *conn) {
 		c.rt = l.routings.get() // a client that has sent nothing yet
 	}
 	l.sniffed(c)
+	if c.overLimit != admit.Allowed {
+		l.refuse(c, errOverLimit)
+		return
+	}
 	c.rt.cursor = l.s.cfg.Ring.Cursor()
 	if l.chooseSticky(c) {
 		return // lookupSession dials once the store has answered
@@ -202,6 +265,7 @@ func (l *loop) dial(c *conn) {
 		}
 		c.backend, rt.dialedTo, rt.connected = b, sa, false
 		c.ends[backendSide] = end{fd: fd}
+		l.beforeReplay(c)
 		// On loopback and fast networks the handshake is often done when connect returns:
 		// write at once, and wait for writability only if the socket says so.
 		if err := l.replay(c); err != nil {
@@ -274,6 +338,16 @@ func (l *loop) dialed(c *conn) {
 	}
 }
 
+// beforeReplay puts the PROXY header lb sends the backend, if it sends one, before the first
+// bytes: replay writes both in one system call.
+func (l *loop) beforeReplay(c *conn) {
+	rt := c.rt
+	rt.proxyLen = 0
+	if v := l.s.cfg.SendProxy; v != proxyhdr.None {
+		rt.proxyLen = len(proxyhdr.Append(rt.proxy[:0], v, c.client, localAddr(c.ends[clientSide].fd)))
+	}
+}
+
 // replay writes the first bytes to the backend before any other byte, then starts splicing.
 // They fit an empty send buffer but for a huge --max-header-bytes; the rest then waits for
 // writability. A backend that fails before it took a byte (a refused connect shows up as a
@@ -281,8 +355,14 @@ func (l *loop) dialed(c *conn) {
 // Once it took some, the bytes it has cannot be taken back: a failure closes c.
 func (l *loop) replay(c *conn) error {
 	rt := c.rt
-	for rt.written < rt.first.n {
-		n, err := sysWrite(c.ends[backendSide].fd, rt.first.b[rt.written:rt.first.n])
+	for rt.written < rt.proxyLen+rt.first.n {
+		var n int
+		var err error
+		if rt.written < rt.proxyLen {
+			n, err = sysWritev(c.ends[backendSide].fd, rt.proxy[rt.written:rt.proxyLen], rt.first.bytes())
+		} else {
+			n, err = sysWrite(c.ends[backendSide].fd, rt.first.b[rt.written-rt.proxyLen:rt.first.n])
+		}
 		switch {
 		case err == unix.EAGAIN && rt.written == 0:
 			l.enter(c, dialing)
@@ -296,10 +376,11 @@ func (l *loop) replay(c *conn) error {
 			l.closeEnd(c, &c.ends[backendSide], err)
 			return nil
 		}
+		head := max(rt.written+n-rt.proxyLen, 0) - max(rt.written-rt.proxyLen, 0)
 		rt.written += n
-		l.moved(c, &c.ends[clientSide], n, false) // the first bytes count toward bytes_up too
+		l.moved(c, &c.ends[clientSide], head, false) // the first bytes count toward bytes_up too; the header does not
 	}
-	if rt.first.n == 0 && !rt.connected {
+	if rt.proxyLen+rt.first.n == 0 && !rt.connected {
 		l.enter(c, dialing) // nothing to write: wait for the connect to say how it went
 		return nil
 	}
@@ -359,6 +440,10 @@ func (l *loop) handle(c *conn, side int, events uint32) {
 func (l *loop) expire(c *conn) {
 	switch c.phase {
 	case sniffing:
+		if c.awaitProxy {
+			l.badProxy(c, proxyhdr.ErrMalformed) // the header never came whole
+			return
+		}
 		if l.s.cfg.CloseSlowHeads {
 			l.s.closedSlow.Add(1)
 			l.refused(metrics.RefuseSlowHead, false)
@@ -398,6 +483,10 @@ func (l *loop) refuse(c *conn, why error) {
 		reason = metrics.RefuseDialFailed
 	case errors.Is(why, errNoDescriptor):
 		reason = metrics.RefuseNoDescriptor
+	case errors.Is(why, errOverLimit) && c.overLimit == admit.OverRate:
+		reason = metrics.RefuseIPRate
+	case errors.Is(why, errOverLimit):
+		reason = metrics.RefuseIPConns
 	}
 	http := c.kind == httpsniff.KindHTTP1 || httpsniff.StartsLikeHTTP1(c.rt.first.bytes())
 	l.refused(reason, http)
@@ -413,6 +502,8 @@ func (l *loop) refuse(c *conn, why error) {
 	case metrics.RefuseNoDescriptor:
 		answer = answer503Busy
 		l.s.refusedBusy.Add(1)
+	case metrics.RefuseIPConns, metrics.RefuseIPRate:
+		answer = admit.AppendTooMany(l.scratch.out[:0], int(c.retryAfter))
 	default:
 		answer = answer503
 		l.s.refusedNoneUp.Add(1)

@@ -10,6 +10,7 @@ import (
 	"lb/accesslog"
 	"lb/httpsniff"
 	"lb/metrics"
+	"lb/proxyhdr"
 )
 
 // What lb counts and logs of its connections. Each loop counts its own in plain integers
@@ -105,9 +106,12 @@ func (l *loop) refused(why metrics.RefuseReason, answered bool) {
 	if !answered {
 		return
 	}
-	if why == metrics.RefuseDialFailed {
+	switch why {
+	case metrics.RefuseDialFailed:
 		l.stats.Answers[metrics.Answer502]++
-	} else {
+	case metrics.RefuseIPConns, metrics.RefuseIPRate:
+		l.stats.Answers[metrics.Answer429]++
+	default:
 		l.stats.Answers[metrics.Answer503]++
 	}
 }
@@ -115,6 +119,7 @@ func (l *loop) refused(why metrics.RefuseReason, answered bool) {
 // closing counts c's end and writes its access log line (close stage), before its sockets
 // and state are gone.
 func (l *loop) closing(c *conn, err error) {
+	l.s.admit.Release(c.ticket)
 	l.stats.Active--
 	d := time.Duration(l.now - c.start)
 	l.stats.Durations.Observe(d)
@@ -160,6 +165,7 @@ func (c *conn) cause(err error) accesslog.Cause {
 	switch {
 	case c.phase == refusing,
 		errors.Is(err, errNoneUp), errors.Is(err, errDialFailed), errors.Is(err, errNoDescriptor),
+		errors.Is(err, errOverLimit), errors.Is(err, proxyhdr.ErrMalformed), errors.Is(err, proxyhdr.ErrNotProxy),
 		c.phase == sniffing && errors.Is(err, os.ErrDeadlineExceeded):
 		return accesslog.Refused
 	case errors.Is(err, errIdle):

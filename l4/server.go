@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lb/accesslog"
+	"lb/admit"
+	"lb/proxyhdr"
 	"lb/ring"
 )
 
@@ -48,7 +50,14 @@ type Config struct {
 	// 0: 4 KiB a connection of MaxConns, from 16 MiB to 256 MiB.
 	MaxHeadMemory int64
 	AccessLog     *accesslog.Logger // nil: off
-	Log           zerolog.Logger
+	// AcceptProxy lists the balancers whose connections start with a PROXY header: its source
+	// is the client. Another peer's bytes are never read as one.
+	AcceptProxy proxyhdr.Trusted
+	SendProxy   proxyhdr.Version // the PROXY header sent to backends; None: none
+	// PerIP limits the connections of each client address; zero: none. Its MaxEntries is
+	// raised to twice MaxConns if below.
+	PerIP admit.Config
+	Log   zerolog.Logger
 }
 
 // Stats are counters of a Server.
@@ -95,6 +104,7 @@ type Server struct {
 	maxConns       int64
 	atLimit        atomic.Bool   // accepting stopped at maxConns, and has not started again
 	badMoves       atomic.Uint64 // transitions not in the phase table: 0, or a bug (phase.go)
+	admit          *admit.Table  // nil: no per-address limit
 }
 
 // full reports whether the server holds as many connections as it may.
@@ -174,6 +184,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), localStore: isLocal(cfg.Sticky.Sessions), maxConns: maxConns}
 	s.headLimit = headMemory(cfg, maxConns)
+	perIP := cfg.PerIP
+	perIP.MaxEntries = max(perIP.MaxEntries, int(min(2*maxConns, 1<<30)))
+	s.admit = admit.New(perIP)
 	s.resolver = newResolver(cfg.ResolveEvery, cfg.Ring, cfg.Log)
 	var named []*dialAddr
 	for _, b := range cfg.Ring.Snapshot() {

@@ -149,3 +149,23 @@ func sysDial(sa *sockaddr) (int, error) {
 	}
 	return int(fd), nil
 }
+
+// sysWritev writes a then b in one system call.
+func sysWritev(fd int, a, b []byte) (int, error) {
+	iov := [2]unix.Iovec{{Base: unsafe.SliceData(a)}, {Base: unsafe.SliceData(b)}}
+	iov[0].SetLen(len(a))
+	iov[1].SetLen(len(b))
+	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), 2)
+	return int(n), errnoErr(e)
+}
+
+// localAddr is the address a socket's peer connected to, read without allocating.
+func localAddr(fd int) netip.AddrPort {
+	var sa unix.RawSockaddrAny
+	size := uint32(unix.SizeofSockaddrAny)
+	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&size)))
+	if e != 0 {
+		return netip.AddrPort{}
+	}
+	return addrPort(&sa)
+}

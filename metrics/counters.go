@@ -62,10 +62,13 @@ const (
 	RefuseDialFailed                       // every dial failed (HTTP clients also get a 502)
 	RefuseNoDescriptor                     // lb had no descriptor for the backend socket within --connect-timeout (503)
 	RefuseSlowHead                         // closed undecided at --sniff-timeout (--sniff-timeout-action close)
+	RefuseIPConns                          // its address held --per-ip-max-conns already (HTTP clients also get a 429)
+	RefuseIPRate                           // its address opened connections faster than --per-ip-rate (HTTP clients also get a 429)
+	RefuseBadProxy                         // a trusted balancer's PROXY header was malformed, truncated or missing
 	NumRefuseReasons
 )
 
-var refuseNames = [NumRefuseReasons]string{"none_up", "dial_failed", "no_descriptor", "slow_head"}
+var refuseNames = [NumRefuseReasons]string{"none_up", "dial_failed", "no_descriptor", "slow_head", "per_ip_conns", "per_ip_rate", "bad_proxy_header"}
 
 // String returns the label value of r (a constant string).
 func (r RefuseReason) String() string {
@@ -82,10 +85,11 @@ type Answer uint8
 const (
 	Answer503 Answer = iota // Service Unavailable: no backend up, or lb out of descriptors
 	Answer502               // Bad Gateway: every dial failed
+	Answer429               // Too Many Requests: a per-address limit
 	NumAnswers
 )
 
-var answerCodes = [NumAnswers]string{"503", "502"}
+var answerCodes = [NumAnswers]string{"503", "502", "429"}
 
 // String returns the status code of a as the label value (a constant string).
 func (a Answer) String() string {

@@ -139,7 +139,7 @@ type options struct {
 	log          zerolog.Logger
 	accessLog    accesslog.Config // opened by serve, before it listens
 
-	// clients: PROXY protocol and per-address limits (clients.go), which l4 does not take yet.
+	// clients: PROXY protocol and per-address limits (clients.go).
 	clients clientOptions
 }
 
@@ -316,6 +316,7 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 		cfg.ReservedFDs += 10 * o.threads
 	}
 	cfg.Log, cfg.AccessLog = o.log, accessLog
+	cfg.SendProxy, cfg.AcceptProxy, cfg.PerIP = o.clients.sendProxy, o.clients.acceptProxy, o.clients.admit
 	// The probes above had every CPU; from here, l4 runs one event loop per GOMAXPROCS.
 	runtime.GOMAXPROCS(o.threads)
 	srv, err := l4.New(cfg)
