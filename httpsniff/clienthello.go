@@ -14,7 +14,7 @@ var ErrBadClientHello = errors.New("httpsniff: not a well-formed TLS ClientHello
 const (
 	maxServerName = 255
 	maxALPN       = 128
-	maxRecord     = 1<<14 + 256 // TLSPlaintext.length bound, with slack for old stacks
+	maxRecord     = 1<<14 + 2048 // the largest record crypto/tls reads before a version is agreed
 )
 
 // TLS numbers (RFC 8446 §4, RFC 6066 §3, RFC 7301, draft-ietf-tls-esni).

@@ -243,7 +243,7 @@ func TestClientHelloBad(t *testing.T) {
 		{"record version 2", []byte{0x16, 2}},
 		{"record version 3.5", []byte{0x16, 3, 5}},
 		{"empty record", []byte{0x16, 3, 1, 0, 0}},
-		{"oversized record", []byte{0x16, 3, 1, 0x48, 0}},
+		{"oversized record", []byte{0x16, 3, 1, 0x48, 1}},
 		{"server hello", []byte{0x16, 3, 1, 0, 4, 2}},
 		{"hello too short", []byte{0x16, 3, 1, 0, 8, 1, 0, 0, 4, 3, 3, 0, 0}},
 		{"second record not handshake", mod(func(b []byte) []byte { return append(fragment(t, b, 10)[:15], 0x15) })},
