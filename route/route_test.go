@@ -219,3 +219,33 @@ func BenchmarkMatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSniffAndRoute is the route stage's whole work per connection: parse what was
+// peeked and match it, for an HTTP/1 head and a TLS ClientHello, against 20 host routes
+// and 20 SNI routes.
+func BenchmarkSniffAndRoute(b *testing.B) {
+	tab := hostTable(b, 20)
+	head := []byte("GET /index.html HTTP/1.1\r\nHost: host19.example.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	hello := tlstest.ClientHello(b, &tls.Config{ServerName: "host19.example.test", NextProtos: []string{"h2", "http/1.1"}, CurvePreferences: []tls.CurveID{tls.X25519MLKEM768}})
+	b.Run("http", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h, err := httpsniff.Parse(head)
+			c := Conn{Protocol: ProtocolOf(h.Kind, false), Head: &h}
+			if _, p := tab.Match(&c); err != nil || p != 19 {
+				b.Fatal(p, err)
+			}
+		}
+	})
+	b.Run("tls", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h, _ := httpsniff.Parse(hello)
+			ch, err := httpsniff.ParseClientHello(hello)
+			c := Conn{Protocol: ProtocolOf(h.Kind, false), Hello: &ch}
+			if _, p := tab.Match(&c); err != nil || p != 39 {
+				b.Fatal(p, err)
+			}
+		}
+	})
+}
