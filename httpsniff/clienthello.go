@@ -87,26 +87,45 @@ func (h *ClientHello) ALPN() []string {
 // extensions the way crypto/tls does (one host_name, no trailing dot, non-empty protocols,
 // no duplicate of either extension); it does not judge the other extensions.
 func ParseClientHello(b []byte) (ClientHello, error) {
+	var p ClientHelloParser
+	return p.Parse(b)
+}
+
+// ClientHelloParser is ParseClientHello made resumable for a buffer that grows as bytes
+// arrive, as Parser is for heads: while the ClientHello is incomplete it remembers the
+// records it has walked, so a hello trickling in one tiny record at a time costs linear
+// time, not quadratic. The b of each call must extend the b of the calls before (same
+// array, same earlier bytes). The zero value is ready; reset it with *p =
+// ClientHelloParser{}. It does not allocate.
+type ClientHelloParser struct {
+	pos   int // the next record header not walked yet
+	got   int // bytes of the handshake header in hdr
+	seen  int // handshake bytes in the records walked
+	total int // the handshake message's length with its header; 0 until known
+	hdr   [4]byte
+}
+
+// Parse returns what ParseClientHello(b) returns.
+func (p *ClientHelloParser) Parse(b []byte) (ClientHello, error) {
 	var h ClientHello
-	total, err := clientHelloLen(b)
+	total, err := p.messageLen(b)
 	if err != nil {
 		return h, err
 	}
 	r := hsReader{b: b}
-	r.skip(4) // msg_type and length, checked by clientHelloLen
+	r.skip(4) // msg_type and length, checked by messageLen
 	if !h.parseBody(&r, total) {
 		return ClientHello{}, ErrBadClientHello
 	}
 	return h, nil
 }
 
-// clientHelloLen walks the record headers of b and returns the length of the handshake
-// message they carry (its 4-byte header included) once b holds all of it.
-func clientHelloLen(b []byte) (int, error) {
-	var hdr [4]byte
-	got, seen, total := 0, 0, -1
-	for pos := 0; ; {
-		rest := b[pos:]
+// messageLen walks the record headers of b from where the last call stopped and returns
+// the length of the handshake message they carry (its 4-byte header included) once b holds
+// all of it.
+func (p *ClientHelloParser) messageLen(b []byte) (int, error) {
+	for {
+		rest := b[p.pos:]
 		switch {
 		case len(rest) == 0:
 			return 0, ErrNeedMore
@@ -120,29 +139,30 @@ func clientHelloLen(b []byte) (int, error) {
 			return 0, ErrBadClientHello
 		}
 		frag := rest[5:min(len(rest), 5+n)]
-		for i := 0; got < len(hdr) && i < len(frag); i++ {
-			hdr[got] = frag[i]
+		got := p.got
+		for i := 0; got < len(p.hdr) && i < len(frag); i++ {
+			p.hdr[got] = frag[i]
 			got++
 		}
-		if got > 0 && hdr[0] != handshakeClientHello {
+		if got > 0 && p.hdr[0] != handshakeClientHello {
 			return 0, ErrBadClientHello
 		}
-		if got == len(hdr) && total < 0 {
-			total = 4 + (int(hdr[1])<<16 | int(hdr[2])<<8 | int(hdr[3]))
+		total := p.total
+		if got == len(p.hdr) && total == 0 {
+			total = 4 + (int(p.hdr[1])<<16 | int(p.hdr[2])<<8 | int(p.hdr[3]))
 		}
-		seen += len(frag)
-		if total >= 0 && seen >= total {
+		if total > 0 && p.seen+len(frag) >= total {
 			return total, nil
 		}
 		if len(frag) < n {
-			return 0, ErrNeedMore
+			return 0, ErrNeedMore // this record again on the next call
 		}
-		pos += 5 + n
+		p.pos, p.got, p.seen, p.total = p.pos+5+n, got, p.seen+n, total
 	}
 }
 
 // hsReader reads the handshake message out of its records, skipping the record headers.
-// clientHelloLen has checked every record header up to the end of the message, and the
+// messageLen has checked every record header up to the end of the message, and the
 // parser never reads past that end, so it needs no bounds checks of its own.
 type hsReader struct {
 	b    []byte

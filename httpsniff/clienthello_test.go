@@ -39,7 +39,7 @@ func captureClientHello(t testing.TB, cfg *tls.Config) []byte {
 			t.Fatalf("read record: %v", err)
 		}
 		out = append(append(out, hdr[:]...), frag...)
-		if _, err := clientHelloLen(out); err == nil {
+		if _, err := new(ClientHelloParser).messageLen(out); err == nil {
 			return out
 		}
 	}
@@ -216,12 +216,20 @@ func TestClientHelloRecords(t *testing.T) {
 					cuts = append(cuts, i)
 				}
 				b := fragment(t, rec, cuts...)
+				var resumed ClientHelloParser
 				for i := range len(b) {
 					if _, err := ParseClientHello(b[:i]); err != ErrNeedMore {
 						t.Fatalf("records of %d, first %d of %d bytes: %v, want ErrNeedMore", size, i, len(b), err)
 					}
+					if _, err := resumed.Parse(b[:i]); err != ErrNeedMore {
+						t.Fatalf("records of %d, resumed at %d of %d bytes: %v, want ErrNeedMore", size, i, len(b), err)
+					}
 				}
-				h, err := ParseClientHello(b)
+				h, err := resumed.Parse(b)
+				checkHello(t, "resumed, records of "+strconv.Itoa(size), h, err, c)
+				h, err = resumed.Parse(append(b[:len(b):len(b)], 0x17))
+				checkHello(t, "resumed again, records of "+strconv.Itoa(size), h, err, c)
+				h, err = ParseClientHello(b)
 				checkHello(t, "records of "+strconv.Itoa(size), h, err, c)
 				if seen := serverSees(t, b); seen == nil || seen.ServerName != c.sni {
 					t.Fatalf("records of %d: crypto/tls server sees %+v", size, seen)
@@ -354,4 +362,29 @@ func recordVersionsSSL3to13(b []byte) bool {
 		b = b[min(len(b), 5+int(binary.BigEndian.Uint16(b[3:]))):]
 	}
 	return true
+}
+
+// BenchmarkClientHelloTrickle feeds a resumable parser a post-quantum ClientHello split
+// into 3-byte records, in 100 reads: a slow or hostile client. It stays linear.
+func BenchmarkClientHelloTrickle(b *testing.B) {
+	rec := captureClientHello(b, &tls.Config{ServerName: "www.example.com", CurvePreferences: []tls.CurveID{tls.X25519MLKEM768}})
+	var cuts []int
+	for i := 3; i < len(rec)-5; i += 3 {
+		cuts = append(cuts, i)
+	}
+	tiny := fragment(b, rec, cuts...)
+	b.SetBytes(int64(len(tiny)))
+	b.ReportAllocs()
+	for b.Loop() {
+		var p ClientHelloParser
+		var err error
+		for n := len(tiny) / 100; ; n += len(tiny) / 100 {
+			if _, err = p.Parse(tiny[:min(n, len(tiny))]); err != ErrNeedMore {
+				break
+			}
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
 }
