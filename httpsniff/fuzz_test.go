@@ -1,6 +1,7 @@
 package httpsniff
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -56,4 +57,33 @@ func cookieByStrings(header, name string) (string, bool) {
 		return v, true
 	}
 	return "", false
+}
+
+// FuzzParseClientHello checks ParseClientHello on any input: no panic, decisions kept on
+// longer input, fields within their bounds. Its seeds, real ClientHellos among them, are in
+// testdata/fuzz/FuzzParseClientHello; TestClientHelloFuzzOracle holds the same seeds, and
+// mutations of them, to crypto/tls.
+func FuzzParseClientHello(f *testing.F) {
+	f.Add(helloWith(extServerName, []byte{0, 4, 0, 0, 1, 'x'}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := ParseClientHello(b)
+		if err != nil && err != ErrNeedMore && err != ErrBadClientHello {
+			t.Fatalf("unexpected error %v", err)
+		}
+		if err != nil && (h.ECH || h.nameLen != 0 || h.alpnLen != 0) {
+			t.Fatalf("error %v with a non-zero ClientHello", err)
+		}
+		for _, p := range h.ALPN() {
+			if p == "" || !h.HasALPN(p) {
+				t.Fatalf("ALPN %q", h.ALPN())
+			}
+		}
+		if err != ErrNeedMore {
+			longer := append(slices.Clone(b), 0x16, 3, 1, 0, 1, 1)
+			h2, err2 := ParseClientHello(longer)
+			if err2 != err || h2 != h {
+				t.Fatalf("decision changed with more bytes: %v then %v", err, err2)
+			}
+		}
+	})
 }

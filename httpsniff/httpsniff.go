@@ -1,6 +1,7 @@
 // Package httpsniff parses and classifies the first bytes of a connection: it tells whether the
 // client speaks HTTP/1.x (or HTTP/2 with prior knowledge, or TLS, or something else) and where
-// its request head ends, so that a layer-4 balancer can route on the Host header and cookies.
+// its request head ends, so that a layer-4 balancer can route on the Host header and cookies;
+// of a TLS client it reads the ClientHello's server name and ALPN (ParseClientHello).
 // On the way back it parses the backend's response heads (ParseResponse), reads the cookies
 // they set, and inserts a header line into one (AppendWithField).
 //

@@ -1,4 +1,4 @@
-// Command lb is a Layer-4 TCP load balancer that sniffs HTTP: `lb serve`, `lb probe`, `lb demo`.
+// Command lb is a Layer-4 TCP load balancer that sniffs HTTP: `lb serve`, `lb probe`, `lb check`, `lb demo`.
 package main
 
 import (
@@ -36,7 +36,7 @@ func newApp() *cli.App {
 		Usage:                "a Layer-4 TCP load balancer that sniffs HTTP for routing",
 		Version:              buildVersion(),
 		EnableBashCompletion: true,
-		Commands:             []*cli.Command{serveCommand(), probeCommand(), demoCommand()},
+		Commands:             []*cli.Command{serveCommand(), probeCommand(), checkCommand(), demoCommand()},
 		OnUsageError:         usageError,
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(os.Stderr, "lb: no command %q; run 'lb --help'\n", name)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"lb/config"
 	"lb/health"
 )
 
@@ -15,11 +16,14 @@ func probeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "probe",
 		Usage: "TCP-dial every backend once and print a table; exit 0 if all are up, 1 if any is down",
-		Flags: withEnv(serversFlag, stickyCookieFlag, sessionCookieFlag, sessionStoreFlag, clusterFlag,
+		Flags: withEnv(configFlag, serversFlag, stickyCookieFlag, sessionCookieFlag, sessionStoreFlag, clusterFlag,
 			&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "dial timeout per backend (and the session store's ping)"},
 		),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
+			if c.String("config") != "" {
+				return probeConfig(c)
+			}
 			backends, err := loadServers(c.String("servers"))
 			if err != nil {
 				return err
@@ -58,4 +62,41 @@ func printProbe(w io.Writer, results []health.Result) (down int) {
 	}
 	tw.Flush()
 	return down
+}
+
+// probeConfig probes every pool of the --config file and prints the table with a POOL
+// column; a backend in two pools is probed for each.
+func probeConfig(c *cli.Context) error {
+	if c.IsSet("servers") {
+		return badInput{fmt.Errorf("--servers with --config: the config file names its servers; give one or the other")}
+	}
+	cfg, err := config.Load(c.String("config"), config.Pool{
+		Balance:        "roundrobin",
+		StickyCookie:   c.String("sticky-cookie"),
+		SessionCookie:  c.String("session-cookie"),
+		ConnectTimeout: c.Duration("health-timeout"),
+	})
+	if err != nil {
+		return badInput{err}
+	}
+	timeout := c.Duration("health-timeout")
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "POOL\tBACKEND\tID\tSTATE\tCONNECT\tERROR")
+	down, total := 0, 0
+	for _, p := range cfg.Pools {
+		for _, r := range health.ProbeAll(c.Context, p.Backends, timeout) {
+			state, latency, errText := "up", r.Latency.Round(10*time.Microsecond).String(), ""
+			if !r.Up {
+				state, latency, errText = "down", "-", r.Err.Error()
+				down++
+			}
+			total++
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, r.Backend.Addr, r.Backend.ID, state, latency, errText)
+		}
+	}
+	tw.Flush()
+	if down > 0 {
+		return cli.Exit(fmt.Sprintf("lb: %d of %d backends down", down, total), exitFailure)
+	}
+	return nil
 }
