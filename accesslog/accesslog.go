@@ -46,6 +46,7 @@ func (c Cause) String() string {
 type Entry struct {
 	Client      netip.AddrPort // the client: the PROXY protocol source when one was accepted
 	Listener    string         // the address the client connected to, as lb listens on it
+	Pool        string         // the pool its route chose, when there are several
 	BackendID   string         // the backend that took the connection; empty if none did
 	BackendAddr string         // its address, as dialled
 	Sniff       string         // what sniffing found: metrics.SniffKind's names (http1, tls, timeout, ...)
@@ -149,6 +150,7 @@ func (l *Logger) Log(e *Entry) {
 		ev = ev.Bytes("client", e.Client.AppendTo(a[:0]))
 	}
 	str(ev, "listener", e.Listener)
+	str(ev, "pool", e.Pool)
 	str(ev, "backend", e.BackendID)
 	str(ev, "backend_addr", e.BackendAddr)
 	str(ev, "sniff", e.Sniff)

@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"lb/route"
 )
 
 const acceptBatch = 32 // accepts per listener event before other events get a turn
@@ -62,8 +64,11 @@ type pausedFD struct {
 
 // listener is one address lb accepts connections on.
 type listener struct {
-	fd   int
-	name string // its address, for logs
+	fd      int
+	name    string       // its address, for logs
+	routes  *route.Table // nil: every connection goes to the first pool
+	needs   route.Needs  // what its routes look at
+	noMatch []byte       // the answer to an HTTP client no route matches
 }
 
 // listen starts accepting from lis.

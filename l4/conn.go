@@ -74,6 +74,7 @@ type conn struct {
 	sniffErr   error          // why sniffing ended without a decision, if it did
 	client     netip.AddrPort // the PROXY header's source, when a trusted balancer sent one
 	lis        *listener      // the listener that accepted it
+	pool       *pool          // the pool its route chose
 	awaitProxy bool           // a trusted balancer's PROXY header comes first (pre-sniff)
 	overLimit  admit.Reason   // a per-address limit refuses it, once it is known to speak HTTP or not
 	retryAfter int32          // with overLimit: the 429's Retry-After
@@ -100,6 +101,8 @@ type routing struct {
 	written   int // bytes of the PROXY header and the first bytes written to the backend
 	parser    httpsniff.Parser
 	req       httpsniff.Head // the first request head, when it parsed
+	hello     httpsniff.ClientHelloParser
+	helloOK   bool // the loop's hello is this connection's ClientHello
 	cursor    ring.Cursor
 	dialed    bool         // a dial was tried: 502 rather than 503 if none works
 	dialedTo  *sockaddr    // where the dial under way goes
@@ -181,6 +184,10 @@ func (l *loop) sniff(c *conn) {
 		}
 		err = httpsniff.ErrHeadTooLarge
 	}
+	if head.Kind == httpsniff.KindTLS && c.lis.needs.Hello && l.readHello(c) {
+		l.enter(c, sniffing)
+		return
+	}
 	c.kind, rt.req, c.sniffErr = head.Kind, head, err
 	l.route(c)
 }
@@ -233,7 +240,11 @@ func (l *loop) route(c *conn) {
 		l.refuse(c, errOverLimit)
 		return
 	}
-	c.rt.cursor = l.s.cfg.Ring.Cursor()
+	if c.pool = l.choosePool(c); c.pool == nil {
+		l.refuse(c, errNoRoute)
+		return
+	}
+	c.rt.cursor = c.pool.Ring.Cursor()
 	if l.chooseSticky(c) {
 		return // lookupSession dials once the store has answered
 	}
@@ -260,7 +271,7 @@ func (l *loop) dial(c *conn) {
 		}
 		rt.dialed = true
 		if err != nil {
-			l.dialFailed(b, sa, err)
+			l.dialFailed(c, b, sa, err)
 			continue
 		}
 		c.backend, rt.dialedTo, rt.connected = b, sa, false
@@ -343,7 +354,7 @@ func (l *loop) dialed(c *conn) {
 func (l *loop) beforeReplay(c *conn) {
 	rt := c.rt
 	rt.proxyLen = 0
-	if v := l.s.cfg.SendProxy; v != proxyhdr.None {
+	if v := c.pool.SendProxy; v != proxyhdr.None {
 		rt.proxyLen = len(proxyhdr.Append(rt.proxy[:0], v, c.client, localAddr(c.ends[clientSide].fd)))
 	}
 }
@@ -404,11 +415,11 @@ func (l *loop) redial(c *conn, err error) {
 func (l *loop) dropBackend(c *conn, err error) {
 	sysClose(c.ends[backendSide].fd) // also leaves the epoll set
 	c.ends[backendSide] = end{fd: -1}
-	l.dialFailed(c.backend, c.rt.dialedTo, err)
+	l.dialFailed(c, c.backend, c.rt.dialedTo, err)
 }
 
 // dialFailed reports a failed dial of b, at sa if the connect was started.
-func (l *loop) dialFailed(b ring.Backend, sa *sockaddr, err error) {
+func (l *loop) dialFailed(c *conn, b ring.Backend, sa *sockaddr, err error) {
 	l.stats.backend(b.ID).DialErrors++
 	if sa != nil {
 		l.dials.failed(b.Addr, sa)
@@ -416,8 +427,8 @@ func (l *loop) dialFailed(b ring.Backend, sa *sockaddr, err error) {
 	if e := l.s.log.Debug(); e.Enabled() {
 		e.Err(err).Str("backend", b.ID).Str("addr", b.Addr).Msg("dial failed, trying the next backend")
 	}
-	if l.s.cfg.OnDialFailure != nil {
-		l.s.cfg.OnDialFailure(b)
+	if f := c.pool.OnDialFailure; f != nil {
+		f(b)
 	}
 }
 
@@ -487,6 +498,8 @@ func (l *loop) refuse(c *conn, why error) {
 		reason = metrics.RefuseIPRate
 	case errors.Is(why, errOverLimit):
 		reason = metrics.RefuseIPConns
+	case errors.Is(why, errNoRoute):
+		reason = metrics.RefuseNoRoute
 	}
 	http := c.kind == httpsniff.KindHTTP1 || httpsniff.StartsLikeHTTP1(c.rt.first.bytes())
 	l.refused(reason, http)
@@ -504,6 +517,8 @@ func (l *loop) refuse(c *conn, why error) {
 		l.s.refusedBusy.Add(1)
 	case metrics.RefuseIPConns, metrics.RefuseIPRate:
 		answer = admit.AppendTooMany(l.scratch.out[:0], int(c.retryAfter))
+	case metrics.RefuseNoRoute:
+		answer = c.lis.noMatch
 	default:
 		answer = answer503
 		l.s.refusedNoneUp.Add(1)

@@ -3,6 +3,7 @@ package l4
 import (
 	"errors"
 
+	"lb/httpsniff"
 	"lb/metrics"
 	"sync/atomic"
 	"time"
@@ -40,10 +41,11 @@ type loop struct {
 	stats     loopStats // read by Collect, through call
 	pipes     loopPipes
 	dials     dialCache
-	heads     spareHeads // head buffers between connections (headbuf.go)
-	scratch   scratch    // a rewritten response head (resphead.go)
-	buf       []byte     // copy buffer for small reads
-	now       int64      // unix nanos, read once per wake-up
+	heads     spareHeads            // head buffers between connections (headbuf.go)
+	scratch   scratch               // a rewritten response head (resphead.go)
+	hello     httpsniff.ClientHello // the ClientHello of the connection being routed (pool.go)
+	buf       []byte                // copy buffer for small reads
+	now       int64                 // unix nanos, read once per wake-up
 	nextSweep int64
 	nextTrim  int64 // when spare head buffers and pipes are trimmed next
 	stopped   bool
@@ -126,9 +128,12 @@ func (l *loop) accept(lfd int) {
 // sweepEvery is how often deadlines are checked: a quarter of the shortest timeout, from
 // 5 ms to 250 ms.
 func (l *loop) sweepEvery() time.Duration {
-	d := min(l.s.cfg.SniffTimeout, l.s.cfg.ConnectTimeout)
-	if l.s.cfg.IdleTimeout > 0 {
-		d = min(d, l.s.cfg.IdleTimeout)
+	d := l.s.cfg.SniffTimeout
+	for _, p := range l.s.pools {
+		d = min(d, p.ConnectTimeout)
+		if p.IdleTimeout > 0 {
+			d = min(d, p.IdleTimeout)
+		}
 	}
 	return min(max(d/4, 5*time.Millisecond), 250*time.Millisecond)
 }
@@ -143,13 +148,12 @@ func (l *loop) sweep() {
 		l.trimHeads()
 		l.s.pipes.trim(l.now)
 	}
-	idle := int64(l.s.cfg.IdleTimeout)
 	for _, c := range l.conns.slots {
 		switch {
 		case c == nil:
 		case c.phase == splicing:
 			// A head held for the session store is not idle: the store's own timeout bounds it.
-			if idle > 0 && l.now-c.lastActive >= idle && !(c.rh != nil && c.rh.step == holding) {
+			if idle := int64(c.pool.IdleTimeout); idle > 0 && l.now-c.lastActive >= idle && !(c.rh != nil && c.rh.step == holding) {
 				l.idleTimeouts.Add(1)
 				l.close(c, errIdle)
 			}

@@ -40,8 +40,10 @@ func (st *loopStats) backend(id string) *metrics.BackendCounters {
 // the ring (metrics.Source). Counters of connections still open are in: bytes are counted
 // when a connection closes.
 func (s *Server) Collect(snap *metrics.Snapshot) {
-	for _, b := range s.cfg.Ring.Snapshot() {
-		snap.AddBackend(b.ID).Up = b.Up
+	for _, p := range s.pools {
+		for _, b := range p.Ring.Snapshot() {
+			snap.AddBackend(b.ID).Up = b.Up
+		}
 	}
 	for _, l := range s.loops {
 		l.call(func() {
@@ -111,6 +113,8 @@ func (l *loop) refused(why metrics.RefuseReason, answered bool) {
 		l.stats.Answers[metrics.Answer502]++
 	case metrics.RefuseIPConns, metrics.RefuseIPRate:
 		l.stats.Answers[metrics.Answer429]++
+	case metrics.RefuseNoRoute:
+		// The listener's own status: not one of lb's fixed answers.
 	default:
 		l.stats.Answers[metrics.Answer503]++
 	}
@@ -129,10 +133,10 @@ func (l *loop) closing(c *conn, err error) {
 		c.bc.BytesSent += up
 		c.bc.BytesReceived += down
 	}
-	if c.errSide == backendSide+1 && c.bc != nil && down == 0 && aborted(err) && l.s.cfg.OnDialFailure != nil {
+	if c.errSide == backendSide+1 && c.bc != nil && down == 0 && aborted(err) && c.pool.OnDialFailure != nil {
 		// The backend took the connection and reset or dropped it before its first byte: a
 		// passive health check, counted toward --fall like a failed dial.
-		l.s.cfg.OnDialFailure(c.backend)
+		c.pool.OnDialFailure(c.backend)
 	}
 	log := l.s.cfg.AccessLog
 	if !log.Enabled() {
@@ -144,6 +148,9 @@ func (l *loop) closing(c *conn, err error) {
 	}
 	if c.lis != nil {
 		e.Listener = c.lis.name
+	}
+	if c.pool != nil && len(l.s.pools) > 1 {
+		e.Pool = c.pool.Name
 	}
 	if c.stickied {
 		e.Sticky = c.sticky.String()
@@ -165,7 +172,8 @@ func (c *conn) cause(err error) accesslog.Cause {
 	switch {
 	case c.phase == refusing,
 		errors.Is(err, errNoneUp), errors.Is(err, errDialFailed), errors.Is(err, errNoDescriptor),
-		errors.Is(err, errOverLimit), errors.Is(err, proxyhdr.ErrMalformed), errors.Is(err, proxyhdr.ErrNotProxy),
+		errors.Is(err, errOverLimit), errors.Is(err, errNoRoute),
+		errors.Is(err, proxyhdr.ErrMalformed), errors.Is(err, proxyhdr.ErrNotProxy),
 		c.phase == sniffing && errors.Is(err, os.ErrDeadlineExceeded):
 		return accesslog.Refused
 	case errors.Is(err, errIdle):

@@ -129,13 +129,13 @@ func (i interest) epollEvents() uint32 {
 	return 0
 }
 
-// timeout is how long a phase's deadline gives.
-func (s *Server) timeout(d deadline) time.Duration {
+// timeout is how long a phase's deadline gives c.
+func (s *Server) timeout(c *conn, d deadline) time.Duration {
 	switch d {
 	case sniffDeadline:
 		return s.cfg.SniffTimeout
 	case connectDeadline:
-		return s.cfg.ConnectTimeout
+		return c.pool.ConnectTimeout
 	case refuseDeadline:
 		return refuseWait
 	}
@@ -158,7 +158,7 @@ func (l *loop) enter(c *conn, p phase) bool {
 	}
 	rule := &rules[p]
 	if from != p || rule.renew {
-		if d := l.s.timeout(rule.deadline); d > 0 {
+		if d := l.s.timeout(c, rule.deadline); d > 0 {
 			c.deadline = l.now + int64(d)
 		}
 	}

@@ -89,7 +89,7 @@ func (p *poller) waiter() func(deadline int64) ([]unix.EpollEvent, error) {
 // pollEvents is epoll_wait without blocking. A raw syscall: it returns at once, so the
 // scheduler need not know.
 func (p *poller) pollEvents() (int, error) {
-	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(p.epfd),
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.epfd),
 		uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
 	if errno != 0 {
 		return 0, errno

@@ -69,7 +69,7 @@ func (d *dialAddr) dialable() (*sockaddr, error) {
 
 type resolver struct {
 	every   time.Duration
-	ring    *ring.Ring // names no longer in it are not looked up; nil: every name is
+	rings   []*ring.Ring // names no longer in one are not looked up; none: every name is
 	log     zerolog.Logger
 	kick    chan struct{}
 	ctx     context.Context // canceled by stop: lookups in flight give up
@@ -81,12 +81,12 @@ type resolver struct {
 	addrs map[string]*dialAddr
 }
 
-func newResolver(every time.Duration, rg *ring.Ring, log zerolog.Logger) *resolver {
+func newResolver(every time.Duration, rings []*ring.Ring, log zerolog.Logger) *resolver {
 	if every <= 0 {
 		every = defaultResolveEvery
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &resolver{every: every, ring: rg, log: log, kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+	r := &resolver{every: every, rings: rings, log: log, kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		done: make(chan struct{}), addrs: map[string]*dialAddr{}}
 	go r.run()
 	return r
@@ -169,10 +169,12 @@ func (r *resolver) run() {
 // startDue starts a lookup of every name that is due and returns the wait until the next.
 func (r *resolver) startDue(now time.Time) time.Duration {
 	var inRing map[string]bool
-	if r.ring != nil {
+	if len(r.rings) > 0 {
 		inRing = map[string]bool{}
-		for _, b := range r.ring.Snapshot() {
-			inRing[b.Addr] = true
+		for _, rg := range r.rings {
+			for _, b := range rg.Snapshot() {
+				inRing[b.Addr] = true
+			}
 		}
 	}
 	r.mu.Lock()

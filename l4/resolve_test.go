@@ -363,7 +363,7 @@ func TestRemovedNameNotLookedUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newResolver(5*time.Millisecond, rg, zerolog.Nop())
+	r := newResolver(5*time.Millisecond, []*ring.Ring{rg}, zerolog.Nop())
 	defer r.stop()
 	d := r.addr(app.Addr)
 	r.addr(other.Addr)

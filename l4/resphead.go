@@ -125,7 +125,7 @@ func (l *loop) responseHead(c *conn) (through, open bool) {
 			continue
 		}
 		if rh.learn {
-			if v, ok := resp.SetCookie(l.s.cfg.Sticky.SessionCookie); ok && len(v) > 0 && l.learnSession(c, v) {
+			if v, ok := resp.SetCookie(c.pool.Sticky.SessionCookie); ok && len(v) > 0 && l.learnSession(c, v) {
 				return false, true // held until the store has the session: see learnSession
 			}
 		}
@@ -173,7 +173,7 @@ func (l *loop) forwardHead(c *conn) (through, open bool) {
 	rh := c.rh
 	if rh.setCookie {
 		resp, _ := rh.parser.Parse(rh.buf.bytes()) // decided already: the same answer
-		out := httpsniff.AppendWithField(l.scratch.out[:0], rh.buf.b[:resp.Len], l.cookieField(c.backend.ID))
+		out := httpsniff.AppendWithField(l.scratch.out[:0], rh.buf.b[:resp.Len], l.cookieField(&c.pool.Sticky, c.backend.ID))
 		out = append(out, rh.buf.b[resp.Len:rh.buf.n]...)
 		l.scratch.out = out
 		if l.holdHead(&rh.buf, len(out)) {
@@ -186,8 +186,7 @@ func (l *loop) forwardHead(c *conn) (through, open bool) {
 }
 
 // cookieField is the Set-Cookie line for a backend, in the loop's scratch buffer.
-func (l *loop) cookieField(id string) []byte {
-	s := &l.s.cfg.Sticky
+func (l *loop) cookieField(s *Sticky, id string) []byte {
 	f := append(l.scratch.field[:0], "Set-Cookie: "...)
 	f = append(f, s.Cookie...)
 	f = append(f, '=')

@@ -26,6 +26,10 @@ var ErrServerClosed = errors.New("l4: server closed")
 
 // Config is everything a Server needs.
 type Config struct {
+	// Pools are where routes send connections (Routes.Table indexes them); Serve sends every
+	// connection to the first. Without Pools, Ring, Sticky, SendProxy and OnDialFailure make
+	// the one pool.
+	Pools        []Pool
 	Ring         *ring.Ring
 	SniffTimeout time.Duration // how long to wait for a complete request head; > 0
 	// CloseSlowHeads closes a connection whose first bytes are not decided within SniffTimeout
@@ -84,7 +88,7 @@ type Server struct {
 	resolver *resolver
 	pipes    pipePool
 
-	localStore bool           // cfg.Sticky.Sessions answers without I/O: called on the loops
+	pools      []*pool
 	storeCalls sync.WaitGroup // calls to the session store made off the loops
 
 	mu        sync.Mutex
@@ -172,25 +176,32 @@ func (s *Server) endShortage() {
 
 // New returns a Server for cfg and starts its loops, one per GOMAXPROCS.
 func New(cfg Config) (*Server, error) {
-	if cfg.Ring == nil || cfg.SniffTimeout <= 0 || cfg.MaxHeaderBytes <= 0 || cfg.ConnectTimeout <= 0 {
-		return nil, errors.New("l4: config needs a Ring, a SniffTimeout, a MaxHeaderBytes and a ConnectTimeout")
+	if cfg.SniffTimeout <= 0 || cfg.MaxHeaderBytes <= 0 || cfg.ConnectTimeout <= 0 {
+		return nil, errors.New("l4: config needs a SniffTimeout, a MaxHeaderBytes and a ConnectTimeout")
 	}
-	if cfg.Sticky.SessionCookie != "" && (cfg.Sticky.Sessions == nil || cfg.Sticky.Keyer == nil) {
-		return nil, errors.New("l4: Sticky.SessionCookie needs Sessions and a Keyer")
+	pools, err := newPools(cfg)
+	if err != nil {
+		return nil, err
 	}
 	maxConns, err := connLimit(cfg, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), localStore: isLocal(cfg.Sticky.Sessions), maxConns: maxConns}
+	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), pools: pools, maxConns: maxConns}
 	s.headLimit = headMemory(cfg, maxConns)
 	perIP := cfg.PerIP
 	perIP.MaxEntries = max(perIP.MaxEntries, int(min(2*maxConns, 1<<30)))
 	s.admit = admit.New(perIP)
-	s.resolver = newResolver(cfg.ResolveEvery, cfg.Ring, cfg.Log)
+	var rings []*ring.Ring
+	for _, p := range pools {
+		rings = append(rings, p.Ring)
+	}
+	s.resolver = newResolver(cfg.ResolveEvery, rings, cfg.Log)
 	var named []*dialAddr
-	for _, b := range cfg.Ring.Snapshot() {
-		named = append(named, s.resolver.addr(b.Addr))
+	for _, rg := range rings {
+		for _, b := range rg.Snapshot() {
+			named = append(named, s.resolver.addr(b.Addr))
+		}
 	}
 	s.resolver.waitSettled(named, firstLookupWait)
 	for range runtime.GOMAXPROCS(0) {
@@ -235,7 +246,11 @@ func (s *Server) Stats() Stats {
 // ErrServerClosed then. ln must be a *net.TCPListener: the loops accept from its socket
 // directly. Temporary accept errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) pause accepting on
 // that loop from 5 ms doubling to 1 s, while open connections go on being served.
-func (s *Server) Serve(ln net.Listener) error {
+func (s *Server) Serve(ln net.Listener) error { return s.ServeRoutes(ln, Routes{}) }
+
+// ServeRoutes is Serve with routes: each connection goes to the pool of the first route
+// that matches it. A zero Routes sends every connection to the first pool.
+func (s *Server) ServeRoutes(ln net.Listener, routes Routes) error {
 	tl, ok := ln.(*net.TCPListener)
 	if !ok {
 		return errors.New("l4: Serve needs a *net.TCPListener")
@@ -253,7 +268,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	default:
 	}
 	s.listeners = append(s.listeners, ln)
-	lis := &listener{fd: fd, name: ln.Addr().String()}
+	lis := &listener{fd: fd, name: ln.Addr().String(), routes: routes.Table}
+	if routes.Table != nil {
+		lis.needs, lis.noMatch = routes.Table.Needs(), noMatchAnswer(routes.NoMatchStatus)
+	}
 	for _, l := range s.loops {
 		l.call(func() { l.acc.listen(lis) })
 	}

@@ -19,11 +19,11 @@ import (
 // or the ring's next backend if the store does not know it, cannot tell, or names a backend
 // that is down. It returns true when it asked off the loop: the dial follows the answer.
 func (l *loop) lookupSession(c *conn, key string) (waiting bool) {
-	store := l.s.cfg.Sticky.Sessions
+	store := c.pool.Sticky.Sessions
 	l.stats.StoreCalls++
-	if l.s.localStore {
+	if c.pool.localStore {
 		id, ok, err := store.Get(context.Background(), key)
-		l.sessionFound(c.rt, id, ok, err)
+		l.sessionFound(c, id, ok, err)
 		return false
 	}
 	l.enter(c, lookingUp)
@@ -34,7 +34,7 @@ func (l *loop) lookupSession(c *conn, key string) (waiting bool) {
 			if c.gen != gen || c.phase != lookingUp {
 				return // closed, or given up on by expire, meanwhile
 			}
-			l.sessionFound(c.rt, id, ok, err)
+			l.sessionFound(c, id, ok, err)
 			l.dial(c)
 		})
 	})
@@ -43,12 +43,12 @@ func (l *loop) lookupSession(c *conn, key string) (waiting bool) {
 
 // sessionFound takes the store's answer to a lookup. An error counts as a miss: the store
 // reports its outages itself.
-func (l *loop) sessionFound(rt *routing, id string, ok bool, err error) {
+func (l *loop) sessionFound(c *conn, id string, ok bool, err error) {
 	switch {
 	case err != nil:
 		l.stats.StoreErrors++
 	case ok:
-		rt.sticky = l.prefer(rt, []byte(id))
+		c.rt.sticky = l.prefer(c, []byte(id))
 	}
 }
 
@@ -56,10 +56,10 @@ func (l *loop) sessionFound(rt *routing, id string, ok bool, err error) {
 // store off the loop it holds the response head (no more is read from the backend) until the
 // store has answered, and returns true; then the head goes on.
 func (l *loop) learnSession(c *conn, value []byte) (held bool) {
-	cfg := &l.s.cfg.Sticky
+	cfg := &c.pool.Sticky
 	key, id := cfg.Keyer.Key(value), c.backend.ID
 	l.stats.StoreCalls++
-	if l.s.localStore {
+	if c.pool.localStore {
 		if cfg.Sessions.Set(context.Background(), key, id) != nil {
 			l.stats.StoreErrors++
 		}

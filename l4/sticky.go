@@ -38,14 +38,14 @@ type Sticky struct {
 // session, and marks the connection for a cookie and for learning. It returns true when the
 // session store was asked off the loop: lookupSession goes on when it answers.
 func (l *loop) chooseSticky(c *conn) (waiting bool) {
-	cfg, rt := &l.s.cfg.Sticky, c.rt
+	cfg, rt := &c.pool.Sticky, c.rt
 	if c.kind != httpsniff.KindHTTP1 || cfg.Cookie == "" && cfg.SessionCookie == "" {
 		return false
 	}
 	rt.stickied, rt.sticky = true, metrics.StickyMiss
 	if cfg.Cookie != "" {
 		if id, ok := rt.req.Cookie(cfg.Cookie); ok {
-			rt.sticky = l.prefer(rt, id)
+			rt.sticky = l.prefer(c, id)
 			rt.byCookie = rt.sticky == metrics.StickyHit
 		}
 		rt.setCookie = !rt.byCookie // no cookie, an unknown backend, or one that is down: re-balance
@@ -61,8 +61,9 @@ func (l *loop) chooseSticky(c *conn) (waiting bool) {
 }
 
 // prefer makes the backend with this id the one to dial first, if it is up, and says so.
-func (l *loop) prefer(rt *routing, id []byte) metrics.StickyResult {
-	b, up, ok := l.s.cfg.Ring.Lookup(string(id))
+func (l *loop) prefer(c *conn, id []byte) metrics.StickyResult {
+	rt := c.rt
+	b, up, ok := c.pool.Ring.Lookup(string(id))
 	switch {
 	case !ok:
 		return metrics.StickyInvalid

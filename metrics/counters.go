@@ -65,10 +65,11 @@ const (
 	RefuseIPConns                          // its address held --per-ip-max-conns already (HTTP clients also get a 429)
 	RefuseIPRate                           // its address opened connections faster than --per-ip-rate (HTTP clients also get a 429)
 	RefuseBadProxy                         // a trusted balancer's PROXY header was malformed, truncated or missing
+	RefuseNoRoute                          // no route of its listener matched (HTTP clients get the listener's status, 503 by default)
 	NumRefuseReasons
 )
 
-var refuseNames = [NumRefuseReasons]string{"none_up", "dial_failed", "no_descriptor", "slow_head", "per_ip_conns", "per_ip_rate", "bad_proxy_header"}
+var refuseNames = [NumRefuseReasons]string{"none_up", "dial_failed", "no_descriptor", "slow_head", "per_ip_conns", "per_ip_rate", "bad_proxy_header", "no_route"}
 
 // String returns the label value of r (a constant string).
 func (r RefuseReason) String() string {
