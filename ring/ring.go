@@ -27,6 +27,11 @@ type Backend struct {
 	ID     string // stable, opaque id (cookie value later); unique in a ring
 	Addr   string // host:port to dial, unique in a ring
 	Weight int    // share of picks; < 1 counts as 1
+
+	// Per-backend settings the ring keeps for its callers and does not act on.
+	Proxy   string // PROXY protocol header lb sends it: "" (none), "v1" or "v2"
+	Check   string // health check: "" (lb's default), "tcp", or "http:" and a path, e.g. "http:/health"
+	MaxConn int    // connections it takes at most; 0: no limit
 }
 
 // State is what an operator (reload, admin API) wants of a backend, apart from its health.
@@ -138,7 +143,7 @@ func New(backends ...Backend) (*Ring, error) {
 		members = append(members, m)
 		byID[m.id], byAddr[m.addr] = m, m
 	}
-	r.snap.Store(newSnapshot(members, slices.Clone(backends)))
+	r.snap.Store(newSnapshot(members, backends))
 	return r, nil
 }
 
@@ -202,8 +207,7 @@ func (r *Ring) SetWeight(id string, weight int) bool {
 		return false
 	}
 	old.members[i].weight = max(1, weight)
-	backends := slices.Clone(old.backends)
-	r.snap.Store(newSnapshot(old.members, backends))
+	r.snap.Store(newSnapshot(old.members, old.backends))
 	return true
 }
 
@@ -439,9 +443,10 @@ func newMember(b Backend, sameID, sameAddr *member) (*member, error) {
 	return &member{id: b.ID, addr: b.Addr, seed: idSeed(b.ID), weight: max(1, b.Weight), ramp: rampFull}, nil
 }
 
-// newSnapshot builds the snapshot of members; backends[i] is members[i]'s Backend, whose
-// Weight it sets to the member's weight (so the slice must be the snapshot's own).
+// newSnapshot builds the snapshot of members; backends[i] is members[i]'s Backend. The
+// snapshot keeps a copy of backends, each with the member's configured weight.
 func newSnapshot(members []*member, backends []Backend) *snapshot {
+	backends = slices.Clone(backends) // published snapshots may share the old one
 	byID := make(map[string]int32, len(members))
 	for i, m := range members {
 		byID[m.id] = int32(i)
