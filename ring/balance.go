@@ -81,7 +81,7 @@ func (r *Ring) Config() Config { return r.cfg }
 // CursorFor is Cursor for a connection from client: Source hashes its address (an IPv4
 // address and its IPv4-mapped IPv6 form hash alike); other balances ignore it.
 func (r *Ring) CursorFor(client netip.Addr) Cursor {
-	c := r.Cursor()
+	c := Cursor{r: r, s: r.snap.Load(), first: -1}
 	if r.cfg.Balance == Source {
 		a := client.As16()
 		c.key = mix64(binary.LittleEndian.Uint64(a[:8])) ^ binary.LittleEndian.Uint64(a[8:])

@@ -349,3 +349,18 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+// Under Source, a Cursor made without the client spreads picks rather than send every
+// connection to one backend.
+func TestSourceWithoutClient(t *testing.T) {
+	r := mustNewWith(t, Config{Balance: Source}, backends(4)...)
+	got := map[string]int{}
+	for range 400 {
+		c := r.Cursor()
+		b, _ := c.Next()
+		got[b.ID]++
+	}
+	if len(got) != 4 {
+		t.Errorf("Cursor() under Source went to %v, want all 4 backends", got)
+	}
+}

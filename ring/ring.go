@@ -14,6 +14,7 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -311,9 +312,15 @@ func (r *Ring) Len() int {
 }
 
 // Cursor returns a cursor for trying backends one after another, for retries. It sees the
-// ring as it is now: later Add and Remove do not change what it walks.
+// ring as it is now: later Add and Remove do not change what it walks. Under Source, which
+// needs the client (CursorFor), it picks as for a client drawn at random, so that traffic
+// still spreads.
 func (r *Ring) Cursor() Cursor {
-	return Cursor{r: r, s: r.snap.Load(), first: -1}
+	c := Cursor{r: r, s: r.snap.Load(), first: -1}
+	if r.cfg.Balance == Source {
+		c.key = rand.Uint64()
+	}
+	return c
 }
 
 // Cursor walks a ring for one connection's retries. Its first Next gives what Ring.Next
