@@ -22,12 +22,14 @@ import (
 // nginxBackend is one nginx process (master and one worker) serving backend N on a fixed
 // loopback port: "backend-N\n" with X-Backend: N at /, and PUT/GET under /files/.
 type nginxBackend struct {
-	N      int
-	Addr   string // 127.0.0.1:PORT
-	bin    string
-	prefix string // temp dir with the config, logs, pid and the document root
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when cmd has exited
+	N    int
+	Addr string // 127.0.0.1:PORT
+	// ProxyAddr, from startNginxWith, takes PROXY protocol and answers /health with 200.
+	ProxyAddr string
+	bin       string
+	prefix    string // temp dir with the config, logs, pid and the document root
+	cmd       *exec.Cmd
+	done      chan struct{} // closed when cmd has exited
 }
 
 // nginxTemplate is the config every nginx backend is rendered from.
@@ -44,6 +46,9 @@ type nginxOptions struct {
 	// ProxyProtocol: every connection must start with a PROXY header, and the access log
 	// starts each line with the client it declares (see proxyNginx).
 	ProxyProtocol bool
+	// ProxyPort: each backend also listens on ProxyAddr with proxy_protocol, and answers
+	// /health there.
+	ProxyPort bool
 }
 
 // startNginxWith is startNginx with the config's variants set.
@@ -72,7 +77,12 @@ func startNginxWith(t *testing.T, n int, opts nginxOptions) []*nginxBackend {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = tmpl.Execute(f, map[string]any{"Prefix": prefix, "Port": port, "N": b.N, "User": user, "ProxyProtocol": opts.ProxyProtocol})
+		proxyPort := 0
+		if opts.ProxyPort {
+			proxyPort = freeport.Get(t)
+			b.ProxyAddr = fmt.Sprintf("127.0.0.1:%d", proxyPort)
+		}
+		err = tmpl.Execute(f, map[string]any{"Prefix": prefix, "Port": port, "N": b.N, "User": user, "ProxyProtocol": opts.ProxyProtocol, "ProxyPort": proxyPort})
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
