@@ -14,7 +14,7 @@ func checkCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "check",
 		Usage:        "validate the config file (or the flags) as lb serve would, without starting; exit 0 if valid, 2 if not",
-		Flags:        withEnv(append([]cli.Flag{configFlag, serversFlag, listenFlag, portFlag}, routingFlags()...)...),
+		Flags:        withEnv(append(append([]cli.Flag{configFlag, serversFlag, listenFlag, portFlag}, routingFlags()...), balanceFlags()...)...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			o, err := parseOptions(c)
