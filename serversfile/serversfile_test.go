@@ -180,3 +180,28 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseLineChecksAsTheFileDoes(t *testing.T) {
+	b, err := ParseLine("HTTP://LocalHost:8000/ weight=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFile, err := Parse("f", strings.NewReader("http://localhost:8000 weight=3\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b != fromFile[0] {
+		t.Errorf("ParseLine = %+v, the file gives %+v", b, fromFile[0])
+	}
+	for line, want := range map[string]string{
+		"":                        "no address",
+		"127.0.0.1:99999":         `bad port "99999": want 1-65535`,
+		"127.0.0.1:80 weight=0":   `bad weight "0": want 1-1000`,
+		"127.0.0.1:80 id=a/b":     `bad id "a/b"`,
+		"https://example.com:443": "cannot terminate TLS",
+	} {
+		if _, err := ParseLine(line); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseLine(%q) = %v, want an error containing %q", line, err, want)
+		}
+	}
+}
