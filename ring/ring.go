@@ -1,15 +1,18 @@
 // Package ring chooses backends: a circular ring walked in smooth weighted round-robin order,
-// skipping the backends that are down.
+// skipping the backends that cannot take connections.
 //
 // Picks are lock-free and allocation-free: readers load an immutable snapshot through an
-// atomic pointer and take a slot from one shared atomic counter. Writers (Add, Remove) build
-// a whole new snapshot and swap it in, so a reader never sees a half-updated ring. Up/down
-// state lives on each member, outside the snapshot, so it survives Add and Remove of others.
+// atomic pointer and take a slot from one shared atomic counter. Writers (Add, Remove,
+// SetWeight) build a whole new snapshot and swap it in, so a reader never sees a
+// half-updated ring. A backend's health (SetUp), its state (SetState) and its count of
+// active connections (Cursor.Start, Active.End) live on its member, outside the snapshot,
+// so they survive changes to the others.
 package ring
 
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -23,10 +26,40 @@ type Backend struct {
 	Weight int    // share of picks; < 1 counts as 1
 }
 
-// Status is a backend and whether it is up, as Snapshot reports it.
+// State is what an operator (reload, admin API) wants of a backend, apart from its health.
+type State uint8
+
+const (
+	// Up backends take new connections while healthy: the state of every new backend.
+	Up State = iota
+	// Down backends take no connection, new or sticky; health still probes them.
+	Down
+	// Draining backends take no new picks; their open connections finish, sticky clients
+	// (Lookup) still reach them, as in HAProxy's drain, and they stay listed.
+	Draining
+)
+
+// String returns up, down or draining.
+func (s State) String() string {
+	switch s {
+	case Up:
+		return "up"
+	case Down:
+		return "down"
+	case Draining:
+		return "draining"
+	}
+	return fmt.Sprintf("State(%d)", uint8(s))
+}
+
+// Status is a backend as Snapshot reports it. Backend.Weight is the configured weight (the
+// last SetWeight); EffectiveWeight is the one picks use now (lower while slow start ramps).
 type Status struct {
 	Backend
-	Up bool
+	Up              bool  // healthy: the last SetUp said so
+	State           State // the last SetState; Up by default
+	EffectiveWeight int
+	Active          int64 // connections counted by Start and not yet ended
 }
 
 // ErrDuplicate is returned (wrapped) by New and Add when a backend's ID or Addr is already
@@ -34,22 +67,37 @@ type Status struct {
 var ErrDuplicate = errors.New("duplicate backend")
 
 // member is one backend of the ring. The same *member is shared by every snapshot that
-// contains it, so its up state is kept when other backends come and go.
+// contains it, so its health, state and active count are kept when others come and go.
 type member struct {
-	Backend
-	up atomic.Bool
+	id   string
+	addr string
+	// flags is 0 exactly when picks may return the member: flagSick (health) and the State
+	// shifted left by one. One load decides, and a writer changes both parts atomically.
+	flags  atomic.Uint32
+	weight int // configured weight; written under Ring.mu only
+
+	// active is written by every connection start and end, from every loop: on a cache
+	// line of its own, so those writes do not slow the reads of flags by picks.
+	_      cpu.CacheLinePad
+	active atomic.Int64
+	_      cpu.CacheLinePad
 }
+
+const flagSick = 1
+
+func (m *member) pickable() bool { return m.flags.Load() == 0 }
 
 // snapshot is an immutable view of the ring: never modified once published.
 type snapshot struct {
-	members  []*member          // ring order: the order of New and Add
-	schedule []int32            // indexes into members, one per slot; see smoothSchedule
-	byID     map[string]*member // for Lookup and SetUp
+	members  []*member        // ring order: the order of New and Add
+	backends []Backend        // members[i] as picks return it, with its weight in effect
+	schedule []int32          // indexes into members, one per slot; see smoothSchedule
+	byID     map[string]int32 // index in members, for Lookup and SetUp
 }
 
-// Ring is a circular list of backends. All methods are safe for concurrent use; Next,
-// Cursor, Lookup and SetUp never block, and Next and Lookup never allocate.
-// The zero Ring is not usable: call New.
+// Ring is a circular list of backends. All methods are safe for concurrent use; picks
+// (Next, Cursor), Lookup, SetUp, SetState and the active counts never block on writers and
+// never allocate. The zero Ring is not usable: call New.
 type Ring struct {
 	snap atomic.Pointer[snapshot]
 	mu   sync.Mutex // serialises writers; readers never take it
@@ -75,37 +123,43 @@ func New(backends ...Backend) (*Ring, error) {
 			return nil, err
 		}
 		members = append(members, m)
-		byID[m.ID], byAddr[m.Addr] = m, m
+		byID[m.id], byAddr[m.addr] = m, m
 	}
-	r.snap.Store(newSnapshot(members, byID))
+	r.snap.Store(newSnapshot(members, slices.Clone(backends)))
 	return r, nil
 }
 
 // Add appends b to the ring, up, checked and normalised as in New. It fails with
-// ErrDuplicate if b's ID or Addr is already in the ring. A backend removed and added again is a new member: it starts up, whatever its
-// state before.
+// ErrDuplicate if b's ID or Addr is already in the ring. A backend removed and added again
+// is a new member: it starts up, with no active connections, whatever its state before.
 func (r *Ring) Add(b Backend) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.snap.Load()
-	var sameAddr *member
+	var sameID, sameAddr *member
 	for _, m := range old.members {
-		if m.Addr == b.Addr {
+		if m.addr == b.Addr {
 			sameAddr = m
 		}
+		if m.id == b.ID {
+			sameID = m
+		}
 	}
-	m, err := newMember(b, old.byID[b.ID], sameAddr)
+	m, err := newMember(b, sameID, sameAddr)
 	if err != nil {
 		return err
 	}
 	members := make([]*member, len(old.members), len(old.members)+1)
 	copy(members, old.members)
-	r.snap.Store(newSnapshot(append(members, m), nil))
+	backends := make([]Backend, len(old.backends), len(old.backends)+1)
+	copy(backends, old.backends)
+	r.snap.Store(newSnapshot(append(members, m), append(backends, b)))
 	return nil
 }
 
 // Remove takes the backend with this id out of the ring and reports whether it was there.
-// Picks already made are not affected; later picks never return it.
+// Picks already made are not affected, and their Active values still end safely; later picks
+// never return it.
 func (r *Ring) Remove(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -114,25 +168,74 @@ func (r *Ring) Remove(id string) bool {
 	if !ok {
 		return false
 	}
-	members := make([]*member, 0, len(old.members)-1)
-	for _, m := range old.members {
-		if m != gone {
-			members = append(members, m)
-		}
-	}
-	r.snap.Store(newSnapshot(members, nil))
+	members := slices.Delete(slices.Clone(old.members), int(gone), int(gone)+1)
+	backends := slices.Delete(slices.Clone(old.backends), int(gone), int(gone)+1)
+	r.snap.Store(newSnapshot(members, backends))
 	return true
 }
 
-// SetUp marks the backend with this id up or down and reports whether that changed its
-// state: false for an unknown id or when it already was so. Of concurrent callers setting
-// the same state, exactly one sees true, so callers can log transitions once.
-func (r *Ring) SetUp(id string, up bool) (changed bool) {
-	m, ok := r.snap.Load().byID[id]
+// SetWeight sets the weight of the backend with this id (below 1 counts as 1) and reports
+// whether it is in the ring. Picks made from then on use it; Snapshot shows it.
+func (r *Ring) SetWeight(id string, weight int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.snap.Load()
+	i, ok := old.byID[id]
 	if !ok {
 		return false
 	}
-	return m.up.Swap(up) != up
+	old.members[i].weight = max(1, weight)
+	backends := slices.Clone(old.backends)
+	r.snap.Store(newSnapshot(old.members, backends))
+	return true
+}
+
+// SetUp records the health of the backend with this id and reports whether that changed
+// it: false for an unknown id or when it already was so. Of concurrent callers setting the
+// same health, exactly one sees true, so callers can log transitions once. A backend is
+// picked only while healthy and in state Up.
+func (r *Ring) SetUp(id string, up bool) (changed bool) {
+	s := r.snap.Load()
+	i, ok := s.byID[id]
+	if !ok {
+		return false
+	}
+	m := s.members[i]
+	for {
+		old := m.flags.Load()
+		nu := old | flagSick
+		if up {
+			nu = old &^ flagSick
+		}
+		if nu == old {
+			return false
+		}
+		if m.flags.CompareAndSwap(old, nu) {
+			return true
+		}
+	}
+}
+
+// SetState sets the operator's state of the backend with this id (see State) and reports
+// whether that changed it: false for an unknown id or when it already was so. Health is
+// kept apart: a Down or Draining backend set Up again is picked only if also healthy.
+func (r *Ring) SetState(id string, st State) (changed bool) {
+	s := r.snap.Load()
+	i, ok := s.byID[id]
+	if !ok {
+		return false
+	}
+	m := s.members[i]
+	for {
+		old := m.flags.Load()
+		nu := old&flagSick | uint32(st)<<1
+		if nu == old {
+			return false
+		}
+		if m.flags.CompareAndSwap(old, nu) {
+			return true
+		}
+	}
 }
 
 // Next returns the next up backend in the rotation, or false when none is up.
@@ -147,25 +250,34 @@ func (r *Ring) Next() (Backend, bool) {
 	if !ok {
 		return Backend{}, false
 	}
-	return s.members[i].Backend, true
+	return s.backends[i], true
 }
 
-// Lookup returns the backend with this id, whether it is up, and whether it is in the ring.
-// It does not allocate.
+// Lookup returns the backend with this id, whether it may take a sticky client now
+// (healthy, and Up or Draining), and whether it is in the ring. It does not allocate.
 func (r *Ring) Lookup(id string) (b Backend, up bool, ok bool) {
-	m, ok := r.snap.Load().byID[id]
+	s := r.snap.Load()
+	i, ok := s.byID[id]
 	if !ok {
 		return Backend{}, false, false
 	}
-	return m.Backend, m.up.Load(), true
+	f := s.members[i].flags.Load()
+	return s.backends[i], f == 0 || f == uint32(Draining)<<1, true
 }
 
 // Snapshot returns every backend with its state, in ring order. The slice is the caller's.
 func (r *Ring) Snapshot() []Status {
-	members := r.snap.Load().members
-	out := make([]Status, len(members))
-	for i, m := range members {
-		out[i] = Status{Backend: m.Backend, Up: m.up.Load()}
+	s := r.snap.Load()
+	out := make([]Status, len(s.members))
+	for i, m := range s.members {
+		f := m.flags.Load()
+		out[i] = Status{
+			Backend:         s.backends[i],
+			Up:              f&flagSick == 0,
+			State:           State(f >> 1),
+			EffectiveWeight: s.backends[i].Weight,
+			Active:          m.active.Load(),
+		}
 	}
 	return out
 }
@@ -183,13 +295,14 @@ func (r *Ring) Cursor() Cursor {
 
 // Cursor walks a ring for one connection's retries. Its first Next gives what Ring.Next
 // would (and takes that slot); later ones walk the other members in ring order after the
-// first, each at most once, skipping those down at that moment. It is a plain value: no
-// allocation, not safe for concurrent use. The zero Cursor yields nothing.
+// first, each at most once, skipping those that cannot be picked at that moment. It is a
+// plain value: no allocation, not safe for concurrent use. The zero Cursor yields nothing.
 type Cursor struct {
 	r      *Ring
 	s      *snapshot
 	first  int // member index of the first pick; -1 before it
 	walked int // members after first already considered
+	last   *member
 }
 
 // Next returns the next backend to try, or false when there is none left.
@@ -197,24 +310,63 @@ func (c *Cursor) Next() (Backend, bool) {
 	if c.r == nil {
 		return Backend{}, false
 	}
-	members := c.s.members
 	if c.first < 0 {
 		i, ok := c.r.pick(c.s)
 		if !ok {
 			c.r = nil // all were down just now: nothing left to try
 			return Backend{}, false
 		}
-		c.first = i
-		return members[i].Backend, true
+		c.first, c.last = i, c.s.members[i]
+		return c.s.backends[i], true
 	}
-	for c.walked < len(members)-1 {
+	n := len(c.s.members)
+	for c.walked < n-1 {
 		c.walked++
-		m := members[(c.first+c.walked)%len(members)]
-		if m.up.Load() {
-			return m.Backend, true
+		i := (c.first + c.walked) % n
+		if m := c.s.members[i]; m.pickable() {
+			c.last = m
+			return c.s.backends[i], true
 		}
 	}
 	return Backend{}, false
+}
+
+// Start counts a connection to the backend the last Next returned in its active count,
+// until the returned Active's End; with no such backend it returns the zero Active. Call
+// it when dialing that backend (after ending the count of a failed dial before it).
+// One atomic add; no lookup, no allocation.
+func (c *Cursor) Start() Active {
+	if c.last == nil {
+		return Active{}
+	}
+	c.last.active.Add(1)
+	return Active{m: c.last}
+}
+
+// Start counts a connection to the backend with this id (a sticky one, found by Lookup)
+// until End; for an id not in the ring it returns the zero Active. One map lookup.
+func (r *Ring) Start(id string) Active {
+	s := r.snap.Load()
+	i, ok := s.byID[id]
+	if !ok {
+		return Active{}
+	}
+	m := s.members[i]
+	m.active.Add(1)
+	return Active{m: m}
+}
+
+// Active is one connection counted in its backend's active count. End it exactly once per
+// Start, from any goroutine; a removed backend's count ends safely. The zero Active counts
+// nothing. It is one pointer: keep it in the connection's state.
+type Active struct{ m *member }
+
+// End takes the connection out of the count and clears a, so a second End does nothing.
+func (a *Active) End() {
+	if a.m != nil {
+		a.m.active.Add(-1)
+		a.m = nil
+	}
 }
 
 // claimTries bounds how often pick retries claiming a run of down slots when other callers
@@ -238,7 +390,7 @@ func (r *Ring) pick(s *snapshot) (int, bool) {
 		i := r.next.Add(1) - 1
 		pos := i % n
 		skipped := uint64(0)
-		for !s.members[s.schedule[pos]].up.Load() {
+		for !s.members[s.schedule[pos]].pickable() {
 			if skipped++; skipped == n {
 				return 0, false
 			}
@@ -260,34 +412,34 @@ func newMember(b Backend, sameID, sameAddr *member) (*member, error) {
 	case b.ID == "" || b.Addr == "":
 		return nil, fmt.Errorf("ring: backend %q at %q needs both an ID and an Addr", b.ID, b.Addr)
 	case sameID != nil:
-		return nil, fmt.Errorf("%w: id %q is already in the ring (at %s)", ErrDuplicate, b.ID, sameID.Addr)
+		return nil, fmt.Errorf("%w: id %q is already in the ring (at %s)", ErrDuplicate, b.ID, sameID.addr)
 	case sameAddr != nil:
-		return nil, fmt.Errorf("%w: address %s is already in the ring (as %q)", ErrDuplicate, b.Addr, sameAddr.ID)
+		return nil, fmt.Errorf("%w: address %s is already in the ring (as %q)", ErrDuplicate, b.Addr, sameAddr.id)
 	}
-	if b.Weight < 1 {
-		b.Weight = 1
-	}
-	m := &member{Backend: b}
-	m.up.Store(true)
-	return m, nil
+	return &member{id: b.ID, addr: b.Addr, weight: max(1, b.Weight)}, nil
 }
 
-// newSnapshot builds the snapshot of members; byID may be given when the caller has it.
-func newSnapshot(members []*member, byID map[string]*member) *snapshot {
-	if byID == nil {
-		byID = make(map[string]*member, len(members))
-		for _, m := range members {
-			byID[m.ID] = m
-		}
+// newSnapshot builds the snapshot of members; backends[i] is members[i]'s Backend, whose
+// Weight it sets to the member's weight (so the slice must be the snapshot's own).
+func newSnapshot(members []*member, backends []Backend) *snapshot {
+	byID := make(map[string]int32, len(members))
+	for i, m := range members {
+		byID[m.id] = int32(i)
+		backends[i].Weight = m.weight
 	}
-	return &snapshot{members: members, schedule: smoothSchedule(members), byID: byID}
+	weights := make([]int, len(members))
+	for i, m := range members {
+		weights[i] = m.weight
+	}
+	return &snapshot{members: members, backends: backends, schedule: smoothSchedule(weights), byID: byID}
 }
 
 // maxSlots bounds the schedule (4 bytes a slot). Weights that add up to more, after dividing
 // by their common divisor, are scaled down in proportion, each to at least 1.
 const maxSlots = 1 << 20
 
-// smoothSchedule returns one cycle of nginx's smooth weighted round-robin over members:
+// smoothSchedule returns one cycle of nginx's smooth weighted round-robin over members of
+// these weights (indexes into weights):
 // each member appears exactly weight/g times (g the weights' greatest common divisor, which
 // keeps the cycle short), spread out rather than in runs; equal weights give plain ring order.
 //
@@ -295,8 +447,8 @@ const maxSlots = 1 << 20
 // the earlier member), which then loses the total. Members of equal weight therefore take
 // their turns in ring order, so one score per distinct weight is enough: the build costs
 // O(slots × distinct weights), not O(slots × members), paid once per Add or Remove.
-func smoothSchedule(members []*member) []int32 {
-	weights := scaledWeights(members)
+func smoothSchedule(weights []int) []int32 {
+	weights = scaledWeights(weights)
 	type class struct {
 		weight, score int
 		members       []int32 // in ring order
@@ -333,21 +485,21 @@ func smoothSchedule(members []*member) []int32 {
 	return schedule
 }
 
-// scaledWeights returns each member's share of the schedule: its weight divided by the
+// scaledWeights returns each weight's share of the schedule: its weight divided by the
 // weights' greatest common divisor, and scaled down when they add up to over maxSlots.
-func scaledWeights(members []*member) []int {
+func scaledWeights(in []int) []int {
 	g, sum := 0, 0
-	for _, m := range members {
-		g = gcd(g, m.Weight)
-		sum += m.Weight
+	for _, w := range in {
+		g = gcd(g, w)
+		sum += w
 	}
-	weights := make([]int, len(members))
+	weights := make([]int, len(in))
 	if g == 0 {
 		return weights
 	}
 	sum /= g
-	for i, m := range members {
-		weights[i] = m.Weight / g
+	for i, w := range in {
+		weights[i] = w / g
 		if sum > maxSlots {
 			weights[i] = max(1, weights[i]*maxSlots/sum)
 		}

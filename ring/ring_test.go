@@ -142,10 +142,10 @@ func TestStateAcrossChanges(t *testing.T) {
 		t.Errorf("re-added B: up=%v ok=%v, want up", up, ok)
 	}
 	want := []Status{
-		{Backend{ID: "A", Addr: "10.0.0.1:80", Weight: 1}, true},
-		{Backend{ID: "C", Addr: "10.0.0.3:80", Weight: 1}, false},
-		{Backend{ID: "D", Addr: "10.0.0.4:80", Weight: 1}, true},
-		{Backend{ID: "B", Addr: "10.0.0.2:80", Weight: 1}, true},
+		{Backend: Backend{ID: "A", Addr: "10.0.0.1:80", Weight: 1}, Up: true, EffectiveWeight: 1},
+		{Backend: Backend{ID: "C", Addr: "10.0.0.3:80", Weight: 1}, Up: false, EffectiveWeight: 1},
+		{Backend: Backend{ID: "D", Addr: "10.0.0.4:80", Weight: 1}, Up: true, EffectiveWeight: 1},
+		{Backend: Backend{ID: "B", Addr: "10.0.0.2:80", Weight: 1}, Up: true, EffectiveWeight: 1},
 	}
 	if got := r.Snapshot(); !slices.Equal(got, want) {
 		t.Errorf("Snapshot = %v, want %v", got, want)
@@ -364,9 +364,16 @@ func TestNoAllocs(t *testing.T) {
 	r := mustNew(t, backends(4)...)
 	r.SetUp("B", false)
 	for name, f := range map[string]func(){
-		"Next":   func() { r.Next() },
-		"Lookup": func() { r.Lookup("C") },
-		"SetUp":  func() { r.SetUp("C", true) },
+		"Next":     func() { r.Next() },
+		"Lookup":   func() { r.Lookup("C") },
+		"SetUp":    func() { r.SetUp("C", true) },
+		"SetState": func() { r.SetState("C", Up) },
+		"Start/End": func() {
+			c := r.Cursor()
+			c.Next()
+			a := c.Start()
+			a.End()
+		},
 		"Cursor": func() {
 			c := r.Cursor()
 			for _, ok := c.Next(); ok; _, ok = c.Next() {

@@ -30,14 +30,6 @@ func nginxSchedule(weights []int) []int32 {
 	return out
 }
 
-func membersOf(weights []int) []*member {
-	ms := make([]*member, len(weights))
-	for i, w := range weights {
-		ms[i] = &member{Backend: Backend{ID: fmt.Sprint(i), Addr: fmt.Sprint(i), Weight: w}}
-	}
-	return ms
-}
-
 func TestScheduleMatchesNginx(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 300 {
@@ -45,8 +37,8 @@ func TestScheduleMatchesNginx(t *testing.T) {
 		for i := range weights {
 			weights[i] = 1 + rng.IntN(1+rng.IntN(40)) // many repeated weights, some distinct
 		}
-		got := smoothSchedule(membersOf(weights))
-		if want := nginxSchedule(scaledWeights(membersOf(weights))); !slices.Equal(got, want) {
+		got := smoothSchedule(weights)
+		if want := nginxSchedule(scaledWeights(weights)); !slices.Equal(got, want) {
 			t.Fatalf("weights %v: schedule %v, nginx gives %v", weights, got, want)
 		}
 	}
@@ -61,7 +53,7 @@ func TestScaledWeights(t *testing.T) {
 		{[]int{maxSlots, 1}, []int{maxSlots - 1, 1}},   // one slot too many: scaled, the small one kept at 1
 		{[]int{913089, 2736939}, []int{87437, 262088}}, // scaled to 262311 and 786264, then divided by their 3
 	} {
-		if got := scaledWeights(membersOf(tt.weights)); !slices.Equal(got, tt.want) {
+		if got := scaledWeights(tt.weights); !slices.Equal(got, tt.want) {
 			t.Errorf("scaledWeights(%v) = %v, want %v", tt.weights, got, tt.want)
 		}
 	}
@@ -70,7 +62,7 @@ func TestScaledWeights(t *testing.T) {
 	for i := range weights {
 		weights[i] = 1 + i%1000
 	}
-	got := scaledWeights(membersOf(weights))
+	got := scaledWeights(weights)
 	sum := 0
 	for _, w := range got {
 		sum += w
