@@ -9,12 +9,15 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"lb/admin"
+	"lb/control"
 	"lb/health"
 	"lb/l4"
 	"lb/ring"
@@ -32,6 +35,8 @@ func withEnv(flags ...cli.Flag) []cli.Flag {
 			f.EnvVars = env
 		case *cli.DurationFlag:
 			f.EnvVars = env
+		case *cli.BoolFlag:
+			f.EnvVars = env
 		}
 	}
 	return flags
@@ -45,6 +50,7 @@ var (
 	serversFlag       = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "`FILE` of backends, one per line: host:port or http://host:port, optional weight=N id=NAME"}
 	listenFlag        = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
 	portFlag          = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
+	watchFlag         = &cli.BoolFlag{Name: "watch", Usage: "reload the servers file when it changes (SIGHUP reloads it too)"}
 )
 
 func routingFlags() []cli.Flag {
@@ -80,7 +86,7 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "serve",
 		Usage:        "balance TCP connections over the backends of a servers file",
-		Flags:        withEnv(append([]cli.Flag{serversFlag, listenFlag, portFlag}, routingFlags()...)...),
+		Flags:        withEnv(append(append([]cli.Flag{serversFlag, listenFlag, portFlag, watchFlag}, routingFlags()...), adminFlags()...)...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			opts, err := parseOptions(c)
@@ -91,6 +97,7 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			opts.servers, opts.watch = c.String("servers"), c.Bool("watch")
 			return serve(c.Context, opts, backends)
 		},
 	}
@@ -130,6 +137,9 @@ type options struct {
 	health       health.Config
 	l4           l4.Config // without Ring and OnDialFailure, which serve fills in
 	log          zerolog.Logger
+	admin        adminOptions
+	servers      string // the servers file, reloaded on SIGHUP; "": none (lb demo)
+	watch        bool   // reload the servers file when it changes
 }
 
 func parseOptions(c *cli.Context) (options, error) {
@@ -216,7 +226,8 @@ func parseOptions(c *cli.Context) (options, error) {
 		return o, err
 	}
 	o.log = log
-	return o, nil
+	o.admin, err = parseAdminOptions(c)
+	return o, err
 }
 
 // validListen reports whether addr is host:port with a numeric port that can be listened on;
@@ -264,6 +275,13 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 		return fmt.Errorf("listen on %s: %w (is another process using it? change --listen)", o.listen, err)
 	}
 	defer ln.Close()
+	adminLn, err := listenAdmin(o.admin)
+	if err != nil {
+		return err
+	}
+	if adminLn != nil {
+		defer adminLn.Close()
+	}
 	prober := health.NewProber(r, o.health, o.log)
 	prober.Init(ctx)
 	if ctx.Err() != nil {
@@ -303,6 +321,31 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	ctl := control.New(control.Config{Ring: r, Prober: prober, File: o.servers, Log: o.log})
+	var accepting atomic.Bool
+	accepting.Store(true)
+	if adminLn != nil {
+		stopAdmin := serveAdmin(adminLn, admin.New(admin.Config{
+			Backends:  ctl,
+			Token:     o.admin.token,
+			Stats:     statsOf(srv, []string{ln.Addr().String()}),
+			Accepting: accepting.Load,
+			Version:   buildVersion(),
+			Log:       o.log,
+		}), o.log)
+		defer stopAdmin()
+	}
+	if o.watch {
+		watchCtx, stopWatch := context.WithCancel(context.Background())
+		watchDone := make(chan struct{})
+		go func() {
+			defer close(watchDone)
+			if err := ctl.Watch(watchCtx); err != nil {
+				o.log.Error().Err(err).Msg("--watch is off: SIGHUP still reloads the servers file")
+			}
+		}()
+		defer func() { stopWatch(); <-watchDone }()
+	}
 	logStart(o.log, ln.Addr().String(), r, stickyMode(o.l4.Sticky.Cookie, o.sessions), srv.Stats().MaxConns)
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
@@ -311,6 +354,9 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 wait:
 	for {
 		select {
@@ -318,12 +364,19 @@ wait:
 			break wait
 		case <-usr1:
 			logCounters(o.log, srv.Stats())
+		case <-hup:
+			if o.servers == "" {
+				o.log.Warn().Msg("SIGHUP: no servers file to reload")
+				continue
+			}
+			ctl.ReloadAndLog(ctx, "SIGHUP")
 		case err := <-serveErr:
 			srv.Shutdown(context.Background())
 			return fmt.Errorf("serving %s: %w", ln.Addr(), err)
 		}
 	}
 	stop() // a second signal ends lb at once
+	accepting.Store(false)
 	o.log.Info().Dur("drain_timeout", o.drainTimeout).Int64("open", srv.Stats().Active).Msg("shutting down: draining connections")
 	drainCtx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
