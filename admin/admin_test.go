@@ -218,3 +218,39 @@ func TestPageIsSelfContained(t *testing.T) {
 		t.Errorf("GET /nothing = %d, want 404 (only / is the page)", status)
 	}
 }
+
+// FuzzBodies sends any body to the calls that read one: lb never answers 5xx, a refusal is
+// a JSON error and changes nothing, and an accepted add is in the list.
+func FuzzBodies(f *testing.F) {
+	for _, s := range []string{`{"addr": "127.0.0.1:9000", "id": "z", "weight": 3}`, `{"weight": 2}`, `{"addr": 1}`, `{}`, `{"addr": "x:1"} {}`, `[]`, `{"weight": 1e9}`} {
+		f.Add("POST", s)
+		f.Add("PATCH", s)
+	}
+	f.Fuzz(func(t *testing.T, method, body string) {
+		path := "/backends"
+		if method != "POST" {
+			method, path = "PATCH", "/backends/a"
+		}
+		tab := newTable()
+		h := New(Config{Backends: tab})
+		before := fmt.Sprint(tab.List())
+		status, out := do(t, h, method, path, "", body)
+		switch {
+		case status >= 500:
+			t.Fatalf("%s %s %q = %d %s", method, path, body, status, out)
+		case status >= 400:
+			var e apiError
+			if json.Unmarshal([]byte(out), &e) != nil || e.Error == "" {
+				t.Fatalf("%s %q = %d with %q: not a JSON error", method, body, status, out)
+			}
+			if after := fmt.Sprint(tab.List()); after != before {
+				t.Fatalf("%s %q refused (%d) but changed %s to %s", method, body, status, before, after)
+			}
+		case method == "POST":
+			var b Backend
+			if json.Unmarshal([]byte(out), &b) != nil || len(tab.List()) != 3 || tab.List()[2].ID != b.ID {
+				t.Fatalf("POST %q = %d %s, list %v: the added backend is not listed", body, status, out, tab.List())
+			}
+		}
+	})
+}
