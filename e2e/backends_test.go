@@ -22,12 +22,14 @@ import (
 // nginxBackend is one nginx process (master and one worker) serving backend N on a fixed
 // loopback port: "backend-N\n" with X-Backend: N at /, and PUT/GET under /files/.
 type nginxBackend struct {
-	N      int
-	Addr   string // 127.0.0.1:PORT
-	bin    string
-	prefix string // temp dir with the config, logs, pid and the document root
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when cmd has exited
+	N    int
+	Addr string // 127.0.0.1:PORT
+	// ProxyAddr, from startNginxWith, takes PROXY protocol and answers /health with 200.
+	ProxyAddr string
+	bin       string
+	prefix    string // temp dir with the config, logs, pid and the document root
+	cmd       *exec.Cmd
+	done      chan struct{} // closed when cmd has exited
 }
 
 // nginxTemplate is the config every nginx backend is rendered from.
@@ -35,6 +37,13 @@ const nginxTemplate = "../testdata/nginx-backend.conf.tmpl"
 
 // startNginx starts n nginx backends, numbered 1..n, and stops them when the test ends.
 func startNginx(t *testing.T, n int) []*nginxBackend {
+	t.Helper()
+	return startNginxWith(t, n, false)
+}
+
+// startNginxWith is startNginx; with proxy, each backend also listens on ProxyAddr with
+// proxy_protocol.
+func startNginxWith(t *testing.T, n int, proxy bool) []*nginxBackend {
 	t.Helper()
 	bin := requireTool(t, "nginx")
 	tmpl, err := template.ParseFiles(nginxTemplate)
@@ -55,11 +64,16 @@ func startNginx(t *testing.T, n int) []*nginxBackend {
 			t.Fatal(err)
 		}
 		_, port, _ := net.SplitHostPort(b.Addr)
+		proxyPort := 0
+		if proxy {
+			proxyPort = freeport.Get(t)
+			b.ProxyAddr = fmt.Sprintf("127.0.0.1:%d", proxyPort)
+		}
 		f, err := os.Create(b.conf())
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = tmpl.Execute(f, map[string]any{"Prefix": prefix, "Port": port, "N": b.N, "User": user})
+		err = tmpl.Execute(f, map[string]any{"Prefix": prefix, "Port": port, "N": b.N, "User": user, "ProxyPort": proxyPort})
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

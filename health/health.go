@@ -1,6 +1,9 @@
-// Package health observes backends: it dials each one over TCP every interval and marks it
-// up or down in a ring.Ring after Rise consecutive successes or Fall consecutive failures.
-// Failed dials seen by the data path count as failed probes too.
+// Package health observes backends: it checks each one every interval and marks it up or
+// down in a ring.Ring after Rise consecutive successes or Fall consecutive failures.
+// Failed dials seen by the data path count as failed probes too. A check is a TCP connect,
+// or an HTTP GET of a path wanting a status in a range (Config.HTTPPath, or a backend's
+// own Check); a backend that takes PROXY protocol gets a header for lb's own connection
+// first. With slow start configured on the ring, Run also moves the ramps along.
 //
 // Only transitions are logged, so an outage costs one line per backend, not one per probe.
 package health
@@ -8,7 +11,6 @@ package health
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,6 +27,11 @@ type Config struct {
 	Timeout  time.Duration // per dial; default 1s
 	Rise     int           // consecutive successes for a down backend to come up; default 2
 	Fall     int           // consecutive failures for an up backend to go down; default 3
+
+	// HTTPPath, when set, makes the default check an HTTP/1.1 GET of this path (it must
+	// start with '/'), up on a status in Expect within Timeout. A backend's own Check wins.
+	HTTPPath string
+	Expect   StatusRange // default DefaultStatus (2xx and 3xx)
 }
 
 // Prober probes the backends of one ring and sets their up/down state in it. Its methods
@@ -60,6 +67,9 @@ func NewProber(r *ring.Ring, cfg Config, log zerolog.Logger) *Prober {
 	if cfg.Fall < 1 {
 		cfg.Fall = 3
 	}
+	if cfg.Expect == (StatusRange{}) {
+		cfg.Expect = DefaultStatus
+	}
 	return &Prober{ring: r, cfg: cfg, log: log, counts: map[string]streak{}, last: map[string]Probe{}}
 }
 
@@ -71,7 +81,7 @@ func NewProber(r *ring.Ring, cfg Config, log zerolog.Logger) *Prober {
 // backends does not log 100,000 lines.
 // Call it before traffic, so the first connections do not go to dead backends.
 func (p *Prober) Init(ctx context.Context) {
-	results := ProbeAll(ctx, backendsOf(p.ring), p.cfg.Timeout)
+	results := ProbeAllWith(ctx, backendsOf(p.ring), p.cfg)
 	if ctx.Err() != nil {
 		return // stopped: the probes that were cut say nothing of the backends
 	}
@@ -122,16 +132,28 @@ func localShortage(err error) bool {
 // Run probes every backend in the ring each Interval until ctx is done, concurrently within
 // a round, and returns once every probe it started has ended. The ring is read again each
 // round, so added backends get probed and removed ones forgotten. It logs transitions only:
-// warn "backend down" and info "backend up".
+// warn "backend down" and info "backend up". With slow start on the ring, it also calls
+// Ring.Ramp every twentieth of the ramp (10 ms to 1 s) and logs "backend at full weight".
 func (p *Prober) Run(ctx context.Context) {
 	tick := time.NewTicker(p.cfg.Interval)
 	defer tick.Stop()
+	var ramp <-chan time.Time
+	if slow := p.ring.Config().SlowStart; slow > 0 {
+		t := time.NewTicker(min(time.Second, max(10*time.Millisecond, slow/20)))
+		defer t.Stop()
+		ramp = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 			p.round(ctx)
+		case now := <-ramp:
+			_, done := p.ring.Ramp(now)
+			for _, id := range done {
+				p.log.Info().Str("id", id).Msg("backend at full weight: slow start done")
+			}
 		}
 	}
 }
@@ -139,7 +161,7 @@ func (p *Prober) Run(ctx context.Context) {
 // round probes every backend of the ring once and applies the results.
 func (p *Prober) round(ctx context.Context) {
 	backends := backendsOf(p.ring)
-	results := ProbeAll(ctx, backends, p.cfg.Timeout)
+	results := ProbeAllWith(ctx, backends, p.cfg)
 	if ctx.Err() != nil {
 		return // our own cancellation failed the dials, not the backends
 	}
@@ -195,7 +217,11 @@ func (p *Prober) observe(id string, err error) {
 	case up:
 		p.log.Warn().Str("id", id).Str("addr", b.Addr).Err(err).Int("failures", s.failed).Msg("backend down")
 	default:
-		p.log.Info().Str("id", id).Str("addr", b.Addr).Int("successes", s.ok).Msg("backend up")
+		e := p.log.Info().Str("id", id).Str("addr", b.Addr).Int("successes", s.ok)
+		if slow := p.ring.Config().SlowStart; slow > 0 {
+			e = e.Dur("slow_start", slow).Str("weight", "10%, rising")
+		}
+		e.Msg("backend up")
 	}
 }
 
@@ -260,7 +286,7 @@ func (p *Prober) record(res Result) {
 // down, and both are counted from there. Call it after adding them to the ring down, so a
 // backend gets no connection before it has answered.
 func (p *Prober) Admit(ctx context.Context, backends []ring.Backend) {
-	results := ProbeAll(ctx, backends, p.cfg.Timeout)
+	results := ProbeAllWith(ctx, backends, p.cfg)
 	if ctx.Err() != nil {
 		return
 	}
@@ -290,14 +316,28 @@ func (p *Prober) Admit(ctx context.Context, backends []ring.Backend) {
 type Result struct {
 	Backend ring.Backend
 	Up      bool
-	Latency time.Duration // time the dial took, successful or not
+	Latency time.Duration // time the check took, successful or not
+	Status  int           // the HTTP status of an HTTP check that got one; 0 otherwise
 	Err     error
 }
 
-// ProbeAll dials every backend once over TCP, at most MaxProbes at a time, each bounded by
-// timeout and by ctx, and returns when all dials have ended. Results are in the order of
-// backends; those not dialed because ctx ended have ctx's error.
+// ProbeAll checks every backend once over TCP (with the PROXY header of backends that
+// take one); see ProbeAllWith.
 func ProbeAll(ctx context.Context, backends []ring.Backend, timeout time.Duration) []Result {
+	return ProbeAllWith(ctx, backends, Config{Timeout: timeout})
+}
+
+// ProbeAllWith checks every backend once as cfg says (its Timeout, HTTPPath, Expect and
+// each backend's Check), at most MaxProbes at a time, each bounded by cfg.Timeout and by
+// ctx, and returns when all checks have ended. Results are in the order of backends; those
+// not checked because ctx ended have ctx's error.
+func ProbeAllWith(ctx context.Context, backends []ring.Backend, cfg Config) []Result {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = time.Second
+	}
+	if cfg.Expect == (StatusRange{}) {
+		cfg.Expect = DefaultStatus
+	}
 	results := make([]Result, len(backends))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -308,7 +348,7 @@ func ProbeAll(ctx context.Context, backends []ring.Backend, timeout time.Duratio
 					results[i] = Result{Backend: backends[i], Err: err}
 					continue
 				}
-				results[i] = probe(ctx, backends[i], timeout)
+				results[i] = probe(ctx, backends[i], cfg)
 			}
 		})
 	}
@@ -320,16 +360,11 @@ func ProbeAll(ctx context.Context, backends []ring.Backend, timeout time.Duratio
 // 100,000 backends must not take them all.
 const MaxProbes = 256
 
-// probe dials b once and closes the connection at once: accepting it is the whole check.
-func probe(ctx context.Context, b ring.Backend, timeout time.Duration) Result {
-	d := net.Dialer{Timeout: timeout}
+// probe checks b once (see check).
+func probe(ctx context.Context, b ring.Backend, cfg Config) Result {
 	start := time.Now()
-	c, err := d.DialContext(ctx, "tcp", b.Addr)
-	res := Result{Backend: b, Latency: time.Since(start), Err: err, Up: err == nil}
-	if err == nil {
-		c.Close()
-	}
-	return res
+	status, err := check(ctx, b, checkOf(b, cfg.HTTPPath), cfg.Expect, cfg.Timeout)
+	return Result{Backend: b, Latency: time.Since(start), Status: status, Err: err, Up: err == nil}
 }
 
 func backendsOf(r *ring.Ring) []ring.Backend {

@@ -88,7 +88,7 @@ func isUp(t *testing.T, r *ring.Ring, id string) bool {
 // TestNewProberDefaults checks that only fields below 1 take the defaults: 1 is a valid
 // Rise, Fall, and the smallest Interval and Timeout are kept as given.
 func TestNewProberDefaults(t *testing.T) {
-	defaults := Config{Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
+	defaults := Config{Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3, Expect: DefaultStatus}
 	tests := []struct {
 		name string
 		in   Config
@@ -96,8 +96,9 @@ func TestNewProberDefaults(t *testing.T) {
 	}{
 		{"zero", Config{}, defaults},
 		{"negative", Config{Interval: -1, Timeout: -1, Rise: -1, Fall: -1}, defaults},
-		{"smallest", Config{Interval: 1, Timeout: 1, Rise: 1, Fall: 1}, Config{Interval: 1, Timeout: 1, Rise: 1, Fall: 1}},
-		{"given", Config{Interval: time.Minute, Timeout: 3 * time.Second, Rise: 5, Fall: 7}, Config{Interval: time.Minute, Timeout: 3 * time.Second, Rise: 5, Fall: 7}},
+		{"smallest", Config{Interval: 1, Timeout: 1, Rise: 1, Fall: 1}, Config{Interval: 1, Timeout: 1, Rise: 1, Fall: 1, Expect: DefaultStatus}},
+		{"given", Config{Interval: time.Minute, Timeout: 3 * time.Second, Rise: 5, Fall: 7}, Config{Interval: time.Minute, Timeout: 3 * time.Second, Rise: 5, Fall: 7, Expect: DefaultStatus}},
+		{"expect", Config{Expect: StatusRange{200, 200}}, Config{Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3, Expect: StatusRange{200, 200}}},
 	}
 	r := newRing(t, "127.0.0.1:1")
 	_, log := logtest.New()

@@ -1,5 +1,7 @@
-// Package ring chooses backends: a circular ring walked in smooth weighted round-robin order,
-// skipping the backends that cannot take connections.
+// Package ring chooses backends: by default a circular ring walked in smooth weighted
+// round-robin order, skipping the backends that cannot take connections; NewWith chooses
+// another Balance (least connections, power of two choices, source hash, random) and slow
+// start.
 //
 // Picks are lock-free and allocation-free: readers load an immutable snapshot through an
 // atomic pointer and take a slot from one shared atomic counter. Writers (Add, Remove,
@@ -12,9 +14,11 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/cpu"
 )
@@ -24,6 +28,11 @@ type Backend struct {
 	ID     string // stable, opaque id (cookie value later); unique in a ring
 	Addr   string // host:port to dial, unique in a ring
 	Weight int    // share of picks; < 1 counts as 1
+
+	// Per-backend settings the ring keeps for its callers and does not act on.
+	Proxy   string // PROXY protocol header lb sends it: "" (none), "v1" or "v2"
+	Check   string // health check: "" (lb's default), "tcp", or "http:" and a path, e.g. "http:/health"
+	MaxConn int    // connections it takes at most; 0: no limit
 }
 
 // State is what an operator (reload, admin API) wants of a backend, apart from its health.
@@ -58,7 +67,7 @@ type Status struct {
 	Backend
 	Up              bool  // healthy: the last SetUp said so
 	State           State // the last SetState; Up by default
-	EffectiveWeight int
+	EffectiveWeight float64
 	Active          int64 // connections counted by Start and not yet ended
 }
 
@@ -74,7 +83,12 @@ type member struct {
 	// flags is 0 exactly when picks may return the member: flagSick (health) and the State
 	// shifted left by one. One load decides, and a writer changes both parts atomically.
 	flags  atomic.Uint32
-	weight int // configured weight; written under Ring.mu only
+	seed   uint64 // idSeed(id), for Source
+	weight int    // configured weight; written under Ring.mu only
+	// Slow start, under Ring.mu: ramp is the share of weight in effect, in 1/rampFull,
+	// and rampFrom the UnixNano its ramp began (0: not ramping).
+	ramp     int
+	rampFrom int64
 
 	// active is written by every connection start and end, from every loop: on a cache
 	// line of its own, so those writes do not slow the reads of flags by picks.
@@ -90,9 +104,13 @@ func (m *member) pickable() bool { return m.flags.Load() == 0 }
 // snapshot is an immutable view of the ring: never modified once published.
 type snapshot struct {
 	members  []*member        // ring order: the order of New and Add
-	backends []Backend        // members[i] as picks return it, with its weight in effect
+	backends []Backend        // members[i] as picks return it, with its configured weight
+	weights  []int            // in effect: weight × ramp, in 1/rampFull of a weight
 	schedule []int32          // indexes into members, one per slot; see smoothSchedule
 	byID     map[string]int32 // index in members, for Lookup and SetUp
+	cum      []uint64         // running sums of weights, for weighted draws
+	total    uint64           // the sum of weights
+	uniform  bool             // every weight is the same
 }
 
 // Ring is a circular list of backends. All methods are safe for concurrent use; picks
@@ -101,6 +119,7 @@ type snapshot struct {
 type Ring struct {
 	snap atomic.Pointer[snapshot]
 	mu   sync.Mutex // serialises writers; readers never take it
+	cfg  Config     // set by NewWith, then read only
 
 	// next is written on every pick: padding keeps it off the cache line of snap, which
 	// every pick reads, so picks on other CPUs do not keep invalidating each other's snap.
@@ -125,11 +144,12 @@ func New(backends ...Backend) (*Ring, error) {
 		members = append(members, m)
 		byID[m.id], byAddr[m.addr] = m, m
 	}
-	r.snap.Store(newSnapshot(members, slices.Clone(backends)))
+	r.snap.Store(newSnapshot(members, backends))
 	return r, nil
 }
 
-// Add appends b to the ring, up, checked and normalised as in New. It fails with
+// Add appends b to the ring, up (and ramping, with slow start), checked and normalised as
+// in New. It fails with
 // ErrDuplicate if b's ID or Addr is already in the ring. A backend removed and added again
 // is a new member: it starts up, with no active connections, whatever its state before.
 func (r *Ring) Add(b Backend) error {
@@ -148,6 +168,9 @@ func (r *Ring) Add(b Backend) error {
 	m, err := newMember(b, sameID, sameAddr)
 	if err != nil {
 		return err
+	}
+	if r.cfg.SlowStart > 0 {
+		m.rampFrom, m.ramp = time.Now().UnixNano(), rampStart
 	}
 	members := make([]*member, len(old.members), len(old.members)+1)
 	copy(members, old.members)
@@ -185,28 +208,44 @@ func (r *Ring) SetWeight(id string, weight int) bool {
 		return false
 	}
 	old.members[i].weight = max(1, weight)
-	backends := slices.Clone(old.backends)
-	r.snap.Store(newSnapshot(old.members, backends))
+	r.snap.Store(newSnapshot(old.members, old.backends))
 	return true
 }
 
 // SetUp records the health of the backend with this id and reports whether that changed
 // it: false for an unknown id or when it already was so. Of concurrent callers setting the
 // same health, exactly one sees true, so callers can log transitions once. A backend is
-// picked only while healthy and in state Up.
+// picked only while healthy and in state Up; with slow start, one that becomes pickable
+// starts its ramp.
 func (r *Ring) SetUp(id string, up bool) (changed bool) {
+	return r.setFlags(id, func(old uint32) uint32 {
+		if up {
+			return old &^ flagSick
+		}
+		return old | flagSick
+	})
+}
+
+// setFlags applies change to the flags of the member with this id, atomically, and reports
+// whether they changed. With slow start, a change that makes it pickable is made under
+// r.mu after publishing its ramp, so no pick sees it at full weight first.
+func (r *Ring) setFlags(id string, change func(uint32) uint32) bool {
 	s := r.snap.Load()
 	i, ok := s.byID[id]
 	if !ok {
 		return false
 	}
 	m := s.members[i]
+	if r.cfg.SlowStart > 0 && change(m.flags.Load()) == 0 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if old := m.flags.Load(); old != 0 && change(old) == 0 {
+			r.startRamp(m, time.Now())
+		}
+	}
 	for {
 		old := m.flags.Load()
-		nu := old | flagSick
-		if up {
-			nu = old &^ flagSick
-		}
+		nu := change(old)
 		if nu == old {
 			return false
 		}
@@ -220,22 +259,7 @@ func (r *Ring) SetUp(id string, up bool) (changed bool) {
 // whether that changed it: false for an unknown id or when it already was so. Health is
 // kept apart: a Down or Draining backend set Up again is picked only if also healthy.
 func (r *Ring) SetState(id string, st State) (changed bool) {
-	s := r.snap.Load()
-	i, ok := s.byID[id]
-	if !ok {
-		return false
-	}
-	m := s.members[i]
-	for {
-		old := m.flags.Load()
-		nu := old&flagSick | uint32(st)<<1
-		if nu == old {
-			return false
-		}
-		if m.flags.CompareAndSwap(old, nu) {
-			return true
-		}
-	}
+	return r.setFlags(id, func(old uint32) uint32 { return old&flagSick | uint32(st)<<1 })
 }
 
 // Next returns the next up backend in the rotation, or false when none is up.
@@ -246,7 +270,7 @@ func (r *Ring) SetState(id string, st State) (changed bool) {
 // keep sharing in proportion to their weights.
 func (r *Ring) Next() (Backend, bool) {
 	s := r.snap.Load()
-	i, ok := r.pick(s)
+	i, ok := r.pickFor(s, 0)
 	if !ok {
 		return Backend{}, false
 	}
@@ -275,7 +299,7 @@ func (r *Ring) Snapshot() []Status {
 			Backend:         s.backends[i],
 			Up:              f&flagSick == 0,
 			State:           State(f >> 1),
-			EffectiveWeight: s.backends[i].Weight,
+			EffectiveWeight: float64(s.weights[i]) / rampFull,
 			Active:          m.active.Load(),
 		}
 	}
@@ -288,9 +312,15 @@ func (r *Ring) Len() int {
 }
 
 // Cursor returns a cursor for trying backends one after another, for retries. It sees the
-// ring as it is now: later Add and Remove do not change what it walks.
+// ring as it is now: later Add and Remove do not change what it walks. Under Source, which
+// needs the client (CursorFor), it picks as for a client drawn at random, so that traffic
+// still spreads.
 func (r *Ring) Cursor() Cursor {
-	return Cursor{r: r, s: r.snap.Load(), first: -1}
+	c := Cursor{r: r, s: r.snap.Load(), first: -1}
+	if r.cfg.Balance == Source {
+		c.key = rand.Uint64()
+	}
+	return c
 }
 
 // Cursor walks a ring for one connection's retries. Its first Next gives what Ring.Next
@@ -303,6 +333,7 @@ type Cursor struct {
 	first  int // member index of the first pick; -1 before it
 	walked int // members after first already considered
 	last   *member
+	key    uint64 // the client's hash, for Source
 }
 
 // Next returns the next backend to try, or false when there is none left.
@@ -311,7 +342,7 @@ func (c *Cursor) Next() (Backend, bool) {
 		return Backend{}, false
 	}
 	if c.first < 0 {
-		i, ok := c.r.pick(c.s)
+		i, ok := c.r.pickFor(c.s, c.key)
 		if !ok {
 			c.r = nil // all were down just now: nothing left to try
 			return Backend{}, false
@@ -416,22 +447,29 @@ func newMember(b Backend, sameID, sameAddr *member) (*member, error) {
 	case sameAddr != nil:
 		return nil, fmt.Errorf("%w: address %s is already in the ring (as %q)", ErrDuplicate, b.Addr, sameAddr.id)
 	}
-	return &member{id: b.ID, addr: b.Addr, weight: max(1, b.Weight)}, nil
+	return &member{id: b.ID, addr: b.Addr, seed: idSeed(b.ID), weight: max(1, b.Weight), ramp: rampFull}, nil
 }
 
-// newSnapshot builds the snapshot of members; backends[i] is members[i]'s Backend, whose
-// Weight it sets to the member's weight (so the slice must be the snapshot's own).
+// newSnapshot builds the snapshot of members; backends[i] is members[i]'s Backend. The
+// snapshot keeps a copy of backends, each with the member's configured weight.
 func newSnapshot(members []*member, backends []Backend) *snapshot {
+	backends = slices.Clone(backends) // published snapshots may share the old one
 	byID := make(map[string]int32, len(members))
 	for i, m := range members {
 		byID[m.id] = int32(i)
 		backends[i].Weight = m.weight
 	}
-	weights := make([]int, len(members))
+	s := &snapshot{members: members, backends: backends, byID: byID, uniform: true}
+	s.weights = make([]int, len(members))
+	s.cum = make([]uint64, len(members))
 	for i, m := range members {
-		weights[i] = m.weight
+		s.weights[i] = m.weight * m.ramp
+		s.total += uint64(s.weights[i])
+		s.cum[i] = s.total
+		s.uniform = s.uniform && s.weights[i] == s.weights[0]
 	}
-	return &snapshot{members: members, backends: backends, schedule: smoothSchedule(weights), byID: byID}
+	s.schedule = smoothSchedule(s.weights)
+	return s
 }
 
 // maxSlots bounds the schedule (4 bytes a slot). Weights that add up to more, after dividing

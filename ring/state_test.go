@@ -1,8 +1,10 @@
 package ring
 
 import (
+	"net/netip"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestSetState(t *testing.T) {
@@ -120,5 +122,51 @@ func TestActiveCounts(t *testing.T) {
 	}
 	if a := r.Start("nope"); a != (Active{}) {
 		t.Error("Start of an unknown id counted something")
+	}
+}
+
+// TestStressWriters runs picks of every balance against every kind of writer; for -race.
+func TestStressWriters(t *testing.T) {
+	const rounds = 1000
+	all := backends(6)
+	for i := range balanceNames {
+		r := mustNewWith(t, Config{Balance: Balance(i), SlowStart: time.Second}, all[:3]...)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range rounds {
+					c := r.CursorFor(netip.MustParseAddr("192.0.2.1"))
+					for b, ok := c.Next(); ok; b, ok = c.Next() {
+						if b.ID == "" || b.Weight < 1 {
+							t.Errorf("picked %+v", b)
+							return
+						}
+						a := c.Start()
+						a.End()
+					}
+					r.Snapshot()
+				}
+			})
+		}
+		wg.Go(func() {
+			for j := range rounds {
+				b := all[j%len(all)]
+				switch j % 6 {
+				case 0:
+					r.Add(b)
+				case 1:
+					r.Remove(b.ID)
+				case 2:
+					r.SetUp(b.ID, j%4 == 0)
+				case 3:
+					r.SetState(b.ID, State(j%3))
+				case 4:
+					r.SetWeight(b.ID, j%7)
+				case 5:
+					r.Ramp(time.Now())
+				}
+			}
+		})
+		wg.Wait()
 	}
 }

@@ -1,7 +1,8 @@
 // Package serversfile reads the servers file: the list of backends lb balances over.
 //
 // One backend per line, as host:port ([v6addr]:port for IPv6) or http://host:port, then
-// optional weight=N and id=NAME fields. '#' starts a comment; blank lines are ignored.
+// optional fields: weight=N, id=NAME, proxy=v1|v2 (the PROXY protocol header lb sends),
+// check=tcp|http:/PATH (the health check) and maxconn=N. '#' starts a comment; blank lines are ignored.
 // Any error stops the whole file, so lb never starts with half a list.
 package serversfile
 
@@ -23,9 +24,14 @@ import (
 
 // Limits of the optional fields.
 const (
-	maxWeight = 1000
-	maxIDLen  = 64
+	maxWeight  = 1000
+	maxIDLen   = 64
+	maxMaxConn = 1_000_000
+	maxPathLen = 1024
 )
+
+// options names the optional fields, for errors.
+const options = "weight=N, id=NAME, proxy=v1|v2, check=tcp|http:/PATH or maxconn=N"
 
 // LineError is a mistake in the servers file, at a line (Line 0: the file as a whole). Reason
 // says what is wrong and what to write instead.
@@ -182,14 +188,66 @@ func parseLine(fields []string) (ring.Backend, string) {
 				return b, fmt.Sprintf("bad id %q: want 1-%d letters, digits, '-', '_' or '.'", val, maxIDLen)
 			}
 			b.ID = val
+		case ok && key == "proxy":
+			if b.Proxy != "" {
+				return b, "proxy given twice: keep one"
+			}
+			if val != "v1" && val != "v2" {
+				return b, fmt.Sprintf("bad proxy %q: want v1 or v2 (the PROXY protocol version the backend accepts)", val)
+			}
+			b.Proxy = val
+		case ok && key == "check":
+			if b.Check != "" {
+				return b, "check given twice: keep one"
+			}
+			if reason := checkReason(val); reason != "" {
+				return b, reason
+			}
+			b.Check = val
+		case ok && key == "maxconn":
+			if b.MaxConn != 0 {
+				return b, "maxconn given twice: keep one"
+			}
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 || n > maxMaxConn {
+				return b, fmt.Sprintf("bad maxconn %q: want 1-%d", val, maxMaxConn)
+			}
+			b.MaxConn = n
 		default:
-			return b, fmt.Sprintf("unknown option %q: want weight=N or id=NAME, one backend per line", opt)
+			return b, fmt.Sprintf("unknown option %q: want %s, one backend per line", opt, options)
 		}
 	}
 	if b.Weight == 0 {
 		b.Weight = 1
 	}
 	return b, ""
+}
+
+// checkReason says what is wrong with a check= value, or "" when it is tcp or http:/PATH
+// with a path that can go in a request line as it is.
+func checkReason(val string) string {
+	if val == "tcp" {
+		return ""
+	}
+	path, ok := strings.CutPrefix(val, "http:")
+	if ok && ValidPath(path) {
+		return ""
+	}
+	return fmt.Sprintf("bad check %q: want tcp or http:/PATH, e.g. check=http:/health", val)
+}
+
+// ValidPath reports whether path can be sent as an HTTP health check's request target:
+// it starts with '/', has at most 1024 bytes, and no spaces, control bytes or '#'.
+func ValidPath(path string) bool {
+	if !strings.HasPrefix(path, "/") || len(path) > maxPathLen {
+		return false
+	}
+	for _, c := range []byte(path) {
+		if c <= ' ' || c >= 0x7f || c == '#' {
+			return false
+		}
+	}
+	return true
 }
 
 // parseAddr parses host:port, [v6addr]:port or http://host[:port][/] and returns it

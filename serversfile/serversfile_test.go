@@ -33,6 +33,8 @@ func TestParseGood(t *testing.T) {
 		{"  http://localhost:8000/  # trailing comment\n", []ring.Backend{{ID: hashID("localhost:8000"), Addr: "localhost:8000", Weight: 1}}},
 		{"HTTP://Example.COM", []ring.Backend{{ID: hashID("example.com:80"), Addr: "example.com:80", Weight: 1}}},
 		{"[::1]:8000 weight=3 id=v6", []ring.Backend{{ID: "v6", Addr: "[::1]:8000", Weight: 3}}},
+		{"a:1 id=p proxy=v2 check=http:/health?full=1 maxconn=100", []ring.Backend{{ID: "p", Addr: "a:1", Weight: 1, Proxy: "v2", Check: "http:/health?full=1", MaxConn: 100}}},
+		{"a:1 id=q proxy=v1 check=tcp", []ring.Backend{{ID: "q", Addr: "a:1", Weight: 1, Proxy: "v1", Check: "tcp"}}},
 		{"[0:0::1]:08000", []ring.Backend{{ID: hashID("[::1]:8000"), Addr: "[::1]:8000", Weight: 1}}},
 		{"http://[::1]:8000", []ring.Backend{{ID: hashID("[::1]:8000"), Addr: "[::1]:8000", Weight: 1}}},
 		{"db_1.internal:5432\tid=A.b-c_9 weight=1000", []ring.Backend{{ID: "A.b-c_9", Addr: "db_1.internal:5432", Weight: 1000}}},
@@ -93,9 +95,19 @@ func TestParseBad(t *testing.T) {
 		{"a:1 id=a/b", `servers.txt:1: bad id "a/b": want 1-64 letters, digits, '-', '_' or '.'`},
 		{"a:1 id=" + strings.Repeat("x", 65), `servers.txt:1: bad id "` + strings.Repeat("x", 65) + `": want 1-64 letters, digits, '-', '_' or '.'`},
 		{"a:1 id=x id=y", `servers.txt:1: id given twice: keep one`},
-		{"a:1 color=red", `servers.txt:1: unknown option "color=red": want weight=N or id=NAME, one backend per line`},
-		{"a:1 b:2", `servers.txt:1: unknown option "b:2": want weight=N or id=NAME, one backend per line`},
-		{"a:1 weight", `servers.txt:1: unknown option "weight": want weight=N or id=NAME, one backend per line`},
+		{"a:1\nb:1 proxy=v3", `servers.txt:2: bad proxy "v3": want v1 or v2 (the PROXY protocol version the backend accepts)`},
+		{"a:1 proxy=v1 proxy=v2", `servers.txt:1: proxy given twice: keep one`},
+		{"a:1 check=http", `servers.txt:1: bad check "http": want tcp or http:/PATH, e.g. check=http:/health`},
+		{"a:1 check=http:health", `servers.txt:1: bad check "http:health": want tcp or http:/PATH, e.g. check=http:/health`},
+		{"a:1 check=http:/a\x01", "servers.txt:1: bad check \"http:/a\\x01\": want tcp or http:/PATH, e.g. check=http:/health"},
+		{"a:1 check=udp", `servers.txt:1: bad check "udp": want tcp or http:/PATH, e.g. check=http:/health`},
+		{"a:1 check=tcp check=tcp", `servers.txt:1: check given twice: keep one`},
+		{"a:1 maxconn=0", `servers.txt:1: bad maxconn "0": want 1-1000000`},
+		{"a:1 maxconn=x", `servers.txt:1: bad maxconn "x": want 1-1000000`},
+		{"a:1 maxconn=1 maxconn=1", `servers.txt:1: maxconn given twice: keep one`},
+		{"a:1 color=red", `servers.txt:1: unknown option "color=red": want weight=N, id=NAME, proxy=v1|v2, check=tcp|http:/PATH or maxconn=N, one backend per line`},
+		{"a:1 b:2", `servers.txt:1: unknown option "b:2": want weight=N, id=NAME, proxy=v1|v2, check=tcp|http:/PATH or maxconn=N, one backend per line`},
+		{"a:1 weight", `servers.txt:1: unknown option "weight": want weight=N, id=NAME, proxy=v1|v2, check=tcp|http:/PATH or maxconn=N, one backend per line`},
 		{"127.0.0.1:8000\n\n\n\nhttp://127.0.0.1:8000/", `servers.txt:5: duplicate backend 127.0.0.1:8000 (first on line 1)`},
 		{"a:1 id=web\nb:2 id=web", `servers.txt:2: duplicate id "web" (first on line 1)`},
 		{"a:1\nb:2 id=" + hashID("a:1") + "\nc:3 id=" + longID("a:1"), `servers.txt:1: the automatic id "` + longID("a:1") + `" of a:1 is taken (first on line 3): give this backend an id=`},
@@ -150,6 +162,7 @@ func TestLoadErrors(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add("127.0.0.1:8000\nhttp://localhost:8001/ weight=2\n[::1]:8002 id=x # c\n")
+	f.Add("a:1 proxy=v2 check=http:/health maxconn=10\nb:2 proxy=v1 check=tcp\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		backends, err := Parse("f", strings.NewReader(in))
 		if err != nil {
@@ -172,6 +185,12 @@ func FuzzParse(f *testing.F) {
 			}
 			if !validID(b.ID) || b.Weight < 1 || b.Weight > maxWeight {
 				t.Fatalf("backend %v: bad id or weight", b)
+			}
+			if b.Proxy != "" && b.Proxy != "v1" && b.Proxy != "v2" || b.MaxConn < 0 || b.MaxConn > maxMaxConn || b.Check != "" && checkReason(b.Check) != "" {
+				t.Fatalf("backend %v: bad proxy, maxconn or check", b)
+			}
+			if path, ok := strings.CutPrefix(b.Check, "http:"); ok && strings.ContainsAny(path, " \r\n") {
+				t.Fatalf("backend %v: a check path that would break the request line", b)
 			}
 		}
 		// The ring rejects a duplicate ID or address: accepted files must never have one.

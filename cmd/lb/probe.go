@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -14,9 +15,10 @@ import (
 func probeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "probe",
-		Usage: "TCP-dial every backend once and print a table; exit 0 if all are up, 1 if any is down",
+		Usage: "check every backend once (TCP, or HTTP with --health-http or check=) and print a table; exit 0 if all are up, 1 if any is down",
 		Flags: withEnv(serversFlag, stickyCookieFlag, sessionCookieFlag, sessionStoreFlag, clusterFlag,
-			&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "dial timeout per backend (and the session store's ping)"},
+			&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "timeout of each backend's check (and the session store's ping)"},
+			healthHTTPFlag, expectStatusFlag,
 		),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
@@ -25,7 +27,11 @@ func probeCommand() *cli.Command {
 				return err
 			}
 			timeout := c.Duration("health-timeout")
-			results := health.ProbeAll(c.Context, backends, timeout)
+			cfg := health.Config{Timeout: timeout}
+			if err := parseHealthHTTP(c, &cfg); err != nil {
+				return err
+			}
+			results := health.ProbeAllWith(c.Context, backends, cfg)
 			so := sessionOptions{cookie: c.String("session-cookie"), store: c.String("session-store"), cluster: c.String("cluster-name")}
 			fmt.Fprintf(c.App.Writer, "sticky: %s\n", stickyMode(c.String("sticky-cookie"), so))
 			storeErr := pingSessionStore(c.Context, so, timeout)
@@ -47,14 +53,18 @@ func probeCommand() *cli.Command {
 // printProbe writes the probe table and returns how many backends are down.
 func printProbe(w io.Writer, results []health.Result) (down int) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "BACKEND\tID\tSTATE\tCONNECT\tERROR")
+	fmt.Fprintln(tw, "BACKEND\tID\tSTATE\tSTATUS\tTIME\tERROR")
 	for _, r := range results {
 		state, latency, errText := "up", r.Latency.Round(10*time.Microsecond).String(), ""
 		if !r.Up {
 			state, latency, errText = "down", "-", r.Err.Error()
 			down++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Backend.Addr, r.Backend.ID, state, latency, errText)
+		status := "-" // a TCP check, or an HTTP one that got no answer
+		if r.Status != 0 {
+			status = strconv.Itoa(r.Status)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Backend.Addr, r.Backend.ID, state, status, latency, errText)
 	}
 	tw.Flush()
 	return down

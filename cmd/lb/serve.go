@@ -51,7 +51,47 @@ var (
 	listenFlag        = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
 	portFlag          = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
 	watchFlag         = &cli.BoolFlag{Name: "watch", Usage: "reload the servers file when it changes (SIGHUP reloads it too)"}
+
+	// Health checks, shared by serve and probe.
+	healthHTTPFlag   = &cli.StringFlag{Name: "health-http", Usage: "`PATH` to check with an HTTP/1.1 GET instead of a TCP connect, e.g. /health (a servers-file check= wins)"}
+	expectStatusFlag = &cli.StringFlag{Name: "health-expect-status", Value: "200-399", Usage: "HTTP statuses an HTTP check counts as up: a `RANGE` such as 200-399, or one status"}
 )
+
+// balanceFlags choose how the ring balances.
+func balanceFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "balance", Value: "roundrobin", Usage: "how to choose a backend for a new connection: " + ring.BalanceNames},
+		&cli.DurationFlag{Name: "slow-start", Usage: "ramp the weight of a backend that comes up or is added from 10% to full over this `DURATION` (0: off)"},
+		healthHTTPFlag, expectStatusFlag,
+	}
+}
+
+// parseBalance reads balanceFlags and the health-check flags into o.
+func parseBalance(c *cli.Context, o *options) error {
+	bal, err := ring.ParseBalance(c.String("balance"))
+	if err != nil {
+		return badInput{fmt.Errorf("--balance %s: want %s", c.String("balance"), ring.BalanceNames)}
+	}
+	o.ring = ring.Config{Balance: bal, SlowStart: c.Duration("slow-start")}
+	if o.ring.SlowStart < 0 {
+		return badInput{fmt.Errorf("--slow-start %s: want 0 (off) or a duration, e.g. 30s", o.ring.SlowStart)}
+	}
+	return parseHealthHTTP(c, &o.health)
+}
+
+// parseHealthHTTP reads --health-http and --health-expect-status into cfg.
+func parseHealthHTTP(c *cli.Context, cfg *health.Config) error {
+	cfg.HTTPPath = c.String("health-http")
+	if cfg.HTTPPath != "" && !serversfile.ValidPath(cfg.HTTPPath) {
+		return badInput{fmt.Errorf("--health-http %q: want a path starting with /, without spaces, e.g. /health", cfg.HTTPPath)}
+	}
+	expect, err := health.ParseStatusRange(c.String("health-expect-status"))
+	if err != nil {
+		return badInput{fmt.Errorf("--health-expect-status %s: want a status or a range from 100 to 599, e.g. 200-399 or 200", c.String("health-expect-status"))}
+	}
+	cfg.Expect = expect
+	return nil
+}
 
 func routingFlags() []cli.Flag {
 	return []cli.Flag{
@@ -86,7 +126,7 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "serve",
 		Usage:        "balance TCP connections over the backends of a servers file",
-		Flags:        withEnv(append(append([]cli.Flag{serversFlag, listenFlag, portFlag, watchFlag}, routingFlags()...), adminFlags()...)...),
+		Flags:        withEnv(append(append(append([]cli.Flag{serversFlag, listenFlag, portFlag, watchFlag}, routingFlags()...), balanceFlags()...), adminFlags()...)...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			opts, err := parseOptions(c)
@@ -135,6 +175,7 @@ type options struct {
 	drainTimeout time.Duration
 	sessions     sessionOptions
 	health       health.Config
+	ring         ring.Config
 	l4           l4.Config // without Ring and OnDialFailure, which serve fills in
 	log          zerolog.Logger
 	admin        adminOptions
@@ -221,6 +262,9 @@ func parseOptions(c *cli.Context) (options, error) {
 			return o, badInput{fmt.Errorf("--%s%s: want %s", ch.flag, given, ch.want)}
 		}
 	}
+	if err := parseBalance(c, &o); err != nil {
+		return o, err
+	}
 	log, err := newLogger(c.String("log-level"), c.String("log-format"))
 	if err != nil {
 		return o, err
@@ -264,7 +308,7 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	r, err := ring.New(backends...)
+	r, err := ring.NewWith(o.ring, backends...)
 	if err != nil {
 		return badInput{err}
 	}
@@ -439,6 +483,9 @@ func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky string, maxC
 	e := log.Info().Str("listen", addr).Array("backends", arr)
 	if len(snap) > startLines {
 		e = e.Int("more_backends", len(snap)-startLines)
+	}
+	if cfg := r.Config(); cfg.Balance != ring.RoundRobin || cfg.SlowStart > 0 {
+		e = e.Str("balance", cfg.Balance.String()).Dur("slow_start", cfg.SlowStart)
 	}
 	e.Int("up", up).Int("down", len(snap)-up).Str("sticky", sticky).Int64("max_conns", maxConns).Msg("listening")
 }
