@@ -34,6 +34,7 @@ type Backend struct {
 	BytesIn     uint64 `json:"bytes_in"`    // bytes from the backend to clients
 	BytesOut    uint64 `json:"bytes_out"`   // bytes from clients to the backend
 	LastProbe   *Probe `json:"last_probe,omitempty"`
+	Removing    bool   `json:"removing,omitempty"` // removed, draining: leaves when its connections end
 }
 
 // State is a backend's state: up, down or draining.
@@ -68,7 +69,7 @@ type Backends interface {
 	Enable(id string) bool
 	// SetWeight sets the backend's weight (1 to serversfile.MaxWeight).
 	SetWeight(id string, weight int) bool
-	// Remove drains the backend and takes it out; its open connections finish.
+	// Remove drains the backend, then takes it out; its open connections finish.
 	Remove(id string) bool
 }
 

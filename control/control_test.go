@@ -303,3 +303,55 @@ func TestAdminOverControl(t *testing.T) {
 		t.Errorf("GET /backends = %+v; want the last probe of each, d's failed with its error", list)
 	}
 }
+
+// TestRemoveDrainsFirst checks DELETE's order: a backend with open connections stays listed,
+// draining and removing, until the last one ends; one without goes at once; enable cancels.
+func TestRemoveDrainsFirst(t *testing.T) {
+	a := listenN(t, 3)
+	c, r, _ := setup(t, a[0]+" id=busy", a[1]+" id=idle", a[2]+" id=back")
+	conn := r.Start("busy")
+	if !c.Remove("busy") || !c.Remove("idle") || c.Remove("nobody") {
+		t.Fatal("Remove of busy and idle should report true, of nobody false")
+	}
+	list := c.List()
+	if len(list) != 2 || list[0].ID != "busy" || list[0].State != admin.Draining || !list[0].Removing || list[0].Active != 1 {
+		t.Fatalf("after removing: %+v; want busy listed, draining and removing, idle gone at once", list)
+	}
+	for range 10 {
+		if b, _ := r.Next(); b.ID == "busy" {
+			t.Fatal("a backend being removed was picked")
+		}
+	}
+	conn.End()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, 5*time.Second, "busy removed once its connection ended", func() bool { return states(c) == "back=up:1" })
+
+	r.Start("back")
+	c.Remove("back")
+	c.Enable("back")
+	if got := states(c); got != "back=up:1" || c.List()[0].Removing {
+		t.Errorf("enable during the removal: %s %+v; want back up and kept", got, c.List()[0])
+	}
+}
+
+// TestRemoveAfterBoundsTheWait: a backend whose connections never end leaves the ring after
+// RemoveAfter; its connection is still counted (the data path never closes it).
+func TestRemoveAfterBoundsTheWait(t *testing.T) {
+	a := listenN(t, 2)
+	c, r, _ := setup(t, a[0]+" id=stuck", a[1]+" id=other")
+	c.cfg.RemoveAfter = 50 * time.Millisecond
+	conn := r.Start("stuck")
+	defer conn.End()
+	c.Remove("stuck")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if states(c) != "stuck=draining:1 other=up:1" {
+		t.Fatalf("right after Remove: %s; want stuck still listed, draining", states(c))
+	}
+	waitFor(t, 5*time.Second, "stuck removed after RemoveAfter", func() bool { return states(c) == "other=up:1" })
+}

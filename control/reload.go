@@ -68,12 +68,16 @@ func (c *Control) reload(ctx context.Context, data []byte) (Changes, error) {
 			ch.Unchanged++
 			keep[b.ID] = true
 		}
+		if keep[b.ID] {
+			delete(c.removing, b.ID) // the file wins: a backend it lists stays (draining)
+		}
 	}
 	// Removals first: a backend whose address or id moved to another line frees them for it.
 	for id := range have {
 		if !keep[id] {
 			c.cfg.Ring.SetState(id, ring.Draining)
 			c.cfg.Ring.Remove(id)
+			delete(c.removing, id)
 			ch.Removed++
 		}
 	}

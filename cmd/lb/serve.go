@@ -365,7 +365,11 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	ctl := control.New(control.Config{Ring: r, Prober: prober, File: o.servers, Log: o.log})
+	ctl := control.New(control.Config{Ring: r, Prober: prober, File: o.servers, RemoveAfter: o.drainTimeout, Log: o.log})
+	ctlCtx, stopCtl := context.WithCancel(context.Background())
+	ctlDone := make(chan struct{})
+	go func() { ctl.Run(ctlCtx); close(ctlDone) }()
+	defer func() { stopCtl(); <-ctlDone }()
 	var accepting atomic.Bool
 	accepting.Store(true)
 	if adminLn != nil {
