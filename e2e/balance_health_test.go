@@ -163,3 +163,36 @@ func TestBadBalanceInput(t *testing.T) {
 		t.Errorf("proxy=v3: exit %d, stderr %q", status, stderr)
 	}
 }
+
+// --slow-start: a backend that comes up gets measurably fewer connections than its peer
+// early in its ramp (about 10% of the peer's share at first), and the log says it ramps.
+func TestSlowStartShares(t *testing.T) {
+	ngx := startNginx(t, 2)
+	ngx[0].makeHealthy(t)
+	servers := writeServersFile(t, ngx[0].Addr+" id=one", ngx[1].Addr+" id=two")
+	lb := startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0", "--health-http", "/health",
+		"--health-interval", "50ms", "--rise", "1", "--slow-start", "60s")
+	from := lb.log.len()
+	ngx[1].makeHealthy(t)
+	up, ok := lb.log.waitFor(from, startDeadline, func(e logEntry) bool { return e.Message == "backend up" && e.ID == "two" })
+	if !ok {
+		t.Fatal("two did not come up once its /health said 200")
+	}
+	if f := fields(t, up); f["slow_start"] == nil {
+		t.Errorf("backend up line %s: want slow_start", up.raw)
+	}
+	client := newClient(false)
+	counts := map[int]int{}
+	for range 200 {
+		n, err := backendOf(client, "http://"+lb.Addr+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[n]++
+	}
+	// Within the first seconds of a 60s ramp, two's weight is 10% to 20% of one's.
+	if counts[2] == 0 || counts[2] > counts[1]/3 {
+		t.Errorf("early in two's ramp: counts %v, want two at about a tenth of one's share", counts)
+	}
+	t.Logf("early in the ramp: %v", counts)
+}

@@ -209,3 +209,21 @@ func TestSlowStartLogs(t *testing.T) {
 		t.Errorf("after the ramp: weight in effect %v, want 1", s.EffectiveWeight)
 	}
 }
+
+func FuzzParseStatusRange(f *testing.F) {
+	for _, s := range []string{"200-399", "204", "100-599", "399-200", "-", "2e2", "+200", "200 - 399"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseStatusRange(s)
+		if err != nil {
+			return
+		}
+		if r.Min < 100 || r.Max > 599 || r.Min > r.Max {
+			t.Fatalf("ParseStatusRange(%q) = %v: out of bounds", s, r)
+		}
+		if again, err := ParseStatusRange(r.String()); err != nil || again != r {
+			t.Fatalf("ParseStatusRange(%q) = %v, whose String %q reads back as %v, %v", s, r, r.String(), again, err)
+		}
+	})
+}

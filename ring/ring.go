@@ -29,10 +29,13 @@ type Backend struct {
 	Addr   string // host:port to dial, unique in a ring
 	Weight int    // share of picks; < 1 counts as 1
 
-	// Per-backend settings the ring keeps for its callers and does not act on.
-	Proxy   string // PROXY protocol header lb sends it: "" (none), "v1" or "v2"
-	Check   string // health check: "" (lb's default), "tcp", or "http:" and a path, e.g. "http:/health"
-	MaxConn int    // connections it takes at most; 0: no limit
+	// MaxConn, above 0, is how many active connections (Cursor.Start to Active.End) the
+	// backend takes: picks skip it at that count. 0: no limit. See SetMaxConn.
+	MaxConn int
+
+	// Settings the ring keeps for its callers and does not act on.
+	Proxy string // PROXY protocol header lb sends it: "" (none), "v1" or "v2"
+	Check string // health check: "" (lb's default), "tcp", or "http:" and a path, e.g. "http:/health"
 }
 
 // State is what an operator (reload, admin API) wants of a backend, apart from its health.
@@ -82,9 +85,11 @@ type member struct {
 	addr string
 	// flags is 0 exactly when picks may return the member: flagSick (health) and the State
 	// shifted left by one. One load decides, and a writer changes both parts atomically.
-	flags  atomic.Uint32
-	seed   uint64 // idSeed(id), for Source
-	weight int    // configured weight; written under Ring.mu only
+	flags atomic.Uint32
+	// maxConn, above 0, is the active count at which picks skip the member (Backend.MaxConn).
+	maxConn atomic.Int64
+	seed    uint64 // idSeed(id), for Source
+	weight  int    // configured weight; written under Ring.mu only
 	// Slow start, under Ring.mu: ramp is the share of weight in effect, in 1/rampFull,
 	// and rampFrom the UnixNano its ramp began (0: not ramping).
 	ramp     int
@@ -99,7 +104,21 @@ type member struct {
 
 const flagSick = 1
 
-func (m *member) pickable() bool { return m.flags.Load() == 0 }
+// pickable reports whether picks may return m now: healthy, Up, and below its maxConn.
+// The count is read only for members with a limit.
+func (m *member) pickable() bool {
+	if m.flags.Load() != 0 {
+		return false
+	}
+	limit := m.maxConn.Load()
+	return limit <= 0 || m.active.Load() < limit
+}
+
+// full reports whether m would be pickable but for its maxConn.
+func (m *member) full() bool {
+	limit := m.maxConn.Load()
+	return m.flags.Load() == 0 && limit > 0 && m.active.Load() >= limit
+}
 
 // snapshot is an immutable view of the ring: never modified once published.
 type snapshot struct {
@@ -209,6 +228,25 @@ func (r *Ring) SetWeight(id string, weight int) bool {
 	}
 	old.members[i].weight = max(1, weight)
 	r.snap.Store(newSnapshot(old.members, old.backends))
+	return true
+}
+
+// SetMaxConn sets how many active connections the backend with this id takes at most
+// (0: no limit) and reports whether it is in the ring. Picks skip a backend at its limit;
+// the limit is soft by the picks under way at once (a pick and its Start are two steps), and
+// Lookup (sticky clients) does not apply it.
+func (r *Ring) SetMaxConn(id string, n int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.snap.Load()
+	i, ok := old.byID[id]
+	if !ok {
+		return false
+	}
+	old.members[i].maxConn.Store(int64(max(0, n)))
+	backends := slices.Clone(old.backends)
+	backends[i].MaxConn = max(0, n)
+	r.snap.Store(newSnapshot(old.members, backends))
 	return true
 }
 
@@ -330,10 +368,25 @@ func (r *Ring) Cursor() Cursor {
 type Cursor struct {
 	r      *Ring
 	s      *snapshot
-	first  int // member index of the first pick; -1 before it
-	walked int // members after first already considered
-	last   *member
-	key    uint64 // the client's hash, for Source
+	first  int     // member index of the first pick; -1 before it
+	walked int     // members after first already considered
+	last   *member // what the last Next returned, for Start
+	key    uint64  // the client's hash, for Source
+}
+
+// Full reports whether, of the backends this cursor walks, one is healthy and Up but at
+// its MaxConn now: after Next returned false, waiting for a slot may then help where
+// trying again would not. It scans every backend: call it on that failure path only.
+func (c *Cursor) Full() bool {
+	if c.s == nil {
+		return false
+	}
+	for _, m := range c.s.members {
+		if m.full() {
+			return true
+		}
+	}
+	return false
 }
 
 // Next returns the next backend to try, or false when there is none left.
@@ -447,7 +500,9 @@ func newMember(b Backend, sameID, sameAddr *member) (*member, error) {
 	case sameAddr != nil:
 		return nil, fmt.Errorf("%w: address %s is already in the ring (as %q)", ErrDuplicate, b.Addr, sameAddr.id)
 	}
-	return &member{id: b.ID, addr: b.Addr, seed: idSeed(b.ID), weight: max(1, b.Weight), ramp: rampFull}, nil
+	m := &member{id: b.ID, addr: b.Addr, seed: idSeed(b.ID), weight: max(1, b.Weight), ramp: rampFull}
+	m.maxConn.Store(int64(max(0, b.MaxConn)))
+	return m, nil
 }
 
 // newSnapshot builds the snapshot of members; backends[i] is members[i]'s Backend. The

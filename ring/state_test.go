@@ -170,3 +170,48 @@ func TestStressWriters(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+func TestMaxConn(t *testing.T) {
+	for i := range balanceNames {
+		bs := backends(2)
+		bs[0].MaxConn = 2
+		r := mustNewWith(t, Config{Balance: Balance(i)}, bs...)
+		var held []Active
+		for range 2 {
+			held = append(held, r.Start("A"))
+		}
+		if got := count(picks(r, 50)); got['A'] != 0 || got['B'] != 50 {
+			t.Errorf("%s: A at its maxconn was picked: %v", Balance(i), got)
+		}
+		r.SetUp("B", false)
+		c := r.CursorFor(netip.MustParseAddr("192.0.2.1"))
+		if b, ok := c.Next(); ok {
+			t.Errorf("%s: A full and B down, but the cursor gave %s", Balance(i), b.ID)
+		}
+		if !c.Full() {
+			t.Errorf("%s: Full() = false with A at its limit", Balance(i))
+		}
+		held[0].End()
+		if b, ok := r.Next(); !ok || b.ID != "A" {
+			t.Errorf("%s: A below its limit again: Next = %v, %v; want A", Balance(i), b, ok)
+		}
+		r.SetMaxConn("A", 0)
+		if s := r.Snapshot()[0]; s.MaxConn != 0 {
+			t.Errorf("after SetMaxConn(A, 0): MaxConn %d", s.MaxConn)
+		}
+		for range 5 {
+			held = append(held, r.Start("A"))
+		}
+		if _, ok := r.Next(); !ok {
+			t.Errorf("%s: A without a limit was not picked", Balance(i))
+		}
+		r.SetUp("A", false)
+		c = r.Cursor()
+		if _, ok := c.Next(); ok || c.Full() {
+			t.Errorf("%s: all down: Full() = true, want false (waiting will not help)", Balance(i))
+		}
+		if r.SetMaxConn("nope", 1) {
+			t.Error("SetMaxConn of an unknown id reported true")
+		}
+	}
+}
