@@ -41,8 +41,9 @@ type Prober struct {
 	cfg  Config
 	log  zerolog.Logger
 
-	mu     sync.Mutex        // guards counts, and orders each count update with its SetUp
+	mu     sync.Mutex        // guards counts and last, and orders each count update with its SetUp
 	counts map[string]streak // by backend ID; only for IDs in the ring
+	last   map[string]Probe  // the latest probe of each backend, by ID; only for IDs in the ring
 	short  atomic.Bool       // a probe failed for want of lb's own resources, and none was made since
 }
 
@@ -69,7 +70,7 @@ func NewProber(r *ring.Ring, cfg Config, log zerolog.Logger) *Prober {
 	if cfg.Expect == (StatusRange{}) {
 		cfg.Expect = DefaultStatus
 	}
-	return &Prober{ring: r, cfg: cfg, log: log, counts: map[string]streak{}}
+	return &Prober{ring: r, cfg: cfg, log: log, counts: map[string]streak{}, last: map[string]Probe{}}
 }
 
 // Init probes every backend of the ring once and returns when all probes have ended (or ctx
@@ -89,6 +90,7 @@ func (p *Prober) Init(ctx context.Context) {
 	up, down, skipped := 0, 0, 0
 	for _, res := range results {
 		id := res.Backend.ID
+		p.record(res)
 		switch {
 		case res.Up:
 			p.ring.SetUp(id, true)
@@ -164,6 +166,9 @@ func (p *Prober) round(ctx context.Context) {
 		return // our own cancellation failed the dials, not the backends
 	}
 	for _, res := range results {
+		p.mu.Lock()
+		p.record(res)
+		p.mu.Unlock()
 		p.observe(res.Backend.ID, res.Err)
 	}
 	p.forgetRemoved(backends)
@@ -240,6 +245,69 @@ func (p *Prober) forgetRemoved(current []ring.Backend) {
 	for id := range p.counts {
 		if !keep[id] {
 			delete(p.counts, id)
+		}
+	}
+	for id := range p.last {
+		if !keep[id] {
+			delete(p.last, id)
+		}
+	}
+}
+
+// Probe is the outcome of one probe of a backend, as Last reports it.
+type Probe struct {
+	At      time.Time     // when the probe ended
+	Latency time.Duration // time the dial took, successful or not
+	Err     error         // nil: the backend answered
+}
+
+// Last returns the latest probe of the backend with this id, and false when it has not been
+// probed yet (or is no longer in the ring). Failed dials of the data path are not probes.
+func (p *Prober) Last(id string) (Probe, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pr, ok := p.last[id]
+	return pr, ok
+}
+
+// record keeps res as the latest probe of its backend, if that is still in the ring. p.mu
+// must be held.
+func (p *Prober) record(res Result) {
+	if localShortage(res.Err) {
+		return // not a probe of the backend
+	}
+	if _, _, ok := p.ring.Lookup(res.Backend.ID); ok {
+		p.last[res.Backend.ID] = Probe{At: time.Now(), Latency: res.Latency, Err: res.Err}
+	}
+}
+
+// Admit probes backends just added to the ring once, as Init does at start-up, and returns
+// when the probes have ended (or ctx is done): those that answered are set up, the others
+// down, and both are counted from there. Call it after adding them to the ring down, so a
+// backend gets no connection before it has answered.
+func (p *Prober) Admit(ctx context.Context, backends []ring.Backend) {
+	results := ProbeAllWith(ctx, backends, p.cfg)
+	if ctx.Err() != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, res := range results {
+		id := res.Backend.ID
+		if _, _, ok := p.ring.Lookup(id); !ok || localShortage(res.Err) {
+			continue // removed meanwhile, or not probed: the next round decides
+		}
+		p.record(res)
+		if res.Up {
+			p.counts[id] = streak{ok: 1}
+			if p.ring.SetUp(id, true) {
+				p.log.Info().Str("id", id).Str("addr", res.Backend.Addr).Dur("latency", res.Latency).Msg("backend up")
+			}
+			continue
+		}
+		p.counts[id] = streak{failed: 1}
+		if p.ring.SetUp(id, false) {
+			p.log.Warn().Str("id", id).Str("addr", res.Backend.Addr).Err(res.Err).Msg("backend down")
 		}
 	}
 }

@@ -326,3 +326,43 @@ func TestProbeAll(t *testing.T) {
 		}
 	}
 }
+
+// TestLastAndAdmit checks that the latest probe of each backend is kept, that Admit brings up
+// at once an added backend that answers and keeps down one that does not, and that a removed
+// backend's probe is forgotten.
+func TestLastAndAdmit(t *testing.T) {
+	live := listen(t, "127.0.0.1:0")
+	r := newRing(t, live.addr)
+	_, log := logtest.New()
+	p := NewProber(r, Config{Timeout: time.Second, Rise: 5}, log)
+	if _, ok := p.Last("a"); ok {
+		t.Error("Last before any probe reports one")
+	}
+	before := time.Now()
+	p.Init(context.Background())
+	if pr, ok := p.Last("a"); !ok || pr.Err != nil || pr.At.Before(before) || pr.Latency <= 0 {
+		t.Errorf("Last(a) = %+v, %v; want a good probe made after %v", pr, ok, before)
+	}
+
+	second := listen(t, "127.0.0.1:0")
+	added := []ring.Backend{{ID: "new", Addr: second.addr}, {ID: "dead", Addr: refusedAddr(t)}}
+	for _, b := range added {
+		if err := r.Add(b); err != nil {
+			t.Fatal(err)
+		}
+		r.SetUp(b.ID, false)
+	}
+	p.Admit(context.Background(), added)
+	if !isUp(t, r, "new") || isUp(t, r, "dead") {
+		t.Errorf("after Admit: new up=%v dead up=%v; want new up at its first good probe (not after Rise=5), dead down", isUp(t, r, "new"), isUp(t, r, "dead"))
+	}
+	if pr, ok := p.Last("dead"); !ok || pr.Err == nil {
+		t.Errorf("Last(dead) = %+v, %v; want the failed probe", pr, ok)
+	}
+
+	r.Remove("dead")
+	p.round(context.Background())
+	if _, ok := p.Last("dead"); ok {
+		t.Error("the removed backend's last probe is still kept")
+	}
+}

@@ -390,3 +390,25 @@ func validID(id string) bool {
 func isNameByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.'
 }
+
+// MaxWeight is the largest weight a backend may have, in the file and through the admin API.
+const MaxWeight = maxWeight
+
+// ParseLine parses one backend written as a line of the servers file ("host:port weight=2
+// id=web-1", no comment) and checks it as Parse checks a line. A backend without id= gets the
+// 8-digit id of its address, as in a file where that id collides with no other. The error
+// says what is wrong and what to write instead.
+func ParseLine(line string) (ring.Backend, error) {
+	fields := strings.Fields(line)
+	if len(fields) == 0 {
+		return ring.Backend{}, errors.New("no address: write host:port, e.g. 127.0.0.1:8000")
+	}
+	b, reason := parseLine(fields)
+	if reason != "" {
+		return ring.Backend{}, errors.New(reason)
+	}
+	if b.ID == "" {
+		b.ID = addrID(b.Addr, 4)
+	}
+	return b, nil
+}

@@ -199,3 +199,51 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseLineChecksAsTheFileDoes(t *testing.T) {
+	b, err := ParseLine("HTTP://LocalHost:8000/ weight=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFile, err := Parse("f", strings.NewReader("http://localhost:8000 weight=3\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b != fromFile[0] {
+		t.Errorf("ParseLine = %+v, the file gives %+v", b, fromFile[0])
+	}
+	for line, want := range map[string]string{
+		"":                        "no address",
+		"127.0.0.1:99999":         `bad port "99999": want 1-65535`,
+		"127.0.0.1:80 weight=0":   `bad weight "0": want 1-1000`,
+		"127.0.0.1:80 id=a/b":     `bad id "a/b"`,
+		"https://example.com:443": "cannot terminate TLS",
+	} {
+		if _, err := ParseLine(line); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseLine(%q) = %v, want an error containing %q", line, err, want)
+		}
+	}
+}
+
+// FuzzParseLine holds ParseLine to the file's rules: a line it accepts, the file accepts as
+// the same backend; a line it refuses, the file refuses.
+func FuzzParseLine(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:80", "http://Example.COM/ weight=3 id=x", "[::1]:8000 id=a.b", "127.0.0.1:99999", "a:1 weight=2 weight=3", "[fe80::1%eth0]:80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		if strings.ContainsAny(line, "\n\r#\uFEFF") {
+			return // one line, no comment: what the file would read differently
+		}
+		b, err := ParseLine(line)
+		fromFile, ferr := Parse("f", strings.NewReader(line+"\n"))
+		switch {
+		case err == nil && ferr != nil:
+			t.Fatalf("ParseLine(%q) = %+v, but the file refuses it: %v", line, b, ferr)
+		case err != nil && ferr == nil:
+			t.Fatalf("ParseLine(%q) refuses it (%v), but the file reads %+v", line, err, fromFile)
+		case err == nil && b != fromFile[0]:
+			t.Fatalf("ParseLine(%q) = %+v, the file reads %+v", line, b, fromFile[0])
+		}
+	})
+}

@@ -19,7 +19,7 @@ func demoCommand() *cli.Command {
 		Usage: "start three HTTP backends on loopback and lb in front of them, and print curl lines to try",
 		Flags: withEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:7777", Usage: "`ADDR` for lb to listen on"},
-		}, append(routingFlags(), balanceFlags()...)...)...),
+		}, append(append(routingFlags(), balanceFlags()...), adminFlags()...)...)...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			opts, err := parseOptions(c)

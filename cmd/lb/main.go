@@ -36,8 +36,10 @@ func newApp() *cli.App {
 		Usage:                "a Layer-4 TCP load balancer that sniffs HTTP for routing",
 		Version:              buildVersion(),
 		EnableBashCompletion: true,
-		Commands:             []*cli.Command{serveCommand(), probeCommand(), checkCommand(), demoCommand()},
-		OnUsageError:         usageError,
+		Commands: []*cli.Command{serveCommand(), probeCommand(), checkCommand(), demoCommand(), backendsCommand(),
+			stateCommand("drain", "stop new connections to a backend of a running lb; open ones finish (POST /backends/ID/drain)"),
+			stateCommand("enable", "let a drained backend of a running lb take new connections again (POST /backends/ID/enable)")},
+		OnUsageError: usageError,
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(os.Stderr, "lb: no command %q; run 'lb --help'\n", name)
 			os.Exit(exitBadInput)

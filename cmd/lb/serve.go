@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -16,6 +17,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"lb/accesslog"
+	"lb/admin"
+	"lb/control"
 	"lb/health"
 	"lb/l4"
 	"lb/ring"
@@ -35,6 +38,8 @@ func withEnv(flags ...cli.Flag) []cli.Flag {
 			f.EnvVars = env
 		case *cli.Float64Flag:
 			f.EnvVars = env
+		case *cli.BoolFlag:
+			f.EnvVars = env
 		}
 	}
 	return flags
@@ -48,6 +53,7 @@ var (
 	serversFlag       = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "`FILE` of backends, one per line: host:port or http://host:port, optional weight=N id=NAME"}
 	listenFlag        = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
 	portFlag          = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
+	watchFlag         = &cli.BoolFlag{Name: "watch", Usage: "reload the servers file when it changes (SIGHUP reloads it too)"}
 
 	// Health checks, shared by serve and probe.
 	healthHTTPFlag   = &cli.StringFlag{Name: "health-http", Usage: "`PATH` to check with an HTTP/1.1 GET instead of a TCP connect, e.g. /health (a servers-file check= wins)"}
@@ -127,7 +133,7 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "serve",
 		Usage:        "balance TCP connections over the backends of a servers file",
-		Flags:        withEnv(append(append([]cli.Flag{serversFlag, listenFlag, portFlag}, routingFlags()...), balanceFlags()...)...),
+		Flags:        withEnv(append(append(append([]cli.Flag{serversFlag, listenFlag, portFlag, watchFlag}, routingFlags()...), balanceFlags()...), adminFlags()...)...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			opts, err := parseOptions(c)
@@ -138,6 +144,7 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			opts.servers, opts.watch = c.String("servers"), c.Bool("watch")
 			return serve(c.Context, opts, backends)
 		},
 	}
@@ -182,6 +189,9 @@ type options struct {
 
 	// clients: PROXY protocol and per-address limits (clients.go).
 	clients clientOptions
+	admin   adminOptions
+	servers string // the servers file, reloaded on SIGHUP; "": none (lb demo)
+	watch   bool   // reload the servers file when it changes
 }
 
 func parseOptions(c *cli.Context) (options, error) {
@@ -278,7 +288,8 @@ func parseOptions(c *cli.Context) (options, error) {
 	}
 	o.log = log
 	o.accessLog = accesslog.Config{Dest: c.String("access-log"), Format: c.String("access-log-format"), Log: log}
-	return o, nil
+	o.admin, err = parseAdminOptions(c)
+	return o, err
 }
 
 // validListen reports whether addr is host:port with a numeric port that can be listened on;
@@ -335,6 +346,13 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 		return fmt.Errorf("listen on %s: %w (is another process using it? change --listen)", o.listen, err)
 	}
 	defer ln.Close()
+	adminLn, err := listenAdmin(o.admin)
+	if err != nil {
+		return err
+	}
+	if adminLn != nil {
+		defer adminLn.Close()
+	}
 	prober := health.NewProber(r, o.health, o.log)
 	prober.Init(ctx)
 	if ctx.Err() != nil {
@@ -375,6 +393,35 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	ctl := control.New(control.Config{Ring: r, Prober: prober, File: o.servers, RemoveAfter: o.drainTimeout, Log: o.log})
+	ctlCtx, stopCtl := context.WithCancel(context.Background())
+	ctlDone := make(chan struct{})
+	go func() { ctl.Run(ctlCtx); close(ctlDone) }()
+	defer func() { stopCtl(); <-ctlDone }()
+	var accepting atomic.Bool
+	accepting.Store(true)
+	if adminLn != nil {
+		stopAdmin := serveAdmin(adminLn, admin.New(admin.Config{
+			Backends:  ctl,
+			Token:     o.admin.token,
+			Stats:     statsOf(srv, []string{ln.Addr().String()}),
+			Accepting: accepting.Load,
+			Version:   buildVersion(),
+			Log:       o.log,
+		}), o.log)
+		defer stopAdmin()
+	}
+	if o.watch {
+		watchCtx, stopWatch := context.WithCancel(context.Background())
+		watchDone := make(chan struct{})
+		go func() {
+			defer close(watchDone)
+			if err := ctl.Watch(watchCtx); err != nil {
+				o.log.Error().Err(err).Msg("--watch is off: SIGHUP still reloads the servers file")
+			}
+		}()
+		defer func() { stopWatch(); <-watchDone }()
+	}
 	logStart(o.log, ln.Addr().String(), r, stickyMode(o.l4.Sticky.Cookie, o.sessions), srv.Stats().MaxConns)
 	if o.onListen != nil {
 		o.onListen(ln.Addr().String())
@@ -383,6 +430,9 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 wait:
 	for {
 		select {
@@ -393,12 +443,19 @@ wait:
 			if err := accessLog.Reopen(); err != nil {
 				o.log.Error().Err(err).Str("path", o.accessLog.Dest).Msg("cannot reopen the access log: writing on to the old file")
 			}
+		case <-hup:
+			if o.servers == "" {
+				o.log.Warn().Msg("SIGHUP: no servers file to reload")
+				continue
+			}
+			ctl.ReloadAndLog(ctx, "SIGHUP")
 		case err := <-serveErr:
 			srv.Shutdown(context.Background())
 			return fmt.Errorf("serving %s: %w", ln.Addr(), err)
 		}
 	}
 	stop() // a second signal ends lb at once
+	accepting.Store(false)
 	o.log.Info().Dur("drain_timeout", o.drainTimeout).Int64("open", srv.Stats().Active).Msg("shutting down: draining connections")
 	drainCtx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
