@@ -85,6 +85,16 @@ func New(backends ...Backend) (*Ring, error) {
 // ErrDuplicate if b's ID or Addr is already in the ring. A backend removed and added again is a new member: it starts up, whatever its
 // state before.
 func (r *Ring) Add(b Backend) error {
+	return r.add(b, true)
+}
+
+// AddDown is Add with b down: no pick returns it until SetUp(b.ID, true), as for a backend
+// found in DNS that has not been probed yet.
+func (r *Ring) AddDown(b Backend) error {
+	return r.add(b, false)
+}
+
+func (r *Ring) add(b Backend, up bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.snap.Load()
@@ -98,6 +108,7 @@ func (r *Ring) Add(b Backend) error {
 	if err != nil {
 		return err
 	}
+	m.up.Store(up)
 	members := make([]*member, len(old.members), len(old.members)+1)
 	copy(members, old.members)
 	r.snap.Store(newSnapshot(append(members, m), nil))
