@@ -16,19 +16,26 @@ func probeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "probe",
 		Usage: "TCP-dial every backend once and print a table; exit 0 if all are up, 1 if any is down",
-		Flags: withEnv(configFlag, serversFlag, stickyCookieFlag, sessionCookieFlag, sessionStoreFlag, clusterFlag,
+		Flags: withEnv(configFlag, serversFlag, resolverFlag, stickyCookieFlag, sessionCookieFlag, sessionStoreFlag, clusterFlag,
 			&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "dial timeout per backend (and the session store's ping)"},
 		),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
+			if err := useResolver(c.String("resolver")); err != nil {
+				return err
+			}
 			if c.String("config") != "" {
 				return probeConfig(c)
 			}
-			backends, err := loadServers(c.String("servers"))
+			backends, sources, err := loadServerFile(c.String("servers"))
 			if err != nil {
 				return err
 			}
 			timeout := c.Duration("health-timeout")
+			backends, err = withDiscovered(c.Context, backends, sources)
+			if err != nil {
+				return err
+			}
 			results := health.ProbeAll(c.Context, backends, timeout)
 			so := sessionOptions{cookie: c.String("session-cookie"), store: c.String("session-store"), cluster: c.String("cluster-name")}
 			fmt.Fprintf(c.App.Writer, "sticky: %s\n", stickyMode(c.String("sticky-cookie"), so))

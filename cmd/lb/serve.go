@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"lb/accesslog"
+	"lb/discover"
 	"lb/health"
 	"lb/l4"
 	"lb/ring"
@@ -87,17 +88,21 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "serve",
 		Usage:        "balance TCP connections over the backends of a servers file",
-		Flags:        withEnv(append([]cli.Flag{serversFlag, listenFlag, portFlag}, routingFlags()...)...),
+		Flags:        withEnv(append([]cli.Flag{serversFlag, listenFlag, portFlag, resolverFlag}, routingFlags()...)...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			opts, err := parseOptions(c)
 			if err != nil {
 				return err
 			}
-			backends, err := loadServers(c.String("servers"))
+			if err := useResolver(c.String("resolver")); err != nil {
+				return err
+			}
+			backends, sources, err := loadServerFile(c.String("servers"))
 			if err != nil {
 				return err
 			}
+			opts.discover = sources
 			return serve(c.Context, opts, backends)
 		},
 	}
@@ -134,6 +139,7 @@ type options struct {
 	listen       string
 	drainTimeout time.Duration
 	sessions     sessionOptions
+	discover     []discover.Source // the servers file's discover= lines
 	health       health.Config
 	l4           l4.Config // without Ring and OnDialFailure, which serve fills in
 	log          zerolog.Logger
@@ -291,6 +297,8 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 		return fmt.Errorf("listen on %s: %w (is another process using it? change --listen)", o.listen, err)
 	}
 	defer ln.Close()
+	stopDiscovery := startDiscovery(ctx, r, o)
+	defer stopDiscovery()
 	prober := health.NewProber(r, o.health, o.log)
 	prober.Init(ctx)
 	if ctx.Err() != nil {

@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"lb/internal/dnstest"
+	"lb/internal/freeport"
+)
+
+// nameLoop asks lb for the name of a backend on a new connection every 5 ms until stopped,
+// and keeps every answer and every error.
+type nameLoop struct {
+	url     string
+	stopped chan struct{}
+	exited  chan struct{}
+
+	mu    sync.Mutex
+	names []string
+	errs  []string
+}
+
+func startNameLoop(url string) *nameLoop {
+	l := &nameLoop{url: url, stopped: make(chan struct{}), exited: make(chan struct{})}
+	go func() {
+		defer close(l.exited)
+		client := newClient(false)
+		pace := time.NewTicker(5 * time.Millisecond)
+		defer pace.Stop()
+		for {
+			select {
+			case <-l.stopped:
+				return
+			case <-pace.C:
+			}
+			name, err := nameOf(client, url)
+			l.mu.Lock()
+			if err != nil {
+				l.errs = append(l.errs, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), err))
+			} else {
+				l.names = append(l.names, name)
+			}
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+func (l *nameLoop) stop() {
+	select {
+	case <-l.stopped:
+	default:
+		close(l.stopped)
+	}
+	<-l.exited
+}
+
+// mark returns how many answers came so far: since(mark) reads the answers after it.
+func (l *nameLoop) mark() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.names)
+}
+
+// since counts the answers after mark by backend name.
+func (l *nameLoop) since(mark int) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	seen := map[string]int{}
+	for _, n := range l.names[mark:] {
+		seen[n]++
+	}
+	return seen
+}
+
+// waitServed waits until the loop has had an answer from name after mark.
+func (l *nameLoop) waitServed(t *testing.T, mark int, name string) {
+	t.Helper()
+	if !waitUntil(runDeadline, func() bool { return l.since(mark)[name] > 0 }) {
+		t.Fatalf("no answer from %s within %v; answers since: %v", name, runDeadline, l.since(mark))
+	}
+}
+
+// waitQuiet waits until n answers in a row, after mark, came from none of names.
+func (l *nameLoop) waitQuiet(t *testing.T, mark, n int, names ...string) {
+	t.Helper()
+	ok := waitUntil(runDeadline, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		run := 0
+		for _, got := range l.names[mark:] {
+			run++
+			for _, name := range names {
+				if got == name {
+					run = 0
+				}
+			}
+		}
+		return run >= n
+	})
+	if !ok {
+		t.Fatalf("%v still answered within the last %d answers after %v; answers since: %v", names, n, runDeadline, l.since(mark))
+	}
+}
+
+func writeServers(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "servers.txt")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Pods come and go behind a headless Service: lb follows the name's addresses through
+// --resolver while requests flow, and no request fails. A new address is probed before
+// its first connection (one that does not listen yet gets none); a vanished one stops
+// getting connections before its server goes away; a failing DNS server changes nothing.
+func TestDiscoverAddressesComeAndGo(t *testing.T) {
+	slow(t, "waits for re-resolution, 1s apart at the least")
+	dns := dnstest.Start(t)
+	port := freeport.Get(t)
+	pod := func(n int) string { return fmt.Sprintf("127.0.0.%d", 30+n) }
+	pods := map[int]*tcpBackend{}
+	startPod := func(n int) {
+		pods[n] = startTCPBackendOn(t, net.JoinHostPort(pod(n), strconv.Itoa(port)), answerWith("pod-"+strconv.Itoa(n)))
+	}
+	startPod(1)
+	startPod(2)
+	dns.SetA("app.ns.svc.cluster.local", pod(1), pod(2))
+	servers := writeServers(t, "app.ns.svc.cluster.local:"+strconv.Itoa(port)+" discover=a\n")
+	lb := startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0", "--resolver", dns.Addr,
+		"--resolve-every", "1s", "--health-interval", "100ms", "--rise", "2")
+	loop := startNameLoop("http://" + lb.Addr + "/")
+	defer loop.stop()
+	loop.waitServed(t, 0, "pod-1")
+	loop.waitServed(t, 0, "pod-2")
+
+	// Scale up: pod 3 appears in DNS before it listens, as a pod not yet ready would.
+	dns.SetA("app.ns.svc.cluster.local", pod(1), pod(2), pod(3))
+	if _, ok := lb.log.waitFor(0, runDeadline, func(e logEntry) bool { return e.Message == "backend found: probing it" }); !ok {
+		t.Fatalf("lb did not log finding pod 3 within %v", runDeadline)
+	}
+	mark := loop.mark()
+	startPod(3)
+	loop.waitServed(t, mark, "pod-3")
+
+	// Scale down: pod 1 leaves DNS first, then, once lb has stopped sending it connections,
+	// its server goes (Kubernetes removes a terminating pod from the endpoints at once).
+	dns.SetA("app.ns.svc.cluster.local", pod(2), pod(3))
+	if _, ok := lb.log.waitFor(0, runDeadline, func(e logEntry) bool { return e.Message == "backend gone: draining" }); !ok {
+		t.Fatalf("lb did not log pod 1 gone within %v", runDeadline)
+	}
+	mark = loop.mark()
+	loop.waitQuiet(t, mark, 50, "pod-1")
+	pods[1].close()
+
+	// The DNS server fails for a while: the last good set keeps serving.
+	dns.Fail("app.ns.svc.cluster.local", true)
+	before := dns.Queries()
+	if !waitUntil(runDeadline, func() bool { return dns.Queries() >= before+2 }) {
+		t.Fatalf("lb made no more lookups within %v", runDeadline)
+	}
+	mark = loop.mark()
+	if !waitUntil(runDeadline, func() bool { s := loop.since(mark); return s["pod-2"] > 0 && s["pod-3"] > 0 }) {
+		t.Fatalf("with DNS failing, answers came from %v; want pods 2 and 3", loop.since(mark))
+	}
+	dns.Fail("app.ns.svc.cluster.local", false)
+
+	loop.stop()
+	if len(loop.errs) > 0 {
+		t.Fatalf("%d of %d requests failed while pods came and went; first: %s", len(loop.errs), len(loop.errs)+len(loop.names), loop.errs[0])
+	}
+	if s := loop.since(0); s["pod-1"] == 0 || s["pod-2"] == 0 || s["pod-3"] == 0 {
+		t.Fatalf("answers by pod: %v; want every pod to have served", s)
+	}
+	t.Logf("%d requests, none failed: %v", len(loop.names), loop.since(0))
+}
+
+// An SRV name gives targets, ports and weights: lb uses only the lowest priority that has a
+// backend up, in the proportions of the weights, and falls back to the next priority when
+// all of the lowest are down.
+func TestDiscoverSRVPrioritiesAndWeights(t *testing.T) {
+	slow(t, "waits for probes to fail over between SRV priorities")
+	dns := dnstest.Start(t)
+	a := startTCPBackend(t, answerWith("a"))
+	b := startTCPBackend(t, answerWith("b"))
+	backup := startTCPBackendOn(t, "[::1]:0", answerWith("backup"))
+	dns.SetA("a.node.consul", "127.0.0.1")
+	dns.SetA("b.node.consul", "127.0.0.1")
+	dns.SetA("backup.node.consul", "::1")
+	portOf := func(addr string) uint16 {
+		_, p, _ := net.SplitHostPort(addr)
+		n, _ := strconv.Atoi(p)
+		return uint16(n)
+	}
+	dns.SetSRV("_http._tcp.web.service.consul",
+		dnstest.SRV{Target: "a.node.consul", Port: portOf(a.Addr), Priority: 1, Weight: 3},
+		dnstest.SRV{Target: "b.node.consul", Port: portOf(b.Addr), Priority: 1, Weight: 1},
+		dnstest.SRV{Target: "backup.node.consul", Port: portOf(backup.Addr), Priority: 2, Weight: 10})
+	servers := writeServers(t, "_http._tcp.web.service.consul discover=srv\n")
+	lb := startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0", "--resolver", dns.Addr,
+		"--resolve-every", "1s", "--health-interval", "100ms", "--rise", "2", "--fall", "1")
+	// Priority 2 is dropped at the first check after start, and drained.
+	if _, ok := lb.log.waitFor(0, runDeadline, func(e logEntry) bool { return e.Message == "backend gone: draining" }); !ok {
+		t.Fatalf("lb kept priority 2 beside an up priority 1 for %v", runDeadline)
+	}
+	client := newClient(false)
+	seen := map[string]int{}
+	for range 400 {
+		name, err := nameOf(client, "http://"+lb.Addr+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[name]++
+	}
+	if seen["a"] != 300 || seen["b"] != 100 || seen["backup"] != 0 {
+		t.Fatalf("400 requests: %v; want a 300, b 100 (SRV weights 3:1), backup none (priority 2)", seen)
+	}
+
+	// Priority 1 goes away: the backup is brought back, probed, and serves.
+	a.close()
+	b.close()
+	if !waitUntil(runDeadline, func() bool { name, err := nameOf(client, "http://"+lb.Addr+"/"); return err == nil && name == "backup" }) {
+		t.Fatalf("priority 2 did not take over within %v of priority 1 going down", runDeadline)
+	}
+}
