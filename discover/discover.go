@@ -63,6 +63,7 @@ type Discoverer struct {
 	cfg     Config
 	log     zerolog.Logger
 	sources []*source
+	update  chan []Source // SetSources to Run: the latest list wins
 }
 
 // source is the state of one Source, touched only by the goroutine that calls Init and Run
@@ -100,11 +101,63 @@ func New(r *ring.Ring, sources []Source, cfg Config, log zerolog.Logger) *Discov
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
-	d := &Discoverer{ring: r, cfg: cfg, log: log}
+	d := &Discoverer{ring: r, cfg: cfg, log: log, update: make(chan []Source, 1)}
 	for _, s := range sources {
-		d.sources = append(d.sources, &source{Source: s, good: map[string]target{}, owned: map[string]owned{}})
+		d.sources = append(d.sources, newSource(s))
 	}
 	return d
+}
+
+func newSource(s Source) *source {
+	return &source{Source: s, good: map[string]target{}, owned: map[string]owned{}}
+}
+
+// SetSources replaces the sources, as after a reload of the servers file; Run applies the
+// latest list at its next check. A source that stays (same mode, name, port and weight)
+// keeps its backends and their state; the backends of one that goes are removed from the
+// ring (and drain); a new one is looked up at once. Safe to call from any goroutine; it
+// never blocks.
+func (d *Discoverer) SetSources(sources []Source) {
+	for {
+		select {
+		case d.update <- sources:
+			return
+		default:
+		}
+		select {
+		case <-d.update: // drop a list Run has not taken yet: this one replaces it
+		default:
+		}
+	}
+}
+
+// replace is SetSources, run on Run's goroutine.
+func (d *Discoverer) replace(sources []Source) {
+	same := func(a, b Source) bool {
+		return a.Mode == b.Mode && a.Name == b.Name && a.Port == b.Port && a.Weight == b.Weight
+	}
+	next := make([]*source, 0, len(sources))
+	for _, s := range sources {
+		i := slices.IndexFunc(d.sources, func(old *source) bool { return old != nil && same(old.Source, s) })
+		if i < 0 {
+			next = append(next, newSource(s))
+			continue
+		}
+		kept := d.sources[i]
+		kept.Line, kept.File = s.Line, s.File
+		d.sources[i] = nil
+		next = append(next, kept)
+	}
+	for _, gone := range d.sources {
+		if gone == nil {
+			continue
+		}
+		for addr, o := range gone.owned {
+			d.ring.Remove(o.id)
+			d.log.Info().Str("id", o.id).Str("addr", addr).Str("source", gone.String()).Msg("backend gone: draining")
+		}
+	}
+	d.sources = next
 }
 
 // Resolver returns a resolver that sends every query to the DNS server at addr (host:port,
@@ -141,6 +194,9 @@ func (d *Discoverer) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case sources := <-d.update:
+			d.replace(sources)
+			d.lookupDue(ctx, time.Now())
 		case now := <-tick.C:
 			d.lookupDue(ctx, now)
 		}

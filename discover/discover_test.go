@@ -162,3 +162,30 @@ func TestSRVPrioritiesAndWeights(t *testing.T) {
 	r.SetUp(ids["127.0.0.22:8002"], true)
 	waitRing(t, r, "priority 20 drained again", func(m map[string]ring.Status) bool { _, ok := m["[::1]:8003"]; return !ok })
 }
+
+func TestSetSources(t *testing.T) {
+	srv := dnstest.Start(t)
+	srv.SetA("one.test", "127.0.0.41")
+	srv.SetA("two.test", "127.0.0.42")
+	r, err := ring.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := Source{Mode: "a", Name: "one.test", Port: 80}
+	d := New(r, []Source{one}, Config{Every: time.Hour, Check: 10 * time.Millisecond, Resolver: Resolver(srv.Addr)}, zerolog.Nop())
+	d.Init(context.Background())
+	id := inRing(r)["127.0.0.41:80"].ID
+	r.SetUp(id, true)
+	running(t, d)
+
+	// one stays (its backend keeps its up state: no new lookup, no probe needed), two comes.
+	d.SetSources([]Source{{Mode: "a", Name: "two.test", Port: 80}, one})
+	waitRing(t, r, "two.test found", func(m map[string]ring.Status) bool { _, ok := m["127.0.0.42:80"]; return ok })
+	if s := inRing(r)["127.0.0.41:80"]; s.ID != id || !s.Up {
+		t.Fatalf("one.test's backend after SetSources: %+v; want it kept, up, as %s", s, id)
+	}
+	d.SetSources([]Source{{Mode: "a", Name: "two.test", Port: 80}})
+	waitRing(t, r, "one.test's backend removed", func(m map[string]ring.Status) bool {
+		return slices.Equal(addrs(m), []string{"127.0.0.42:80"})
+	})
+}
