@@ -2,6 +2,7 @@ package discover
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -188,4 +189,20 @@ func TestSetSources(t *testing.T) {
 	waitRing(t, r, "one.test's backend removed", func(m map[string]ring.Status) bool {
 		return slices.Equal(addrs(m), []string{"127.0.0.42:80"})
 	})
+}
+
+// BenchmarkApplyUnchanged is the cost of one check of a source of 100 pods when DNS says
+// the same as before: what every --resolve-every costs off the data path.
+func BenchmarkApplyUnchanged(b *testing.B) {
+	r, _ := ring.New()
+	d := New(r, []Source{{Mode: "a", Name: "x", Port: 80}}, Config{}, zerolog.Nop())
+	s := d.sources[0]
+	for i := range 100 {
+		s.good[fmt.Sprintf("10.0.0.%d:80", i)] = target{weight: 1}
+	}
+	d.apply(s)
+	b.ReportAllocs()
+	for b.Loop() {
+		d.apply(s)
+	}
 }
