@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +15,7 @@ import (
 
 	"lb/internal/dnstest"
 	"lb/internal/freeport"
+	"lb/serversfile"
 )
 
 // nameLoop asks lb for the name of a backend on a new connection every 5 ms until stopped,
@@ -109,6 +113,42 @@ func (l *nameLoop) waitQuiet(t *testing.T, mark, n int, names ...string) {
 	}
 }
 
+// holdOrAnswer answers like answerWith, but a request for /hold first signals held and
+// waits for release.
+func holdOrAnswer(name string, held, release chan struct{}) func(*net.TCPConn) {
+	return func(c *net.TCPConn) {
+		c.SetDeadline(time.Now().Add(runDeadline))
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		if req.URL.Path == "/hold" {
+			held <- struct{}{}
+			<-release
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(name), name)
+	}
+}
+
+// nameWithCookie gets url with a Cookie header on a new connection and returns the body.
+func nameWithCookie(url, cookie string) (string, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Cookie", cookie)
+	resp, err := newClient(false).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s, %q, %v", url, resp.Status, body, err)
+	}
+	return string(body), nil
+}
+
 func writeServers(t *testing.T, text string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "servers.txt")
@@ -121,26 +161,52 @@ func writeServers(t *testing.T, text string) string {
 // Pods come and go behind a headless Service: lb follows the name's addresses through
 // --resolver while requests flow, and no request fails. A new address is probed before
 // its first connection (one that does not listen yet gets none); a vanished one stops
-// getting connections before its server goes away; a failing DNS server changes nothing.
+// getting connections, while a request it holds open finishes; a failing DNS server changes
+// nothing. Sticky cookies name pods by ids made from their addresses, across lookups.
 func TestDiscoverAddressesComeAndGo(t *testing.T) {
 	slow(t, "waits for re-resolution, 1s apart at the least")
 	dns := dnstest.Start(t)
 	port := freeport.Get(t)
 	pod := func(n int) string { return fmt.Sprintf("127.0.0.%d", 30+n) }
 	pods := map[int]*tcpBackend{}
+	held, release := make(chan struct{}, 1), make(chan struct{})
 	startPod := func(n int) {
-		pods[n] = startTCPBackendOn(t, net.JoinHostPort(pod(n), strconv.Itoa(port)), answerWith("pod-"+strconv.Itoa(n)))
+		pods[n] = startTCPBackendOn(t, net.JoinHostPort(pod(n), strconv.Itoa(port)), holdOrAnswer("pod-"+strconv.Itoa(n), held, release))
+	}
+	// Each pod's id is made from its address: a cookie can name it before lb has seen it.
+	cookie := func(n int) string {
+		return "lb_srv=" + serversfile.AddrID(net.JoinHostPort(pod(n), strconv.Itoa(port)), false)
 	}
 	startPod(1)
 	startPod(2)
 	dns.SetA("app.ns.svc.cluster.local", pod(1), pod(2))
 	servers := writeServers(t, "app.ns.svc.cluster.local:"+strconv.Itoa(port)+" discover=a\n")
 	lb := startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0", "--resolver", dns.Addr,
-		"--resolve-every", "1s", "--health-interval", "100ms", "--rise", "2")
-	loop := startNameLoop("http://" + lb.Addr + "/")
+		"--resolve-every", "1s", "--health-interval", "100ms", "--rise", "2", "--sticky-cookie", "lb_srv")
+	url := "http://" + lb.Addr + "/"
+	loop := startNameLoop(url)
 	defer loop.stop()
 	loop.waitServed(t, 0, "pod-1")
 	loop.waitServed(t, 0, "pod-2")
+	for n := 1; n <= 2; n++ {
+		if got, err := nameWithCookie(url, cookie(n)); got != "pod-"+strconv.Itoa(n) {
+			t.Fatalf("with %s: answered by %q (%v), want pod-%d", cookie(n), got, err, n)
+		}
+	}
+	// A request that pod 1 holds open while it leaves DNS.
+	heldDone := make(chan error, 1)
+	go func() {
+		got, err := nameWithCookie(url+"hold", cookie(1))
+		if err == nil && got != "pod-1" {
+			err = fmt.Errorf("answered by %q", got)
+		}
+		heldDone <- err
+	}()
+	select {
+	case <-held:
+	case <-time.After(runDeadline):
+		t.Fatalf("the held request did not reach pod 1 within %v", runDeadline)
+	}
 
 	// Scale up: pod 3 appears in DNS before it listens, as a pod not yet ready would.
 	dns.SetA("app.ns.svc.cluster.local", pod(1), pod(2), pod(3))
@@ -159,7 +225,19 @@ func TestDiscoverAddressesComeAndGo(t *testing.T) {
 	}
 	mark = loop.mark()
 	loop.waitQuiet(t, mark, 50, "pod-1")
+	// Removed from the ring is not cut: the request open to pod 1 finishes.
+	close(release)
+	if err := <-heldDone; err != nil {
+		t.Fatalf("the request held by pod 1 while it left DNS: %v", err)
+	}
 	pods[1].close()
+	// Its cookie now names no backend: re-balanced, not failed. Pod 2's still leads to pod 2.
+	if got, err := nameWithCookie(url, cookie(1)); err != nil || got == "pod-1" {
+		t.Fatalf("with the cookie of the gone pod 1: %q, %v; want another pod", got, err)
+	}
+	if got, err := nameWithCookie(url, cookie(2)); got != "pod-2" {
+		t.Fatalf("with %s after pods came and went: %q (%v), want pod-2", cookie(2), got, err)
+	}
 
 	// The DNS server fails for a while: the last good set keeps serving.
 	dns.Fail("app.ns.svc.cluster.local", true)
