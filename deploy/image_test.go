@@ -72,13 +72,16 @@ func TestImage(t *testing.T) {
 	}
 	checkFlags(t, "Dockerfile CMD", cfg.Cmd, nil)
 
-	// Running the image needs more of the kernel than building it; where the sandbox refuses,
-	// the reason is shown and the build checks above stand.
-	run, err := exec.Command(podman, "run", "--rm", "--network=none", tag, "--version").CombinedOutput()
-	if err != nil {
-		t.Skipf("podman run cannot run containers here: %v: %s", err, run)
-	}
-	if !strings.Contains(string(run), "lb version") {
-		t.Errorf("the image's lb --version printed %q", run)
-	}
+	// Running the image needs more of the kernel than building it; where the sandbox refuses
+	// (here: crun cannot set RLIMIT_NOFILE), this subtest skips with the reason and the
+	// checks above stand.
+	t.Run("run", func(t *testing.T) {
+		run, err := exec.Command(podman, "run", "--rm", "--network=none", tag, "--version").CombinedOutput()
+		if err != nil {
+			t.Skipf("podman run cannot run containers here: %v: %s", err, run)
+		}
+		if !strings.Contains(string(run), "lb version v0.0.0-test") {
+			t.Errorf("the image's lb --version printed %q", run)
+		}
+	})
 }
