@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -307,5 +308,23 @@ func TestDiscoverSRVPrioritiesAndWeights(t *testing.T) {
 	b.close()
 	if !waitUntil(runDeadline, func() bool { name, err := nameOf(client, "http://"+lb.Addr+"/"); return err == nil && name == "backup" }) {
 		t.Fatalf("priority 2 did not take over within %v of priority 1 going down", runDeadline)
+	}
+}
+
+// lb probe dials every address a discover= line finds, through --resolver; a bad
+// --resolver is bad input.
+func TestProbeDiscover(t *testing.T) {
+	dns := dnstest.Start(t)
+	a := startTCPBackend(t, echo)
+	_, port, _ := net.SplitHostPort(a.Addr)
+	dns.SetA("app.test", "127.0.0.1", "127.0.0.51") // 127.0.0.51: nothing listens there
+	servers := writeServers(t, "app.test:"+port+" discover=a\n")
+	stdout, stderr, status := runLB(t, "probe", "-f", servers, "--resolver", dns.Addr, "--health-timeout", "500ms")
+	if status != 1 || probeState(stdout, a.Addr) != "up" || probeState(stdout, "127.0.0.51:"+port) != "down" {
+		t.Fatalf("probe of a discover=a line: exit %d, want 1 with %s up and 127.0.0.51:%s down; stdout:\n%s\nstderr: %s", status, a.Addr, port, stdout, stderr)
+	}
+	_, stderr, status = runLB(t, "probe", "-f", servers, "--resolver", "dns.example:53")
+	if status != 2 || !strings.Contains(stderr, "--resolver dns.example:53: want an IP address and port") {
+		t.Fatalf("probe --resolver dns.example:53: exit %d, stderr %q; want 2 naming the flag", status, stderr)
 	}
 }
