@@ -70,7 +70,7 @@ func discoverLine(fields []string, line int, found *[]Discover) (d Discover, ok 
 		return d, false, ""
 	}
 	if found == nil {
-		return d, true, "discover= is read by lb serve and lb probe only"
+		return d, true, "discover= is not taken here: put the line in the servers file given with -f"
 	}
 	d.Line = line
 	switch d.Mode {
