@@ -172,6 +172,16 @@ func New(backends ...Backend) (*Ring, error) {
 // ErrDuplicate if b's ID or Addr is already in the ring. A backend removed and added again
 // is a new member: it starts up, with no active connections, whatever its state before.
 func (r *Ring) Add(b Backend) error {
+	return r.add(b, true)
+}
+
+// AddDown is Add with b down: no pick returns it until SetUp(b.ID, true), as for a backend
+// found in DNS that has not been probed yet.
+func (r *Ring) AddDown(b Backend) error {
+	return r.add(b, false)
+}
+
+func (r *Ring) add(b Backend, up bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.snap.Load()
@@ -190,6 +200,9 @@ func (r *Ring) Add(b Backend) error {
 	}
 	if r.cfg.SlowStart > 0 {
 		m.rampFrom, m.ramp = time.Now().UnixNano(), rampStart
+	}
+	if !up {
+		m.flags.Store(flagSick) // down until a probe says otherwise: no pick sees it before
 	}
 	members := make([]*member, len(old.members), len(old.members)+1)
 	copy(members, old.members)

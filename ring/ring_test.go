@@ -472,3 +472,35 @@ func BenchmarkCursor(b *testing.B) {
 		}
 	}
 }
+
+func TestAddDownIsNeverPickedUntilUp(t *testing.T) {
+	r, err := New(Backend{ID: "a", Addr: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddDown(Backend{ID: "b", Addr: "127.0.0.1:2"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if b, ok := r.Next(); !ok || b.ID != "a" {
+			t.Fatalf("Next = %v, %v; want a: b was added down", b.ID, ok)
+		}
+	}
+	if _, up, ok := r.Lookup("b"); !ok || up {
+		t.Fatalf("Lookup(b): up %v, in ring %v; want down and in the ring", up, ok)
+	}
+	if !r.SetUp("b", true) {
+		t.Fatal("SetUp(b, true) did not change b's state")
+	}
+	seen := map[string]int{}
+	for range 10 {
+		b, _ := r.Next()
+		seen[b.ID]++
+	}
+	if seen["a"] != 5 || seen["b"] != 5 {
+		t.Fatalf("picks after b came up: %v, want 5 each", seen)
+	}
+	if err := r.AddDown(Backend{ID: "c", Addr: "127.0.0.1:2"}); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("AddDown of a taken address: %v, want ErrDuplicate", err)
+	}
+}

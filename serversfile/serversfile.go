@@ -69,8 +69,13 @@ func Load(path string) ([]ring.Backend, error) {
 // IP, decimal port), a Weight in 1..1000 and a non-empty ID, with no two sharing an Addr or
 // an ID. A backend without id= gets an id made from its Addr (see autoIDs): stable across
 // restarts and reorderings, and it does not reveal the address in cookies.
-// Mistakes in the file are *LineError.
+// Mistakes in the file are *LineError, and so is a discover= line: read those with ParseFile.
 func Parse(name string, r io.Reader) ([]ring.Backend, error) {
+	return parse(name, r, nil)
+}
+
+// parse is Parse; with found non-nil it also takes discover= lines, into found.
+func parse(name string, r io.Reader, found *[]Discover) ([]ring.Backend, error) {
 	var backends []ring.Backend
 	var lines []int // of each backend
 	lineOfAddr := map[string]int{}
@@ -86,6 +91,13 @@ func Parse(name string, r io.Reader) ([]ring.Backend, error) {
 		line, _, _ = strings.Cut(line, "#")
 		fields := strings.Fields(line)
 		if len(fields) == 0 {
+			continue
+		}
+		if d, ok, reason := discoverLine(fields, n, found); ok {
+			if reason != "" {
+				return nil, &LineError{File: name, Line: n, Reason: reason}
+			}
+			*found = append(*found, d)
 			continue
 		}
 		b, reason := parseLine(fields)
@@ -107,7 +119,7 @@ func Parse(name string, r io.Reader) ([]ring.Backend, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	if len(backends) == 0 {
+	if len(backends) == 0 && (found == nil || len(*found) == 0) {
 		return nil, &LineError{File: name, Reason: "no backends: add one per line, e.g. 127.0.0.1:8000"}
 	}
 	if line, reason := autoIDs(backends, lines, lineOfID); reason != "" {

@@ -45,7 +45,8 @@ func checkCommand() *cli.Command {
 func loadConfig(c *cli.Context, o options) (*config.Config, error) {
 	path := c.String("config")
 	if path == "" {
-		backends, err := loadServers(c.String("servers"))
+		// discover= lines are checked here; their backends come from DNS once lb serves.
+		backends, _, err := loadServerFile(c.String("servers"))
 		if err != nil {
 			return nil, err
 		}

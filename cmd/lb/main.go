@@ -12,9 +12,16 @@ import (
 	"lb/serversfile"
 )
 
-// version is set at build time with -ldflags "-X main.version=..."; otherwise it comes from
-// the module's build info.
-var version = ""
+// Stamped at build time by the release build (deploy/release.sh):
+//
+//	-ldflags "-X main.version=v1.2.0 -X main.commit=$(git rev-parse HEAD) -X main.date=2026-11-30T04:00:00Z"
+//
+// Unstamped, they come from the module's build info (go build records the commit and its time).
+var (
+	version = ""
+	commit  = ""
+	date    = ""
+)
 
 // Exit statuses: 0 done, 1 a runtime failure or a backend down (probe), 2 bad input.
 const (
@@ -68,19 +75,34 @@ func exitCode(err error) int {
 	return exitFailure
 }
 
+// buildVersion is what lb --version prints after "lb version": the version, the commit and
+// the build date, e.g. "v1.2.0 commit 84853d4c1a2b built 2026-11-30T04:00:00Z".
 func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	v := info.Main.Version
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " " + s.Value[:12]
+	v, c, d := version, commit, date
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = info.Main.Version
+		}
+		for _, s := range info.Settings {
+			switch {
+			case s.Key == "vcs.revision" && c == "":
+				c = s.Value
+			case s.Key == "vcs.time" && d == "":
+				d = s.Value + " (commit time)"
+			}
 		}
 	}
-	return v
+	if v == "" {
+		v = "unknown"
+	}
+	if len(c) > 12 {
+		c = c[:12]
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	if d == "" {
+		d = "unknown"
+	}
+	return v + " commit " + c + " built " + d
 }

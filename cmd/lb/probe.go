@@ -17,20 +17,27 @@ func probeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "probe",
 		Usage: "check every backend once (TCP, or HTTP with --health-http or check=) and print a table; exit 0 if all are up, 1 if any is down",
-		Flags: withEnv(configFlag, serversFlag, stickyCookieFlag, sessionCookieFlag, sessionStoreFlag, clusterFlag,
+		Flags: withEnv(configFlag, serversFlag, resolverFlag, stickyCookieFlag, sessionCookieFlag, sessionStoreFlag, clusterFlag,
 			&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "timeout of each backend's check (and the session store's ping)"},
 			healthHTTPFlag, expectStatusFlag,
 		),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
+			if err := useResolver(c.String("resolver")); err != nil {
+				return err
+			}
 			if c.String("config") != "" {
 				return probeConfig(c)
 			}
-			backends, err := loadServers(c.String("servers"))
+			backends, sources, err := loadServerFile(c.String("servers"))
 			if err != nil {
 				return err
 			}
 			timeout := c.Duration("health-timeout")
+			backends, err = withDiscovered(c.Context, backends, sources)
+			if err != nil {
+				return err
+			}
 			cfg := health.Config{Timeout: timeout}
 			if err := parseHealthHTTP(c, &cfg); err != nil {
 				return err

@@ -19,6 +19,7 @@ import (
 	"lb/accesslog"
 	"lb/admin"
 	"lb/control"
+	"lb/discover"
 	"lb/health"
 	"lb/l4"
 	"lb/ring"
@@ -133,18 +134,22 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "serve",
 		Usage:        "balance TCP connections over the backends of a servers file",
-		Flags:        withEnv(append(append(append([]cli.Flag{serversFlag, listenFlag, portFlag, watchFlag}, routingFlags()...), balanceFlags()...), adminFlags()...)...),
+		Flags:        withEnv(append(append(append([]cli.Flag{serversFlag, listenFlag, portFlag, watchFlag, resolverFlag}, routingFlags()...), balanceFlags()...), adminFlags()...)...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			opts, err := parseOptions(c)
 			if err != nil {
 				return err
 			}
-			backends, err := loadServers(c.String("servers"))
+			if err := useResolver(c.String("resolver")); err != nil {
+				return err
+			}
+			backends, sources, err := loadServerFile(c.String("servers"))
 			if err != nil {
 				return err
 			}
 			opts.servers, opts.watch = c.String("servers"), c.Bool("watch")
+			opts.discover = sources
 			return serve(c.Context, opts, backends)
 		},
 	}
@@ -181,6 +186,7 @@ type options struct {
 	listen       string
 	drainTimeout time.Duration
 	sessions     sessionOptions
+	discover     []discover.Source // the servers file's discover= lines
 	health       health.Config
 	ring         ring.Config
 	l4           l4.Config // without Ring and OnDialFailure, which serve fills in
@@ -353,6 +359,8 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	if adminLn != nil {
 		defer adminLn.Close()
 	}
+	stopDiscovery := startDiscovery(ctx, r, o)
+	defer stopDiscovery()
 	prober := health.NewProber(r, o.health, o.log)
 	prober.Init(ctx)
 	if ctx.Err() != nil {
