@@ -125,7 +125,7 @@ func TestErrors(t *testing.T) {
 		{"bad status", strings.Replace(minimal, "    routes:", "    status: 200\n    routes:", 1), `3:13: bad status "200": want an HTTP error status from 400 to 599 for HTTP clients no route takes (default 503)`},
 		{"server port", strings.Replace(minimal, "127.0.0.1:9001", "127.0.0.1:9001, 127.0.0.1:99999", 1), `6:35: pool web: bad port "99999": want 1-65535`},
 		{"server duplicate", strings.Replace(minimal, "web: {servers: [127.0.0.1:9001]}", "web:\n    servers:\n      - 127.0.0.1:9001\n      - 127.0.0.1:9001", 1), `9:9: pool web: duplicate backend 127.0.0.1:9001 (first on line 8)`},
-		{"server option", strings.Replace(minimal, "127.0.0.1:9001", "127.0.0.1:9001 weigth=2", 1), `6:19: pool web: unknown option "weigth=2": want weight=N or id=NAME, one backend per line`},
+		{"server option", strings.Replace(minimal, "127.0.0.1:9001", "127.0.0.1:9001 weigth=2", 1), `6:19: pool web: unknown option "weigth=2": want weight=N, id=NAME, proxy=v1|v2, check=tcp|http:/PATH or maxconn=N, one backend per line`},
 		{"servers and file", strings.Replace(minimal, "[127.0.0.1:9001]", "[127.0.0.1:9001], servers_file: x.txt", 1), `6:50: pool web has both servers and servers_file: keep one`},
 		{"no servers", strings.Replace(minimal, "{servers: [127.0.0.1:9001]}", "{balance: p2c}", 1), `6:3: pool web has no servers: add servers: [host:port, ...] or servers_file: FILE`},
 		{"balance", strings.Replace(minimal, "[127.0.0.1:9001]", "[127.0.0.1:9001], balance: fastest", 1), `6:45: bad balance "fastest": want roundrobin, leastconn, p2c, source, random`},

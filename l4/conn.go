@@ -75,6 +75,7 @@ type conn struct {
 	client     netip.AddrPort // the PROXY header's source, when a trusted balancer sent one
 	lis        *listener      // the listener that accepted it
 	pool       *pool          // the pool its route chose
+	active     ring.Active    // its count in its backend's active connections (leastconn, p2c, maxconn)
 	awaitProxy bool           // a trusted balancer's PROXY header comes first (pre-sniff)
 	overLimit  admit.Reason   // a per-address limit refuses it, once it is known to speak HTTP or not
 	retryAfter int32          // with overLimit: the 429's Retry-After
@@ -244,7 +245,7 @@ func (l *loop) route(c *conn) {
 		l.refuse(c, errNoRoute)
 		return
 	}
-	c.rt.cursor = c.pool.Ring.Cursor()
+	c.rt.cursor = c.pool.Ring.CursorFor(c.client.Addr())
 	if l.chooseSticky(c) {
 		return // lookupSession dials once the store has answered
 	}
@@ -255,7 +256,7 @@ func (l *loop) route(c *conn) {
 // or has the first bytes: nothing was sent yet, so any will do.
 func (l *loop) dial(c *conn) {
 	rt := c.rt
-	for b, ok := rt.nextBackend(); ok; b, ok = rt.nextBackend() {
+	for b, picked, ok := rt.nextBackend(); ok; b, picked, ok = rt.nextBackend() {
 		fd, sa, err := l.dials.connect(b.Addr)
 		switch {
 		case errors.Is(err, errUnresolved):
@@ -276,6 +277,11 @@ func (l *loop) dial(c *conn) {
 		}
 		c.backend, rt.dialedTo, rt.connected = b, sa, false
 		c.ends[backendSide] = end{fd: fd}
+		if picked {
+			c.active = rt.cursor.Start()
+		} else {
+			c.active = c.pool.Ring.Start(b.ID)
+		}
 		l.beforeReplay(c)
 		// On loopback and fast networks the handshake is often done when connect returns:
 		// write at once, and wait for writability only if the socket says so.
@@ -285,33 +291,38 @@ func (l *loop) dial(c *conn) {
 		}
 		return
 	}
-	why := errNoneUp
-	if rt.dialed {
-		why = errDialFailed
+	switch {
+	case rt.dialed:
+		l.refuse(c, errDialFailed)
+	case rt.cursor.Full() && c.phase != queued:
+		l.enter(c, queued) // every backend up is at its maxconn: wait for a slot
+	case c.phase == queued:
+		// The sweep tries again until the deadline.
+	default:
+		l.refuse(c, errNoneUp)
 	}
-	l.refuse(c, why)
 }
 
 // nextBackend is the backend to dial next: one that lb had no descriptor for, then the
-// preferred one, then the ring's.
-func (rt *routing) nextBackend() (ring.Backend, bool) {
+// preferred one, then the ring's (picked: the cursor's last).
+func (rt *routing) nextBackend() (b ring.Backend, picked, ok bool) {
 	if b := rt.retry; b.ID != "" {
 		rt.retry = ring.Backend{}
-		return b, true
+		return b, false, true
 	}
 	if rt.preferred.ID != "" && !rt.tried {
 		rt.tried = true
-		return rt.preferred, true
+		return rt.preferred, false, true
 	}
 	if rt.byCookie {
 		rt.setCookie = true // the sticky backend failed: the client is moved and re-cookied
 	}
 	for b, ok := rt.cursor.Next(); ok; b, ok = rt.cursor.Next() {
 		if b.ID != rt.preferred.ID {
-			return b, true
+			return b, true, true
 		}
 	}
-	return ring.Backend{}, false
+	return ring.Backend{}, false, false
 }
 
 // ownShortage reports whether a dial failed for want of lb's own resources: descriptors,
@@ -349,12 +360,20 @@ func (l *loop) dialed(c *conn) {
 	}
 }
 
-// beforeReplay puts the PROXY header lb sends the backend, if it sends one, before the first
-// bytes: replay writes both in one system call.
+// beforeReplay puts the PROXY header lb sends the backend, if it sends one (its servers-file
+// line's proxy=, else the pool's), before the first bytes: replay writes both in one
+// system call.
 func (l *loop) beforeReplay(c *conn) {
 	rt := c.rt
 	rt.proxyLen = 0
-	if v := c.pool.SendProxy; v != proxyhdr.None {
+	v := c.pool.SendProxy
+	switch c.backend.Proxy {
+	case "v1":
+		v = proxyhdr.V1
+	case "v2":
+		v = proxyhdr.V2
+	}
+	if v != proxyhdr.None {
 		rt.proxyLen = len(proxyhdr.Append(rt.proxy[:0], v, c.client, localAddr(c.ends[clientSide].fd)))
 	}
 }
@@ -415,6 +434,7 @@ func (l *loop) redial(c *conn, err error) {
 func (l *loop) dropBackend(c *conn, err error) {
 	sysClose(c.ends[backendSide].fd) // also leaves the epoll set
 	c.ends[backendSide] = end{fd: -1}
+	c.active.End()
 	l.dialFailed(c, c.backend, c.rt.dialedTo, err)
 }
 
@@ -470,6 +490,8 @@ func (l *loop) expire(c *conn) {
 		l.dial(c) // the store did not answer in time: as if it knew nothing
 	case starved:
 		l.refuse(c, errNoDescriptor)
+	case queued:
+		l.refuse(c, errNoneUp) // no slot came free in time
 	case dialing:
 		l.redial(c, opError("connect", os.ErrDeadlineExceeded))
 	case replaying:
@@ -561,6 +583,7 @@ func aborted(err error) bool {
 // close closes both sockets of c; err nil means both directions ended cleanly. After an
 // abort (see aborted) it resets them rather than closing them with a FIN.
 func (l *loop) close(c *conn, err error) {
+	c.active.End()
 	l.closing(c, err)
 	l.enter(c, closed)
 	if c.rh != nil {

@@ -41,11 +41,12 @@
 //
 //	| phase | client | backend | deadline | next | moves on when |
 //	|---|---|---|---|---|---|
-//	| unused | none | none | none | sniffing, lookingUp, starved, dialing, replaying, splicing, refusing, closed | admit takes an accepted socket and sniffs at once: the phase is where that ends |
-//	| sniffing | read once | none | --sniff-timeout | sniffing, lookingUp, starved, dialing, replaying, splicing, refusing, closed | client readable: sniff; the head decided, the buffer full or a FIN: route. Deadline: route with what came, or close |
-//	| lookingUp | silent | none | --connect-timeout | starved, dialing, replaying, splicing, refusing, closed | the store answers, or the deadline: dial |
-//	| starved | silent | none | --connect-timeout | starved, dialing, replaying, splicing, refusing, closed | each sweep: dial again. Deadline: refuse (503) |
-//	| dialing | silent | write | --connect-timeout | starved, dialing, replaying, splicing, refusing, closed | backend writable: replay. Failed, or the deadline: dial the next backend, or refuse |
+//	| unused | none | none | none | sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed | admit takes an accepted socket and sniffs at once: the phase is where that ends |
+//	| sniffing | read once | none | --sniff-timeout | sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed | client readable: sniff; the head decided, the buffer full or a FIN: route. Deadline: route with what came, or close |
+//	| lookingUp | silent | none | --connect-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | the store answers, or the deadline: dial |
+//	| starved | silent | none | --connect-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | each sweep: dial again. Deadline: refuse (503) |
+//	| queued | silent | none | --queue-timeout | queued, dialing, replaying, splicing, refusing, closed | each sweep: dial again. Deadline: refuse (503) |
+//	| dialing | silent | write | --connect-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | backend writable: replay. Failed, or the deadline: dial the next backend, or refuse |
 //	| replaying | silent | write | --connect-timeout | replaying, splicing, closed | backend writable: replay the rest. Failed, or the deadline: close (bytes went: no other backend) |
 //	| splicing | flows | flows | --idle-timeout | closed | either end: pump. Both directions at EOF, an error, or idle: close |
 //	| refusing | read | none | 1s | closed | client readable: drain it; its close, or the deadline: close |

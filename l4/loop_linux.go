@@ -159,6 +159,9 @@ func (l *loop) sweep() {
 			}
 		case c.phase == starved && l.now < c.deadline:
 			l.dial(c) // a descriptor may be free now
+		case c.phase == queued && l.now < c.deadline:
+			c.rt.cursor = c.pool.Ring.CursorFor(c.client.Addr())
+			l.dial(c) // a slot may be free now
 		case l.now >= c.deadline:
 			l.expire(c)
 		}

@@ -18,6 +18,7 @@ const (
 	sniffing               // the client's first bytes
 	lookingUp              // the session store's answer (a store off the loop)
 	starved                // a descriptor for the backend socket
+	queued                 // a slot at a backend: every one up is at its maxconn
 	dialing                // the backend's connect; nothing written to it yet
 	replaying              // the backend taking the rest of the first bytes
 	splicing               // bytes both ways
@@ -48,10 +49,11 @@ const (
 	sniffDeadline
 	connectDeadline
 	refuseDeadline
+	queueDeadline
 	idleDeadline // not c.deadline: since bytes last moved (c.lastActive), checked by the sweep
 )
 
-var deadlineNames = [...]string{"none", "--sniff-timeout", "--connect-timeout", "1s", "--idle-timeout"}
+var deadlineNames = [...]string{"none", "--sniff-timeout", "--connect-timeout", "1s", "--queue-timeout", "--idle-timeout"}
 
 // phaseRule is one row of the transition table.
 type phaseRule struct {
@@ -77,19 +79,22 @@ func to(ps ...phase) uint16 {
 // (TestDocShowsTheTable).
 var rules = [phases]phaseRule{
 	unused: {name: "unused", client: noSocket, backend: noSocket,
-		next: to(sniffing, lookingUp, starved, dialing, replaying, splicing, refusing, closed),
+		next: to(sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed),
 		on:   "admit takes an accepted socket and sniffs at once: the phase is where that ends"},
 	sniffing: {name: "sniffing", client: readOnce, backend: noSocket, deadline: sniffDeadline, routing: true,
-		next: to(sniffing, lookingUp, starved, dialing, replaying, splicing, refusing, closed),
+		next: to(sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed),
 		on:   "client readable: sniff; the head decided, the buffer full or a FIN: route. Deadline: route with what came, or close"},
 	lookingUp: {name: "lookingUp", client: silent, backend: noSocket, deadline: connectDeadline, routing: true,
-		next: to(starved, dialing, replaying, splicing, refusing, closed),
+		next: to(starved, queued, dialing, replaying, splicing, refusing, closed),
 		on:   "the store answers, or the deadline: dial"},
 	starved: {name: "starved", client: silent, backend: noSocket, deadline: connectDeadline, routing: true,
-		next: to(starved, dialing, replaying, splicing, refusing, closed),
+		next: to(starved, queued, dialing, replaying, splicing, refusing, closed),
+		on:   "each sweep: dial again. Deadline: refuse (503)"},
+	queued: {name: "queued", client: silent, backend: noSocket, deadline: queueDeadline, routing: true,
+		next: to(queued, dialing, replaying, splicing, refusing, closed),
 		on:   "each sweep: dial again. Deadline: refuse (503)"},
 	dialing: {name: "dialing", client: silent, backend: writable, deadline: connectDeadline, renew: true, routing: true,
-		next: to(starved, dialing, replaying, splicing, refusing, closed),
+		next: to(starved, queued, dialing, replaying, splicing, refusing, closed),
 		on:   "backend writable: replay. Failed, or the deadline: dial the next backend, or refuse"},
 	replaying: {name: "replaying", client: silent, backend: writable, deadline: connectDeadline, routing: true,
 		next: to(replaying, splicing, closed),
@@ -138,6 +143,8 @@ func (s *Server) timeout(c *conn, d deadline) time.Duration {
 		return c.pool.ConnectTimeout
 	case refuseDeadline:
 		return refuseWait
+	case queueDeadline:
+		return s.cfg.QueueTimeout
 	}
 	return 0
 }

@@ -4,6 +4,7 @@ package l4
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"lb/admit"
 	"lb/metrics"
 	"lb/proxyhdr"
+	"lb/ring"
 )
 
 // recordingBackend keeps the first bytes of each connection it gets, up to the client's FIN.
@@ -60,6 +62,31 @@ func TestSendProxyGoesBeforeTheFirstBytes(t *testing.T) {
 				t.Errorf("bytes sent %d, want %d: the header is lb's, not the client's", b.BytesSent, len(sent))
 			}
 		})
+	}
+}
+
+// TestSendProxyPerBackend: a backend's own proxy= wins over the default (none here).
+func TestSendProxyPerBackend(t *testing.T) {
+	b, got := recordingBackend(t)
+	r, err := ring.New(ring.Backend{ID: "p", Addr: b.addr(), Weight: 1, Proxy: "v2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.Pools = []Pool{{Name: "p", Ring: r}}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listenLoopback(t)
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	c := dial(t, ln.Addr().String())
+	io.WriteString(c, "hello")
+	c.CloseWrite()
+	io.ReadAll(c)
+	if h, err := proxyhdr.Parse(<-got); err != nil || h.Version != 2 {
+		t.Fatalf("backend with proxy=v2 read a header %+v, %v; want v2", h, err)
 	}
 }
 

@@ -61,7 +61,10 @@ type Config struct {
 	// PerIP limits the connections of each client address; zero: none. Its MaxEntries is
 	// raised to twice MaxConns if below.
 	PerIP admit.Config
-	Log   zerolog.Logger
+	// QueueTimeout is how long a connection waits for a slot when every backend up is at
+	// its MaxConn; then it is refused (503). 0: 1s.
+	QueueTimeout time.Duration
+	Log          zerolog.Logger
 }
 
 // Stats are counters of a Server.
@@ -178,6 +181,9 @@ func (s *Server) endShortage() {
 func New(cfg Config) (*Server, error) {
 	if cfg.SniffTimeout <= 0 || cfg.MaxHeaderBytes <= 0 || cfg.ConnectTimeout <= 0 {
 		return nil, errors.New("l4: config needs a SniffTimeout, a MaxHeaderBytes and a ConnectTimeout")
+	}
+	if cfg.QueueTimeout <= 0 {
+		cfg.QueueTimeout = time.Second
 	}
 	pools, err := newPools(cfg)
 	if err != nil {

@@ -386,7 +386,7 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 		cfg.ReservedFDs += 10 * o.threads
 	}
 	cfg.Log, cfg.AccessLog = o.log, accessLog
-	cfg.SendProxy, cfg.AcceptProxy, cfg.PerIP = o.clients.sendProxy, o.clients.acceptProxy, o.clients.admit
+	cfg.SendProxy, cfg.AcceptProxy, cfg.PerIP, cfg.QueueTimeout = o.clients.sendProxy, o.clients.acceptProxy, o.clients.admit, o.clients.queueTimeout
 	// The probes above had every CPU; from here, l4 runs one event loop per GOMAXPROCS.
 	runtime.GOMAXPROCS(o.threads)
 	srv, err := l4.New(cfg)
