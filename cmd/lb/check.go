@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"lb/config"
+	"lb/proxyhdr"
 )
 
 var configFlag = &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "`FILE` (lb.yaml) of listeners, routes and pools; instead of --servers and --listen"}
@@ -67,14 +68,20 @@ func loadConfig(c *cli.Context, o options) (*config.Config, error) {
 // poolDefaults are the pool settings of the flags: what a pool of the config file does not
 // set itself.
 func poolDefaults(o options) config.Pool {
+	send := ""
+	if o.clients.sendProxy != proxyhdr.None {
+		send = o.clients.sendProxy.String()
+	}
 	return config.Pool{
-		Balance: "roundrobin",
+		Balance: o.ring.Balance.String(),
 		Health: config.Health{
 			Interval: o.health.Interval,
 			Timeout:  o.health.Timeout,
 			Rise:     o.health.Rise,
 			Fall:     o.health.Fall,
+			HTTPPath: o.health.HTTPPath,
 		},
+		SendProxy:         send,
 		StickyCookie:      o.l4.Sticky.Cookie,
 		StickyCookieAttrs: o.l4.Sticky.CookieAttrs,
 		SessionCookie:     o.sessions.cookie,

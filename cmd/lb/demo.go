@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"lb/config"
 	"lb/ring"
 )
 
@@ -39,7 +40,7 @@ func demoCommand() *cli.Command {
 					"  curl -si %s/ | grep X-Backend\n"+
 					"Ctrl-C to stop.\n", addr, url, url, url, url, url)
 			}
-			return serve(c.Context, opts, backends)
+			return serve(c.Context, opts, config.FromFlags(opts.listen, backends, poolDefaults(opts)))
 		},
 	}
 }

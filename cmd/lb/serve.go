@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -18,10 +19,12 @@ import (
 
 	"lb/accesslog"
 	"lb/admin"
+	"lb/config"
 	"lb/control"
 	"lb/discover"
 	"lb/health"
 	"lb/l4"
+	"lb/metrics"
 	"lb/ring"
 	"lb/serversfile"
 )
@@ -134,7 +137,7 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "serve",
 		Usage:        "balance TCP connections over the backends of a servers file",
-		Flags:        withEnv(append(append(append([]cli.Flag{serversFlag, listenFlag, portFlag, watchFlag, resolverFlag}, routingFlags()...), balanceFlags()...), adminFlags()...)...),
+		Flags:        withEnv(append(append(append([]cli.Flag{configFlag, serversFlag, listenFlag, portFlag, watchFlag, resolverFlag}, routingFlags()...), balanceFlags()...), adminFlags()...)...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			opts, err := parseOptions(c)
@@ -144,13 +147,20 @@ func serveCommand() *cli.Command {
 			if err := useResolver(c.String("resolver")); err != nil {
 				return err
 			}
+			if c.String("config") != "" {
+				cfg, err := loadConfig(c, opts)
+				if err != nil {
+					return err
+				}
+				return serve(c.Context, opts, cfg)
+			}
 			backends, sources, err := loadServerFile(c.String("servers"))
 			if err != nil {
 				return err
 			}
 			opts.servers, opts.watch = c.String("servers"), c.Bool("watch")
 			opts.discover = sources
-			return serve(c.Context, opts, backends)
+			return serve(c.Context, opts, config.FromFlags(opts.listen, backends, poolDefaults(opts)))
 		},
 	}
 }
@@ -327,14 +337,22 @@ func newLogger(level, format string) (zerolog.Logger, error) {
 }
 
 // serve runs lb until SIGINT or SIGTERM, then drains: it stops accepting, lets open
-// connections finish for up to the drain timeout, and returns nil.
-func serve(parent context.Context, o options, backends []ring.Backend) error {
+// connections finish for up to the drain timeout, and returns nil. cfg is the config file's,
+// or the one listener and pool of the flags (config.FromFlags).
+func serve(parent context.Context, o options, cfg *config.Config) error {
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Before lb says it listens: a SIGUSR1 or SIGHUP sent at once must not kill it.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
-	r, err := ring.NewWith(o.ring, backends...)
+	pools, err := newPools(cfg, o)
 	if err != nil {
-		return badInput{err}
+		return err
 	}
 	accessLog, err := accesslog.Open(o.accessLog)
 	if err != nil {
@@ -347,11 +365,15 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	}()
 	// Listen before probing: a port in use fails at once, and clients that come while the
 	// backends are probed wait in the kernel's backlog.
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w (is another process using it? change --listen)", o.listen, err)
+	var lns []net.Listener
+	for _, l := range cfg.Listeners {
+		ln, err := net.Listen("tcp", l.Listen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w (is another process using it? change --listen or the config's listen)", l.Listen, err)
+		}
+		defer ln.Close()
+		lns = append(lns, ln)
 	}
-	defer ln.Close()
 	adminLn, err := listenAdmin(o.admin)
 	if err != nil {
 		return err
@@ -359,49 +381,70 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 	if adminLn != nil {
 		defer adminLn.Close()
 	}
-	stopDiscovery := startDiscovery(ctx, r, o)
+	stopDiscovery := startDiscovery(ctx, pools[0].ring, o)
 	defer stopDiscovery()
-	prober := health.NewProber(r, o.health, o.log)
-	prober.Init(ctx)
+	for _, p := range pools {
+		p.prober.Init(ctx)
+	}
 	if ctx.Err() != nil {
 		o.log.Info().Msg("stopped while starting")
 		return nil
 	}
 
-	cfg := o.l4
-	store, err := openSessions(ctx, o.sessions, o.log)
+	l4cfg := o.l4
+	so := o.sessions
+	for _, p := range cfg.Pools {
+		if so.cookie == "" {
+			so.cookie = p.SessionCookie // the store serves every pool that learns sessions
+		}
+	}
+	store, err := openSessions(ctx, so, o.log)
 	if err != nil {
 		return err
 	}
 	if store != nil {
 		defer store.Close()
-		cfg.Sticky.SessionCookie, cfg.Sticky.Sessions, cfg.Sticky.Keyer = o.sessions.cookie, store.Store, store.keyer
 	}
-	cfg.Ring = r
-	cfg.OnDialFailure = func(b ring.Backend) { prober.ReportFailure(b.ID) }
-	// What lb opens besides connections: probes, its listener, logs and DNS lookups, and the
+	for _, p := range pools {
+		l4cfg.Pools = append(l4cfg.Pools, p.l4Pool(store))
+	}
+	// What lb opens besides connections: probes, its listeners, logs and DNS lookups, and the
 	// Redis pool (go-redis: 10 connections a thread).
-	cfg.ReservedFDs = health.MaxProbes + 32
+	l4cfg.ReservedFDs = health.MaxProbes*len(pools) + 32
 	if store != nil {
-		cfg.ReservedFDs += 10 * o.threads
+		l4cfg.ReservedFDs += 10 * o.threads
 	}
-	cfg.Log, cfg.AccessLog = o.log, accessLog
-	cfg.SendProxy, cfg.AcceptProxy, cfg.PerIP, cfg.QueueTimeout = o.clients.sendProxy, o.clients.acceptProxy, o.clients.admit, o.clients.queueTimeout
+	l4cfg.Log, l4cfg.AccessLog = o.log, accessLog
+	l4cfg.AcceptProxy, l4cfg.PerIP, l4cfg.QueueTimeout = o.clients.acceptProxy, o.clients.admit, o.clients.queueTimeout
 	// The probes above had every CPU; from here, l4 runs one event loop per GOMAXPROCS.
 	runtime.GOMAXPROCS(o.threads)
-	srv, err := l4.New(cfg)
+	srv, err := l4.New(l4cfg)
 	if err != nil {
 		return err
 	}
+	m := metrics.New(metrics.Options{Version: buildVersion()})
+	m.SetSource(srv)
 
 	healthCtx, stopHealth := context.WithCancel(context.Background())
-	healthDone := make(chan struct{})
-	go func() { prober.Run(healthCtx); close(healthDone) }()
-	defer func() { stopHealth(); <-healthDone }()
+	var probing sync.WaitGroup
+	for _, p := range pools {
+		probing.Go(func() { p.prober.Run(healthCtx) })
+	}
+	defer func() { stopHealth(); probing.Wait() }()
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	ctl := control.New(control.Config{Ring: r, Prober: prober, File: o.servers, RemoveAfter: o.drainTimeout, Log: o.log})
+	serveErr := make(chan error, len(lns))
+	var addrs []string
+	for i, ln := range lns {
+		routes := l4.Routes{Table: cfg.Listeners[i].Table, NoMatchStatus: cfg.Listeners[i].NoMatchStatus}
+		if cfg.File == "" {
+			routes = l4.Routes{} // the flags' one catch-all route: no matching at all
+		}
+		go func() { serveErr <- srv.ServeRoutes(ln, routes) }()
+		addrs = append(addrs, ln.Addr().String())
+	}
+	// The API and reloads change the first pool: the servers file's with the flags.
+	ctl := control.New(control.Config{Ring: pools[0].ring, Prober: pools[0].prober, File: o.servers,
+		Traffic: trafficOf(srv), RemoveAfter: o.drainTimeout, Log: o.log})
 	ctlCtx, stopCtl := context.WithCancel(context.Background())
 	ctlDone := make(chan struct{})
 	go func() { ctl.Run(ctlCtx); close(ctlDone) }()
@@ -412,7 +455,8 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 		stopAdmin := serveAdmin(adminLn, admin.New(admin.Config{
 			Backends:  ctl,
 			Token:     o.admin.token,
-			Stats:     statsOf(srv, []string{ln.Addr().String()}),
+			Stats:     statsOf(srv, addrs),
+			Metrics:   m.Handler(),
 			Accepting: accepting.Load,
 			Version:   buildVersion(),
 			Log:       o.log,
@@ -430,17 +474,13 @@ func serve(parent context.Context, o options, backends []ring.Backend) error {
 		}()
 		defer func() { stopWatch(); <-watchDone }()
 	}
-	logStart(o.log, ln.Addr().String(), r, stickyMode(o.l4.Sticky.Cookie, o.sessions), srv.Stats().MaxConns)
+	for i, p := range pools {
+		logStart(o.log, strings.Join(addrs, ","), p, stickyMode(p.cfg.StickyCookie, so), srv.Stats().MaxConns, i == 0 && len(pools) > 1)
+	}
 	if o.onListen != nil {
-		o.onListen(ln.Addr().String())
+		o.onListen(addrs[0])
 	}
 
-	usr1 := make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	defer signal.Stop(usr1)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 wait:
 	for {
 		select {
@@ -459,7 +499,7 @@ wait:
 			ctl.ReloadAndLog(ctx, "SIGHUP")
 		case err := <-serveErr:
 			srv.Shutdown(context.Background())
-			return fmt.Errorf("serving %s: %w", ln.Addr(), err)
+			return fmt.Errorf("serving %s: %w", strings.Join(addrs, ","), err)
 		}
 	}
 	stop() // a second signal ends lb at once
@@ -470,7 +510,9 @@ wait:
 	if err := srv.Shutdown(drainCtx); err != nil {
 		o.log.Warn().Msg("drain timeout: closed the connections still open")
 	}
-	<-serveErr
+	for range lns {
+		<-serveErr
+	}
 	o.log.Info().Msg("stopped")
 	return nil
 }
@@ -511,7 +553,8 @@ func stickyMode(cookie string, so sessionOptions) string {
 
 // logStart says lb is listening, with the backends (every one of a short list, the first
 // few and the counts of a long one) and the connection limit.
-func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky string, maxConns int64) {
+func logStart(log zerolog.Logger, addr string, p *pool, sticky string, maxConns int64, named bool) {
+	r := p.ring
 	arr := zerolog.Arr()
 	snap := r.Snapshot()
 	up := 0
@@ -524,6 +567,9 @@ func logStart(log zerolog.Logger, addr string, r *ring.Ring, sticky string, maxC
 		}
 	}
 	e := log.Info().Str("listen", addr).Array("backends", arr)
+	if named || p.cfg.Name != "default" {
+		e = e.Str("pool", p.cfg.Name)
+	}
 	if len(snap) > startLines {
 		e = e.Int("more_backends", len(snap)-startLines)
 	}
