@@ -69,6 +69,12 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		if got := v[key("lb_http_connections_total", "backend", id, "method", "GET")]; got != 10 {
 			t.Errorf("%s: %v GET connections, want 10", id, got)
 		}
+		if got := v[key("lb_health_probe_duration_seconds_count", "backend", id)]; got < 1 {
+			t.Errorf("%s: %v probes timed, want the first one at least", id, got)
+		}
+		if got := v[key("lb_backend_up", "backend", id)]; got != 1 {
+			t.Errorf("%s: up %v, want 1", id, got)
+		}
 	}
 
 	// web-1 dies: the dials to it fail (before health notices: probes are an hour apart),

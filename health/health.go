@@ -32,6 +32,10 @@ type Config struct {
 	// start with '/'), up on a status in Expect within Timeout. A backend's own Check wins.
 	HTTPPath string
 	Expect   StatusRange // default DefaultStatus (2xx and 3xx)
+
+	// OnProbe, if set, hears how long each probe took, failed ones included (metrics). It
+	// must be safe for concurrent use and not block.
+	OnProbe func(id string, latency time.Duration)
 }
 
 // Prober probes the backends of one ring and sets their up/down state in it. Its methods
@@ -41,10 +45,11 @@ type Prober struct {
 	cfg  Config
 	log  zerolog.Logger
 
-	mu     sync.Mutex        // guards counts and last, and orders each count update with its SetUp
-	counts map[string]streak // by backend ID; only for IDs in the ring
-	last   map[string]Probe  // the latest probe of each backend, by ID; only for IDs in the ring
-	short  atomic.Bool       // a probe failed for want of lb's own resources, and none was made since
+	mu     sync.Mutex           // guards counts and last, and orders each count update with its SetUp
+	counts map[string]streak    // by backend ID; only for IDs in the ring
+	last   map[string]Probe     // the latest probe of each backend, by ID; only for IDs in the ring
+	change map[string]time.Time // when each backend last went up or down, by ID
+	short  atomic.Bool          // a probe failed for want of lb's own resources, and none was made since
 }
 
 // streak counts consecutive outcomes; one of the two is always 0.
@@ -70,7 +75,7 @@ func NewProber(r *ring.Ring, cfg Config, log zerolog.Logger) *Prober {
 	if cfg.Expect == (StatusRange{}) {
 		cfg.Expect = DefaultStatus
 	}
-	return &Prober{ring: r, cfg: cfg, log: log, counts: map[string]streak{}, last: map[string]Probe{}}
+	return &Prober{ring: r, cfg: cfg, log: log, counts: map[string]streak{}, last: map[string]Probe{}, change: map[string]time.Time{}}
 }
 
 // Init probes every backend of the ring once and returns when all probes have ended (or ctx
@@ -210,6 +215,9 @@ func (p *Prober) observe(id string, err error) {
 	case !up && s.ok >= p.cfg.Rise:
 		flipped = p.ring.SetUp(id, true)
 	}
+	if flipped {
+		p.change[id] = time.Now()
+	}
 	p.mu.Unlock()
 
 	switch {
@@ -252,6 +260,11 @@ func (p *Prober) forgetRemoved(current []ring.Backend) {
 			delete(p.last, id)
 		}
 	}
+	for id := range p.change {
+		if !keep[id] {
+			delete(p.change, id)
+		}
+	}
 }
 
 // Probe is the outcome of one probe of a backend, as Last reports it.
@@ -279,6 +292,18 @@ func (p *Prober) record(res Result) {
 	if _, _, ok := p.ring.Lookup(res.Backend.ID); ok {
 		p.last[res.Backend.ID] = Probe{At: time.Now(), Latency: res.Latency, Err: res.Err}
 	}
+	if p.cfg.OnProbe != nil {
+		p.cfg.OnProbe(res.Backend.ID, res.Latency)
+	}
+}
+
+// LastChange returns when the backend with this id last went up or down, and false if it
+// has not since lb started.
+func (p *Prober) LastChange(id string) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.change[id]
+	return t, ok
 }
 
 // Admit probes backends just added to the ring once, as Init does at start-up, and returns

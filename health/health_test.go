@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"reflect"
 	"syscall"
 	"testing"
 	"time"
@@ -103,7 +104,7 @@ func TestNewProberDefaults(t *testing.T) {
 	r := newRing(t, "127.0.0.1:1")
 	_, log := logtest.New()
 	for _, tt := range tests {
-		if got := NewProber(r, tt.in, log).cfg; got != tt.want {
+		if got := NewProber(r, tt.in, log).cfg; !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("%s: NewProber(%+v).cfg = %+v, want %+v", tt.name, tt.in, got, tt.want)
 		}
 	}

@@ -59,7 +59,7 @@ type Config struct {
 	AcceptProxy proxyhdr.Trusted
 	SendProxy   proxyhdr.Version // the PROXY header sent to backends; None: none
 	// PerIP limits the connections of each client address; zero: none. Its MaxEntries is
-	// raised to twice MaxConns if below.
+	// raised to admit.DefaultMaxEntries, and to twice MaxConns, if below.
 	PerIP admit.Config
 	// QueueTimeout is how long a connection waits for a slot when every backend up is at
 	// its MaxConn; then it is refused (503). 0: 1s.
@@ -196,7 +196,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), pools: pools, maxConns: maxConns}
 	s.headLimit = headMemory(cfg, maxConns)
 	perIP := cfg.PerIP
-	perIP.MaxEntries = max(perIP.MaxEntries, int(min(2*maxConns, 1<<30)))
+	perIP.MaxEntries = max(perIP.MaxEntries, admit.DefaultMaxEntries, int(min(2*maxConns, 1<<30)))
 	s.admit = admit.New(perIP)
 	var rings []*ring.Ring
 	for _, p := range pools {

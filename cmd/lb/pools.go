@@ -21,7 +21,7 @@ type pool struct {
 
 // newPools makes the rings and probers of cfg's pools, with the flags' settings where a
 // pool leaves one out.
-func newPools(cfg *config.Config, o options) ([]*pool, error) {
+func newPools(cfg *config.Config, o options, m *metrics.Metrics) ([]*pool, error) {
 	var out []*pool
 	for _, p := range cfg.Pools {
 		bal, err := ring.ParseBalance(p.Balance)
@@ -33,6 +33,7 @@ func newPools(cfg *config.Config, o options) ([]*pool, error) {
 			return nil, badInput{err}
 		}
 		hc := o.health
+		hc.OnProbe = m.ObserveProbe
 		hc.Interval, hc.Timeout, hc.Rise, hc.Fall = p.Health.Interval, p.Health.Timeout, p.Health.Rise, p.Health.Fall
 		if p.Health.HTTPPath != "" {
 			hc.HTTPPath = p.Health.HTTPPath
@@ -59,6 +60,26 @@ func (p *pool) l4Pool(store *sessionStore) l4.Pool {
 		lp.Sticky.SessionCookie, lp.Sticky.Sessions, lp.Sticky.Keyer = p.cfg.SessionCookie, store.Store, store.keyer
 	}
 	return lp
+}
+
+// source is what /metrics reports: l4's counters, and when each backend last changed state,
+// which its pool's prober knows.
+type source struct {
+	srv   *l4.Server
+	pools []*pool
+}
+
+func (s source) Collect(snap *metrics.Snapshot) {
+	s.srv.Collect(snap)
+	for i := range snap.Backends {
+		b := &snap.Backends[i]
+		for _, p := range s.pools {
+			if t, ok := p.prober.LastChange(b.ID); ok {
+				b.LastChange = t
+				break
+			}
+		}
+	}
 }
 
 // trafficOf is what the admin API shows of each backend's traffic: l4's counters, summed

@@ -350,7 +350,8 @@ func serve(parent context.Context, o options, cfg *config.Config) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	pools, err := newPools(cfg, o)
+	m := metrics.New(metrics.Options{Version: buildVersion()})
+	pools, err := newPools(cfg, o, m)
 	if err != nil {
 		return err
 	}
@@ -422,8 +423,7 @@ func serve(parent context.Context, o options, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	m := metrics.New(metrics.Options{Version: buildVersion()})
-	m.SetSource(srv)
+	m.SetSource(source{srv, pools})
 
 	healthCtx, stopHealth := context.WithCancel(context.Background())
 	var probing sync.WaitGroup
