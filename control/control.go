@@ -124,10 +124,9 @@ func (c *Control) Add(b ring.Backend) error {
 
 // addDown adds b to the ring, marked unhealthy until a probe says otherwise. c.mu is held.
 func (c *Control) addDown(b ring.Backend) error {
-	if err := c.cfg.Ring.Add(b); err != nil {
+	if err := c.cfg.Ring.AddDown(b); err != nil {
 		return fmt.Errorf("add %s: %w", b.Addr, err)
 	}
-	c.cfg.Ring.SetUp(b.ID, false)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/rs/zerolog"
 
 	"lb/ring"
 	"lb/serversfile"
@@ -47,7 +48,19 @@ func (c *Control) reload(ctx context.Context, data []byte) (Changes, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.loaded = sha256.Sum256(data)
+	return c.apply(ctx, want)
+}
 
+// Apply makes the ring the backends of want, as Reload does with the servers file's: for a
+// pool of a config file that was loaded again.
+func (c *Control) Apply(ctx context.Context, want []ring.Backend) (Changes, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.apply(ctx, want)
+}
+
+// apply is Apply with c.mu held.
+func (c *Control) apply(ctx context.Context, want []ring.Backend) (Changes, error) {
 	have := map[string]ring.Backend{}
 	for _, s := range c.cfg.Ring.Snapshot() {
 		have[s.ID] = s.Backend
@@ -120,20 +133,9 @@ func (c *Control) logReload(why string, ch Changes, err error) {
 // file: an editor's save or a ConfigMap update is several events in a few milliseconds.
 const settle = 100 * time.Millisecond
 
-// Watch reloads the servers file whenever its content changes, until ctx is done. It
-// watches the file's directory, not the file, so it sees editors that save by renaming a new
-// file over the old one and Kubernetes ConfigMap updates (a symlink swap of ..data). It
-// returns an error when the directory cannot be watched, and nil when ctx is done.
+// Watch reloads the servers file whenever its content changes, until ctx is done (see
+// WatchFile).
 func (c *Control) Watch(ctx context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watch the servers file: %w", err)
-	}
-	defer w.Close()
-	dir := filepath.Dir(c.cfg.File)
-	if err := w.Add(dir); err != nil {
-		return fmt.Errorf("watch the servers file's directory %s: %w", dir, err)
-	}
 	c.mu.Lock()
 	if c.loaded == ([sha256.Size]byte{}) {
 		// Started from a file read elsewhere: take its content now as the one in effect.
@@ -142,6 +144,24 @@ func (c *Control) Watch(ctx context.Context) error {
 		}
 	}
 	c.mu.Unlock()
+	return WatchFile(ctx, c.cfg.File, c.cfg.Log, c.reloadIfChanged)
+}
+
+// WatchFile calls changed a moment after events in path's directory settle, until ctx is
+// done: changed reads the file and acts if its content changed. It watches the directory,
+// not the file, so it sees editors that save by renaming a new file over the old one and
+// Kubernetes ConfigMap updates (a symlink swap of ..data). It returns an error when the
+// directory cannot be watched, and nil when ctx is done.
+func WatchFile(ctx context.Context, path string, log zerolog.Logger, changed func(context.Context)) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", path, err)
+	}
+	defer w.Close()
+	dir := filepath.Dir(path)
+	if err := w.Add(dir); err != nil {
+		return fmt.Errorf("watch %s's directory %s: %w", path, dir, err)
+	}
 
 	timer := time.NewTimer(settle)
 	timer.Stop()
@@ -162,10 +182,10 @@ func (c *Control) Watch(ctx context.Context) error {
 			if !ok {
 				return nil
 			}
-			c.cfg.Log.Warn().Err(err).Str("dir", dir).Msg("watching the servers file: an event may be lost; SIGHUP reloads by hand")
+			log.Warn().Err(err).Str("dir", dir).Msg("watching a file: an event may be lost; SIGHUP reloads by hand")
 			timer.Reset(settle)
 		case <-timer.C:
-			c.reloadIfChanged(ctx)
+			changed(ctx)
 		}
 	}
 }

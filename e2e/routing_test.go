@@ -1,13 +1,16 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"lb/internal/freeport"
@@ -106,5 +109,79 @@ pools:
 	}
 	if got := httpGet("c.test", "/", ""); !strings.HasPrefix(got, "HTTP/1.1 503") {
 		t.Errorf("unknown host: %q, want 503", got)
+	}
+}
+
+// TestConfigReloadOnSIGHUP: SIGHUP reloads the config file; new routes and pools take new
+// connections while a keep-alive connection routed before stays with its backend; a config
+// with a mistake changes nothing and the log says where the mistake is.
+func TestConfigReloadOnSIGHUP(t *testing.T) {
+	ngx := startNginx(t, 2)
+	port := freeport.Get(t)
+	conf := filepath.Join(t.TempDir(), "lb.yaml")
+	write := func(pool, extra string) {
+		t.Helper()
+		yaml := fmt.Sprintf("listeners:\n  - listen: 127.0.0.1:%d\n    routes:\n      - match: {host: a.test}\n        pool: %s\n%spools:\n  one: {servers: [%s]}\n  two: {servers: [%s]}\n",
+			port, pool, extra, ngx[0].Addr, ngx[1].Addr)
+		if err := os.WriteFile(conf, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("one", "")
+	lb := startLB(t, nil, "serve", "--config", conf)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	ask := func(c net.Conn, r *bufio.Reader) string {
+		t.Helper()
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.Header.Get("X-Backend")
+	}
+	held, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	heldR := bufio.NewReader(held)
+	if got := ask(held, heldR); got != "1" {
+		t.Fatalf("before the reload: backend %q, want 1", got)
+	}
+
+	write("two", "")
+	from := lb.log.len()
+	lb.signal(t, syscall.SIGHUP)
+	if _, ok := lb.log.waitFor(from, startDeadline, func(e logEntry) bool { return e.Message == "config reloaded" }); !ok {
+		t.Fatalf("no \"config reloaded\" line:\n%s", lb.log)
+	}
+	fresh, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if got := ask(fresh, bufio.NewReader(fresh)); got != "2" {
+		t.Errorf("a new connection after the reload: backend %q, want 2", got)
+	}
+	if got := ask(held, heldR); got != "1" {
+		t.Errorf("the connection routed before the reload: backend %q, want still 1", got)
+	}
+
+	write("three", "")
+	from = lb.log.len()
+	lb.signal(t, syscall.SIGHUP)
+	e, ok := lb.log.waitFor(from, startDeadline, func(e logEntry) bool { return e.Message == "config not reloaded: nothing changed" })
+	if !ok || !strings.Contains(e.raw, "lb.yaml:5:") {
+		t.Fatalf("a config routing to an unknown pool: %q, want the error at lb.yaml:5", e.raw)
+	}
+	again, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if got := ask(again, bufio.NewReader(again)); got != "2" {
+		t.Errorf("after a bad reload: backend %q, want 2 as before it", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -64,11 +65,26 @@ type pausedFD struct {
 
 // listener is one address lb accepts connections on.
 type listener struct {
-	fd      int
-	name    string       // its address, for logs
-	routes  *route.Table // nil: every connection goes to the first pool
-	needs   route.Needs  // what its routes look at
-	noMatch []byte       // the answer to an HTTP client no route matches
+	fd     int
+	name   string // its address, for logs
+	routes atomic.Pointer[routeSet]
+}
+
+// routeSet is where a listener sends connections: swapped whole by Reroute, so a connection
+// sees one table and the pools it indexes.
+type routeSet struct {
+	table   *route.Table // nil: every connection goes to the first pool
+	pools   []*pool
+	needs   route.Needs // what the table looks at
+	noMatch []byte      // the answer to an HTTP client no route matches
+}
+
+func newRouteSet(r Routes, pools []*pool) *routeSet {
+	rs := &routeSet{table: r.Table, pools: pools}
+	if r.Table != nil {
+		rs.needs, rs.noMatch = r.Table.Needs(), noMatchAnswer(r.NoMatchStatus)
+	}
+	return rs
 }
 
 // listen starts accepting from lis.

@@ -185,7 +185,7 @@ func (l *loop) sniff(c *conn) {
 		}
 		err = httpsniff.ErrHeadTooLarge
 	}
-	if head.Kind == httpsniff.KindTLS && c.lis.needs.Hello && l.readHello(c) {
+	if head.Kind == httpsniff.KindTLS && c.lis.routes.Load().needs.Hello && l.readHello(c) {
 		l.enter(c, sniffing)
 		return
 	}
@@ -540,7 +540,7 @@ func (l *loop) refuse(c *conn, why error) {
 	case metrics.RefuseIPConns, metrics.RefuseIPRate:
 		answer = admit.AppendTooMany(l.scratch.out[:0], int(c.retryAfter))
 	case metrics.RefuseNoRoute:
-		answer = c.lis.noMatch
+		answer = c.lis.routes.Load().noMatch
 	default:
 		answer = answer503
 		l.s.refusedNoneUp.Add(1)

@@ -129,7 +129,7 @@ func (l *loop) accept(lfd int) {
 // 5 ms to 250 ms.
 func (l *loop) sweepEvery() time.Duration {
 	d := l.s.cfg.SniffTimeout
-	for _, p := range l.s.pools {
+	for _, p := range *l.s.pools.Load() {
 		d = min(d, p.ConnectTimeout)
 		if p.IdleTimeout > 0 {
 			d = min(d, p.IdleTimeout)

@@ -40,7 +40,7 @@ func (st *loopStats) backend(id string) *metrics.BackendCounters {
 // the ring (metrics.Source). Counters of connections still open are in: bytes are counted
 // when a connection closes.
 func (s *Server) Collect(snap *metrics.Snapshot) {
-	for _, p := range s.pools {
+	for _, p := range *s.pools.Load() {
 		for _, b := range p.Ring.Snapshot() {
 			snap.AddBackend(b.ID).Up = b.Up
 		}
@@ -149,7 +149,7 @@ func (l *loop) closing(c *conn, err error) {
 	if c.lis != nil {
 		e.Listener = c.lis.name
 	}
-	if c.pool != nil && len(l.s.pools) > 1 {
+	if c.pool != nil && c.pool.Name != "default" {
 		e.Pool = c.pool.Name
 	}
 	if c.stickied {

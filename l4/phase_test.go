@@ -43,7 +43,7 @@ func TestEnterCountsAMoveOffTheTable(t *testing.T) {
 	l := s.loops[0]
 	l.call(func() {
 		c := l.conns.add()
-		c.pool = s.pools[0]
+		c.pool = (*s.pools.Load())[0]
 		l.enter(c, closed)    // from unused: in the table
 		l.enter(c, lookingUp) // from closed: not in it
 		l.conns.remove(c)

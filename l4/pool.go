@@ -83,9 +83,10 @@ func noMatchAnswer(status int) []byte {
 // choosePool is the route stage's first step: the pool of the first of the listener's routes
 // that matches c, or nil.
 func (l *loop) choosePool(c *conn) *pool {
-	t := c.lis.routes
+	rs := c.lis.routes.Load()
+	t := rs.table
 	if t == nil {
-		return l.s.pools[0]
+		return rs.pools[0]
 	}
 	rt := c.rt
 	rc := route.Conn{
@@ -100,7 +101,7 @@ func (l *loop) choosePool(c *conn) *pool {
 		rc.Hello = &l.hello
 	}
 	if _, i := t.Match(&rc); i >= 0 {
-		return l.s.pools[i]
+		return rs.pools[i]
 	}
 	return nil
 }

@@ -131,3 +131,42 @@ func containsAll(s string, subs ...string) bool {
 	}
 	return true
 }
+
+// TestRerouteKeepsOpenConnections: after Reroute, new connections go to the new pools while a
+// connection routed before goes on with its backend, byte for byte.
+func TestRerouteKeepsOpenConnections(t *testing.T) {
+	ringOf := func(id, addr string) *ring.Ring {
+		r, err := ring.New(ring.Backend{ID: id, Addr: addr, Weight: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	oldRing := ringOf("old", startBackend(t, echo).addr())
+	cfg := testConfig()
+	cfg.Pools = []Pool{{Name: "old", Ring: oldRing}}
+	s := startServer(t, cfg)
+	held := dial(t, s.addr)
+	io.WriteString(held, "ping")
+	if _, err := io.ReadFull(held, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reroute([]Pool{{Name: "new", Ring: ringOf("new", startBackend(t, nameBackend("new")).addr())}}, nil); err == nil {
+		t.Fatal("Reroute without the listener's routes: no error")
+	}
+	if err := s.Reroute([]Pool{{Name: "new", Ring: ringOf("new", startBackend(t, nameBackend("new")).addr())}}, map[string]Routes{s.addr: {}}); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := get(t, s.addr, ""); status != 200 || body != "new" {
+		t.Errorf("after Reroute: %d %q, want the new pool", status, body)
+	}
+	io.WriteString(held, "pong")
+	if b := make([]byte, 4); !readFullOK(held, b) || string(b) != "pong" {
+		t.Errorf("the connection routed before: %q, want its old backend's echo", b)
+	}
+}
+
+func readFullOK(c net.Conn, b []byte) bool {
+	_, err := io.ReadFull(c, b)
+	return err == nil
+}

@@ -69,7 +69,7 @@ func (d *dialAddr) dialable() (*sockaddr, error) {
 
 type resolver struct {
 	every   time.Duration
-	rings   []*ring.Ring // names no longer in one are not looked up; none: every name is
+	rings   []*ring.Ring // under mu: names no longer in one are not looked up; none: every name is
 	log     zerolog.Logger
 	kick    chan struct{}
 	ctx     context.Context // canceled by stop: lookups in flight give up
@@ -169,9 +169,12 @@ func (r *resolver) run() {
 // startDue starts a lookup of every name that is due and returns the wait until the next.
 func (r *resolver) startDue(now time.Time) time.Duration {
 	var inRing map[string]bool
-	if len(r.rings) > 0 {
+	r.mu.Lock()
+	rings := r.rings
+	r.mu.Unlock()
+	if len(rings) > 0 {
 		inRing = map[string]bool{}
-		for _, rg := range r.rings {
+		for _, rg := range rings {
 			for _, b := range rg.Snapshot() {
 				inRing[b.Addr] = true
 			}
@@ -304,6 +307,14 @@ func (r *resolver) stop() {
 	r.cancel()
 	<-r.done
 	r.lookups.Wait()
+}
+
+// setRings makes rings the ones whose names are looked up.
+func (r *resolver) setRings(rings []*ring.Ring) {
+	r.mu.Lock()
+	r.rings = rings
+	r.mu.Unlock()
+	r.wake()
 }
 
 // dialCache is a loop's view of the resolver: the entries its connections have dialed, by

@@ -91,7 +91,8 @@ type Server struct {
 	resolver *resolver
 	pipes    pipePool
 
-	pools      []*pool
+	pools      atomic.Pointer[[]*pool] // the pools new connections are routed to
+	lis        []*listener             // under mu
 	storeCalls sync.WaitGroup // calls to the session store made off the loops
 
 	mu        sync.Mutex
@@ -193,7 +194,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), pools: pools, maxConns: maxConns}
+	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), maxConns: maxConns}
+	s.pools.Store(&pools)
 	s.headLimit = headMemory(cfg, maxConns)
 	perIP := cfg.PerIP
 	perIP.MaxEntries = max(perIP.MaxEntries, admit.DefaultMaxEntries, int(min(2*maxConns, 1<<30)))
@@ -274,16 +276,48 @@ func (s *Server) ServeRoutes(ln net.Listener, routes Routes) error {
 	default:
 	}
 	s.listeners = append(s.listeners, ln)
-	lis := &listener{fd: fd, name: ln.Addr().String(), routes: routes.Table}
-	if routes.Table != nil {
-		lis.needs, lis.noMatch = routes.Table.Needs(), noMatchAnswer(routes.NoMatchStatus)
-	}
+	lis := &listener{fd: fd, name: ln.Addr().String()}
+	lis.routes.Store(newRouteSet(routes, *s.pools.Load()))
+	s.lis = append(s.lis, lis)
 	for _, l := range s.loops {
 		l.call(func() { l.acc.listen(lis) })
 	}
 	s.mu.Unlock()
 	<-s.closing
 	return ErrServerClosed
+}
+
+// Reroute replaces the pools and every listener's routes at once, routes given by the
+// listener's address as it listens: connections routed from now on use them, while open
+// ones keep the pool they were routed to and finish there. A listener left out of routes is
+// an error, and then nothing changes.
+func (s *Server) Reroute(pools []Pool, routes map[string]Routes) error {
+	if len(pools) == 0 {
+		return errors.New("l4: Reroute needs a pool")
+	}
+	cfg := s.cfg
+	cfg.Pools = pools
+	ps, err := newPools(cfg)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, lis := range s.lis {
+		if _, ok := routes[lis.name]; !ok {
+			return fmt.Errorf("l4: no routes for the listener %s", lis.name)
+		}
+	}
+	var rings []*ring.Ring
+	for _, p := range ps {
+		rings = append(rings, p.Ring)
+	}
+	s.resolver.setRings(rings)
+	s.pools.Store(&ps)
+	for _, lis := range s.lis {
+		lis.routes.Store(newRouteSet(routes[lis.name], ps))
+	}
+	return nil
 }
 
 // Shutdown stops accepting, waits for open connections to finish until ctx is done, then

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"crypto/sha256"
 	"fmt"
+	"os"
 
 	"lb/config"
 	"lb/control"
@@ -17,6 +20,16 @@ type pool struct {
 	cfg    config.Pool
 	ring   *ring.Ring
 	prober *health.Prober
+	ctl    *control.Control // applies a reloaded config's backends
+	stop   func()           // stops the prober's rounds
+}
+
+// probe starts the prober's rounds; stop ends them and waits.
+func (p *pool) probe() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.prober.Run(ctx); close(done) }()
+	p.stop = func() { cancel(); <-done }
 }
 
 // newPools makes the rings and probers of cfg's pools, with the flags' settings where a
@@ -42,9 +55,42 @@ func newPools(cfg *config.Config, o options, m *metrics.Metrics) ([]*pool, error
 		if len(cfg.Pools) > 1 {
 			log = log.With().Str("pool", p.Name).Logger()
 		}
-		out = append(out, &pool{cfg: p, ring: r, prober: health.NewProber(r, hc, log)})
+		pr := health.NewProber(r, hc, log)
+		out = append(out, &pool{cfg: p, ring: r, prober: pr, ctl: control.New(control.Config{Ring: r, Prober: pr, Log: log})})
 	}
 	return out, nil
+}
+
+// reloadPools makes the pools of next from those running: a pool of the same name and
+// balance keeps its ring, health and connections, and takes next's backends (added ones are
+// probed first); another is new, and is probed once before it is used. It returns the pools
+// of next and those of running it no longer has.
+func reloadPools(ctx context.Context, running []*pool, next *config.Config, o options, m *metrics.Metrics) (pools, gone []*pool, err error) {
+	byName := map[string]*pool{}
+	for _, p := range running {
+		byName[p.cfg.Name] = p
+	}
+	fresh, err := newPools(next, o, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, p := range fresh {
+		old := byName[p.cfg.Name]
+		if old == nil || old.cfg.Balance != p.cfg.Balance {
+			p.prober.Init(ctx)
+			continue
+		}
+		if _, err := old.ctl.Apply(ctx, next.Pools[i].Backends); err != nil {
+			return nil, nil, err
+		}
+		old.cfg = p.cfg
+		fresh[i] = old
+		delete(byName, p.cfg.Name)
+	}
+	for _, p := range byName {
+		gone = append(gone, p)
+	}
+	return fresh, gone, nil
 }
 
 // l4Pool is p as l4 takes it; store serves its learned sessions, if it learns them.
@@ -94,4 +140,60 @@ func trafficOf(src metrics.Source) func() map[string]control.Traffic {
 		}
 		return out
 	}
+}
+
+// reloaded is what a config reload leaves running.
+type reloaded struct {
+	cfg   *config.Config
+	pools []*pool
+}
+
+// reload reads the config file again and applies it: new routes and pools for new
+// connections, open ones untouched, pools gone drained (no new connection; their probes
+// stop). The listeners must stay the same; a config that does not load, or that changes
+// them, changes nothing.
+func reload(ctx context.Context, o options, m *metrics.Metrics, srv *l4.Server, store *sessionStore, cur *config.Config, running []*pool, bound []string) (reloaded, error) {
+	next, err := config.Load(cur.File, poolDefaults(o))
+	if err != nil {
+		return reloaded{}, err
+	}
+	if len(next.Listeners) != len(cur.Listeners) {
+		return reloaded{}, fmt.Errorf("%s: the listeners changed: restart lb to change them", cur.File)
+	}
+	routes := map[string]l4.Routes{}
+	for i, l := range next.Listeners {
+		if l.Listen != cur.Listeners[i].Listen {
+			return reloaded{}, fmt.Errorf("%s:%d: listen %s was %s: restart lb to change the listeners", cur.File, l.Line, l.Listen, cur.Listeners[i].Listen)
+		}
+		routes[bound[i]] = l4.Routes{Table: l.Table, NoMatchStatus: l.NoMatchStatus}
+	}
+	pools, gone, err := reloadPools(ctx, running, next, o, m)
+	if err != nil {
+		return reloaded{}, err
+	}
+	var l4pools []l4.Pool
+	for _, p := range pools {
+		l4pools = append(l4pools, p.l4Pool(store))
+	}
+	if err := srv.Reroute(l4pools, routes); err != nil {
+		return reloaded{}, err
+	}
+	for _, p := range pools {
+		if p.stop == nil {
+			p.probe()
+		}
+	}
+	for _, p := range gone {
+		p.stop()
+	}
+	return reloaded{next, pools}, nil
+}
+
+// fileSum is the hash of a file's content; zero when it cannot be read.
+func fileSum(path string) [sha256.Size]byte {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return [sha256.Size]byte{}
+	}
+	return sha256.Sum256(data)
 }

@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -425,12 +424,14 @@ func serve(parent context.Context, o options, cfg *config.Config) error {
 	}
 	m.SetSource(source{srv, pools})
 
-	healthCtx, stopHealth := context.WithCancel(context.Background())
-	var probing sync.WaitGroup
 	for _, p := range pools {
-		probing.Go(func() { p.prober.Run(healthCtx) })
+		p.probe()
 	}
-	defer func() { stopHealth(); probing.Wait() }()
+	defer func() {
+		for _, p := range pools {
+			p.stop()
+		}
+	}()
 
 	serveErr := make(chan error, len(lns))
 	var addrs []string
@@ -463,16 +464,42 @@ func serve(parent context.Context, o options, cfg *config.Config) error {
 		}), o.log)
 		defer stopAdmin()
 	}
+	reloads := make(chan string, 1) // from --watch, for the config file: reloaded here, with SIGHUP's
 	if o.watch {
 		watchCtx, stopWatch := context.WithCancel(context.Background())
 		watchDone := make(chan struct{})
 		go func() {
 			defer close(watchDone)
-			if err := ctl.Watch(watchCtx); err != nil {
-				o.log.Error().Err(err).Msg("--watch is off: SIGHUP still reloads the servers file")
+			err := error(nil)
+			if cfg.File != "" {
+				err = control.WatchFile(watchCtx, cfg.File, o.log, func(context.Context) {
+					select {
+					case reloads <- "watch":
+					default: // one is pending already
+					}
+				})
+			} else {
+				err = ctl.Watch(watchCtx)
+			}
+			if err != nil {
+				o.log.Error().Err(err).Msg("--watch is off: SIGHUP still reloads")
 			}
 		}()
 		defer func() { stopWatch(); <-watchDone }()
+	}
+	loaded := fileSum(cfg.File)
+	reloadConfig := func(why string) {
+		if sum := fileSum(cfg.File); why == "watch" && sum == loaded {
+			return // another file of the directory changed
+		}
+		next, err := reload(ctx, o, m, srv, store, cfg, pools, addrs)
+		loaded = fileSum(cfg.File)
+		if err != nil {
+			o.log.Error().Err(err).Str("why", why).Msg("config not reloaded: nothing changed")
+			return
+		}
+		cfg, pools = next.cfg, next.pools
+		o.log.Info().Str("why", why).Int("pools", len(pools)).Msg("config reloaded")
 	}
 	for i, p := range pools {
 		logStart(o.log, strings.Join(addrs, ","), p, stickyMode(p.cfg.StickyCookie, so), srv.Stats().MaxConns, i == 0 && len(pools) > 1)
@@ -492,11 +519,16 @@ wait:
 				o.log.Error().Err(err).Str("path", o.accessLog.Dest).Msg("cannot reopen the access log: writing on to the old file")
 			}
 		case <-hup:
-			if o.servers == "" {
+			switch {
+			case cfg.File != "":
+				reloadConfig("SIGHUP")
+			case o.servers != "":
+				ctl.ReloadAndLog(ctx, "SIGHUP")
+			default:
 				o.log.Warn().Msg("SIGHUP: no servers file to reload")
-				continue
 			}
-			ctl.ReloadAndLog(ctx, "SIGHUP")
+		case why := <-reloads:
+			reloadConfig(why)
 		case err := <-serveErr:
 			srv.Shutdown(context.Background())
 			return fmt.Errorf("serving %s: %w", strings.Join(addrs, ","), err)
