@@ -93,7 +93,7 @@ type Server struct {
 
 	pools      atomic.Pointer[[]*pool] // the pools new connections are routed to
 	lis        []*listener             // under mu
-	storeCalls sync.WaitGroup // calls to the session store made off the loops
+	storeCalls sync.WaitGroup          // calls to the session store made off the loops
 
 	mu        sync.Mutex
 	listeners []net.Listener
