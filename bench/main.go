@@ -112,7 +112,7 @@ func (v variantFlag) Set(s string) error {
 }
 
 func main() {
-	flag.Var(variants, "variant", "`lb-NAME=FLAGS`: also measure lb started with FLAGS, as system lb-NAME (add it to -systems); repeatable")
+	flag.Var(variants, "variant", "`lb-NAME=FLAGS`: also measure lb started with FLAGS, as system lb-NAME (add it to -systems); repeatable; FLAGS may start with bin=PATH for another build of lb")
 	flag.Parse()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -271,6 +271,10 @@ func startLB(dir, name string, d confData, lbArgs string, start func(string, int
 	bin := *lbBin
 	if bin == "" {
 		bin = filepath.Join(dir, "lb")
+	}
+	if other, rest, ok := strings.Cut(lbArgs, "bin="); ok && strings.TrimSpace(other) == "" {
+		// Another build of lb, e.g. the one before a change: bin=PATH [FLAGS].
+		bin, lbArgs, _ = strings.Cut(rest, " ")
 	}
 	if _, err := os.Stat(bin); err != nil {
 		build := exec.Command("go", "build", "-o", bin, "./cmd/lb")
