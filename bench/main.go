@@ -55,6 +55,9 @@ http {
   uwsgi_temp_path {{.Dir}}/uwsgi; scgi_temp_path {{.Dir}}/scgi;
   server { listen 127.0.0.1:{{.B1}} backlog=4096 reuseport; root {{.Dir}}/www; location = / { return 200 "backend-1\n"; } }
   server { listen 127.0.0.1:{{.B2}} backlog=4096 reuseport; root {{.Dir}}/www; location = / { return 200 "backend-2\n"; } }
+  # The same, behind PROXY protocol: for lb variants with --send-proxy.
+  server { listen 127.0.0.1:{{.PB1}} backlog=4096 reuseport proxy_protocol; root {{.Dir}}/www; location = / { return 200 "backend-1\n"; } }
+  server { listen 127.0.0.1:{{.PB2}} backlog=4096 reuseport proxy_protocol; root {{.Dir}}/www; location = / { return 200 "backend-2\n"; } }
 }
 {{end}}
 {{define "stream"}}load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -88,6 +91,7 @@ backend be
 type confData struct {
 	Dir          string
 	B1, B2, Port int
+	PB1, PB2     int // the backends' PROXY protocol ports
 }
 
 // system is one thing measured: a proxy process (or the backend itself) on a port.
@@ -144,8 +148,9 @@ func run() error {
 	}
 	tmpl := template.Must(template.New("").Parse(confTemplate))
 	names := strings.Split(*systems, ",")
-	ports := freePorts(2 + len(names))
-	data := confData{Dir: dir, B1: ports[0], B2: ports[1]}
+	ports := freePorts(4 + len(names))
+	data := confData{Dir: dir, B1: ports[0], B2: ports[1], PB1: ports[2], PB2: ports[3]}
+	ports = append(ports[:2], ports[4:]...)
 
 	var running []*system
 	defer func() {
@@ -283,8 +288,12 @@ func startLB(dir, name string, d confData, lbArgs string, start func(string, int
 			return fmt.Errorf("building lb (run from the repository root): %w", err)
 		}
 	}
-	servers := filepath.Join(dir, "servers.txt")
-	if err := os.WriteFile(servers, fmt.Appendf(nil, "127.0.0.1:%d\n127.0.0.1:%d\n", d.B1, d.B2), 0o644); err != nil {
+	servers := filepath.Join(dir, name+".servers.txt")
+	b1, b2 := d.B1, d.B2
+	if strings.Contains(lbArgs, "--send-proxy") {
+		b1, b2 = d.PB1, d.PB2
+	}
+	if err := os.WriteFile(servers, fmt.Appendf(nil, "127.0.0.1:%d\n127.0.0.1:%d\n", b1, b2), 0o644); err != nil {
 		return err
 	}
 	// A long sniff timeout holds the partial heads of measureSniffing while it measures.
