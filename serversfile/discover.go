@@ -3,7 +3,6 @@ package serversfile
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"lb/ring"
@@ -33,14 +32,11 @@ type File struct {
 
 // LoadFile reads the servers file at path, discover= lines included; errors as Load's.
 func LoadFile(path string) (*File, error) {
-	f, err := os.Open(path)
+	f, err := open(path)
 	if err != nil {
-		return nil, fmt.Errorf("servers file: %w", err)
+		return nil, err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err == nil && fi.IsDir() {
-		return nil, &LineError{File: path, Reason: "is a directory: give the servers file itself, one backend per line"}
-	}
 	return ParseFile(path, f)
 }
 

@@ -53,15 +53,25 @@ func (e *LineError) Error() string {
 // Load reads the servers file at path; see Parse. Errors in the file are *LineError naming
 // path; a file that cannot be read gives the os error, wrapped.
 func Load(path string) ([]ring.Backend, error) {
+	f, err := open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return Parse(path, f)
+}
+
+// open opens the servers file at path for reading, refusing a directory.
+func open(path string) (*os.File, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("servers file: %w", err)
 	}
-	defer f.Close()
 	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		f.Close()
 		return nil, &LineError{File: path, Reason: "is a directory: give the servers file itself, one backend per line"}
 	}
-	return Parse(path, f)
+	return f, nil
 }
 
 // Parse reads a servers file from r; name is used in errors only. On success it returns at
