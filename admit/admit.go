@@ -215,6 +215,16 @@ func retryAfter(wait float64) int {
 	return int(s)
 }
 
+// Held reports whether tk holds a connection of its address: Release (or ReleaseAddr) must
+// give it back.
+func (tk Ticket) Held() bool { return tk.held }
+
+// ReleaseAddr is Release of a held ticket of ip, for a caller that keeps the address rather
+// than the ticket.
+func (t *Table) ReleaseAddr(ip netip.Addr) {
+	t.Release(Ticket{key: keyOf(ip), held: true})
+}
+
 // Release gives back the connection tk holds, once, when it closes.
 func (t *Table) Release(tk Ticket) {
 	if t == nil || !tk.held {

@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"lb/accesslog"
 	"lb/admit"
 	"lb/httpsniff"
 	"lb/metrics"
@@ -63,34 +62,33 @@ type end struct {
 
 type conn struct {
 	ends       [2]end
-	phase      phase // written by enter only
-	slot       int32
-	gen        uint32 // tells a stale epoll event from one for the slot's new tenant
-	deadline   int64  // unix nanos: when the phase's deadline passes (not splicing: see lastActive)
-	lastActive int64  // unix nanos: when bytes last moved (splicing)
+	deadline   int64 // unix nanos: when the phase's deadline passes (not splicing: see lastActive)
+	lastActive int64 // unix nanos: when bytes last moved (splicing)
 	start      int64
-	backend    ring.Backend
-	kind       httpsniff.Kind
-	sniffErr   error          // why sniffing ended without a decision, if it did
 	client     netip.AddrPort // the PROXY header's source, when a trusted balancer sent one
+	backend    string         // the id of the backend that took it, or of the one being dialed
 	lis        *listener      // the listener that accepted it
 	pool       *pool          // the pool its route chose
 	active     ring.Active    // its count in its backend's active connections (leastconn, p2c, maxconn)
-	awaitProxy bool           // a trusted balancer's PROXY header comes first (pre-sniff)
-	overLimit  admit.Reason   // a per-address limit refuses it, once it is known to speak HTTP or not
-	retryAfter int32          // with overLimit: the 429's Retry-After
-	ticket     admit.Ticket   // its hold on its address's connection count
 	rt         *routing       // from the first bytes until they are replayed (or refused)
 	rh         *respHead      // while lb reads the backend's first response head (resphead.go)
 
 	// For metrics and the access log (observe.go).
-	bc       *metrics.BackendCounters // the backend's counters on this loop, once it took the connection
-	req      *accesslog.Request       // the first request's method, host and path, with the access log on
-	sniff    metrics.SniffKind
-	sticky   metrics.StickyResult
-	stickied bool // a sticky mode decided (sticky is set)
-	firstFIN int8 // 1 + the side whose EOF came first; 0: none yet
-	errSide  int8 // 1 + the side whose error closes the connection; 0: none, or lb's own
+	bc *metrics.BackendCounters // the backend's counters on this loop, once it took the connection
+
+	slot       int32
+	gen        uint32 // tells a stale epoll event from one for the slot's new tenant
+	retryAfter int32  // with overLimit: the 429's Retry-After
+	admitted   bool   // it holds one of its address's connections (per-address limits)
+	phase      phase  // written by enter only
+	kind       httpsniff.Kind
+	awaitProxy bool         // a trusted balancer's PROXY header comes first (pre-sniff)
+	overLimit  admit.Reason // a per-address limit refuses it, once it is known to speak HTTP or not
+	sniff      metrics.SniffKind
+	sticky     metrics.StickyResult
+	stickied   bool // a sticky mode decided (sticky is set)
+	firstFIN   int8 // 1 + the side whose EOF came first; 0: none yet
+	errSide    int8 // 1 + the side whose error closes the connection; 0: none, or lb's own
 }
 
 // routing is what a connection needs from its first bytes until they are replayed: kept by
@@ -102,11 +100,13 @@ type routing struct {
 	written   int // bytes of the PROXY header and the first bytes written to the backend
 	parser    httpsniff.Parser
 	req       httpsniff.Head // the first request head, when it parsed
+	sniffErr  error          // why sniffing ended without a decision, if it did
 	hello     httpsniff.ClientHelloParser
 	helloOK   bool // the loop's hello is this connection's ClientHello
 	cursor    ring.Cursor
 	dialed    bool         // a dial was tried: 502 rather than 503 if none works
 	dialedTo  *sockaddr    // where the dial under way goes
+	addr      string       // the address of the backend being dialed, as configured
 	connected bool         // the dial under way is known to have worked
 	retry     ring.Backend // the backend to dial again once lb has a descriptor (starved)
 	preferred ring.Backend // the backend the request's cookie or session names, if up
@@ -160,8 +160,7 @@ func (l *loop) sniff(c *conn) {
 		l.badProxy(c, proxyhdr.ErrMalformed) // cut short: no client to speak for
 		return
 	case errors.Is(err, errHeadMemory):
-		c.sniffErr = err // the rest of the head goes through unread, unparsed
-		l.route(c)
+		l.routeUndecided(c, err) // the rest of the head goes through unread, unparsed
 		return
 	case err != nil:
 		l.close(c, err)
@@ -170,8 +169,7 @@ func (l *loop) sniff(c *conn) {
 		l.close(c, nil) // closed before saying anything
 		return
 	case n == 0:
-		c.sniffErr = io.EOF // half-closed after a partial head: it still gets its answer
-		l.route(c)
+		l.routeUndecided(c, io.EOF) // half-closed after a partial head: it still gets its answer
 		return
 	}
 	if c.awaitProxy && !l.preSniff(c) {
@@ -189,7 +187,16 @@ func (l *loop) sniff(c *conn) {
 		l.enter(c, sniffing)
 		return
 	}
-	c.kind, rt.req, c.sniffErr = head.Kind, head, err
+	c.kind, rt.req, rt.sniffErr = head.Kind, head, err
+	l.route(c)
+}
+
+// routeUndecided routes c on what came, with why sniffing ended without a decision.
+func (l *loop) routeUndecided(c *conn, why error) {
+	if c.rt == nil {
+		c.rt = l.routings.get() // a client that has sent nothing yet
+	}
+	c.rt.sniffErr = why
 	l.route(c)
 }
 
@@ -227,7 +234,7 @@ func (l *loop) badProxy(c *conn, err error) {
 // HTTP client is answered 429 at route, others are closed there.
 func (l *loop) admitClient(c *conn) {
 	tk, v := l.s.admit.Admit(c.client.Addr(), time.Unix(0, l.now))
-	c.ticket, c.overLimit, c.retryAfter = tk, v.Reason, int32(v.RetryAfter)
+	c.admitted, c.overLimit, c.retryAfter = tk.Held(), v.Reason, int32(v.RetryAfter)
 }
 
 // route chooses where to dial: the backend the request's cookie or session names, else the
@@ -272,17 +279,18 @@ func (l *loop) dial(c *conn) {
 		}
 		rt.dialed = true
 		if err != nil {
-			l.dialFailed(c, b, sa, err)
+			l.dialFailed(c, b.ID, b.Addr, sa, err)
 			continue
 		}
-		c.backend, rt.dialedTo, rt.connected = b, sa, false
+		c.backend, rt.dialedTo, rt.connected = b.ID, sa, false
+		rt.addr = b.Addr
 		c.ends[backendSide] = end{fd: fd}
 		if picked {
 			c.active = rt.cursor.Start()
 		} else {
 			c.active = c.pool.Ring.Start(b.ID)
 		}
-		l.beforeReplay(c)
+		l.beforeReplay(c, b.Proxy)
 		// On loopback and fast networks the handshake is often done when connect returns:
 		// write at once, and wait for writability only if the socket says so.
 		if err := l.replay(c); err != nil {
@@ -363,11 +371,11 @@ func (l *loop) dialed(c *conn) {
 // beforeReplay puts the PROXY header lb sends the backend, if it sends one (its servers-file
 // line's proxy=, else the pool's), before the first bytes: replay writes both in one
 // system call.
-func (l *loop) beforeReplay(c *conn) {
+func (l *loop) beforeReplay(c *conn, proxy string) {
 	rt := c.rt
 	rt.proxyLen = 0
 	v := c.pool.SendProxy
-	switch c.backend.Proxy {
+	switch proxy {
 	case "v1":
 		v = proxyhdr.V1
 	case "v2":
@@ -435,20 +443,20 @@ func (l *loop) dropBackend(c *conn, err error) {
 	sysClose(c.ends[backendSide].fd) // also leaves the epoll set
 	c.ends[backendSide] = end{fd: -1}
 	c.active.End()
-	l.dialFailed(c, c.backend, c.rt.dialedTo, err)
+	l.dialFailed(c, c.backend, c.rt.addr, c.rt.dialedTo, err)
 }
 
 // dialFailed reports a failed dial of b, at sa if the connect was started.
-func (l *loop) dialFailed(c *conn, b ring.Backend, sa *sockaddr, err error) {
-	l.stats.backend(b.ID).DialErrors++
+func (l *loop) dialFailed(c *conn, id, addr string, sa *sockaddr, err error) {
+	l.stats.backend(id).DialErrors++
 	if sa != nil {
-		l.dials.failed(b.Addr, sa)
+		l.dials.failed(addr, sa)
 	}
 	if e := l.s.log.Debug(); e.Enabled() {
-		e.Err(err).Str("backend", b.ID).Str("addr", b.Addr).Msg("dial failed, trying the next backend")
+		e.Err(err).Str("backend", id).Str("addr", addr).Msg("dial failed, trying the next backend")
 	}
 	if f := c.pool.OnDialFailure; f != nil {
-		f(b)
+		f(ring.Backend{ID: id, Addr: addr})
 	}
 }
 
@@ -483,8 +491,7 @@ func (l *loop) expire(c *conn) {
 		}
 		// Slow, silent (a pre-connect, a server-speaks-first protocol) or incomplete: route
 		// with what came.
-		c.sniffErr = os.ErrDeadlineExceeded
-		l.route(c)
+		l.routeUndecided(c, os.ErrDeadlineExceeded)
 	case lookingUp:
 		l.stats.StoreErrors++
 		l.dial(c) // the store did not answer in time: as if it knew nothing
@@ -605,9 +612,8 @@ func (l *loop) close(c *conn, err error) {
 	if e := l.s.log.Debug(); e.Enabled() {
 		e.Err(err).
 			Stringer("client", c.client).
-			Str("backend", c.backend.ID).
-			Stringer("sniff", c.kind).
-			AnErr("sniff_error", c.sniffErr).
+			Str("backend", c.backend).
+			Stringer("sniff", c.sniff).
 			Uint64("bytes_up", c.ends[clientSide].moved).
 			Uint64("bytes_down", c.ends[backendSide].moved).
 			Dur("duration", time.Duration(l.now-c.start)).

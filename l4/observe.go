@@ -11,6 +11,7 @@ import (
 	"lb/httpsniff"
 	"lb/metrics"
 	"lb/proxyhdr"
+	"lb/ring"
 )
 
 // What lb counts and logs of its connections. Each loop counts its own in plain integers
@@ -61,7 +62,7 @@ func (s *Server) Collect(snap *metrics.Snapshot) {
 // access log needs of its request.
 func (l *loop) sniffed(c *conn) {
 	var k metrics.SniffKind
-	switch err := c.sniffErr; {
+	switch err := c.rt.sniffErr; {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		k = metrics.SniffTimeout
 	case errors.Is(err, httpsniff.ErrHeadTooLarge), errors.Is(err, errHeadMemory):
@@ -78,8 +79,7 @@ func (l *loop) sniffed(c *conn) {
 	c.sniff = k
 	l.stats.Sniff[k]++
 	if head := &c.rt.req; l.s.cfg.AccessLog.Enabled() && c.kind == httpsniff.KindHTTP1 {
-		c.req = l.requests.get()
-		c.req.Set(head.Method, head.Host, head.Target)
+		l.requests.of(c).Set(head.Method, head.Host, head.Target)
 	}
 }
 
@@ -87,14 +87,14 @@ func (l *loop) sniffed(c *conn) {
 // the first bytes went.
 func (l *loop) handedOver(c *conn) {
 	rt := c.rt
-	c.bc = l.stats.backend(c.backend.ID)
+	c.bc = l.stats.backend(c.backend)
 	c.bc.Connections++
 	c.bc.Active++
-	if c.kind == httpsniff.KindHTTP1 && c.sniffErr == nil {
+	if c.kind == httpsniff.KindHTTP1 && rt.sniffErr == nil {
 		c.bc.HTTP[metrics.MethodOf(rt.req.Method)]++
 	}
 	if rt.stickied {
-		if rt.sticky == metrics.StickyHit && c.backend.ID != rt.preferred.ID {
+		if rt.sticky == metrics.StickyHit && c.backend != rt.preferred.ID {
 			rt.sticky = metrics.StickyDown // the named backend failed: the ring decided
 		}
 		c.sticky, c.stickied = rt.sticky, true
@@ -123,7 +123,9 @@ func (l *loop) refused(why metrics.RefuseReason, answered bool) {
 // closing counts c's end and writes its access log line (close stage), before its sockets
 // and state are gone.
 func (l *loop) closing(c *conn, err error) {
-	l.s.admit.Release(c.ticket)
+	if c.admitted {
+		l.s.admit.ReleaseAddr(c.client.Addr())
+	}
 	l.stats.Active--
 	d := time.Duration(l.now - c.start)
 	l.stats.Durations.Observe(d)
@@ -136,14 +138,14 @@ func (l *loop) closing(c *conn, err error) {
 	if c.errSide == backendSide+1 && c.bc != nil && down == 0 && aborted(err) && c.pool.OnDialFailure != nil {
 		// The backend took the connection and reset or dropped it before its first byte: a
 		// passive health check, counted toward --fall like a failed dial.
-		c.pool.OnDialFailure(c.backend)
+		c.pool.OnDialFailure(ring.Backend{ID: c.backend})
 	}
 	log := l.s.cfg.AccessLog
 	if !log.Enabled() {
 		return
 	}
 	e := accesslog.Entry{
-		Client: c.client, BackendID: c.backend.ID, BackendAddr: c.backend.Addr,
+		Client: c.client, BackendID: c.backend,
 		Sniff: c.sniff.String(), BytesUp: up, BytesDown: down, Duration: d, Cause: c.cause(err),
 	}
 	if c.lis != nil {
@@ -155,16 +157,17 @@ func (l *loop) closing(c *conn, err error) {
 	if c.stickied {
 		e.Sticky = c.sticky.String()
 	}
+	if b, _, ok := c.pool.Ring.Lookup(c.backend); c.backend != "" && ok {
+		e.BackendAddr = b.Addr
+	}
 	if e.Cause == accesslog.Error || e.Cause == accesslog.Refused {
 		e.Err = err
 	}
-	if c.req != nil {
-		c.req.Fill(&e)
+	if r := l.requests.held(c); r != nil {
+		r.Fill(&e)
 	}
 	log.Log(&e)
-	if c.req != nil {
-		l.requests.put(c.req)
-	}
+	l.requests.done(c)
 }
 
 // cause is why c closes with err, for its access log line.
@@ -202,21 +205,35 @@ func (c *conn) sideOf(en *end) int {
 	return clientSide
 }
 
-// requests keeps a loop's access log requests between connections, with their buffers.
-type requests struct{ free []*accesslog.Request }
-
-func (r *requests) get() *accesslog.Request {
-	if n := len(r.free); n > 0 {
-		q := r.free[n-1]
-		r.free = r.free[:n-1]
-		return q
-	}
-	return new(accesslog.Request)
+// requests are the first requests of a loop's connections, for the access log, by slot: a
+// connection pays for one only while the log is on, and a slot's buffer is reused by its
+// next connections.
+type requests struct {
+	bySlot []*accesslog.Request
+	set    []bool
 }
 
-func (r *requests) put(q *accesslog.Request) {
-	if len(r.free) < maxSpares {
+// of returns c's request, to be set.
+func (r *requests) of(c *conn) *accesslog.Request {
+	for int(c.slot) >= len(r.bySlot) {
+		r.bySlot, r.set = append(r.bySlot, new(accesslog.Request)), append(r.set, false)
+	}
+	r.set[c.slot] = true
+	return r.bySlot[c.slot]
+}
+
+// held returns c's request, or nil if it has none.
+func (r *requests) held(c *conn) *accesslog.Request {
+	if int(c.slot) < len(r.set) && r.set[c.slot] {
+		return r.bySlot[c.slot]
+	}
+	return nil
+}
+
+// done empties c's request, keeping its buffer for the slot's next connection.
+func (r *requests) done(c *conn) {
+	if q := r.held(c); q != nil {
 		q.Reset()
-		r.free = append(r.free, q)
+		r.set[c.slot] = false
 	}
 }

@@ -94,7 +94,7 @@ func (l *loop) choosePool(c *conn) *pool {
 		H2C:      c.kind == httpsniff.KindHTTP2,
 		Source:   c.client.Addr(),
 	}
-	if c.kind == httpsniff.KindHTTP1 && c.sniffErr == nil {
+	if c.kind == httpsniff.KindHTTP1 && rt.sniffErr == nil {
 		rc.Head = &rt.req
 	}
 	if rt.helloOK {

@@ -110,7 +110,7 @@ func (l *loop) responseHead(c *conn) (through, open bool) {
 		}
 		if err != nil {
 			if e := l.s.log.Debug(); e.Enabled() {
-				e.Err(err).Str("backend", c.backend.ID).Msg("response head passed through as it came")
+				e.Err(err).Str("backend", c.backend).Msg("response head passed through as it came")
 			}
 			return l.flushHead(c)
 		}
@@ -173,13 +173,13 @@ func (l *loop) forwardHead(c *conn) (through, open bool) {
 	rh := c.rh
 	if rh.setCookie {
 		resp, _ := rh.parser.Parse(rh.buf.bytes()) // decided already: the same answer
-		out := httpsniff.AppendWithField(l.scratch.out[:0], rh.buf.b[:resp.Len], l.cookieField(&c.pool.Sticky, c.backend.ID))
+		out := httpsniff.AppendWithField(l.scratch.out[:0], rh.buf.b[:resp.Len], l.cookieField(&c.pool.Sticky, c.backend))
 		out = append(out, rh.buf.b[resp.Len:rh.buf.n]...)
 		l.scratch.out = out
 		if l.holdHead(&rh.buf, len(out)) {
 			rh.buf.n = copy(rh.buf.b, out)
 		} else if e := l.s.log.Debug(); e.Enabled() {
-			e.Str("backend", c.backend.ID).Msg("response head passed through without the cookie: head buffers at their memory bound")
+			e.Str("backend", c.backend).Msg("response head passed through without the cookie: head buffers at their memory bound")
 		}
 	}
 	return l.flushHead(c)

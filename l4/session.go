@@ -57,7 +57,7 @@ func (l *loop) sessionFound(c *conn, id string, ok bool, err error) {
 // store has answered, and returns true; then the head goes on.
 func (l *loop) learnSession(c *conn, value []byte) (held bool) {
 	cfg := &c.pool.Sticky
-	key, id := cfg.Keyer.Key(value), c.backend.ID
+	key, id := cfg.Keyer.Key(value), c.backend
 	l.stats.StoreCalls++
 	if c.pool.localStore {
 		if cfg.Sessions.Set(context.Background(), key, id) != nil {
