@@ -5,17 +5,22 @@ package l4
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"lb/admit"
 	"lb/metrics"
 	"lb/proxyhdr"
 	"lb/ring"
+	"lb/sessions"
 )
 
 // recordingBackend keeps the first bytes of each connection it gets, up to the client's FIN.
@@ -172,5 +177,67 @@ func TestPerIPLimitAnswers429(t *testing.T) {
 	io.WriteString(again, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
 	if line, _ := bufio.NewReader(again).ReadString('\n'); strings.Contains(line, "429") {
 		t.Errorf("after the holder closed: %q, want the limit free again", line)
+	}
+}
+
+// TestStickyWithProxyHeaders: lb's sticky cookie and learned sessions work with PROXY on
+// both sides: the response head is rewritten, the cookie is honored, and the backend reads
+// the header first.
+func TestStickyWithProxyHeaders(t *testing.T) {
+	var seen [2]atomic.Int64
+	var backends []string
+	for i := range seen {
+		backends = append(backends, startBackend(t, func(c *net.TCPConn) {
+			br := bufio.NewReader(c)
+			if h, err := readProxy(br); err != nil || !h.HasAddr() {
+				return
+			}
+			seen[i].Add(1)
+			http.ReadRequest(br)
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nSet-Cookie: SID=s%d\r\nContent-Length: 1\r\nConnection: close\r\n\r\n%d", i, i)
+		}).addr())
+	}
+	cfg := stickyConfig()
+	cfg.SendProxy = proxyhdr.V2
+	cfg.AcceptProxy = proxyhdr.Trusted{netip.MustParsePrefix("127.0.0.0/8")}
+	cfg.Sticky.SessionCookie, cfg.Sticky.Sessions, cfg.Sticky.Keyer = "SID", sessions.NewMemoryStore(100, time.Minute), sessions.NewKeyer([]byte("k"))
+	s := startServer(t, cfg, backends...)
+	upstream := proxyhdr.AppendV1(nil, netip.MustParseAddrPort("198.51.100.9:1234"), netip.MustParseAddrPort("198.51.100.1:80"))
+	ask := func(cookie string) string {
+		c := dial(t, s.addr)
+		c.Write(upstream)
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: t\r\n%s\r\n", cookie)
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+	first := ask("")
+	if !strings.Contains(first, "Set-Cookie: lb_srv=b") {
+		t.Fatalf("no sticky cookie with PROXY on: %q", first)
+	}
+	id := first[strings.Index(first, "lb_srv=")+7:][:2]
+	for range 4 {
+		if got := ask("Cookie: lb_srv=" + id + "\r\n"); !strings.HasSuffix(got, id[1:]) {
+			t.Fatalf("cookie for %s: %q, want that backend", id, got)
+		}
+	}
+	sid := "s" + id[1:]
+	for range 4 { // the session the backend set, learned: the same backend without lb's cookie
+		if got := ask("Cookie: SID=" + sid + "\r\n"); !strings.HasSuffix(got, id[1:]) {
+			t.Fatalf("learned session %s: %q, want backend %s", sid, got, id)
+		}
+	}
+}
+
+// readProxy reads a PROXY header off br.
+func readProxy(br *bufio.Reader) (proxyhdr.Header, error) {
+	for n := 16; ; n++ {
+		b, err := br.Peek(n)
+		if err != nil {
+			return proxyhdr.Header{}, err
+		}
+		if h, err := proxyhdr.Parse(b); !errors.Is(err, proxyhdr.ErrNeedMore) {
+			br.Discard(h.Len)
+			return h, err
+		}
 	}
 }
