@@ -298,7 +298,33 @@ func startLB(dir, name string, d confData, lbArgs string, start func(string, int
 	}
 	// A long sniff timeout holds the partial heads of measureSniffing while it measures.
 	args := []string{bin, "serve", "-f", servers, "--listen", fmt.Sprintf("127.0.0.1:%d", d.Port), "--log-level", "warn", "--sniff-timeout", "30s"}
+	if n, rest, ok := strings.Cut(lbArgs, "routes="); ok && strings.TrimSpace(n) == "" {
+		// routes=N [FLAGS]: a config file of N host routes, the request matching the last.
+		count, flags, _ := strings.Cut(rest, " ")
+		conf, err := routesConfig(dir, name, d, b1, b2, count)
+		if err != nil {
+			return err
+		}
+		args, lbArgs = []string{bin, "serve", "--config", conf, "--log-level", "warn", "--sniff-timeout", "30s"}, flags
+	}
 	return start(name, d.Port, append(args, strings.Fields(lbArgs)...)...)
+}
+
+// routesConfig writes an lb.yaml whose listener has n host routes to one pool: n-1 names
+// no request has, then 127.0.0.1, the Host wrk sends.
+func routesConfig(dir, name string, d confData, b1, b2 int, n string) (string, error) {
+	count, err := strconv.Atoi(n)
+	if err != nil || count < 1 {
+		return "", fmt.Errorf("routes=%s: want a number of routes, 1 or more", n)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "listeners:\n  - listen: 127.0.0.1:%d\n    routes:\n", d.Port)
+	for i := 1; i < count; i++ {
+		fmt.Fprintf(&b, "      - match: {host: h%d.test}\n        pool: web\n", i)
+	}
+	fmt.Fprintf(&b, "      - match: {host: 127.0.0.1}\n        pool: web\npools:\n  web: {servers: [127.0.0.1:%d, 127.0.0.1:%d]}\n", b1, b2)
+	conf := filepath.Join(dir, name+".yaml")
+	return conf, os.WriteFile(conf, []byte(b.String()), 0o644)
 }
 
 var (
