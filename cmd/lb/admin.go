@@ -19,6 +19,7 @@ import (
 
 	"lb/admin"
 	"lb/l4"
+	"lb/metrics"
 )
 
 var (
@@ -104,26 +105,28 @@ func serveAdmin(ln net.Listener, h http.Handler, log zerolog.Logger) (stop func(
 	}
 }
 
-// statsOf is GET /stats from what l4 counts. The lead adds the per-kind sniff outcomes and
-// more counters here as l4 exposes them.
+// statsOf is GET /stats from what l4 counts: its counters, and the sniff outcomes and
+// refusals its loops count (summed at each call).
 func statsOf(srv *l4.Server, listeners []string) func() admin.Stats {
 	return func() admin.Stats {
 		st := srv.Stats()
+		var snap metrics.Snapshot
+		srv.Collect(&snap)
+		sniff := map[string]uint64{"unparsed_at_memory_limit": st.HeadsUnparsed}
+		for k := metrics.SniffKind(0); k < metrics.NumSniffKinds; k++ {
+			sniff[k.String()] = snap.Sniff[k]
+		}
+		refused := map[string]uint64{"idle_timeout": st.IdleTimeouts}
+		for r := metrics.RefuseReason(0); r < metrics.NumRefuseReasons; r++ {
+			refused[r.String()] = snap.Refused[r]
+		}
 		return admin.Stats{
 			Listeners: listeners,
 			Accepted:  st.Accepted,
 			Active:    st.Active,
-			Sniff: map[string]uint64{
-				"unparsed_at_memory_limit": st.HeadsUnparsed,
-			},
-			Refused: map[string]uint64{
-				"503_none_up":     st.RefusedNoneUp,
-				"502_dial_failed": st.RefusedDial,
-				"503_busy":        st.RefusedBusy,
-				"slow_head":       st.ClosedSlow,
-				"idle_timeout":    st.IdleTimeouts,
-			},
-			Counters: map[string]uint64{"spliced_bytes": st.SplicedBytes},
+			Sniff:     sniff,
+			Refused:   refused,
+			Counters:  map[string]uint64{"spliced_bytes": st.SplicedBytes},
 			Gauges: map[string]int64{
 				"max_conns":    st.MaxConns,
 				"pipes_in_use": st.PipesInUse,
