@@ -14,36 +14,12 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"lb/internal/tlstest"
 )
 
-// captureClientHello runs a real crypto/tls client with cfg against a pipe and returns the
-// records it sends first: its ClientHello, as a server would read it.
-func captureClientHello(t testing.TB, cfg *tls.Config) []byte {
-	t.Helper()
-	c, s := net.Pipe()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tls.Client(c, cfg).Handshake() // fails when the pipe closes: it only has to send
-	}()
-	defer func() { s.Close(); c.Close(); <-done }()
-	s.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var out []byte
-	for {
-		var hdr [5]byte
-		if _, err := io.ReadFull(s, hdr[:]); err != nil {
-			t.Fatalf("read record header: %v", err)
-		}
-		frag := make([]byte, binary.BigEndian.Uint16(hdr[3:]))
-		if _, err := io.ReadFull(s, frag); err != nil {
-			t.Fatalf("read record: %v", err)
-		}
-		out = append(append(out, hdr[:]...), frag...)
-		if _, err := new(ClientHelloParser).messageLen(out); err == nil {
-			return out
-		}
-	}
-}
+// captureClientHello is the ClientHello a real crypto/tls client with cfg sends first.
+func captureClientHello(t testing.TB, cfg *tls.Config) []byte { return tlstest.ClientHello(t, cfg) }
 
 // serverSees feeds records to a real crypto/tls server and returns the ClientHelloInfo it
 // passes to GetConfigForClient, or nil if it never got that far.

@@ -4,7 +4,6 @@ package l4
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -73,20 +72,8 @@ func TestSendProxyGoesBeforeTheFirstBytes(t *testing.T) {
 // TestSendProxyPerBackend: a backend's own proxy= wins over the default (none here).
 func TestSendProxyPerBackend(t *testing.T) {
 	b, got := recordingBackend(t)
-	r, err := ring.New(ring.Backend{ID: "p", Addr: b.addr(), Weight: 1, Proxy: "v2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig()
-	cfg.Pools = []Pool{{Name: "p", Ring: r}}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := listenLoopback(t)
-	go s.Serve(ln)
-	t.Cleanup(func() { s.Shutdown(context.Background()) })
-	c := dial(t, ln.Addr().String())
+	addr := balancedServer(t, ring.Config{}, ring.Backend{ID: "p", Addr: b.addr(), Weight: 1, Proxy: "v2"})
+	c := dial(t, addr)
 	io.WriteString(c, "hello")
 	c.CloseWrite()
 	io.ReadAll(c)
