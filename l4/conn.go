@@ -591,6 +591,9 @@ func aborted(err error) bool {
 // abort (see aborted) it resets them rather than closing them with a FIN.
 func (l *loop) close(c *conn, err error) {
 	c.active.End()
+	if c.bc != nil && l.queued > 0 {
+		l.freed = true // its backend slot may be one a queued connection waits for
+	}
 	l.closing(c, err)
 	l.enter(c, closed)
 	if c.rh != nil {

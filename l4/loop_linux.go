@@ -48,6 +48,8 @@ type loop struct {
 	now       int64                 // unix nanos, read once per wake-up
 	nextSweep int64
 	nextTrim  int64 // when spare head buffers and pipes are trimmed next
+	queued    int   // connections in phase queued
+	freed     bool  // a connection that held a backend slot closed: the queued try again
 	stopped   bool
 }
 
@@ -106,6 +108,10 @@ func (l *loop) run() {
 				}
 			}
 		}
+		if l.freed {
+			l.freed = false
+			l.dialQueued()
+		}
 		if l.now >= l.nextSweep {
 			l.sweep()
 		}
@@ -160,12 +166,30 @@ func (l *loop) sweep() {
 		case c.phase == starved && l.now < c.deadline:
 			l.dial(c) // a descriptor may be free now
 		case c.phase == queued && l.now < c.deadline:
-			c.rt.cursor = c.pool.Ring.CursorFor(c.client.Addr())
-			l.dial(c) // a slot may be free now
+			l.dialAgain(c) // a slot may be free now (one on another loop's backend)
 		case l.now >= c.deadline:
 			l.expire(c)
 		}
 	}
+}
+
+// dialQueued dials again the connections waiting for a backend slot, after one of this
+// loop's connections gave one back.
+func (l *loop) dialQueued() {
+	for _, c := range l.conns.slots {
+		if l.queued == 0 {
+			return
+		}
+		if c != nil && c.phase == queued {
+			l.dialAgain(c)
+		}
+	}
+}
+
+// dialAgain dials a queued connection with a fresh pick of its pool.
+func (l *loop) dialAgain(c *conn) {
+	c.rt.cursor = c.pool.Ring.CursorFor(c.client.Addr())
+	l.dial(c)
 }
 
 // closeAll closes every connection of the loop.

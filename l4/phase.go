@@ -169,6 +169,12 @@ func (l *loop) enter(c *conn, p phase) bool {
 			c.deadline = l.now + int64(d)
 		}
 	}
+	switch {
+	case p == queued && from != queued:
+		l.queued++
+	case from == queued && p != queued:
+		l.queued--
+	}
 	c.phase = p
 	if !rule.routing && c.rt != nil {
 		l.putRouting(c)

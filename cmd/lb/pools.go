@@ -61,9 +61,9 @@ func newPools(cfg *config.Config, o options, m *metrics.Metrics) ([]*pool, error
 	return out, nil
 }
 
-// reloadPools makes the pools of next from those running: a pool of the same name and
-// balance keeps its ring, health and connections, and takes next's backends (added ones are
-// probed first); another is new, and is probed once before it is used. It returns the pools
+// reloadPools makes the pools of next from those running: a pool of the same name, balance
+// and health settings keeps its ring, health and connections, and takes next's backends
+// (added ones are probed first); another is new, and is probed once before it is used. It returns the pools
 // of next and those of running it no longer has.
 func reloadPools(ctx context.Context, running []*pool, next *config.Config, o options, m *metrics.Metrics) (pools, gone []*pool, err error) {
 	byName := map[string]*pool{}
@@ -76,7 +76,7 @@ func reloadPools(ctx context.Context, running []*pool, next *config.Config, o op
 	}
 	for i, p := range fresh {
 		old := byName[p.cfg.Name]
-		if old == nil || old.cfg.Balance != p.cfg.Balance {
+		if old == nil || old.cfg.Balance != p.cfg.Balance || old.cfg.Health != p.cfg.Health {
 			p.prober.Init(ctx)
 			continue
 		}
