@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -60,7 +61,24 @@ pools:
 	if err := os.WriteFile(conf, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	startLB(t, nil, "serve", "--config", conf)
+	admin := fmt.Sprintf("127.0.0.1:%d", freeport.Get(t))
+	startLB(t, nil, "serve", "--config", conf, "--admin-listen", admin)
+
+	// The admin API lists the backends of every pool, each with its pool.
+	resp, err := http.Get("http://" + admin + "/backends")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []struct{ Pool, ID string }
+	err = json.NewDecoder(resp.Body).Decode(&listed)
+	resp.Body.Close()
+	pools := map[string]int{}
+	for _, b := range listed {
+		pools[b.Pool]++
+	}
+	if err != nil || len(listed) != 6 || pools["web"] != 2 || pools["api"] != 1 || pools["tls-h2"] != 1 {
+		t.Errorf("GET /backends: %+v (%v), want the 6 backends of the 5 pools", listed, err)
+	}
 
 	tlsGet := func(name, ca string, alpn ...string) string {
 		t.Helper()

@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 
+	"lb/admin"
 	"lb/config"
 	"lb/control"
 	"lb/health"
@@ -20,21 +23,22 @@ type pool struct {
 	cfg    config.Pool
 	ring   *ring.Ring
 	prober *health.Prober
-	ctl    *control.Control // applies a reloaded config's backends
-	stop   func()           // stops the prober's rounds
+	ctl    *control.Control // the admin API's and reloads' changes to the ring
+	stop   func()           // stops the prober's rounds and the control's removals
 }
 
-// probe starts the prober's rounds; stop ends them and waits.
+// probe starts the prober's rounds and the control's removals; stop ends them and waits.
 func (p *pool) probe() {
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.prober.Run(ctx); close(done) }()
-	p.stop = func() { cancel(); <-done }
+	var wg sync.WaitGroup
+	wg.Go(func() { p.prober.Run(ctx) })
+	wg.Go(func() { p.ctl.Run(ctx) })
+	p.stop = func() { cancel(); wg.Wait() }
 }
 
 // newPools makes the rings and probers of cfg's pools, with the flags' settings where a
 // pool leaves one out.
-func newPools(cfg *config.Config, o options, m *metrics.Metrics) ([]*pool, error) {
+func newPools(cfg *config.Config, o options, m *metrics.Metrics, traffic func() map[string]control.Traffic) ([]*pool, error) {
 	var out []*pool
 	for _, p := range cfg.Pools {
 		bal, err := ring.ParseBalance(p.Balance)
@@ -56,7 +60,11 @@ func newPools(cfg *config.Config, o options, m *metrics.Metrics) ([]*pool, error
 			log = log.With().Str("pool", p.Name).Logger()
 		}
 		pr := health.NewProber(r, hc, log)
-		out = append(out, &pool{cfg: p, ring: r, prober: pr, ctl: control.New(control.Config{Ring: r, Prober: pr, Log: log})})
+		cc := control.Config{Ring: r, Prober: pr, Pool: p.Name, Traffic: traffic, RemoveAfter: o.drainTimeout, Log: log}
+		if cfg.File == "" {
+			cc.File = o.servers // the flags' one pool: SIGHUP and --watch reload the servers file
+		}
+		out = append(out, &pool{cfg: p, ring: r, prober: pr, ctl: control.New(cc)})
 	}
 	return out, nil
 }
@@ -65,12 +73,12 @@ func newPools(cfg *config.Config, o options, m *metrics.Metrics) ([]*pool, error
 // and health settings keeps its ring, health and connections, and takes next's backends
 // (added ones are probed first); another is new, and is probed once before it is used. It returns the pools
 // of next and those of running it no longer has.
-func reloadPools(ctx context.Context, running []*pool, next *config.Config, o options, m *metrics.Metrics) (pools, gone []*pool, err error) {
+func reloadPools(ctx context.Context, running []*pool, next *config.Config, o options, m *metrics.Metrics, traffic func() map[string]control.Traffic) (pools, gone []*pool, err error) {
 	byName := map[string]*pool{}
 	for _, p := range running {
 		byName[p.cfg.Name] = p
 	}
-	fresh, err := newPools(next, o, m)
+	fresh, err := newPools(next, o, m, traffic)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -128,6 +136,15 @@ func (s source) Collect(snap *metrics.Snapshot) {
 	}
 }
 
+// lazySource is l4's counters once l4 runs; nothing before.
+type lazySource struct{ atomic.Pointer[l4.Server] }
+
+func (s *lazySource) Collect(snap *metrics.Snapshot) {
+	if srv := s.Load(); srv != nil {
+		srv.Collect(snap)
+	}
+}
+
 // trafficOf is what the admin API shows of each backend's traffic: l4's counters, summed
 // over its loops at each call.
 func trafficOf(src metrics.Source) func() map[string]control.Traffic {
@@ -167,7 +184,7 @@ func reload(ctx context.Context, o options, m *metrics.Metrics, srv *l4.Server, 
 		}
 		routes[bound[i]] = l4.Routes{Table: l.Table, NoMatchStatus: l.NoMatchStatus}
 	}
-	pools, gone, err := reloadPools(ctx, running, next, o, m)
+	pools, gone, err := reloadPools(ctx, running, next, o, m, trafficOf(srv))
 	if err != nil {
 		return reloaded{}, err
 	}
@@ -196,4 +213,46 @@ func fileSum(path string) [sha256.Size]byte {
 		return [sha256.Size]byte{}
 	}
 	return sha256.Sum256(data)
+}
+
+// poolBackends is the admin API over every pool, as the last load or reload made them. An
+// id names the backend of the first pool that has it; POST /backends adds to the first pool.
+type poolBackends struct{ pools atomic.Pointer[[]*pool] }
+
+var _ admin.Backends = (*poolBackends)(nil)
+
+func (pb *poolBackends) List() []admin.Backend {
+	var out []admin.Backend
+	for _, p := range *pb.pools.Load() {
+		out = append(out, p.ctl.List()...)
+	}
+	return out
+}
+
+func (pb *poolBackends) Add(b ring.Backend) error { return (*pb.pools.Load())[0].ctl.Add(b) }
+
+func (pb *poolBackends) Drain(id string) bool {
+	return pb.first(func(c *control.Control) bool { return c.Drain(id) })
+}
+
+func (pb *poolBackends) Enable(id string) bool {
+	return pb.first(func(c *control.Control) bool { return c.Enable(id) })
+}
+
+func (pb *poolBackends) SetWeight(id string, w int) bool {
+	return pb.first(func(c *control.Control) bool { return c.SetWeight(id, w) })
+}
+
+func (pb *poolBackends) Remove(id string) bool {
+	return pb.first(func(c *control.Control) bool { return c.Remove(id) })
+}
+
+// first applies do to the pools' controls in turn, until one has the backend.
+func (pb *poolBackends) first(do func(*control.Control) bool) bool {
+	for _, p := range *pb.pools.Load() {
+		if do(p.ctl) {
+			return true
+		}
+	}
+	return false
 }

@@ -350,7 +350,8 @@ func serve(parent context.Context, o options, cfg *config.Config) error {
 	defer signal.Stop(hup)
 
 	m := metrics.New(metrics.Options{Version: buildVersion()})
-	pools, err := newPools(cfg, o, m)
+	traffic := &lazySource{} // the admin API's traffic per backend, once l4 runs
+	pools, err := newPools(cfg, o, m, trafficOf(traffic))
 	if err != nil {
 		return err
 	}
@@ -443,18 +444,15 @@ func serve(parent context.Context, o options, cfg *config.Config) error {
 		go func() { serveErr <- srv.ServeRoutes(ln, routes) }()
 		addrs = append(addrs, ln.Addr().String())
 	}
-	// The API and reloads change the first pool: the servers file's with the flags.
-	ctl := control.New(control.Config{Ring: pools[0].ring, Prober: pools[0].prober, File: o.servers,
-		Traffic: trafficOf(srv), RemoveAfter: o.drainTimeout, Log: o.log})
-	ctlCtx, stopCtl := context.WithCancel(context.Background())
-	ctlDone := make(chan struct{})
-	go func() { ctl.Run(ctlCtx); close(ctlDone) }()
-	defer func() { stopCtl(); <-ctlDone }()
+	traffic.Store(srv)
+	ctl := pools[0].ctl // with the flags, SIGHUP and --watch reload its servers file
+	backends := &poolBackends{}
+	backends.pools.Store(&pools)
 	var accepting atomic.Bool
 	accepting.Store(true)
 	if adminLn != nil {
 		stopAdmin := serveAdmin(adminLn, admin.New(admin.Config{
-			Backends:  ctl,
+			Backends:  backends,
 			Token:     o.admin.token,
 			Stats:     statsOf(srv, addrs),
 			Metrics:   m.Handler(),
@@ -499,6 +497,7 @@ func serve(parent context.Context, o options, cfg *config.Config) error {
 			return
 		}
 		cfg, pools = next.cfg, next.pools
+		backends.pools.Store(&pools)
 		o.log.Info().Str("why", why).Int("pools", len(pools)).Msg("config reloaded")
 	}
 	for i, p := range pools {
