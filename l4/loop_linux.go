@@ -153,6 +153,7 @@ func (l *loop) sweep() {
 		l.nextTrim = l.now + trimEvery
 		l.trimHeads()
 		l.s.pipes.trim(l.now)
+		l.dials.prune()
 	}
 	for _, c := range l.conns.slots {
 		switch {

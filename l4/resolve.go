@@ -48,7 +48,10 @@ type dialAddr struct {
 	err  atomic.Pointer[error]    // why the last lookup failed; nil after a success
 	ip   netip.Addr               // the address sa holds
 
+	gone atomic.Bool // the resolver forgot it (an IP address no ring has): loops drop it too
+
 	// Guarded by resolver.mu.
+	absent  bool         // in no ring at the last look: forgotten if still so at the next
 	ips     []netip.Addr // the last lookup's answers, in the order dials move through them
 	due     time.Time
 	retry   time.Duration
@@ -183,12 +186,24 @@ func (r *resolver) startDue(now time.Time) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next := r.every
-	for _, d := range r.addrs {
+	for key, d := range r.addrs {
+		if d.host == "" && inRing != nil && !inRing[d.addr] {
+			// An IP address in no ring, at two looks in a row (so not one just added): it is
+			// forgotten, by the loops too, so that addresses that come and go (pods found in
+			// DNS) do not pile up. If it comes back, it is a new entry, made at once.
+			if d.absent {
+				delete(r.addrs, key)
+				d.gone.Store(true)
+			}
+			d.absent = true
+			continue
+		}
+		d.absent = false
 		switch {
 		case d.host == "" || d.busy:
 		case inRing != nil && !inRing[d.addr]:
-			// Removed from the ring: no queries for it. Its entry stays, as the loops hold it;
-			// if the name comes back, it is looked up again within every.
+			// A name removed from the ring: no queries for it. Its entry stays: if the name
+			// comes back, it is looked up again within every, and dialed at its last address.
 		case !now.Before(d.due):
 			d.busy = true
 			r.lookups.Add(1)
@@ -269,7 +284,7 @@ func (r *resolver) dialTo(d *dialAddr, ip netip.Addr) {
 // addresses moves on to the next one, so that one dead address of several does not take the
 // backend down. Called on a loop: it only takes the lock.
 func (r *resolver) dialFailed(d *dialAddr, sa *sockaddr) {
-	if d.host == "" {
+	if d == nil || d.host == "" { // nil: forgotten since the dial
 		return
 	}
 	r.mu.Lock()
@@ -338,6 +353,15 @@ func (dc *dialCache) connect(addr string) (int, *sockaddr, error) {
 	}
 	fd, err := sysDial(sa)
 	return fd, sa, err
+}
+
+// prune drops the entries the resolver forgot.
+func (dc *dialCache) prune() {
+	for addr, d := range dc.addrs {
+		if d.gone.Load() {
+			delete(dc.addrs, addr)
+		}
+	}
 }
 
 // failed tells the resolver that a dial of addr at sa failed: a name with several addresses
