@@ -156,7 +156,7 @@ func (l *loop) sniff(c *conn) {
 	case err == unix.EAGAIN || err == unix.EINTR:
 		l.enter(c, sniffing)
 		return
-	case c.awaitProxy && held && (n == 0 && err == nil || errors.Is(err, errHeadMemory)):
+	case c.awaitProxy && (held && n == 0 && err == nil || errors.Is(err, errHeadMemory)):
 		l.badProxy(c, proxyhdr.ErrMalformed) // cut short: no client to speak for
 		return
 	case errors.Is(err, errHeadMemory):
@@ -546,6 +546,7 @@ func (l *loop) refuse(c *conn, why error) {
 		l.s.refusedBusy.Add(1)
 	case metrics.RefuseIPConns, metrics.RefuseIPRate:
 		answer = admit.AppendTooMany(l.scratch.out[:0], int(c.retryAfter))
+		l.scratch.out = answer // grown once, reused
 	case metrics.RefuseNoRoute:
 		answer = c.lis.routes.Load().noMatch
 	default:

@@ -45,7 +45,7 @@
 //	| sniffing | read once | none | --sniff-timeout | sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed | client readable: sniff; the head decided, the buffer full or a FIN: route. Deadline: route with what came, or close |
 //	| lookingUp | silent | none | --connect-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | the store answers, or the deadline: dial |
 //	| starved | silent | none | --connect-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | each sweep: dial again. Deadline: refuse (503) |
-//	| queued | silent | none | --queue-timeout | queued, dialing, replaying, splicing, refusing, closed | each sweep: dial again. Deadline: refuse (503) |
+//	| queued | silent | none | --queue-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | each sweep: dial again. Deadline: refuse (503) |
 //	| dialing | silent | write | --connect-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | backend writable: replay. Failed, or the deadline: dial the next backend, or refuse |
 //	| replaying | silent | write | --connect-timeout | replaying, splicing, closed | backend writable: replay the rest. Failed, or the deadline: close (bytes went: no other backend) |
 //	| splicing | flows | flows | --idle-timeout | closed | either end: pump. Both directions at EOF, an error, or idle: close |

@@ -157,8 +157,10 @@ func (l *loop) closing(c *conn, err error) {
 	if c.stickied {
 		e.Sticky = c.sticky.String()
 	}
-	if b, _, ok := c.pool.Ring.Lookup(c.backend); c.backend != "" && ok {
-		e.BackendAddr = b.Addr
+	if c.pool != nil && c.backend != "" { // nil: closed or refused before a pool was chosen
+		if b, _, ok := c.pool.Ring.Lookup(c.backend); ok {
+			e.BackendAddr = b.Addr
+		}
 	}
 	if e.Cause == accesslog.Error || e.Cause == accesslog.Refused {
 		e.Err = err

@@ -91,7 +91,7 @@ var rules = [phases]phaseRule{
 		next: to(starved, queued, dialing, replaying, splicing, refusing, closed),
 		on:   "each sweep: dial again. Deadline: refuse (503)"},
 	queued: {name: "queued", client: silent, backend: noSocket, deadline: queueDeadline, routing: true,
-		next: to(queued, dialing, replaying, splicing, refusing, closed),
+		next: to(starved, queued, dialing, replaying, splicing, refusing, closed),
 		on:   "each sweep: dial again. Deadline: refuse (503)"},
 	dialing: {name: "dialing", client: silent, backend: writable, deadline: connectDeadline, renew: true, routing: true,
 		next: to(starved, queued, dialing, replaying, splicing, refusing, closed),

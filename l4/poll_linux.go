@@ -26,8 +26,9 @@ type poller struct {
 	wakefd int
 	events [maxEvents]unix.EpollEvent
 
-	mu    sync.Mutex // guards calls
-	calls []func()
+	mu     sync.Mutex // guards calls and closed
+	calls  []func()
+	closed bool // wakefd is closed: post does nothing
 }
 
 func newPoller() (*poller, error) {
@@ -98,12 +99,17 @@ func (p *poller) pollEvents() (int, error) {
 }
 
 // post queues fn to run on the loop's goroutine and returns at once.
+// Once the poller is closed it does nothing: its eventfd's number may belong to another
+// file by then.
 func (p *poller) post(fn func()) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
 	p.calls = append(p.calls, fn)
-	p.mu.Unlock()
 	one := [8]byte{1}
-	unix.Write(p.wakefd, one[:])
+	unix.Write(p.wakefd, one[:]) // non-blocking
 }
 
 // runCalls runs the queued calls, on the loop's goroutine.
@@ -120,6 +126,9 @@ func (p *poller) runCalls() {
 }
 
 func (p *poller) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
 	p.epoll.Close()
 	unix.Close(p.wakefd)
 }

@@ -69,18 +69,18 @@ func newPools(cfg *config.Config, o options, m *metrics.Metrics, traffic func() 
 	return out, nil
 }
 
-// reloadPools makes the pools of next from those running: a pool of the same name, balance
-// and health settings keeps its ring, health and connections, and takes next's backends
-// (added ones are probed first); another is new, and is probed once before it is used. It returns the pools
-// of next and those of running it no longer has.
-func reloadPools(ctx context.Context, running []*pool, next *config.Config, o options, m *metrics.Metrics, traffic func() map[string]control.Traffic) (pools, gone []*pool, err error) {
+// reloadPools makes the pools of next from those running, changing nothing that runs: a
+// pool of the same name, balance and health settings keeps its ring, health and
+// connections (kept: it takes next's backends once the reload is sure); another is new, and
+// is probed once. It returns the pools of next, and those of running it no longer has.
+func reloadPools(ctx context.Context, running []*pool, next *config.Config, o options, m *metrics.Metrics, traffic func() map[string]control.Traffic) (pools, kept, gone []*pool, err error) {
 	byName := map[string]*pool{}
 	for _, p := range running {
 		byName[p.cfg.Name] = p
 	}
 	fresh, err := newPools(next, o, m, traffic)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for i, p := range fresh {
 		old := byName[p.cfg.Name]
@@ -88,17 +88,14 @@ func reloadPools(ctx context.Context, running []*pool, next *config.Config, o op
 			p.prober.Init(ctx)
 			continue
 		}
-		if _, err := old.ctl.Apply(ctx, next.Pools[i].Backends); err != nil {
-			return nil, nil, err
-		}
-		old.cfg = p.cfg
-		fresh[i] = old
+		fresh[i] = &pool{cfg: p.cfg, ring: old.ring, prober: old.prober, ctl: old.ctl, stop: old.stop}
+		kept = append(kept, fresh[i])
 		delete(byName, p.cfg.Name)
 	}
 	for _, p := range byName {
 		gone = append(gone, p)
 	}
-	return fresh, gone, nil
+	return fresh, kept, gone, nil
 }
 
 // l4Pool is p as l4 takes it; store serves its learned sessions, if it learns them.
@@ -117,17 +114,17 @@ func (p *pool) l4Pool(store *sessionStore) l4.Pool {
 }
 
 // source is what /metrics reports: l4's counters, and when each backend last changed state,
-// which its pool's prober knows.
+// which its pool's prober knows (the pools of the last load or reload).
 type source struct {
 	srv   *l4.Server
-	pools []*pool
+	pools *poolBackends
 }
 
 func (s source) Collect(snap *metrics.Snapshot) {
 	s.srv.Collect(snap)
 	for i := range snap.Backends {
 		b := &snap.Backends[i]
-		for _, p := range s.pools {
+		for _, p := range *s.pools.pools.Load() {
 			if t, ok := p.prober.LastChange(b.ID); ok {
 				b.LastChange = t
 				break
@@ -184,7 +181,7 @@ func reload(ctx context.Context, o options, m *metrics.Metrics, srv *l4.Server, 
 		}
 		routes[bound[i]] = l4.Routes{Table: l.Table, NoMatchStatus: l.NoMatchStatus}
 	}
-	pools, gone, err := reloadPools(ctx, running, next, o, m, trafficOf(srv))
+	pools, kept, gone, err := reloadPools(ctx, running, next, o, m, trafficOf(srv))
 	if err != nil {
 		return reloaded{}, err
 	}
@@ -194,6 +191,12 @@ func reload(ctx context.Context, o options, m *metrics.Metrics, srv *l4.Server, 
 	}
 	if err := srv.Reroute(l4pools, routes); err != nil {
 		return reloaded{}, err
+	}
+	// From here the reload is sure: the pools kept take their servers, new ones start.
+	for _, p := range kept {
+		if _, err := p.ctl.Apply(ctx, p.cfg.Backends); err != nil {
+			o.log.Error().Err(err).Str("pool", p.cfg.Name).Msg("config reload: the pool's servers were not all applied")
+		}
 	}
 	for _, p := range pools {
 		if p.stop == nil {

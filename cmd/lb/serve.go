@@ -423,7 +423,9 @@ func serve(parent context.Context, o options, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	m.SetSource(source{srv, pools})
+	backends := &poolBackends{} // the pools the admin API and /metrics see: reloads swap them
+	backends.pools.Store(&pools)
+	m.SetSource(source{srv, backends})
 
 	for _, p := range pools {
 		p.probe()
@@ -446,8 +448,6 @@ func serve(parent context.Context, o options, cfg *config.Config) error {
 	}
 	traffic.Store(srv)
 	ctl := pools[0].ctl // with the flags, SIGHUP and --watch reload its servers file
-	backends := &poolBackends{}
-	backends.pools.Store(&pools)
 	var accepting atomic.Bool
 	accepting.Store(true)
 	if adminLn != nil {
