@@ -655,7 +655,7 @@ func TestLastBytesLeaveWithTheFIN(t *testing.T) {
 				s.conns.Add(1)
 				c := l.conns.add()
 				c.ends[clientSide], c.ends[backendSide] = end{fd: srcFD}, end{fd: dstFD}
-				c.phase = splicing
+				c.phase, c.pool = splicing, (*s.pools.Load())[0] // the sweep reads its pool's idle timeout
 				if l.pump(c, clientSide, true) {
 					segs, eof = segsOut()-before, c.ends[clientSide].eof
 					pending, moved = c.ends[clientSide].pending, c.ends[clientSide].moved

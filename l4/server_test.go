@@ -211,7 +211,7 @@ func spliceConn(l *loop, clientEnd, backendEnd end) *conn {
 	l.s.conns.Add(1)
 	c := l.conns.add()
 	c.ends[clientSide], c.ends[backendSide] = clientEnd, backendEnd
-	c.phase = splicing
+	c.phase, c.pool = splicing, (*l.s.pools.Load())[0] // the sweep reads its pool's idle timeout
 	return c
 }
 
