@@ -9,11 +9,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"lb/proxyhdr"
 	"lb/ring"
 )
 
@@ -174,4 +176,47 @@ func TestMaxConnQueuesThenRefuses(t *testing.T) {
 	if n := conns.Load(); n != 2 {
 		t.Errorf("the backend saw %d connections, want 2: the refused one never reached it", n)
 	}
+}
+
+// TestSourceKeepsMostClientsWhenABackendGoes: through lb, with the client addresses of
+// 1,000 synthetic clients given by a trusted PROXY header, source hashing sends each to one
+// backend of 5; after one backend is removed, at least 75% keep theirs (about 80% should:
+// all but the removed one's).
+func TestSourceKeepsMostClientsWhenABackendGoes(t *testing.T) {
+	var backends []ring.Backend
+	for i := range 5 {
+		backends = append(backends, ring.Backend{ID: fmt.Sprint("b", i), Addr: startBackend(t, nameBackend(fmt.Sprint(i))).addr(), Weight: 1})
+	}
+	r, err := ring.NewWith(ring.Config{Balance: ring.Source}, backends...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig()
+	cfg.Pools = []Pool{{Name: "p", Ring: r}}
+	cfg.AcceptProxy = proxyhdr.Trusted{netip.MustParsePrefix("127.0.0.0/8")}
+	s := startServer(t, cfg)
+	backendOf := func(i int) string {
+		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1}), 40000)
+		c := dial(t, s.addr)
+		defer c.Close()
+		c.Write(proxyhdr.AppendV1(nil, client, netip.MustParseAddrPort("10.255.0.1:80")))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		b, _ := io.ReadAll(c)
+		return string(b[max(len(b)-1, 0):])
+	}
+	before := make([]string, 1000)
+	for i := range before {
+		before[i] = backendOf(i)
+	}
+	r.Remove("b4")
+	kept := 0
+	for i := range before {
+		if backendOf(i) == before[i] {
+			kept++
+		}
+	}
+	if kept < 750 {
+		t.Errorf("%d of 1,000 clients kept their backend after one of 5 was removed, want at least 750", kept)
+	}
+	t.Logf("%d of 1,000 clients kept their backend", kept)
 }
