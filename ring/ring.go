@@ -232,16 +232,7 @@ func (r *Ring) Remove(id string) bool {
 // SetWeight sets the weight of the backend with this id (below 1 counts as 1) and reports
 // whether it is in the ring. Picks made from then on use it; Snapshot shows it.
 func (r *Ring) SetWeight(id string, weight int) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	old := r.snap.Load()
-	i, ok := old.byID[id]
-	if !ok {
-		return false
-	}
-	old.members[i].weight = max(1, weight)
-	r.snap.Store(newSnapshot(old.members, old.backends))
-	return true
+	return r.update(id, func(m *member, b *Backend) { m.weight = max(1, weight) })
 }
 
 // SetMaxConn sets how many active connections the backend with this id takes at most
@@ -249,6 +240,15 @@ func (r *Ring) SetWeight(id string, weight int) bool {
 // the limit is soft by the picks under way at once (a pick and its Start are two steps), and
 // Lookup (sticky clients) does not apply it.
 func (r *Ring) SetMaxConn(id string, n int) bool {
+	return r.update(id, func(m *member, b *Backend) {
+		m.maxConn.Store(int64(max(0, n)))
+		b.MaxConn = max(0, n)
+	})
+}
+
+// update applies change to the member with this id and to a copy of its Backend, publishes
+// a new snapshot with them, and reports whether the id is in the ring.
+func (r *Ring) update(id string, change func(*member, *Backend)) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.snap.Load()
@@ -256,9 +256,8 @@ func (r *Ring) SetMaxConn(id string, n int) bool {
 	if !ok {
 		return false
 	}
-	old.members[i].maxConn.Store(int64(max(0, n)))
 	backends := slices.Clone(old.backends)
-	backends[i].MaxConn = max(0, n)
+	change(old.members[i], &backends[i])
 	r.snap.Store(newSnapshot(old.members, backends))
 	return true
 }
