@@ -77,11 +77,7 @@ func TestProbeHTTP(t *testing.T) {
 // lb serve --health-http: a backend whose /health answers 500 gets no client; once it
 // answers 200 it comes up and gets its share.
 func TestServeHTTPHealth(t *testing.T) {
-	ngx := startNginx(t, 2)
-	ngx[0].makeHealthy(t)
-	servers := writeServersFile(t, ngx[0].Addr+" id=one", ngx[1].Addr+" id=two")
-	lb := startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0", "--health-http", "/health",
-		"--health-interval", "50ms", "--rise", "1", "--fall", "1")
+	ngx, lb := healthCheckedPair(t, "--fall", "1")
 	if e, _ := lb.log.waitFor(0, 0, func(e logEntry) bool { return e.Message == "listening" }); e.Up == nil || *e.Up != 1 {
 		t.Fatalf("lb started with other than 1 backend up (two's /health says 500): %s", e.raw)
 	}
@@ -167,11 +163,7 @@ func TestBadBalanceInput(t *testing.T) {
 // --slow-start: a backend that comes up gets measurably fewer connections than its peer
 // early in its ramp (about 10% of the peer's share at first), and the log says it ramps.
 func TestSlowStartShares(t *testing.T) {
-	ngx := startNginx(t, 2)
-	ngx[0].makeHealthy(t)
-	servers := writeServersFile(t, ngx[0].Addr+" id=one", ngx[1].Addr+" id=two")
-	lb := startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0", "--health-http", "/health",
-		"--health-interval", "50ms", "--rise", "1", "--slow-start", "60s")
+	ngx, lb := healthCheckedPair(t, "--slow-start", "60s")
 	from := lb.log.len()
 	ngx[1].makeHealthy(t)
 	up, ok := lb.log.waitFor(from, startDeadline, func(e logEntry) bool { return e.Message == "backend up" && e.ID == "two" })
@@ -195,4 +187,17 @@ func TestSlowStartShares(t *testing.T) {
 		t.Errorf("early in two's ramp: counts %v, want two at about a tenth of one's share", counts)
 	}
 	t.Logf("early in the ramp: %v", counts)
+}
+
+// healthCheckedPair starts two nginx backends, one (id one) answering /health with 200 and
+// the other (id two) with 500, and lb checking /health every 50 ms, up at the first good
+// answer, with extra flags.
+func healthCheckedPair(t *testing.T, extra ...string) ([]*nginxBackend, *lbProcess) {
+	t.Helper()
+	ngx := startNginx(t, 2)
+	ngx[0].makeHealthy(t)
+	servers := writeServersFile(t, ngx[0].Addr+" id=one", ngx[1].Addr+" id=two")
+	args := []string{"serve", "-f", servers, "--listen", "127.0.0.1:0", "--health-http", "/health",
+		"--health-interval", "50ms", "--rise", "1"}
+	return ngx, startLB(t, nil, append(args, extra...)...)
 }
