@@ -233,6 +233,9 @@ func (l *loop) badProxy(c *conn, err error) {
 // admitClient applies the per-address limits to c's client. Over one, c is still sniffed: an
 // HTTP client is answered 429 at route, others are closed there.
 func (l *loop) admitClient(c *conn) {
+	if l.s.admit == nil {
+		return // no limits: nothing to count
+	}
 	tk, v := l.s.admit.Admit(c.client.Addr(), time.Unix(0, l.now))
 	c.admitted, c.overLimit, c.retryAfter = tk.Held(), v.Reason, int32(v.RetryAfter)
 }

@@ -198,7 +198,7 @@ type options struct {
 	discover     []discover.Source // the servers file's discover= lines
 	health       health.Config
 	ring         ring.Config
-	l4           l4.Config // without Ring and OnDialFailure, which serve fills in
+	l4           l4.Config // without Pools, which serve makes from the config
 	log          zerolog.Logger
 	accessLog    accesslog.Config // opened by serve, before it listens
 
