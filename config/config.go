@@ -22,6 +22,7 @@ import (
 
 	"lb/ring"
 	"lb/route"
+	"lb/serversfile"
 )
 
 // Config is a loaded, provisioned and valid configuration. Treat it as read-only: it is
@@ -57,7 +58,11 @@ type Route struct {
 // Backends defaults to the value of the matching flag of `lb serve`.
 type Pool struct {
 	Name     string
-	Backends []ring.Backend // at least one; normalised addresses, unique addresses and ids
+	Backends []ring.Backend // normalised addresses, unique addresses and ids
+	// Discover are the servers' discover= lines: names whose backends DNS gives. A pool has
+	// at least one backend or one discover line.
+	Discover    []serversfile.Discover
+	ServersFrom string // the file the servers were read from, for logs: a servers file, or the config file
 	// Balance is the algorithm that picks a backend: one of Balances.
 	Balance           string
 	Health            Health
@@ -136,10 +141,12 @@ func Parse(name string, data []byte, dir string, defaults Pool) (*Config, error)
 }
 
 // FromFlags is the Config the flags of `lb serve` describe: one listener on listen, one
-// pool "default" of backends with the settings of pool, and one route that takes every
-// connection to it.
-func FromFlags(listen string, backends []ring.Backend, pool Pool) *Config {
-	pool.Name, pool.Backends, pool.Line = "default", slices.Clone(backends), 0
+// pool "default" of the servers of file (read from path) with the settings of pool, and one
+// route that takes every connection to it.
+func FromFlags(listen string, path string, servers *serversfile.File, pool Pool) *Config {
+	pool.Name, pool.Line = "default", 0
+	pool.Backends, pool.Discover = slices.Clone(servers.Backends), slices.Clone(servers.Discover)
+	pool.ServersFrom = path
 	tab, err := route.New([]route.Route{{Pool: 0}})
 	if err != nil {
 		panic(err) // one route is never empty

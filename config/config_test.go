@@ -76,7 +76,8 @@ func TestLoadExample(t *testing.T) {
 
 func TestFromFlags(t *testing.T) {
 	backends := []ring.Backend{{Addr: "127.0.0.1:1", ID: "a", Weight: 1}}
-	cfg := FromFlags(":7777", backends, flagDefaults)
+	disc := []serversfile.Discover{{Line: 2, Mode: "a", Name: "app.test", Port: 80, Weight: 1}}
+	cfg := FromFlags(":7777", "servers.txt", &serversfile.File{Backends: backends, Discover: disc}, flagDefaults)
 	if len(cfg.Listeners) != 1 || len(cfg.Pools) != 1 || cfg.Pools[0].Name != "default" || cfg.Pools[0].Health != flagDefaults.Health {
 		t.Fatalf("%+v", cfg)
 	}
@@ -86,6 +87,9 @@ func TestFromFlags(t *testing.T) {
 	backends[0].Addr = "changed"
 	if cfg.Pools[0].Backends[0].Addr != "127.0.0.1:1" {
 		t.Fatal("FromFlags keeps the caller's slice")
+	}
+	if p := cfg.Pools[0]; len(p.Discover) != 1 || p.Discover[0] != disc[0] || p.ServersFrom != "servers.txt" {
+		t.Fatalf("discover lines: %+v from %q", p.Discover, p.ServersFrom)
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"lb/ring"
 	"lb/route"
 	"lb/serversfile"
 )
@@ -341,9 +340,11 @@ func (p *parser) pool(name string, key, n *yaml.Node) (Pool, error) {
 		switch k {
 		case "servers":
 			servers = f.val
-			if pool.Backends, err = p.inlineServers(name, f.val); err != nil {
+			inline, err := p.inlineServers(name, f.val)
+			if err != nil {
 				return pool, err
 			}
+			pool.Backends, pool.Discover, pool.ServersFrom = inline.Backends, inline.Discover, p.file
 			continue
 		case "servers_file":
 			serversFile = f.val
@@ -462,7 +463,7 @@ func (p *parser) health(n *yaml.Node, h Health) (Health, error) {
 
 // inlineServers reads servers: lines with the servers file's parser, so that both say the
 // same things, and points its errors at the YAML line.
-func (p *parser) inlineServers(pool string, n *yaml.Node) ([]ring.Backend, error) {
+func (p *parser) inlineServers(pool string, n *yaml.Node) (*serversfile.File, error) {
 	items, err := p.sequence(n, "servers")
 	if err != nil {
 		return nil, err
@@ -482,11 +483,14 @@ func (p *parser) inlineServers(pool string, n *yaml.Node) ([]ring.Backend, error
 		text.WriteString(v)
 		text.WriteByte('\n')
 	}
-	backends, err := serversfile.Parse(p.file, strings.NewReader(text.String()))
+	servers, err := serversfile.ParseFile(p.file, strings.NewReader(text.String()))
 	var le *serversfile.LineError
 	switch {
 	case err == nil:
-		return backends, nil
+		for i := range servers.Discover {
+			servers.Discover[i].Line = items[servers.Discover[i].Line-1].Line // the YAML line, for logs
+		}
+		return servers, nil
 	case errorsAs(err, &le):
 		at := n
 		if le.Line >= 1 && le.Line <= len(items) {

@@ -20,7 +20,7 @@ func (p *parser) provision(cfg *Config) error {
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(p.dir, path)
 		}
-		backends, err := serversfile.Load(path)
+		servers, err := serversfile.LoadFile(path)
 		if err != nil {
 			var le *serversfile.LineError
 			if !errors.As(err, &le) {
@@ -30,7 +30,7 @@ func (p *parser) provision(cfg *Config) error {
 			e.Err = err
 			return e
 		}
-		cfg.Pools[i].Backends = backends
+		cfg.Pools[i].Backends, cfg.Pools[i].Discover, cfg.Pools[i].ServersFrom = servers.Backends, servers.Discover, path
 	}
 	for li := range cfg.Listeners {
 		l := &cfg.Listeners[li]

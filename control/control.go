@@ -1,6 +1,6 @@
 // Package control changes the backends of a running lb: one at a time through the admin API
-// (add, drain, enable, re-weight, remove), or all at once by reloading the servers file on
-// SIGHUP or when it changes on disk (Watch).
+// (add, drain, enable, re-weight, remove), or all at once when a reload gives a pool its
+// servers again (Apply).
 //
 // Every change goes to the ring, which the data path reads without locks, so no connection
 // waits for one. Removing a backend never closes its open connections: they finish, as in a
@@ -9,7 +9,6 @@ package control
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"sync"
 	"time"
@@ -32,8 +31,10 @@ type Traffic struct {
 type Config struct {
 	Ring   *ring.Ring
 	Prober *health.Prober // probes added backends at once, and reports the last probes
-	File   string         // the servers file Reload reads
 	Pool   string         // the name List gives the ring; empty: "default"
+	// Discovered, when set, reports the backends another owner (DNS discovery) keeps in the
+	// ring: Apply leaves them alone.
+	Discovered func(id string) bool
 	// Traffic, when set, returns the data path's counters by backend id; List calls it once.
 	Traffic func() map[string]Traffic
 	// RemoveAfter bounds how long a backend removed through the API stays in the ring,
@@ -45,9 +46,8 @@ type Config struct {
 // Control changes one ring. Its methods are safe for concurrent use; it implements
 // admin.Backends.
 type Control struct {
-	cfg    Config
-	mu     sync.Mutex        // serialises changes to the ring, so a reload and an API call never interleave
-	loaded [sha256.Size]byte // of the servers file content last applied (or refused); under mu
+	cfg Config
+	mu  sync.Mutex // serialises changes to the ring, so a reload and an API call never interleave
 	// removing holds the backends Remove drains before it takes them out, with the time
 	// their wait ends; under mu.
 	removing map[string]time.Time

@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -76,7 +75,7 @@ func setup(t *testing.T, lines ...string) (*Control, *ring.Ring, *logtest.Lines)
 	logs, log := logtest.New()
 	p := health.NewProber(r, health.Config{Timeout: time.Second, Rise: 3}, log)
 	p.Init(context.Background())
-	return New(Config{Ring: r, Prober: p, File: path, Log: log}), r, logs
+	return New(Config{Ring: r, Prober: p, Log: log}), r, logs
 }
 
 func write(t *testing.T, path string, lines ...string) {
@@ -104,13 +103,12 @@ func TestReloadAppliesTheDifference(t *testing.T) {
 	defer kept.End()
 
 	ln := listenN(t, 1)[0]
-	write(t, c.cfg.File, a[0]+" id=keep", a[1]+" id=drained", a[3]+" id=heavy weight=5", ln+" id=new", dead+" id=dead")
-	ch, err := c.Reload(context.Background())
+	ch, err := c.Apply(context.Background(), parse(t, a[0]+" id=keep", a[1]+" id=drained", a[3]+" id=heavy weight=5", ln+" id=new", dead+" id=dead"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := (Changes{Added: 2, Removed: 1, Reweighted: 1, Unchanged: 2}); ch != want {
-		t.Errorf("Reload = %+v, want %+v", ch, want)
+		t.Errorf("Apply = %+v, want %+v", ch, want)
 	}
 	// new answered its first probe: up at once, not after Rise=3 rounds. dead stays down.
 	if got, want := states(c), "keep=up:1 drained=draining:1 heavy=up:5 new=up:1 dead=down:1"; got != want {
@@ -126,36 +124,58 @@ func TestReloadAppliesTheDifference(t *testing.T) {
 	}
 }
 
-func TestBadFileChangesNothing(t *testing.T) {
-	a := listenN(t, 2)
-	c, _, logs := setup(t, a[0]+" id=x", a[1]+" id=y weight=2")
-	before := states(c)
-	for _, bad := range [][]string{
-		{a[0] + " id=x", "127.0.0.1:99999"},
-		{a[0] + " id=x", a[0] + " id=z"},
-		{"# nothing"},
+// A backend is the same backend only if everything that defines it is: a new address or
+// PROXY version or check under the same id replaces it (probed, the old one draining with
+// its connections), while a new weight or maxconn is applied in place.
+func TestApplyReplacesAChangedServer(t *testing.T) {
+	a := listenN(t, 4)
+	c, r, _ := setup(t, a[0]+" id=addr", a[1]+" id=proxy", a[2]+" id=check", a[3]+" id=limits weight=1 maxconn=5")
+	held := r.Start("proxy") // open on the old proxy backend: it must not be cut
+	defer held.End()
+	moved := listenN(t, 1)[0]
+	ch, err := c.Apply(context.Background(), parse(t, moved+" id=addr", a[1]+" id=proxy proxy=v2", a[2]+" id=check check=tcp", a[3]+" id=limits weight=4 maxconn=9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Changes{Added: 3, Removed: 3, Reweighted: 1}); ch != want {
+		t.Errorf("Apply = %+v, want %+v", ch, want)
+	}
+	for id, want := range map[string]ring.Backend{
+		"addr":   {ID: "addr", Addr: moved, Weight: 1},
+		"proxy":  {ID: "proxy", Addr: a[1], Weight: 1, Proxy: "v2"},
+		"check":  {ID: "check", Addr: a[2], Weight: 1, Check: "tcp"},
+		"limits": {ID: "limits", Addr: a[3], Weight: 4, MaxConn: 9},
 	} {
-		write(t, c.cfg.File, bad...)
-		mark := len(logs.All())
-		c.ReloadAndLog(context.Background(), "test")
-		if got := states(c); got != before {
-			t.Errorf("file %q changed the ring: %s, was %s", bad, got, before)
-		}
-		lines := logs.All()[mark:]
-		if len(lines) != 1 || lines[0]["level"] != "error" || lines[0]["file"] != c.cfg.File || lines[0]["reason"] == nil {
-			t.Errorf("file %q logged %v; want one error line with the file, line and reason", bad, lines)
+		if b, up, ok := r.Lookup(id); !ok || !up || b != want {
+			t.Errorf("%s after Apply: %+v up=%v in=%v; want %+v, up", id, b, up, ok, want)
 		}
 	}
-	write(t, c.cfg.File, a[0]+" id=x", "127.0.0.1:99999")
-	_, err := c.Reload(context.Background())
-	var le *serversfile.LineError
-	if !errors.As(err, &le) || le.Line != 2 || !strings.Contains(le.Reason, "bad port") {
-		t.Errorf("Reload of a bad line 2 = %v, want a LineError at line 2", err)
+}
+
+// Apply leaves alone the backends another owner (discovery) keeps in the ring.
+func TestApplyLeavesDiscoveredBackends(t *testing.T) {
+	a := listenN(t, 2)
+	c, r, _ := setup(t, a[0]+" id=fixed")
+	if err := r.Add(ring.Backend{ID: "found", Addr: a[1], Weight: 1}); err != nil {
+		t.Fatal(err)
 	}
-	os.Remove(c.cfg.File)
-	if _, err := c.Reload(context.Background()); !errors.Is(err, os.ErrNotExist) || states(c) != before {
-		t.Errorf("Reload of a missing file = %v, ring %s; want the not-exist error, nothing changed", err, states(c))
+	c.cfg.Discovered = func(id string) bool { return id == "found" }
+	if _, err := c.Apply(context.Background(), parse(t, a[0]+" id=fixed")); err != nil {
+		t.Fatal(err)
 	}
+	if _, _, ok := r.Lookup("found"); !ok {
+		t.Error("Apply of the fixed servers removed a discovered backend")
+	}
+}
+
+// parse reads servers-file lines.
+func parse(t *testing.T, lines ...string) []ring.Backend {
+	t.Helper()
+	backends, err := serversfile.Parse("servers.txt", strings.NewReader(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return backends
 }
 
 // waitFor polls cond every few milliseconds until it holds or within passes.
@@ -170,62 +190,6 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		}
 		<-tick.C
 	}
-}
-
-// TestWatchSeesRenamesAndSymlinkSwaps saves the file the ways editors and Kubernetes do:
-// written in place, a new file renamed over it, and a ConfigMap's ..data symlink swap.
-func TestWatchSeesRenamesAndSymlinkSwaps(t *testing.T) {
-	a := listenN(t, 4)
-	dir := t.TempDir()
-	// The ConfigMap layout: servers.txt -> ..data/servers.txt, ..data -> ..2026_v1.
-	v1 := filepath.Join(dir, "..v1")
-	os.Mkdir(v1, 0o755)
-	write(t, filepath.Join(v1, "servers.txt"), a[0]+" id=one")
-	must(t, os.Symlink("..v1", filepath.Join(dir, "..data")))
-	must(t, os.Symlink(filepath.Join("..data", "servers.txt"), filepath.Join(dir, "servers.txt")))
-	path := filepath.Join(dir, "servers.txt")
-
-	backends, err := serversfile.Load(path)
-	must(t, err)
-	r, err := ring.New(backends...)
-	must(t, err)
-	_, log := logtest.New()
-	p := health.NewProber(r, health.Config{Timeout: time.Second}, log)
-	p.Init(context.Background())
-	c := New(Config{Ring: r, Prober: p, File: path, Log: log})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Watch(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Watch = %v", err)
-		}
-	}()
-	// Watch takes the content as loaded when it starts; let its watch be in place first.
-	waitFor(t, 5*time.Second, "Watch started", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.loaded != [32]byte{}
-	})
-
-	// Kubernetes: a new timestamped dir, a new symlink renamed over ..data.
-	v2 := filepath.Join(dir, "..v2")
-	os.Mkdir(v2, 0o755)
-	write(t, filepath.Join(v2, "servers.txt"), a[0]+" id=one", a[1]+" id=two")
-	must(t, os.Symlink("..v2", filepath.Join(dir, "..data_tmp")))
-	must(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
-	waitFor(t, 10*time.Second, "the ConfigMap swap reloaded", func() bool { return states(c) == "one=up:1 two=up:1" })
-
-	// An editor: write a new file and rename it over the old (the symlink goes away).
-	tmp := filepath.Join(dir, ".servers.txt.swp")
-	write(t, tmp, a[1]+" id=two weight=3", a[2]+" id=three")
-	must(t, os.Rename(tmp, path))
-	waitFor(t, 10*time.Second, "the rename reloaded", func() bool { return states(c) == "two=up:3 three=up:1" })
-
-	// In place.
-	write(t, path, a[3]+" id=four")
-	waitFor(t, 10*time.Second, "the write reloaded", func() bool { return states(c) == "four=up:1" })
 }
 
 func must(t *testing.T, err error) {

@@ -1,20 +1,9 @@
 package control
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"time"
-
-	"github.com/fsnotify/fsnotify"
-	"github.com/rs/zerolog"
 
 	"lb/ring"
-	"lb/serversfile"
 )
 
 // Changes counts what a reload did.
@@ -22,37 +11,14 @@ type Changes struct {
 	Added, Removed, Reweighted, Unchanged int
 }
 
-// Reload reads the servers file again and makes the ring what it says:
-//   - a backend with the same id and address keeps its state (drained stays drained), health
-//     and connections, and takes the file's weight;
-//   - a backend no longer in the file (or whose id or address changed) is removed: no new
-//     connection goes to it once Reload returns, and its open connections finish;
-//   - a new backend starts down and is probed before Reload returns: up if it answered,
-//     otherwise after the prober's Rise good probes.
-//
-// A file that cannot be read or has a mistake changes nothing; the error (a
-// *serversfile.LineError for a mistake) says where and why.
-func (c *Control) Reload(ctx context.Context) (Changes, error) {
-	data, err := os.ReadFile(c.cfg.File)
-	if err != nil {
-		return Changes{}, fmt.Errorf("servers file: %w", err)
-	}
-	return c.reload(ctx, data)
-}
-
-func (c *Control) reload(ctx context.Context, data []byte) (Changes, error) {
-	want, err := serversfile.Parse(c.cfg.File, bytes.NewReader(data))
-	if err != nil {
-		return Changes{}, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.loaded = sha256.Sum256(data)
-	return c.apply(ctx, want)
-}
-
-// Apply makes the ring the backends of want, as Reload does with the servers file's: for a
-// pool of a config file that was loaded again.
+// Apply makes the ring the backends of want, as after a reload of the pool's servers:
+//   - a backend with the same id, address, PROXY version and check keeps its state (drained
+//     stays drained), health and connections, and takes want's weight and maxconn;
+//   - any other backend of the ring is removed (drained: no new connection goes to it once
+//     Apply returns, and its open connections finish), but for those Config.Discovered owns;
+//   - a backend of want not kept starts down and is probed before Apply returns: up if it
+//     answered, otherwise after the prober's Rise good probes. A backend whose address or
+//     options changed under the same id is so replaced: the old one drains.
 func (c *Control) Apply(ctx context.Context, want []ring.Backend) (Changes, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -71,10 +37,11 @@ func (c *Control) apply(ctx context.Context, want []ring.Backend) (Changes, erro
 	for _, b := range want {
 		old, ok := have[b.ID]
 		switch {
-		case !ok || old.Addr != b.Addr:
+		case !ok || !sameServer(old, b):
 			added = append(added, b)
-		case old.Weight != b.Weight:
+		case old.Weight != b.Weight || old.MaxConn != b.MaxConn:
 			c.cfg.Ring.SetWeight(b.ID, b.Weight)
+			c.cfg.Ring.SetMaxConn(b.ID, b.MaxConn)
 			ch.Reweighted++
 			keep[b.ID] = true
 		default:
@@ -87,7 +54,7 @@ func (c *Control) apply(ctx context.Context, want []ring.Backend) (Changes, erro
 	}
 	// Removals first: a backend whose address or id moved to another line frees them for it.
 	for id := range have {
-		if !keep[id] {
+		if !keep[id] && (c.cfg.Discovered == nil || !c.cfg.Discovered(id)) {
 			c.cfg.Ring.SetState(id, ring.Draining)
 			c.cfg.Ring.Remove(id)
 			delete(c.removing, id)
@@ -107,110 +74,8 @@ func (c *Control) apply(ctx context.Context, want []ring.Backend) (Changes, erro
 	return ch, nil
 }
 
-// ReloadAndLog is Reload with its outcome logged: the counts, or the file, line and reason
-// of a bad file, which changed nothing. It is what SIGHUP and Watch call.
-func (c *Control) ReloadAndLog(ctx context.Context, why string) {
-	ch, err := c.Reload(ctx)
-	c.logReload(why, ch, err)
-}
-
-func (c *Control) logReload(why string, ch Changes, err error) {
-	if err != nil {
-		var le *serversfile.LineError
-		e := c.cfg.Log.Error().Str("trigger", why).Err(err)
-		if errors.As(err, &le) {
-			e = e.Str("file", le.File).Int("line", le.Line).Str("reason", le.Reason)
-		}
-		e.Msg("servers file not reloaded: the backends stay as they were; fix the file and save it again")
-		return
-	}
-	c.cfg.Log.Info().Str("trigger", why).Str("file", c.cfg.File).
-		Int("added", ch.Added).Int("removed", ch.Removed).Int("reweighted", ch.Reweighted).Int("unchanged", ch.Unchanged).
-		Msg("servers file reloaded")
-}
-
-// settle is how long Watch waits after the last event in the directory before it reads the
-// file: an editor's save or a ConfigMap update is several events in a few milliseconds.
-const settle = 100 * time.Millisecond
-
-// Watch reloads the servers file whenever its content changes, until ctx is done (see
-// WatchFile).
-func (c *Control) Watch(ctx context.Context) error {
-	c.mu.Lock()
-	if c.loaded == ([sha256.Size]byte{}) {
-		// Started from a file read elsewhere: take its content now as the one in effect.
-		if data, err := os.ReadFile(c.cfg.File); err == nil {
-			c.loaded = sha256.Sum256(data)
-		}
-	}
-	c.mu.Unlock()
-	return WatchFile(ctx, c.cfg.File, c.cfg.Log, c.reloadIfChanged)
-}
-
-// WatchFile calls changed a moment after events in path's directory settle, until ctx is
-// done: changed reads the file and acts if its content changed. It watches the directory,
-// not the file, so it sees editors that save by renaming a new file over the old one and
-// Kubernetes ConfigMap updates (a symlink swap of ..data). It returns an error when the
-// directory cannot be watched, and nil when ctx is done.
-func WatchFile(ctx context.Context, path string, log zerolog.Logger, changed func(context.Context)) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", path, err)
-	}
-	defer w.Close()
-	dir := filepath.Dir(path)
-	if err := w.Add(dir); err != nil {
-		return fmt.Errorf("watch %s's directory %s: %w", path, dir, err)
-	}
-
-	timer := time.NewTimer(settle)
-	timer.Stop()
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
-			}
-			if ev.Has(fsnotify.Chmod) && !ev.Has(fsnotify.Write) {
-				continue
-			}
-			timer.Reset(settle)
-		case err, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-			log.Warn().Err(err).Str("dir", dir).Msg("watching a file: an event may be lost; SIGHUP reloads by hand")
-			timer.Reset(settle)
-		case <-timer.C:
-			changed(ctx)
-		}
-	}
-}
-
-// reloadIfChanged reloads the file when its content differs from the one last loaded, so
-// that events for other files of the directory cost a read and a hash, not a reload.
-func (c *Control) reloadIfChanged(ctx context.Context) {
-	data, err := os.ReadFile(c.cfg.File)
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			c.logReload("watch", Changes{}, fmt.Errorf("servers file: %w", err))
-		}
-		return // between an editor's delete and its create: the next event brings it back
-	}
-	c.mu.Lock()
-	same := sha256.Sum256(data) == c.loaded
-	c.mu.Unlock()
-	if same {
-		return
-	}
-	ch, err := c.reload(ctx, data)
-	if err != nil {
-		c.mu.Lock()
-		c.loaded = sha256.Sum256(data) // logged once, not again at every unrelated event
-		c.mu.Unlock()
-	}
-	c.logReload("watch", ch, err)
+// sameServer reports whether a and b are one server to lb: the same address, spoken to
+// the same way (PROXY version, health check). Weight and maxconn change in place.
+func sameServer(a, b ring.Backend) bool {
+	return a.Addr == b.Addr && a.Proxy == b.Proxy && a.Check == b.Check
 }

@@ -64,6 +64,9 @@ type Discoverer struct {
 	log     zerolog.Logger
 	sources []*source
 	update  chan []Source // SetSources to Run: the latest list wins
+
+	mu    sync.Mutex
+	owned map[string]bool // ids of the backends the sources have put in the ring; under mu
 }
 
 // source is the state of one Source, touched only by the goroutine that calls Init and Run
@@ -101,7 +104,7 @@ func New(r *ring.Ring, sources []Source, cfg Config, log zerolog.Logger) *Discov
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
-	d := &Discoverer{ring: r, cfg: cfg, log: log, update: make(chan []Source, 1)}
+	d := &Discoverer{ring: r, cfg: cfg, log: log, update: make(chan []Source, 1), owned: map[string]bool{}}
 	for _, s := range sources {
 		d.sources = append(d.sources, newSource(s))
 	}
@@ -154,6 +157,7 @@ func (d *Discoverer) replace(sources []Source) {
 		}
 		for addr, o := range gone.owned {
 			d.ring.Remove(o.id)
+			d.own(o.id, false)
 			d.log.Info().Str("id", o.id).Str("addr", addr).Str("source", gone.String()).Msg("backend gone: draining")
 		}
 	}
@@ -311,6 +315,7 @@ func (d *Discoverer) apply(s *source) {
 		if t, ok := want[addr]; !ok || t.weight != o.weight {
 			d.ring.Remove(o.id)
 			delete(s.owned, addr)
+			d.own(o.id, false)
 			if !ok {
 				d.log.Info().Str("id", o.id).Str("addr", addr).Str("source", s.String()).Msg("backend gone: draining")
 			}
@@ -326,6 +331,7 @@ func (d *Discoverer) apply(s *source) {
 			continue
 		}
 		s.owned[addr] = owned{id: id, weight: want[addr].weight}
+		d.own(id, true)
 		d.log.Info().Str("id", id).Str("addr", addr).Str("source", s.String()).Msg("backend found: probing it")
 	}
 }
@@ -364,6 +370,24 @@ func (d *Discoverer) usable(s *source) map[string]target {
 		}
 	}
 	return want
+}
+
+// Owns reports whether the backend with this id was put in the ring by a source of d (and
+// is still there): a reload of the fixed servers leaves it alone. Safe from any goroutine.
+func (d *Discoverer) Owns(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.owned[id]
+}
+
+func (d *Discoverer) own(id string, yes bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if yes {
+		d.owned[id] = true
+	} else {
+		delete(d.owned, id)
+	}
 }
 
 func sortedKeys(m map[string]target) []string {

@@ -95,7 +95,7 @@ func TestAdminCLIAndWatch(t *testing.T) {
 	if err := os.WriteFile(servers, []byte(ng[2].Addr+" id=n3\n127.0.0.1:70000\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e, ok := lb.log.waitFor(mark, startDeadline, func(e logEntry) bool { return strings.HasPrefix(e.Message, "servers file") })
+	e, ok := lb.log.waitFor(mark, startDeadline, func(e logEntry) bool { return strings.HasPrefix(e.Message, "config ") })
 	if !ok || e.Level != "error" || !strings.Contains(e.raw, `"line":2`) || !strings.Contains(e.raw, "bad port") {
 		t.Errorf("a bad save logged %q; want an error with line 2 and the reason", e.raw)
 	}

@@ -259,9 +259,9 @@ func TestReloadUnderLoad(t *testing.T) {
 			mark := lb.log.len()
 			lb.signal(t, syscall.SIGHUP)
 			if e, ok := lb.log.waitFor(mark, startDeadline, func(e logEntry) bool {
-				return strings.HasPrefix(e.Message, "servers file")
-			}); !ok || e.Message != "servers file reloaded" {
-				t.Fatalf("reload %d: %q (found %v), want \"servers file reloaded\"", i+1, e.raw, ok)
+				return strings.HasPrefix(e.Message, "config ")
+			}); !ok || e.Message != "config reloaded" {
+				t.Fatalf("reload %d: %q (found %v), want \"config reloaded\"", i+1, e.raw, ok)
 			}
 		})
 		if i == 0 {

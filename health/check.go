@@ -67,9 +67,18 @@ var proxyLocalV2 = []byte("\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00")
 // LOCAL command, and UNKNOWN is its equivalent, which every v1 receiver must accept.
 var proxyUnknownV1 = []byte("PROXY UNKNOWN\r\n")
 
-// proxyHeader is the header a probe of b sends first: none unless b takes PROXY protocol.
-func proxyHeader(b ring.Backend) []byte {
-	switch b.Proxy {
+// proxyOf is the PROXY protocol version b takes: its own proxy=, else its pool's (the
+// data path decides the same way), "" for none.
+func proxyOf(b ring.Backend, poolProxy string) string {
+	if b.Proxy != "" {
+		return b.Proxy
+	}
+	return poolProxy
+}
+
+// proxyHeader is the header a probe sends first to a backend taking this PROXY version.
+func proxyHeader(version string) []byte {
+	switch version {
 	case "v2":
 		return proxyLocalV2
 	case "v1":
@@ -78,10 +87,10 @@ func proxyHeader(b ring.Backend) []byte {
 	return nil
 }
 
-// check probes b once: a TCP connect, then the PROXY header if b takes one, then, for an
+// check probes b once: a TCP connect, then the PROXY header of version proxy, if any, then, for an
 // HTTP check, GET path with b's address as Host, wanting a status in want. All of it must
 // be done within timeout. It returns the HTTP status (0 for TCP) and nil when b is up.
-func check(ctx context.Context, b ring.Backend, path string, want StatusRange, timeout time.Duration) (int, error) {
+func check(ctx context.Context, b ring.Backend, proxy, path string, want StatusRange, timeout time.Duration) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
@@ -92,11 +101,11 @@ func check(ctx context.Context, b ring.Backend, path string, want StatusRange, t
 	defer c.Close()
 	deadline, _ := ctx.Deadline()
 	c.SetDeadline(deadline)
-	hdr := proxyHeader(b)
+	hdr := proxyHeader(proxy)
 	if path == "" {
 		if hdr != nil {
 			if _, err := c.Write(hdr); err != nil {
-				return 0, fmt.Errorf("send PROXY %s header: %w", b.Proxy, err)
+				return 0, fmt.Errorf("send PROXY %s header: %w", proxy, err)
 			}
 		}
 		return 0, nil

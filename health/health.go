@@ -33,6 +33,10 @@ type Config struct {
 	HTTPPath string
 	Expect   StatusRange // default DefaultStatus (2xx and 3xx)
 
+	// Proxy is the PROXY protocol version ("v1", "v2") of the backends' pool, so that probes
+	// speak what the data path speaks: a backend's own Proxy wins; "" sends none.
+	Proxy string
+
 	// OnProbe, if set, hears how long each probe took, failed ones included (metrics). It
 	// must be safe for concurrent use and not block.
 	OnProbe func(id string, latency time.Duration)
@@ -41,11 +45,12 @@ type Config struct {
 // Prober probes the backends of one ring and sets their up/down state in it. Its methods
 // are safe for concurrent use.
 type Prober struct {
-	ring *ring.Ring
-	cfg  Config
-	log  zerolog.Logger
+	ring         *ring.Ring
+	log          zerolog.Logger
+	reconfigured chan struct{} // Reconfigure to Run: the interval may have changed
 
-	mu     sync.Mutex           // guards counts and last, and orders each count update with its SetUp
+	mu     sync.Mutex // guards cfg, counts and last, and orders each count update with its SetUp
+	cfg    Config
 	counts map[string]streak    // by backend ID; only for IDs in the ring
 	last   map[string]Probe     // the latest probe of each backend, by ID; only for IDs in the ring
 	change map[string]time.Time // when each backend last went up or down, by ID
@@ -60,6 +65,12 @@ var errReported = errors.New("dial failed on the data path")
 
 // NewProber returns a prober for r. It probes nothing until Init or Run.
 func NewProber(r *ring.Ring, cfg Config, log zerolog.Logger) *Prober {
+	return &Prober{ring: r, cfg: withDefaults(cfg), log: log, reconfigured: make(chan struct{}, 1),
+		counts: map[string]streak{}, last: map[string]Probe{}, change: map[string]time.Time{}}
+}
+
+// withDefaults gives cfg's zero fields their defaults.
+func withDefaults(cfg Config) Config {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 2 * time.Second
 	}
@@ -75,7 +86,27 @@ func NewProber(r *ring.Ring, cfg Config, log zerolog.Logger) *Prober {
 	if cfg.Expect == (StatusRange{}) {
 		cfg.Expect = DefaultStatus
 	}
-	return &Prober{ring: r, cfg: cfg, log: log, counts: map[string]streak{}, last: map[string]Probe{}, change: map[string]time.Time{}}
+	return cfg
+}
+
+// Reconfigure makes cfg the prober's config from its next probe on, as after a reload of a
+// pool whose health settings changed. The backends keep their state and streaks; Run takes
+// the new interval, and the ring's slow start, at once.
+func (p *Prober) Reconfigure(cfg Config) {
+	p.mu.Lock()
+	p.cfg = withDefaults(cfg)
+	p.mu.Unlock()
+	select {
+	case p.reconfigured <- struct{}{}:
+	default: // Run has one to read already
+	}
+}
+
+// Config returns the config in effect, its defaults filled in.
+func (p *Prober) Config() Config {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg
 }
 
 // Init probes every backend of the ring once and returns when all probes have ended (or ctx
@@ -86,7 +117,7 @@ func NewProber(r *ring.Ring, cfg Config, log zerolog.Logger) *Prober {
 // backends does not log 100,000 lines.
 // Call it before traffic, so the first connections do not go to dead backends.
 func (p *Prober) Init(ctx context.Context) {
-	results := ProbeAllWith(ctx, backendsOf(p.ring), p.cfg)
+	results := ProbeAllWith(ctx, backendsOf(p.ring), p.Config())
 	if ctx.Err() != nil {
 		return // stopped: the probes that were cut say nothing of the backends
 	}
@@ -140,21 +171,20 @@ func localShortage(err error) bool {
 // warn "backend down" and info "backend up". With slow start on the ring, it also calls
 // Ring.Ramp every twentieth of the ramp (10 ms to 1 s) and logs "backend at full weight".
 func (p *Prober) Run(ctx context.Context) {
-	tick := time.NewTicker(p.cfg.Interval)
+	tick := time.NewTicker(p.Config().Interval)
 	defer tick.Stop()
-	var ramp <-chan time.Time
-	if slow := p.ring.Config().SlowStart; slow > 0 {
-		t := time.NewTicker(min(time.Second, max(10*time.Millisecond, slow/20)))
-		defer t.Stop()
-		ramp = t.C
-	}
+	ramp := time.NewTicker(rampEvery(p.ring.Config().SlowStart))
+	defer ramp.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 			p.round(ctx)
-		case now := <-ramp:
+		case <-p.reconfigured:
+			tick.Reset(p.Config().Interval)
+			ramp.Reset(rampEvery(p.ring.Config().SlowStart))
+		case now := <-ramp.C:
 			_, done := p.ring.Ramp(now)
 			for _, id := range done {
 				p.log.Info().Str("id", id).Msg("backend at full weight: slow start done")
@@ -163,10 +193,19 @@ func (p *Prober) Run(ctx context.Context) {
 	}
 }
 
+// rampEvery is how often Run moves slow start along: a twentieth of the ramp, from 10 ms
+// to 1 s (1 s without slow start, when Ramp costs nothing, so that a reload may turn it on).
+func rampEvery(slow time.Duration) time.Duration {
+	if slow <= 0 {
+		return time.Second
+	}
+	return min(time.Second, max(10*time.Millisecond, slow/20))
+}
+
 // round probes every backend of the ring once and applies the results.
 func (p *Prober) round(ctx context.Context) {
 	backends := backendsOf(p.ring)
-	results := ProbeAllWith(ctx, backends, p.cfg)
+	results := ProbeAllWith(ctx, backends, p.Config())
 	if ctx.Err() != nil {
 		return // our own cancellation failed the dials, not the backends
 	}
@@ -311,7 +350,7 @@ func (p *Prober) LastChange(id string) (time.Time, bool) {
 // down, and both are counted from there. Call it after adding them to the ring down, so a
 // backend gets no connection before it has answered.
 func (p *Prober) Admit(ctx context.Context, backends []ring.Backend) {
-	results := ProbeAllWith(ctx, backends, p.cfg)
+	results := ProbeAllWith(ctx, backends, p.Config())
 	if ctx.Err() != nil {
 		return
 	}
@@ -388,7 +427,7 @@ const MaxProbes = 256
 // probe checks b once (see check).
 func probe(ctx context.Context, b ring.Backend, cfg Config) Result {
 	start := time.Now()
-	status, err := check(ctx, b, checkOf(b, cfg.HTTPPath), cfg.Expect, cfg.Timeout)
+	status, err := check(ctx, b, proxyOf(b, cfg.Proxy), checkOf(b, cfg.HTTPPath), cfg.Expect, cfg.Timeout)
 	return Result{Backend: b, Latency: time.Since(start), Status: status, Err: err, Up: err == nil}
 }
 

@@ -71,18 +71,49 @@ func NewWith(cfg Config, backends ...Backend) (*Ring, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.cfg = cfg
+	r.cfg.Store(&cfg)
 	return r, nil
 }
 
 // Config returns the ring's configuration.
-func (r *Ring) Config() Config { return r.cfg }
+func (r *Ring) Config() Config {
+	if c := r.cfg.Load(); c != nil {
+		return *c
+	}
+	return Config{}
+}
+
+// SetConfig makes cfg the ring's configuration for the picks that follow, as after a reload
+// that changed a pool's balancing: the backends keep their state and active counts. Turning
+// slow start off puts every ramping backend at full weight.
+func (r *Ring) SetConfig(cfg Config) error {
+	if int(cfg.Balance) >= len(balanceNames) {
+		return fmt.Errorf("ring: unknown balance %d", cfg.Balance)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cfg.Store(&cfg)
+	if cfg.SlowStart > 0 {
+		return nil
+	}
+	s := r.snap.Load()
+	changed := false
+	for _, m := range s.members {
+		if m.rampFrom != 0 {
+			m.rampFrom, m.ramp, changed = 0, rampFull, true
+		}
+	}
+	if changed {
+		r.snap.Store(newSnapshot(s.members, s.backends))
+	}
+	return nil
+}
 
 // CursorFor is Cursor for a connection from client: Source hashes its address (an IPv4
 // address and its IPv4-mapped IPv6 form hash alike); other balances ignore it.
 func (r *Ring) CursorFor(client netip.Addr) Cursor {
 	c := Cursor{r: r, s: r.snap.Load(), first: -1}
-	if r.cfg.Balance == Source {
+	if r.Config().Balance == Source {
 		a := client.As16()
 		c.key = mix64(binary.LittleEndian.Uint64(a[:8])) ^ binary.LittleEndian.Uint64(a[8:])
 	}
@@ -100,7 +131,8 @@ const (
 // many backends still ramp and the ids of those that reached full weight, for logs. Call it
 // often while backends ramp (every SlowStart/20, say); it is cheap when none does.
 func (r *Ring) Ramp(now time.Time) (ramping int, done []string) {
-	if r.cfg.SlowStart <= 0 {
+	slow := r.Config().SlowStart
+	if slow <= 0 {
 		return 0, nil
 	}
 	r.mu.Lock()
@@ -112,7 +144,7 @@ func (r *Ring) Ramp(now time.Time) (ramping int, done []string) {
 			continue
 		}
 		elapsed := now.UnixNano() - m.rampFrom
-		p := rampStart + int64(rampFull-rampStart)*max(0, elapsed)/int64(r.cfg.SlowStart)
+		p := rampStart + int64(rampFull-rampStart)*max(0, elapsed)/int64(slow)
 		if p >= rampFull {
 			m.rampFrom, m.ramp = 0, rampFull
 			done = append(done, m.id)
@@ -140,7 +172,7 @@ func (r *Ring) startRamp(m *member, now time.Time) {
 
 // pickFor returns the index of the member to try first, or false when none is pickable.
 func (r *Ring) pickFor(s *snapshot, key uint64) (int, bool) {
-	switch r.cfg.Balance {
+	switch r.Config().Balance {
 	case LeastConn:
 		return r.leastConn(s)
 	case P2C:

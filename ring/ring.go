@@ -137,8 +137,8 @@ type snapshot struct {
 // never allocate. The zero Ring is not usable: call New.
 type Ring struct {
 	snap atomic.Pointer[snapshot]
-	mu   sync.Mutex // serialises writers; readers never take it
-	cfg  Config     // set by NewWith, then read only
+	mu   sync.Mutex             // serialises writers; readers never take it
+	cfg  atomic.Pointer[Config] // set by NewWith and SetConfig; nil: the zero Config
 
 	// next is written on every pick: padding keeps it off the cache line of snap, which
 	// every pick reads, so picks on other CPUs do not keep invalidating each other's snap.
@@ -198,7 +198,7 @@ func (r *Ring) add(b Backend, up bool) error {
 	if err != nil {
 		return err
 	}
-	if r.cfg.SlowStart > 0 {
+	if r.Config().SlowStart > 0 {
 		m.rampFrom, m.ramp = time.Now().UnixNano(), rampStart
 	}
 	if !up {
@@ -286,7 +286,7 @@ func (r *Ring) setFlags(id string, change func(uint32) uint32) bool {
 		return false
 	}
 	m := s.members[i]
-	if r.cfg.SlowStart > 0 && change(m.flags.Load()) == 0 {
+	if r.Config().SlowStart > 0 && change(m.flags.Load()) == 0 {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if old := m.flags.Load(); old != 0 && change(old) == 0 {
@@ -367,7 +367,7 @@ func (r *Ring) Len() int {
 // still spreads.
 func (r *Ring) Cursor() Cursor {
 	c := Cursor{r: r, s: r.snap.Load(), first: -1}
-	if r.cfg.Balance == Source {
+	if r.Config().Balance == Source {
 		c.key = rand.Uint64()
 	}
 	return c

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,17 +8,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
 	"lb/admin"
-	"lb/l4"
-	"lb/metrics"
+	"lb/app"
+	"lb/config"
 )
 
 var (
@@ -32,27 +29,21 @@ func adminFlags() []cli.Flag {
 	return []cli.Flag{adminListenFlag, adminTokenFlag}
 }
 
-// adminOptions are the admin listener's flags.
-type adminOptions struct {
-	listen string // "": off
-	token  string
-}
-
 // parseAdminOptions checks the admin flags: a listen address that parses, and a token with
 // any address that is not loopback.
-func parseAdminOptions(c *cli.Context) (adminOptions, error) {
-	o := adminOptions{listen: c.String("admin-listen"), token: c.String("admin-token")}
-	if o.listen == "" {
+func parseAdminOptions(c *cli.Context) (app.Admin, error) {
+	o := app.Admin{Listen: c.String("admin-listen"), Token: c.String("admin-token")}
+	if o.Listen == "" {
 		return o, nil
 	}
-	if !validListen(o.listen) {
-		return o, badInput{fmt.Errorf("--admin-listen %s: want host:port, e.g. 127.0.0.1:9090 or [::1]:9090", o.listen)}
+	if !config.ValidListen(o.Listen) {
+		return o, badInput{fmt.Errorf("--admin-listen %s: want host:port, e.g. 127.0.0.1:9090 or [::1]:9090", o.Listen)}
 	}
-	if strings.ContainsAny(o.token, " \t\r\n") {
+	if strings.ContainsAny(o.Token, " \t\r\n") {
 		return o, badInput{errors.New("--admin-token: want one word without spaces, e.g. from: openssl rand -hex 16")}
 	}
-	if o.token == "" && !isLoopback(o.listen) {
-		return o, badInput{fmt.Errorf("--admin-listen %s is not a loopback address: set --admin-token (or LB_ADMIN_TOKEN), or listen on 127.0.0.1 or [::1]", o.listen)}
+	if o.Token == "" && !isLoopback(o.Listen) {
+		return o, badInput{fmt.Errorf("--admin-listen %s is not a loopback address: set --admin-token (or LB_ADMIN_TOKEN), or listen on 127.0.0.1 or [::1]", o.Listen)}
 	}
 	return o, nil
 }
@@ -69,72 +60,6 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// listenAdmin binds the admin address. An address that cannot be bound is bad input: the
-// operator fixes --admin-listen.
-func listenAdmin(o adminOptions) (net.Listener, error) {
-	if o.listen == "" {
-		return nil, nil
-	}
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return nil, badInput{fmt.Errorf("--admin-listen %s: %w (is another process using it? pick another address)", o.listen, err)}
-	}
-	return ln, nil
-}
-
-// serveAdmin serves h on ln until the returned stop is called; stop waits for it.
-func serveAdmin(ln net.Listener, h http.Handler, log zerolog.Logger) (stop func()) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			log.Error().Err(err).Msg("admin listener stopped")
-		}
-	}()
-	log.Info().Str("admin_listen", ln.Addr().String()).Msg("admin listener: status page, /healthz, /readyz, /backends")
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if srv.Shutdown(ctx) != nil {
-			srv.Close()
-		}
-		<-done
-	}
-}
-
-// statsOf is GET /stats from what l4 counts: its counters, and the sniff outcomes and
-// refusals its loops count (summed at each call).
-func statsOf(srv *l4.Server, listeners []string) func() admin.Stats {
-	return func() admin.Stats {
-		st := srv.Stats()
-		var snap metrics.Snapshot
-		srv.Collect(&snap)
-		sniff := map[string]uint64{"unparsed_at_memory_limit": st.HeadsUnparsed}
-		for k := metrics.SniffKind(0); k < metrics.NumSniffKinds; k++ {
-			sniff[k.String()] = snap.Sniff[k]
-		}
-		refused := map[string]uint64{"idle_timeout": st.IdleTimeouts}
-		for r := metrics.RefuseReason(0); r < metrics.NumRefuseReasons; r++ {
-			refused[r.String()] = snap.Refused[r]
-		}
-		return admin.Stats{
-			Listeners: listeners,
-			Accepted:  st.Accepted,
-			Active:    st.Active,
-			Sniff:     sniff,
-			Refused:   refused,
-			Counters:  map[string]uint64{"spliced_bytes": st.SplicedBytes},
-			Gauges: map[string]int64{
-				"max_conns":    st.MaxConns,
-				"pipes_in_use": st.PipesInUse,
-				"head_bytes":   st.HeadBytes,
-			},
-			Goroutines: runtime.NumGoroutine(),
-		}
-	}
 }
 
 // The client commands: lb backends, lb drain ID, lb enable ID.

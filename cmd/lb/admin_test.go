@@ -45,8 +45,8 @@ func TestAdminFlagsRefused(t *testing.T) {
 		{"--admin-listen", "0.0.0.0:0", "--admin-token", "s3cret"},
 	} {
 		o, err := parse(t, ok...)
-		if err != nil || o.admin.listen != ok[1] {
-			t.Errorf("lb serve %q: %v, admin listen %q; want it accepted", ok, err, o.admin.listen)
+		if err != nil || o.Admin.Listen != ok[1] {
+			t.Errorf("lb serve %q: %v, admin listen %q; want it accepted", ok, err, o.Admin.Listen)
 		}
 	}
 }

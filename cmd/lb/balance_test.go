@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"lb/health"
-	"lb/ring"
 )
 
 func TestBalanceFlags(t *testing.T) {
@@ -15,23 +14,23 @@ func TestBalanceFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.ring != (ring.Config{Balance: ring.LeastConn, SlowStart: 30 * time.Second}) {
-		t.Errorf("ring config = %+v, want leastconn with 30s slow start", o.ring)
+	if d := o.Source.Defaults; d.Balance != "leastconn" || o.SlowStart != 30*time.Second {
+		t.Errorf("balance %q, slow start %s; want leastconn with 30s slow start", d.Balance, o.SlowStart)
 	}
-	if o.health.HTTPPath != "/health" || o.health.Expect != (health.StatusRange{Min: 200, Max: 200}) {
-		t.Errorf("health config = %+v, want GET /health wanting 200", o.health)
+	if d := o.Source.Defaults; d.Health.HTTPPath != "/health" || o.Expect != (health.StatusRange{Min: 200, Max: 200}) {
+		t.Errorf("health %+v, expect %v; want GET /health wanting 200", d.Health, o.Expect)
 	}
 	o, err = parse(t)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.ring != (ring.Config{}) || o.health.HTTPPath != "" || o.health.Expect != health.DefaultStatus {
-		t.Errorf("defaults: ring %+v, health %+v; want round robin, TCP checks, 200-399", o.ring, o.health)
+	if d := o.Source.Defaults; d.Balance != "roundrobin" || o.SlowStart != 0 || d.Health.HTTPPath != "" || o.Expect != health.DefaultStatus {
+		t.Errorf("defaults: balance %q, slow start %s, health %+v, expect %v; want round robin, TCP checks, 200-399", d.Balance, o.SlowStart, d.Health, o.Expect)
 	}
 	t.Setenv("LB_BALANCE", "p2c")
 	t.Setenv("LB_HEALTH_HTTP", "/ready")
-	if o, err = parse(t); err != nil || o.ring.Balance != ring.P2C || o.health.HTTPPath != "/ready" {
-		t.Errorf("LB_BALANCE=p2c LB_HEALTH_HTTP=/ready: %+v %+v, %v", o.ring, o.health, err)
+	if o, err = parse(t); err != nil || o.Source.Defaults.Balance != "p2c" || o.Source.Defaults.Health.HTTPPath != "/ready" {
+		t.Errorf("LB_BALANCE=p2c LB_HEALTH_HTTP=/ready: %+v, %v", o.Source.Defaults, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"lb/admit"
+	"lb/app"
 	"lb/proxyhdr"
 )
 
@@ -22,48 +23,54 @@ var (
 	queueTimeoutFlag  = &cli.DurationFlag{Name: "queue-timeout", Value: time.Second, Usage: "when every backend is at its maxconn, how long a connection waits for a slot before it gets 503"}
 )
 
-// clientOptions are the values of the client flags, for l4.
-type clientOptions struct {
-	sendProxy    proxyhdr.Version // header sent to every backend; proxyhdr.None: off
-	acceptProxy  proxyhdr.Trusted // peers whose PROXY header lb reads; empty: none
-	admit        admit.Config     // per-address limits; admit.New returns nil when off
-	queueTimeout time.Duration
-}
-
-func parseClientOptions(c *cli.Context) (clientOptions, error) {
-	var o clientOptions
-	var err error
-	if o.sendProxy, err = proxyhdr.ParseVersion(c.String("send-proxy")); err != nil {
-		return o, badInput{fmt.Errorf("--send-proxy %q: want v1 or v2 (or nothing: no header)", c.String("send-proxy"))}
+// parseClientOptions reads the client flags into o: the PROXY header sent to every pool
+// that sets none, the peers whose PROXY header lb reads, the per-address limits and the
+// queue's timeout.
+func parseClientOptions(c *cli.Context, o *app.Options) (err error) {
+	if o.Source.Defaults.SendProxy, err = parseSendProxy(c); err != nil {
+		return err
 	}
-	if o.acceptProxy, err = proxyhdr.ParseTrusted(c.String("accept-proxy")); err != nil {
-		return o, badInput{fmt.Errorf("--accept-proxy: %w", err)}
+	if o.L4.AcceptProxy, err = proxyhdr.ParseTrusted(c.String("accept-proxy")); err != nil {
+		return badInput{fmt.Errorf("--accept-proxy: %w", err)}
 	}
-	o.admit = admit.Config{
+	perIP := admit.Config{
 		MaxConns: c.Int("per-ip-max-conns"),
 		Rate:     c.Float64("per-ip-rate"),
 		Burst:    c.Int("per-ip-burst"),
 	}
-	o.queueTimeout = c.Duration("queue-timeout")
-	r := o.admit.Rate
+	o.L4.QueueTimeout = c.Duration("queue-timeout")
+	r := perIP.Rate
 	checks := []struct {
 		bad  bool
 		flag string
 		want string
 	}{
-		{o.admit.MaxConns < 0, "per-ip-max-conns", "0 (no limit) or more"},
+		{perIP.MaxConns < 0, "per-ip-max-conns", "0 (no limit) or more"},
 		{r < 0 || math.IsNaN(r) || math.IsInf(r, 0), "per-ip-rate", "connections per second, 0 (no limit) or more, e.g. 10 or 0.5"},
-		{o.admit.Burst < 0, "per-ip-burst", "0 (the rate rounded up) or more"},
-		{o.admit.Burst > 0 && r == 0, "per-ip-burst", "--per-ip-rate beside it: the burst is the token bucket's size"},
-		{o.queueTimeout <= 0, "queue-timeout", "a duration above 0, e.g. 1s"},
+		{perIP.Burst < 0, "per-ip-burst", "0 (the rate rounded up) or more"},
+		{perIP.Burst > 0 && r == 0, "per-ip-burst", "--per-ip-rate beside it: the burst is the token bucket's size"},
+		{o.L4.QueueTimeout <= 0, "queue-timeout", "a duration above 0, e.g. 1s"},
 	}
 	for _, ch := range checks {
 		if ch.bad {
-			return o, badInput{fmt.Errorf("--%s %v: want %s", ch.flag, c.Value(ch.flag), ch.want)}
+			return badInput{fmt.Errorf("--%s %v: want %s", ch.flag, c.Value(ch.flag), ch.want)}
 		}
 	}
-	if r > 0 && o.admit.Burst == 0 {
-		o.admit.Burst = int(min(math.Ceil(r), 1<<30))
+	if r > 0 && perIP.Burst == 0 {
+		perIP.Burst = int(min(math.Ceil(r), 1<<30))
 	}
-	return o, nil
+	o.L4.PerIP = perIP
+	return nil
+}
+
+// parseSendProxy reads --send-proxy: "v1", "v2", or "" for none.
+func parseSendProxy(c *cli.Context) (string, error) {
+	send, err := proxyhdr.ParseVersion(c.String("send-proxy"))
+	if err != nil {
+		return "", badInput{fmt.Errorf("--send-proxy %q: want v1 or v2 (or nothing: no header)", c.String("send-proxy"))}
+	}
+	if send == proxyhdr.None {
+		return "", nil
+	}
+	return send.String(), nil
 }

@@ -9,7 +9,6 @@ import (
 
 	"lb/admit"
 	"lb/internal/freeport"
-	"lb/proxyhdr"
 )
 
 // Every bad client flag stops lb serve with exit status 2, naming the flag and what it
@@ -49,20 +48,20 @@ func TestClientFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := o.clients; c.sendProxy != proxyhdr.None || len(c.acceptProxy) != 0 || admit.New(c.admit) != nil || c.queueTimeout != time.Second {
-		t.Errorf("defaults: %+v; want no header, no trusted peer, no limit, a 1s queue", c)
+	if send, c := o.Source.Defaults.SendProxy, o.L4; send != "" || len(c.AcceptProxy) != 0 || admit.New(c.PerIP) != nil || c.QueueTimeout != time.Second {
+		t.Errorf("defaults: send %q, %+v; want no header, no trusted peer, no limit, a 1s queue", send, c)
 	}
 	o, err = parse(t, "--send-proxy", "v2", "--accept-proxy", "10.0.0.0/8, 2001:db8::1", "--per-ip-max-conns", "20",
 		"--per-ip-rate", "2.5", "--queue-timeout", "250ms")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := o.clients
-	if c.sendProxy != proxyhdr.V2 || c.acceptProxy.String() != "10.0.0.0/8,2001:db8::1/128" || c.queueTimeout != 250*time.Millisecond ||
-		c.admit != (admit.Config{MaxConns: 20, Rate: 2.5, Burst: 3}) {
-		t.Errorf("flags: %+v (trusted %s)", c, c.acceptProxy)
+	c := o.L4
+	if o.Source.Defaults.SendProxy != "v2" || c.AcceptProxy.String() != "10.0.0.0/8,2001:db8::1/128" || c.QueueTimeout != 250*time.Millisecond ||
+		c.PerIP != (admit.Config{MaxConns: 20, Rate: 2.5, Burst: 3}) {
+		t.Errorf("flags: %+v (trusted %s)", c, c.AcceptProxy)
 	}
-	if !c.acceptProxy.Contains(netip.MustParseAddr("10.9.8.7")) {
+	if !c.AcceptProxy.Contains(netip.MustParseAddr("10.9.8.7")) {
 		t.Error("10.9.8.7 is not trusted under 10.0.0.0/8")
 	}
 
@@ -77,9 +76,9 @@ func TestClientFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c = o.clients
-	if c.sendProxy != proxyhdr.V1 || c.acceptProxy.String() != "192.0.2.0/24" || c.queueTimeout != 2*time.Second ||
-		c.admit != (admit.Config{MaxConns: 3, Rate: 0.5, Burst: 4}) {
+	c = o.L4
+	if o.Source.Defaults.SendProxy != "v1" || c.AcceptProxy.String() != "192.0.2.0/24" || c.QueueTimeout != 2*time.Second ||
+		c.PerIP != (admit.Config{MaxConns: 3, Rate: 0.5, Burst: 4}) {
 		t.Errorf("from LB_* variables: %+v", c)
 	}
 }

@@ -10,8 +10,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"lb/config"
 	"lb/ring"
+	"lb/serversfile"
 )
 
 func demoCommand() *cli.Command {
@@ -23,7 +23,7 @@ func demoCommand() *cli.Command {
 		}, append(append(routingFlags(), balanceFlags()...), adminFlags()...)...)...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			opts, err := parseOptions(c)
+			o, err := parseOptions(c)
 			if err != nil {
 				return err
 			}
@@ -32,15 +32,15 @@ func demoCommand() *cli.Command {
 				return err
 			}
 			defer stop()
-			opts.onListen = func(addr string) {
+			o.Source.Servers = &serversfile.File{Backends: backends}
+			return serve(c.Context, o, func(addr string) {
 				url := "http://" + addr
 				fmt.Fprintf(c.App.Writer, "lb demo: 3 backends behind %s. Try:\n"+
 					"  curl %s/            # each new connection goes to the next backend\n"+
 					"  curl %s/ %s/ %s/    # one keep-alive connection: one backend for all three\n"+
 					"  curl -si %s/ | grep X-Backend\n"+
 					"Ctrl-C to stop.\n", addr, url, url, url, url, url)
-			}
-			return serve(c.Context, opts, config.FromFlags(opts.listen, backends, poolDefaults(opts)))
+			})
 		},
 	}
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"lb/app"
+	"lb/config"
 	"lb/serversfile"
 )
 
@@ -66,10 +68,11 @@ func usageError(c *cli.Context, err error, _ bool) error {
 func exitCode(err error) int {
 	var coder cli.ExitCoder
 	var line *serversfile.LineError
+	var cfg *config.Error
 	switch {
 	case errors.As(err, &coder):
 		return coder.ExitCode()
-	case errors.As(err, &badInput{}), errors.As(err, &line):
+	case errors.As(err, &badInput{}), errors.As(err, &app.InputError{}), errors.As(err, &line), errors.As(err, &cfg):
 		return exitBadInput
 	}
 	return exitFailure

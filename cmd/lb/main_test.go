@@ -17,7 +17,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"lb/app"
 	"lb/internal/freeport"
+	"lb/serversfile"
 )
 
 func TestExitCodes(t *testing.T) {
@@ -88,19 +90,19 @@ func runRefused(t *testing.T, listen string, args ...string) error {
 }
 
 // parse runs the flags of lb serve through parseOptions only: nothing is loaded or started.
-func parse(t *testing.T, args ...string) (options, error) {
+func parse(t *testing.T, args ...string) (app.Options, error) {
 	t.Helper()
 	cmd := serveCommand()
-	var got options
+	var got app.Options
 	var perr error
 	cmd.Action = func(c *cli.Context) error {
 		got, perr = parseOptions(c)
 		return nil
 	}
-	app := &cli.App{Name: "lb", Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard}
-	app.ExitErrHandler = func(*cli.Context, error) {}
-	if err := app.Run(append([]string{"lb", "serve"}, args...)); err != nil {
-		return options{}, err
+	cliApp := &cli.App{Name: "lb", Commands: []*cli.Command{cmd}, Writer: io.Discard, ErrWriter: io.Discard}
+	cliApp.ExitErrHandler = func(*cli.Context, error) {}
+	if err := cliApp.Run(append([]string{"lb", "serve"}, args...)); err != nil {
+		return app.Options{}, err
 	}
 	return got, perr
 }
@@ -112,7 +114,7 @@ func validServers(t *testing.T) string {
 	if err := os.WriteFile(path, []byte(fmt.Sprintf("127.0.0.1:%d id=only\n", freeport.Get(t))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadServers(path); err != nil {
+	if _, err := serversfile.Load(path); err != nil {
 		t.Fatalf("the valid servers file does not load: %v", err)
 	}
 	return path
@@ -209,9 +211,10 @@ func TestGoodFlagEdges(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the lowest values each check allows: %v", err)
 	}
-	if o.l4.MaxHeaderBytes != 1024 || o.l4.ResolveEvery != time.Second || o.l4.IdleTimeout != 0 || o.drainTimeout != 0 ||
-		o.health.Rise != 1 || o.health.Fall != 1 || o.threads != 1 || o.sessions.maxEntries != 1 ||
-		o.l4.Sticky.Cookie != "lb_srv" || o.sessions.cookie != "PHPSESSID" || o.sessions.store != "rediss://r:6379/0" {
+	d := o.Source.Defaults
+	if o.L4.MaxHeaderBytes != 1024 || o.L4.ResolveEvery != time.Second || o.L4.IdleTimeout != 0 || o.DrainTimeout != 0 ||
+		d.Health.Rise != 1 || d.Health.Fall != 1 || o.Threads != 1 || o.Sessions.MaxEntries != 1 ||
+		d.StickyCookie != "lb_srv" || d.SessionCookie != "PHPSESSID" || o.Sessions.Store != "rediss://r:6379/0" {
 		t.Errorf("options do not carry the flags: %+v", o)
 	}
 	if _, err := parse(t, "--max-header-bytes", "1048576", "--session-cookie", "sid", "--session-store", "redis://r:6379/0"); err != nil {
@@ -221,8 +224,8 @@ func TestGoodFlagEdges(t *testing.T) {
 		t.Errorf("--port 65535, --threads %d and --listen [::1]:0 (the most allowed): %v", runtime.NumCPU(), err)
 	}
 	o, err = parse(t, "--port", "8080")
-	if err != nil || o.listen != ":8080" {
-		t.Errorf("--port 8080 without --listen: listen %q, %v; want :8080", o.listen, err)
+	if err != nil || o.Source.Listen != ":8080" {
+		t.Errorf("--port 8080 without --listen: listen %q, %v; want :8080", o.Source.Listen, err)
 	}
 }
 

@@ -1,0 +1,145 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"time"
+
+	"lb/admin"
+	"lb/control"
+	"lb/metrics"
+	"lb/ring"
+)
+
+// listenAdmin binds the admin address; nil when it is off. An address that cannot be bound
+// is bad input: the operator fixes --admin-listen.
+func listenAdmin(o Admin) (net.Listener, error) {
+	if o.Listen == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return nil, InputError{fmt.Errorf("--admin-listen %s: %w (is another process using it? pick another address)", o.Listen, err)}
+	}
+	return ln, nil
+}
+
+// serveAdmin serves the admin API on ln until the returned stop is called; stop waits.
+func (a *App) serveAdmin(ln net.Listener) (stop func()) {
+	h := admin.New(admin.Config{
+		Backends:  backends{a},
+		Token:     a.o.Admin.Token,
+		Stats:     a.stats,
+		Metrics:   a.metrics.Handler(),
+		Accepting: a.accepting.Load,
+		Version:   a.o.Version,
+		Log:       a.log,
+	})
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error().Err(err).Msg("admin listener stopped")
+		}
+	}()
+	a.log.Info().Str("admin_listen", ln.Addr().String()).Msg("admin listener: status page, /healthz, /readyz, /backends")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if srv.Shutdown(ctx) != nil {
+			srv.Close()
+		}
+		<-done
+	}
+}
+
+// stats is GET /stats from what l4 counts: its counters, and the sniff outcomes and
+// refusals its loops count (summed at each call).
+func (a *App) stats() admin.Stats {
+	st := a.srv.Stats()
+	var snap metrics.Snapshot
+	a.srv.Collect(&snap)
+	sniff := map[string]uint64{"unparsed_at_memory_limit": st.HeadsUnparsed}
+	for k := metrics.SniffKind(0); k < metrics.NumSniffKinds; k++ {
+		sniff[k.String()] = snap.Sniff[k]
+	}
+	refused := map[string]uint64{"idle_timeout": st.IdleTimeouts}
+	for r := metrics.RefuseReason(0); r < metrics.NumRefuseReasons; r++ {
+		refused[r.String()] = snap.Refused[r]
+	}
+	return admin.Stats{
+		Listeners: a.addrs,
+		Accepted:  st.Accepted,
+		Active:    st.Active,
+		Sniff:     sniff,
+		Refused:   refused,
+		Counters:  map[string]uint64{"spliced_bytes": st.SplicedBytes},
+		Gauges: map[string]int64{
+			"max_conns":    st.MaxConns,
+			"pipes_in_use": st.PipesInUse,
+			"head_bytes":   st.HeadBytes,
+		},
+		Goroutines: runtime.NumGoroutine(),
+	}
+}
+
+// traffic is what the admin API shows of each backend's traffic: l4's counters, summed
+// over its loops at each call.
+func (a *App) traffic() map[string]control.Traffic {
+	var snap metrics.Snapshot
+	if a.srv != nil {
+		a.srv.Collect(&snap)
+	}
+	out := make(map[string]control.Traffic, len(snap.Backends))
+	for _, b := range snap.Backends {
+		out[b.ID] = control.Traffic{Connections: b.Connections, BytesIn: b.BytesReceived, BytesOut: b.BytesSent}
+	}
+	return out
+}
+
+// backends is the admin API over every pool of the last load or reload. An id names the
+// backend of the first pool that has it; POST /backends adds to the first pool.
+type backends struct{ a *App }
+
+var _ admin.Backends = backends{}
+
+func (b backends) List() []admin.Backend {
+	var out []admin.Backend
+	for _, p := range *b.a.pools.Load() {
+		out = append(out, p.ctl.List()...)
+	}
+	return out
+}
+
+func (b backends) Add(nb ring.Backend) error { return (*b.a.pools.Load())[0].ctl.Add(nb) }
+
+func (b backends) Drain(id string) bool {
+	return b.first(func(c *control.Control) bool { return c.Drain(id) })
+}
+
+func (b backends) Enable(id string) bool {
+	return b.first(func(c *control.Control) bool { return c.Enable(id) })
+}
+
+func (b backends) SetWeight(id string, w int) bool {
+	return b.first(func(c *control.Control) bool { return c.SetWeight(id, w) })
+}
+
+func (b backends) Remove(id string) bool {
+	return b.first(func(c *control.Control) bool { return c.Remove(id) })
+}
+
+// first applies do to the pools' controls in turn, until one has the backend.
+func (b backends) first(do func(*control.Control) bool) bool {
+	for _, p := range *b.a.pools.Load() {
+		if do(p.ctl) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,312 @@
+// Package app is lb as a running program. Start loads the configuration (lb.yaml, or the
+// flags' servers file as the same config.Config), builds each pool (ring, health prober,
+// DNS discovery, the control the admin API changes it through), opens the access log and
+// the session store, listens, probes, and starts l4 and the admin listener. Reload applies
+// a new configuration whole or not at all, for both forms; Shutdown drains.
+//
+// cmd/lb turns flags into Options and signals into calls; everything between the two
+// lives here, so that a feature meets every other one in one place.
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+
+	"lb/accesslog"
+	"lb/config"
+	"lb/l4"
+	"lb/metrics"
+)
+
+// ErrStopped is returned by Start when its context ended before lb was serving.
+var ErrStopped = errors.New("stopped while starting")
+
+// App is a running lb. Its methods are safe for concurrent use.
+type App struct {
+	o         Options
+	log       zerolog.Logger
+	metrics   *metrics.Metrics
+	srv       *l4.Server
+	accessLog *accesslog.Logger
+	lns       []net.Listener
+	addrs     []string // the listeners' bound addresses, in config order
+	failed    chan error
+	accepting atomic.Bool
+	pools     atomic.Pointer[[]*pool] // the pools of the last load or reload: what the admin API and /metrics see
+
+	mu      sync.Mutex // one reload (or shutdown) at a time; guards what follows
+	cfg     *config.Config
+	store   *sessionStore     // opened once a pool learns sessions
+	loaded  [sha256.Size]byte // of the file last read by a reload, so that --watch skips other files' events
+	undo    []func()          // what Shutdown stops and closes, last started first
+	serving sync.WaitGroup    // the listeners' Serve calls
+}
+
+// Start runs lb as o says and returns once it accepts connections. It listens before it
+// probes, so that a port in use fails at once and clients that come meanwhile wait in the
+// kernel's backlog. A mistake in the flags or files is an InputError; if ctx ends first,
+// Start undoes what it did and returns ErrStopped.
+func Start(ctx context.Context, o Options) (_ *App, err error) {
+	a := &App{o: o, log: o.Log, failed: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			a.unwind()
+		}
+	}()
+	cfg, err := o.Source.Load()
+	if err != nil {
+		return nil, InputError{err}
+	}
+	a.cfg, a.loaded = cfg, fileSum(o.Source.File())
+	a.metrics = metrics.New(metrics.Options{Version: o.Version})
+	var pools []*pool
+	for _, pc := range cfg.Pools {
+		p, err := a.newPool(pc, len(cfg.Pools) > 1)
+		if err != nil {
+			return nil, err
+		}
+		pools = append(pools, p)
+	}
+	if a.accessLog, err = accesslog.Open(o.AccessLog); err != nil {
+		return nil, InputError{fmt.Errorf("--access-log %s: %w: want off, stdout, stderr or a file lb can write", o.AccessLog.Dest, err)}
+	}
+	a.later(func() {
+		if err := a.accessLog.Close(); err != nil {
+			a.log.Error().Err(err).Msg("access log")
+		}
+	})
+	for _, l := range cfg.Listeners {
+		ln, err := net.Listen("tcp", l.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w (is another process using it? change --listen or the config's listen)", l.Listen, err)
+		}
+		a.later(func() { ln.Close() })
+		a.lns, a.addrs = append(a.lns, ln), append(a.addrs, ln.Addr().String())
+	}
+	adminLn, err := listenAdmin(o.Admin)
+	if err != nil {
+		return nil, err
+	}
+	if adminLn != nil {
+		a.later(func() { adminLn.Close() })
+	}
+	for _, p := range pools {
+		p.init(ctx)
+	}
+	if ctx.Err() != nil {
+		return nil, ErrStopped
+	}
+	if a.store, err = a.openStore(ctx, cfg); err != nil {
+		return nil, err
+	}
+	l4cfg := o.L4
+	for _, p := range pools {
+		l4cfg.Pools = append(l4cfg.Pools, p.l4Pool(a.store))
+	}
+	l4cfg.ReservedFDs = reserved(pools, o, len(a.lns))
+	l4cfg.Log, l4cfg.AccessLog = a.log, a.accessLog
+	// The probes above had every CPU; from here, l4 runs one event loop per GOMAXPROCS.
+	runtime.GOMAXPROCS(o.Threads)
+	if a.srv, err = l4.New(l4cfg); err != nil {
+		return nil, err
+	}
+	a.pools.Store(&pools)
+	a.metrics.SetSource(a)
+	for _, p := range pools {
+		p.run()
+	}
+	a.later(func() {
+		for _, p := range *a.pools.Load() {
+			p.stop()
+		}
+	})
+	for i, ln := range a.lns {
+		l := cfg.Listeners[i]
+		a.serving.Go(func() {
+			if err := a.srv.ServeRoutes(ln, l4.Routes{Table: l.Table, NoMatchStatus: l.NoMatchStatus}); err != nil && !errors.Is(err, l4.ErrServerClosed) {
+				select {
+				case a.failed <- fmt.Errorf("serving %s: %w", ln.Addr(), err):
+				default:
+				}
+			}
+		})
+	}
+	a.accepting.Store(true)
+	if adminLn != nil {
+		a.later(a.serveAdmin(adminLn))
+	}
+	if o.Watch {
+		stop, err := watchFile(o.Source.File(), a.log, func() { a.Reload("watch") })
+		if err != nil {
+			a.log.Error().Err(err).Msg("--watch is off: SIGHUP still reloads")
+		} else {
+			a.later(stop)
+		}
+	}
+	for i, p := range pools {
+		a.logStart(p, i == 0 && len(pools) > 1)
+	}
+	return a, nil
+}
+
+// later has Shutdown (or a failed Start) call undo, before what was started earlier.
+func (a *App) later(undo func()) { a.undo = append(a.undo, undo) }
+
+// unwind undoes what Start did, last first.
+func (a *App) unwind() {
+	for i := len(a.undo) - 1; i >= 0; i-- {
+		a.undo[i]()
+	}
+	a.undo = nil
+}
+
+// openStore opens the store of learned sessions if a pool of cfg learns them and none is
+// open; otherwise it returns the one open (or nil).
+func (a *App) openStore(ctx context.Context, cfg *config.Config) (*sessionStore, error) {
+	if a.store != nil {
+		return a.store, nil
+	}
+	for _, p := range cfg.Pools {
+		if p.SessionCookie != "" {
+			s, err := openSessions(ctx, a.o.Sessions, a.log)
+			if err != nil {
+				return nil, err
+			}
+			a.later(s.close)
+			return s, nil
+		}
+	}
+	return nil, nil
+}
+
+// Addrs returns the addresses lb listens on, in the configuration's order.
+func (a *App) Addrs() []string { return a.addrs }
+
+// Failed delivers the error of a listener that stopped serving on its own.
+func (a *App) Failed() <-chan error { return a.failed }
+
+// Shutdown stops accepting, lets open connections finish until ctx ends (then closes
+// them), and stops everything Start started. /readyz answers 503 from its first moment.
+func (a *App) Shutdown(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.accepting.Store(false)
+	a.log.Info().Int64("open", a.srv.Stats().Active).Msg("shutting down: draining connections")
+	if err := a.srv.Shutdown(ctx); err != nil {
+		a.log.Warn().Msg("drain timeout: closed the connections still open")
+	}
+	a.serving.Wait()
+	a.unwind()
+	a.log.Info().Msg("stopped")
+}
+
+// ReopenLogs reopens the access log file (after logrotate moved it) and logs lb's counters.
+func (a *App) ReopenLogs() {
+	a.logCounters()
+	if err := a.accessLog.Reopen(); err != nil {
+		a.log.Error().Err(err).Str("path", a.o.AccessLog.Dest).Msg("cannot reopen the access log: writing on to the old file")
+	}
+}
+
+// Collect is what /metrics reports: l4's counters, and when each backend last changed
+// state, which its pool's prober knows.
+func (a *App) Collect(snap *metrics.Snapshot) {
+	a.srv.Collect(snap)
+	pools := *a.pools.Load()
+	for i := range snap.Backends {
+		b := &snap.Backends[i]
+		for _, p := range pools {
+			if t, ok := p.prober.LastChange(b.ID); ok {
+				b.LastChange = t
+				break
+			}
+		}
+	}
+}
+
+// fileSum is the hash of a file's content; zero when there is none or it cannot be read.
+func fileSum(path string) [sha256.Size]byte {
+	if path == "" {
+		return [sha256.Size]byte{}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return [sha256.Size]byte{}
+	}
+	return sha256.Sum256(data)
+}
+
+// logCounters answers SIGUSR1 with one line of lb's counters: what an operator (or the soak)
+// reads to see connections, memory and goroutines come and go.
+func (a *App) logCounters() {
+	st := a.srv.Stats()
+	a.log.Info().
+		Uint64("accepted", st.Accepted).
+		Int64("active", st.Active).
+		Int64("max_conns", st.MaxConns).
+		Int64("pipes_in_use", st.PipesInUse).
+		Int64("head_bytes", st.HeadBytes).
+		Uint64("heads_unparsed", st.HeadsUnparsed).
+		Uint64("refused_none_up", st.RefusedNoneUp).
+		Uint64("refused_dial", st.RefusedDial).
+		Uint64("refused_busy", st.RefusedBusy).
+		Uint64("closed_slow", st.ClosedSlow).
+		Uint64("idle_timeouts", st.IdleTimeouts).
+		Int("goroutines", runtime.NumGoroutine()).
+		Msg("counters")
+}
+
+// Sticky says how a pool keeps clients on their backend, for logs and lb probe.
+func Sticky(p config.Pool, so Sessions) string {
+	var modes []string
+	if p.StickyCookie != "" {
+		modes = append(modes, "cookie "+p.StickyCookie+" (inserted)")
+	}
+	if p.SessionCookie != "" {
+		modes = append(modes, "session "+p.SessionCookie+" (learned, "+so.Where()+")")
+	}
+	if len(modes) == 0 {
+		return "off"
+	}
+	return strings.Join(modes, ", ")
+}
+
+// logStart says lb is listening, with the pool's backends (every one of a short list, the
+// first few and the counts of a long one) and the connection limit.
+func (a *App) logStart(p *pool, named bool) {
+	arr := zerolog.Arr()
+	snap := p.ring.Snapshot()
+	up := 0
+	for i, s := range snap {
+		if i < startLines {
+			arr.Str(s.ID + "=" + s.Addr)
+		}
+		if s.Up {
+			up++
+		}
+	}
+	e := a.log.Info().Str("listen", strings.Join(a.addrs, ",")).Array("backends", arr)
+	if named || p.cfg.Name != "default" {
+		e = e.Str("pool", p.cfg.Name)
+	}
+	if len(snap) > startLines {
+		e = e.Int("more_backends", len(snap)-startLines)
+	}
+	if rc := p.ring.Config(); rc.Balance.String() != "roundrobin" || rc.SlowStart > 0 {
+		e = e.Str("balance", rc.Balance.String()).Dur("slow_start", rc.SlowStart)
+	}
+	e.Int("up", up).Int("down", len(snap)-up).Str("sticky", Sticky(p.cfg, a.o.Sessions)).Int64("max_conns", a.srv.Stats().MaxConns).Msg("listening")
+}
+
+// startLines is how many backends the "listening" line names.
+const startLines = 16
