@@ -18,48 +18,16 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"lb/control"
 	"lb/ring"
 	"lb/serversfile"
 )
-
-// Backend is one backend as GET /backends shows it.
-type Backend struct {
-	Pool        string `json:"pool"`
-	ID          string `json:"id"`
-	Addr        string `json:"addr"`
-	Weight      int    `json:"weight"`
-	State       State  `json:"state"`
-	Active      int64  `json:"active"`      // connections open now
-	Connections uint64 `json:"connections"` // connections made since lb started
-	BytesIn     uint64 `json:"bytes_in"`    // bytes from the backend to clients
-	BytesOut    uint64 `json:"bytes_out"`   // bytes from clients to the backend
-	LastProbe   *Probe `json:"last_probe,omitempty"`
-	Removing    bool   `json:"removing,omitempty"` // removed, draining: leaves when its connections end
-}
-
-// State is a backend's state: up, down or draining.
-type State string
-
-// The states of a backend.
-const (
-	Up       State = "up"       // picked for new connections
-	Down     State = "down"     // failed its probes (or has not passed one yet): not picked
-	Draining State = "draining" // taken out by an operator: not picked; open connections finish
-)
-
-// Probe is the latest health probe of a backend.
-type Probe struct {
-	At        time.Time `json:"at"`
-	OK        bool      `json:"ok"`
-	LatencyMS float64   `json:"latency_ms"`
-	Error     string    `json:"error,omitempty"`
-}
 
 // Backends is what the API changes. Each method that takes an id reports false, changing
 // nothing, when no backend has it. Implementations are safe for concurrent use.
 type Backends interface {
 	// List returns every backend, in ring order.
-	List() []Backend
+	List() []control.Backend
 	// Add adds b, down until its first good probe. It fails, changing nothing, when b's id or
 	// address is taken (wrapping ring.ErrDuplicate) or b is otherwise refused.
 	Add(b ring.Backend) error
@@ -167,7 +135,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	for _, b := range s.cfg.Backends.List() {
-		if b.State == Up {
+		if b.State == control.Up {
 			io.WriteString(w, "ok\n")
 			return
 		}
@@ -289,7 +257,7 @@ func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {
 	st.UptimeSeconds = time.Since(s.cfg.Started).Seconds()
 	for _, b := range s.cfg.Backends.List() {
 		st.BackendsTotal++
-		if b.State == Up {
+		if b.State == control.Up {
 			st.BackendsUp++
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"lb/control"
 	"lb/ring"
 )
 
@@ -20,10 +21,10 @@ import (
 // one (package control, over a ring) is tested with this server in control's tests.
 type table struct {
 	mu   sync.Mutex
-	list []Backend
+	list []control.Backend
 }
 
-func (t *table) List() []Backend {
+func (t *table) List() []control.Backend {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return slices.Clone(t.list)
@@ -37,11 +38,11 @@ func (t *table) Add(b ring.Backend) error {
 			return fmt.Errorf("%w: %s", ring.ErrDuplicate, b.ID)
 		}
 	}
-	t.list = append(t.list, Backend{ID: b.ID, Addr: b.Addr, Weight: b.Weight, State: Down})
+	t.list = append(t.list, control.Backend{ID: b.ID, Addr: b.Addr, Weight: b.Weight, State: control.Down})
 	return nil
 }
 
-func (t *table) with(id string, f func(*Backend)) bool {
+func (t *table) with(id string, f func(*control.Backend)) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for i := range t.list {
@@ -53,24 +54,28 @@ func (t *table) with(id string, f func(*Backend)) bool {
 	return false
 }
 
-func (t *table) Drain(id string) bool  { return t.with(id, func(b *Backend) { b.State = Draining }) }
-func (t *table) Enable(id string) bool { return t.with(id, func(b *Backend) { b.State = Up }) }
+func (t *table) Drain(id string) bool {
+	return t.with(id, func(b *control.Backend) { b.State = control.Draining })
+}
+func (t *table) Enable(id string) bool {
+	return t.with(id, func(b *control.Backend) { b.State = control.Up })
+}
 func (t *table) SetWeight(id string, w int) bool {
-	return t.with(id, func(b *Backend) { b.Weight = w })
+	return t.with(id, func(b *control.Backend) { b.Weight = w })
 }
 
 func (t *table) Remove(id string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := len(t.list)
-	t.list = slices.DeleteFunc(t.list, func(b Backend) bool { return b.ID == id })
+	t.list = slices.DeleteFunc(t.list, func(b control.Backend) bool { return b.ID == id })
 	return len(t.list) < n
 }
 
 func newTable() *table {
-	return &table{list: []Backend{
-		{Pool: "default", ID: "a", Addr: "127.0.0.1:8001", Weight: 1, State: Up},
-		{Pool: "default", ID: "b", Addr: "127.0.0.1:8002", Weight: 2, State: Down},
+	return &table{list: []control.Backend{
+		{Pool: "default", ID: "a", Addr: "127.0.0.1:8001", Weight: 1, State: control.Up},
+		{Pool: "default", ID: "b", Addr: "127.0.0.1:8002", Weight: 2, State: control.Down},
 	}}
 }
 
@@ -139,7 +144,7 @@ func TestAPI(t *testing.T) {
 	for _, b := range got {
 		ids = append(ids, fmt.Sprintf("%s:%d:%s", b.ID, b.Weight, b.State))
 	}
-	if len(got) != 3 || got[0].ID != "a" || got[0].State != Up || got[1].ID != "c" || got[1].Weight != 3 {
+	if len(got) != 3 || got[0].ID != "a" || got[0].State != control.Up || got[1].ID != "c" || got[1].Weight != 3 {
 		t.Errorf("backends after the calls = %v; want a (up), c (weight 3) and the one added without id, nothing else changed", ids)
 	}
 }
@@ -184,13 +189,13 @@ func TestTokenGuardsAllButProbesAndPage(t *testing.T) {
 			}
 		}
 	}
-	if tab.List()[0].State != Up || len(tab.List()) != 2 {
+	if tab.List()[0].State != control.Up || len(tab.List()) != 2 {
 		t.Fatalf("refused calls changed the backends: %+v", tab.List())
 	}
 	if status, body := do(t, h, "GET", "/metrics", "s3cret", ""); status != 200 || body != "lb_up 1\n" {
 		t.Errorf("GET /metrics with the token = %d %q, want the metrics handler's answer", status, body)
 	}
-	if status, _ := do(t, h, "POST", "/backends/a/drain", "s3cret", ""); status != 200 || tab.List()[0].State != Draining {
+	if status, _ := do(t, h, "POST", "/backends/a/drain", "s3cret", ""); status != 200 || tab.List()[0].State != control.Draining {
 		t.Errorf("drain with the token = %d, state %s; want 200 and draining", status, tab.List()[0].State)
 	}
 }
@@ -247,7 +252,7 @@ func FuzzBodies(f *testing.F) {
 				t.Fatalf("%s %q refused (%d) but changed %s to %s", method, body, status, before, after)
 			}
 		case method == "POST":
-			var b Backend
+			var b control.Backend
 			if json.Unmarshal([]byte(out), &b) != nil || len(tab.List()) != 3 || tab.List()[2].ID != b.ID {
 				t.Fatalf("POST %q = %d %s, list %v: the added backend is not listed", body, status, out, tab.List())
 			}

@@ -108,8 +108,8 @@ type backends struct{ a *App }
 
 var _ admin.Backends = backends{}
 
-func (b backends) List() []admin.Backend {
-	var out []admin.Backend
+func (b backends) List() []control.Backend {
+	var out []control.Backend
 	for _, p := range *b.a.pools.Load() {
 		out = append(out, p.ctl.List()...)
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"lb/admin"
 	"lb/health"
 	"lb/ring"
 )
@@ -43,8 +42,40 @@ type Config struct {
 	Log         zerolog.Logger
 }
 
-// Control changes one ring. Its methods are safe for concurrent use; it implements
-// admin.Backends.
+// Backend is one backend as the admin API shows it (GET /backends).
+type Backend struct {
+	Pool        string `json:"pool"`
+	ID          string `json:"id"`
+	Addr        string `json:"addr"`
+	Weight      int    `json:"weight"`
+	State       State  `json:"state"`
+	Active      int64  `json:"active"`      // connections open now
+	Connections uint64 `json:"connections"` // connections made since lb started
+	BytesIn     uint64 `json:"bytes_in"`    // bytes from the backend to clients
+	BytesOut    uint64 `json:"bytes_out"`   // bytes from clients to the backend
+	LastProbe   *Probe `json:"last_probe,omitempty"`
+	Removing    bool   `json:"removing,omitempty"` // removed, draining: leaves when its connections end
+}
+
+// State is a backend's state: up, down or draining.
+type State string
+
+// The states of a backend.
+const (
+	Up       State = "up"       // picked for new connections
+	Down     State = "down"     // failed its probes (or has not passed one yet): not picked
+	Draining State = "draining" // taken out by an operator: not picked; open connections finish
+)
+
+// Probe is the latest health probe of a backend.
+type Probe struct {
+	At        time.Time `json:"at"`
+	OK        bool      `json:"ok"`
+	LatencyMS float64   `json:"latency_ms"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// Control changes one ring. Its methods are safe for concurrent use.
 type Control struct {
 	cfg Config
 	mu  sync.Mutex // serialises changes to the ring, so a reload and an API call never interleave
@@ -52,8 +83,6 @@ type Control struct {
 	// their wait ends; under mu.
 	removing map[string]time.Time
 }
-
-var _ admin.Backends = (*Control)(nil)
 
 // New returns a Control of cfg.Ring.
 func New(cfg Config) *Control {
@@ -68,7 +97,7 @@ func New(cfg Config) *Control {
 
 // List returns every backend of the ring, in ring order, with its state, weight, active
 // connections, traffic and last probe.
-func (c *Control) List() []admin.Backend {
+func (c *Control) List() []Backend {
 	c.mu.Lock()
 	removing := make(map[string]bool, len(c.removing))
 	for id := range c.removing {
@@ -80,16 +109,16 @@ func (c *Control) List() []admin.Backend {
 		traffic = c.cfg.Traffic()
 	}
 	snap := c.cfg.Ring.Snapshot()
-	out := make([]admin.Backend, len(snap))
+	out := make([]Backend, len(snap))
 	for i, s := range snap {
 		t := traffic[s.ID]
-		b := admin.Backend{
+		b := Backend{
 			Pool: c.cfg.Pool, ID: s.ID, Addr: s.Addr, Weight: s.Weight, State: stateOf(s),
 			Active: s.Active, Connections: t.Connections, BytesIn: t.BytesIn, BytesOut: t.BytesOut,
 			Removing: removing[s.ID],
 		}
 		if p, ok := c.cfg.Prober.Last(s.ID); ok {
-			b.LastProbe = &admin.Probe{At: p.At, OK: p.Err == nil, LatencyMS: float64(p.Latency.Microseconds()) / 1000}
+			b.LastProbe = &Probe{At: p.At, OK: p.Err == nil, LatencyMS: float64(p.Latency.Microseconds()) / 1000}
 			if p.Err != nil {
 				b.LastProbe.Error = p.Err.Error()
 			}
@@ -100,14 +129,14 @@ func (c *Control) List() []admin.Backend {
 }
 
 // stateOf is the one state an operator sees: draining wins over health, which says up or down.
-func stateOf(s ring.Status) admin.State {
+func stateOf(s ring.Status) State {
 	switch {
 	case s.State == ring.Draining:
-		return admin.Draining
+		return Draining
 	case s.State == ring.Down || !s.Up:
-		return admin.Down
+		return Down
 	}
-	return admin.Up
+	return Up
 }
 
 // Add adds b to the ring down and probes it at once: it is up when Add returns if it

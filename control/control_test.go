@@ -2,18 +2,14 @@ package control
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"lb/admin"
 	"lb/health"
 	"lb/internal/logtest"
 	"lb/ring"
@@ -199,75 +195,6 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// TestAdminOverControl drives the API through a real HTTP client against a Control: what a
-// call says is what the ring then does.
-func TestAdminOverControl(t *testing.T) {
-	a := listenN(t, 3)
-	c, r, _ := setup(t, a[0]+" id=a", a[1]+" id=b")
-	srv := httptest.NewServer(admin.New(admin.Config{Backends: c, Token: "t0k"}))
-	defer srv.Close()
-	call := func(method, path, body string) (int, map[string]any) {
-		t.Helper()
-		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer t0k")
-		res, err := http.DefaultClient.Do(req)
-		must(t, err)
-		defer res.Body.Close()
-		var out map[string]any
-		json.NewDecoder(res.Body).Decode(&out)
-		return res.StatusCode, out
-	}
-
-	if st, out := call("POST", "/backends", `{"addr": "`+a[2]+`", "id": "c", "weight": 2}`); st != 201 || out["state"] != "up" || out["weight"] != 2.0 {
-		t.Errorf("POST /backends = %d %v; want 201, up at its first good probe, weight 2", st, out)
-	}
-	if st, out := call("POST", "/backends", `{"addr": "`+refused(t)+`", "id": "d"}`); st != 201 || out["state"] != "down" {
-		t.Errorf("POST /backends of a dead address = %d %v; want 201 and down", st, out)
-	}
-	if st, out := call("POST", "/backends/a/drain", ""); st != 200 || out["state"] != "draining" {
-		t.Errorf("drain = %d %v", st, out)
-	}
-	for range 12 {
-		if b, _ := r.Next(); b.ID == "a" || b.ID == "d" {
-			t.Fatalf("picked %s: drained or down", b.ID)
-		}
-	}
-	if _, up, _ := r.Lookup("a"); !up {
-		t.Error("a drained backend refuses its sticky clients; they should still reach it")
-	}
-	if st, out := call("PATCH", "/backends/b", `{"weight": 4}`); st != 200 || out["weight"] != 4.0 {
-		t.Errorf("PATCH = %d %v", st, out)
-	}
-	if st, out := call("POST", "/backends/a/enable", ""); st != 200 || out["state"] != "up" {
-		t.Errorf("enable = %d %v", st, out)
-	}
-	if st, _ := call("DELETE", "/backends/c", ""); st != 200 {
-		t.Errorf("DELETE = %d", st)
-	}
-	if st, out := call("DELETE", "/backends/c", ""); st != 404 || !strings.Contains(fmt.Sprint(out["error"]), `"c"`) {
-		t.Errorf("DELETE again = %d %v, want 404 naming the id", st, out)
-	}
-	if got, want := states(c), "a=up:1 b=up:4 d=down:1"; got != want {
-		t.Errorf("after the calls: %s, want %s", got, want)
-	}
-	var list []admin.Backend
-	res, err := http.Get(srv.URL + "/backends")
-	must(t, err)
-	res.Body.Close()
-	if res.StatusCode != 401 {
-		t.Errorf("GET /backends without the token = %d, want 401", res.StatusCode)
-	}
-	req, _ := http.NewRequest("GET", srv.URL+"/backends", nil)
-	req.Header.Set("Authorization", "Bearer t0k")
-	res, err = http.DefaultClient.Do(req)
-	must(t, err)
-	must(t, json.NewDecoder(res.Body).Decode(&list))
-	res.Body.Close()
-	if len(list) != 3 || list[0].LastProbe == nil || !list[0].LastProbe.OK || list[2].LastProbe == nil || list[2].LastProbe.OK || list[2].LastProbe.Error == "" {
-		t.Errorf("GET /backends = %+v; want the last probe of each, d's failed with its error", list)
-	}
-}
-
 // TestRemoveDrainsFirst checks DELETE's order: a backend with open connections stays listed,
 // draining and removing, until the last one ends; one without goes at once; enable cancels.
 func TestRemoveDrainsFirst(t *testing.T) {
@@ -278,7 +205,7 @@ func TestRemoveDrainsFirst(t *testing.T) {
 		t.Fatal("Remove of busy and idle should report true, of nobody false")
 	}
 	list := c.List()
-	if len(list) != 2 || list[0].ID != "busy" || list[0].State != admin.Draining || !list[0].Removing || list[0].Active != 1 {
+	if len(list) != 2 || list[0].ID != "busy" || list[0].State != Draining || !list[0].Removing || list[0].Active != 1 {
 		t.Fatalf("after removing: %+v; want busy listed, draining and removing, idle gone at once", list)
 	}
 	for range 10 {

@@ -14,9 +14,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"lb/admin"
 	"lb/app"
 	"lb/config"
+	"lb/control"
 )
 
 var (
@@ -77,7 +77,7 @@ func backendsCommand() *cli.Command {
 		Flags:        clientFlags(),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			var list []admin.Backend
+			var list []control.Backend
 			if err := adminCall(c, http.MethodGet, "/backends", &list); err != nil {
 				return err
 			}
@@ -99,11 +99,11 @@ func stateCommand(name, usage string) *cli.Command {
 			if c.NArg() != 1 {
 				return badInput{fmt.Errorf("lb %s takes one backend id, after the flags: lb %s [--admin-listen ADDR] ID (lb backends lists the ids)", name, name)}
 			}
-			var b admin.Backend
+			var b control.Backend
 			if err := adminCall(c, http.MethodPost, "/backends/"+url.PathEscape(c.Args().First())+"/"+name, &b); err != nil {
 				return err
 			}
-			printBackends(c.App.Writer, []admin.Backend{b})
+			printBackends(c.App.Writer, []control.Backend{b})
 			return nil
 		},
 	}
@@ -149,7 +149,7 @@ func adminCall(c *cli.Context, method, path string, out any) error {
 }
 
 // printBackends writes the table of lb backends, in the style of lb probe's.
-func printBackends(w io.Writer, list []admin.Backend) {
+func printBackends(w io.Writer, list []control.Backend) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "BACKEND\tID\tSTATE\tWEIGHT\tACTIVE\tTOTAL\tLAST PROBE\tERROR")
 	for _, b := range list {
