@@ -250,20 +250,20 @@ func fileSum(path string) [sha256.Size]byte {
 // reads to see connections, memory and goroutines come and go.
 func (a *App) logCounters() {
 	st := a.srv.Stats()
-	a.log.Info().
+	var snap metrics.Snapshot
+	a.srv.Collect(&snap)
+	e := a.log.Info().
 		Uint64("accepted", st.Accepted).
 		Int64("active", st.Active).
 		Int64("max_conns", st.MaxConns).
 		Int64("pipes_in_use", st.PipesInUse).
 		Int64("head_bytes", st.HeadBytes).
 		Uint64("heads_unparsed", st.HeadsUnparsed).
-		Uint64("refused_none_up", st.RefusedNoneUp).
-		Uint64("refused_dial", st.RefusedDial).
-		Uint64("refused_busy", st.RefusedBusy).
-		Uint64("closed_slow", st.ClosedSlow).
-		Uint64("idle_timeouts", st.IdleTimeouts).
-		Int("goroutines", runtime.NumGoroutine()).
-		Msg("counters")
+		Uint64("idle_timeouts", st.IdleTimeouts)
+	for r := metrics.RefuseReason(0); r < metrics.NumRefuseReasons; r++ {
+		e = e.Uint64("refused_"+r.String(), snap.Refused[r])
+	}
+	e.Int("goroutines", runtime.NumGoroutine()).Msg("counters")
 }
 
 // Sticky says how a pool keeps clients on their backend, for logs and lb probe.

@@ -123,8 +123,6 @@ func (l *loop) admit(a accepted) {
 	c := l.conns.add()
 	c.ends[clientSide].fd, c.ends[backendSide].fd = a.fd, -1
 	c.start, c.client, c.lis = l.now, a.client, a.lis
-	l.stats.Accepted++
-	l.stats.Active++
 	if c.awaitProxy = l.s.cfg.AcceptProxy.Contains(a.client.Addr()); !c.awaitProxy {
 		l.admitClient(c)
 	}
@@ -487,7 +485,6 @@ func (l *loop) expire(c *conn) {
 			return
 		}
 		if l.s.cfg.CloseSlowHeads {
-			l.s.closedSlow.Add(1)
 			l.refused(metrics.RefuseSlowHead, false)
 			l.close(c, os.ErrDeadlineExceeded)
 			return
@@ -543,10 +540,8 @@ func (l *loop) refuse(c *conn, why error) {
 	switch reason {
 	case metrics.RefuseDialFailed:
 		answer = answer502
-		l.s.refusedDial.Add(1)
 	case metrics.RefuseNoDescriptor:
 		answer = answer503Busy
-		l.s.refusedBusy.Add(1)
 	case metrics.RefuseIPConns, metrics.RefuseIPRate:
 		answer = admit.AppendTooMany(l.scratch.out[:0], int(c.retryAfter))
 		l.scratch.out = answer // grown once, reused
@@ -554,7 +549,6 @@ func (l *loop) refuse(c *conn, why error) {
 		answer = c.lis.routes.Load().noMatch
 	default:
 		answer = answer503
-		l.s.refusedNoneUp.Add(1)
 	}
 	fd := c.ends[clientSide].fd
 	sysWrite(fd, answer) // fits an empty send buffer

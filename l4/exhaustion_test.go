@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"lb/metrics"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -45,7 +46,7 @@ func TestOwnShortageIsNotTheBackends(t *testing.T) {
 	s, c, reported, restore := requestOutOfDescriptors(t, cfg)
 	// Starved, or (the bug) refused or closed as if every backend had failed.
 	waitFor(t, "the connection to wait for a descriptor", func() bool {
-		return phaseCount(s.Server, starved) == 1 || s.Stats().Active == 0 || s.Stats().RefusedDial > 0
+		return phaseCount(s.Server, starved) == 1 || s.Stats().Active == 0 || collect(s.Server).Refused[metrics.RefuseDialFailed] > 0
 	})
 	if phaseCount(s.Server, starved) != 1 {
 		restore()
@@ -76,7 +77,7 @@ func TestShortageOutlastsTheConnectTimeout(t *testing.T) {
 	cfg := testConfig()
 	cfg.ConnectTimeout = 300 * time.Millisecond
 	s, c, reported, restore := requestOutOfDescriptors(t, cfg)
-	waitFor(t, "the client to be refused", func() bool { return s.Stats().RefusedBusy == 1 })
+	waitFor(t, "the client to be refused", func() bool { return collect(s.Server).Refused[metrics.RefuseNoDescriptor] == 1 })
 	restore()
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -198,8 +199,8 @@ func TestSlowHeadsClosed(t *testing.T) {
 	if n, err := c.Read(make([]byte, 1)); err == nil {
 		t.Fatalf("read %d bytes: want the connection closed", n)
 	}
-	if st := s.Stats(); st.ClosedSlow != 1 || b.conns.Load() != 0 {
-		t.Fatalf("closed slow %d, backend connections %d: want 1 and 0", st.ClosedSlow, b.conns.Load())
+	if slow := collect(s.Server).Refused[metrics.RefuseSlowHead]; slow != 1 || b.conns.Load() != 0 {
+		t.Fatalf("closed slow %d, backend connections %d: want 1 and 0", slow, b.conns.Load())
 	}
 	if status, body := get(t, s.addr, ""); status != 200 || body != "ok" {
 		t.Fatalf("a whole head: %d %q", status, body)

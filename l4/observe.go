@@ -46,7 +46,9 @@ func (s *Server) Collect(snap *metrics.Snapshot) {
 			snap.AddBackend(b.ID).Up = b.Up
 		}
 	}
+	snap.Counters.Active += s.active.Load()
 	for _, l := range s.loops {
+		snap.Counters.Accepted += l.accepted.Load()
 		l.call(func() {
 			snap.Counters.Add(&l.stats.Counters)
 			for i := range snap.Backends {
@@ -126,7 +128,6 @@ func (l *loop) closing(c *conn, err error) {
 	if c.admitted {
 		l.s.admit.ReleaseAddr(c.client.Addr())
 	}
-	l.stats.Active--
 	d := time.Duration(l.now - c.start)
 	l.stats.Durations.Observe(d)
 	up, down := c.ends[clientSide].moved, c.ends[backendSide].moved

@@ -74,11 +74,7 @@ type Stats struct {
 	SplicedBytes  uint64 // bytes moved by splice(2) between client and backend, both ways
 	PipesInUse    int64  // splice pipes held now: at most one per loop, plus one per stalled flow
 	IdleTimeouts  uint64 // connections closed by IdleTimeout
-	RefusedNoneUp uint64 // HTTP clients answered 503: no backend up
-	RefusedDial   uint64 // HTTP clients answered 502: every dial failed
-	RefusedBusy   uint64 // HTTP clients answered 503: lb had no descriptor for the backend socket within ConnectTimeout
 	MaxConns      int64  // Config.MaxConns, or the limit derived from the open-files limit
-	ClosedSlow    uint64 // connections closed undecided after SniffTimeout (CloseSlowHeads)
 	HeadBytes     int64  // bytes of head buffers held by connections now
 	HeadsUnparsed uint64 // heads that went on unparsed, or reads deferred, at MaxHeadMemory
 }
@@ -100,11 +96,7 @@ type Server struct {
 	closing   chan struct{} // closed by Shutdown
 	conns     sync.WaitGroup
 
-	active         atomic.Int64
-	refusedNoneUp  atomic.Uint64
-	refusedDial    atomic.Uint64
-	refusedBusy    atomic.Uint64
-	closedSlow     atomic.Uint64
+	active         atomic.Int64 // connections accepted and not yet closed: the MaxConns gate
 	headHeld       atomic.Int64 // bytes of head buffers connections hold (headbuf.go)
 	headLimit      int64
 	overHeadMemory atomic.Uint64
@@ -234,11 +226,7 @@ func (s *Server) Stats() Stats {
 	st := Stats{
 		Active:        s.active.Load(),
 		PipesInUse:    s.pipes.inUse.Load(),
-		RefusedNoneUp: s.refusedNoneUp.Load(),
-		RefusedDial:   s.refusedDial.Load(),
-		RefusedBusy:   s.refusedBusy.Load(),
 		MaxConns:      s.maxConns,
-		ClosedSlow:    s.closedSlow.Load(),
 		HeadBytes:     s.headHeld.Load(),
 		HeadsUnparsed: s.overHeadMemory.Load(),
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"lb/metrics"
 	"net"
 	"net/http"
 	"os"
@@ -393,8 +394,10 @@ func TestNoBackendAnswers503Or502(t *testing.T) {
 	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
 		t.Fatalf("non-HTTP client with no backend: read %q, %v; want a plain close", b, err)
 	}
-	if st := s.Stats(); st.RefusedDial != 1 || st.RefusedNoneUp != 1 {
-		t.Fatalf("stats %+v: want one 502 and one 503", st)
+	snap := collect(s.Server)
+	if snap.Refused[metrics.RefuseDialFailed] != 1 || snap.Refused[metrics.RefuseNoneUp] != 2 ||
+		snap.Answers[metrics.Answer502] != 1 || snap.Answers[metrics.Answer503] != 1 {
+		t.Fatalf("refused %v, answers %v: want one 502 (dial failed), and two refused with none up, one of them answered 503", snap.Refused, snap.Answers)
 	}
 }
 
