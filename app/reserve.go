@@ -6,7 +6,7 @@ import "lb/health"
 // connection limit from what is left of the open-files limit.
 const (
 	stdFDs     = 3 // stdin, stdout, stderr
-	runtimeFDs = 4 // Go's netpoller and its wake-up, a DNS lookup's socket, the --watch's inotify
+	runtimeFDs = 2 // a DNS lookup's socket, the --watch's inotify (l4 counts the netpoller's)
 	adminConns = 1 // the admin listener (its connections are capped by http.Server's limits)
 )
 

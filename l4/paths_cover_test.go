@@ -250,7 +250,7 @@ func TestPathsListenerServedTwice(t *testing.T) {
 }
 
 // TestPathsPipePoolBounded: after more stalled flows at once than the pool keeps, the pipes
-// beyond maxFreePipes are closed, not kept.
+// beyond the pool's bound are closed, not kept.
 func TestPathsPipePoolBounded(t *testing.T) {
 	const n = maxFreePipes + 8
 	payload := randomBytes(t, 256<<10)
@@ -284,8 +284,8 @@ func TestPathsPipePoolBounded(t *testing.T) {
 	s.pipes.mu.Lock()
 	free := len(s.pipes.free)
 	s.pipes.mu.Unlock()
-	if free > maxFreePipes {
-		t.Fatalf("the pool keeps %d free pipes, want at most %d", free, maxFreePipes)
+	if free > s.pipes.maxFree || s.pipes.maxFree > maxFreePipes {
+		t.Fatalf("the pool keeps %d free pipes, want at most %d (of at most %d)", free, s.pipes.maxFree, maxFreePipes)
 	}
 	if p := s.Stats().PipesInUse; p > int64(len(s.loops)) {
 		t.Fatalf("%d pipes in use with no connection", p)

@@ -22,10 +22,16 @@ type pipePool struct {
 	low      int   // the fewest free since the last trim: pipes nobody needed
 	lastTrim int64 // unix nanos
 	inUse    atomic.Int64
+	maxFree  int // what the pool keeps after a burst of stalled flows: sparePipes
 }
 
-// maxFreePipes bounds what the pool keeps after a burst of stalled flows.
+// maxFreePipes bounds what the pool keeps after a burst of stalled flows, under a large
+// open-files limit.
 const maxFreePipes = 64
+
+// sparePipes is how many emptied pipes the pool keeps under an open-files limit: one per
+// 1,024 descriptors, at most maxFreePipes, so that spares never cost a small limit clients.
+func sparePipes(nofile uint64) int { return int(min(maxFreePipes, nofile/1024)) }
 
 func (pp *pipePool) get() (*pipe, error) {
 	pp.mu.Lock()
@@ -54,7 +60,7 @@ func (pp *pipePool) get() (*pipe, error) {
 
 func (pp *pipePool) put(p *pipe) {
 	pp.mu.Lock()
-	if len(pp.free) < maxFreePipes {
+	if len(pp.free) < pp.maxFree {
 		pp.free = append(pp.free, p)
 		pp.mu.Unlock()
 		pp.inUse.Add(-1)

@@ -134,26 +134,29 @@ func headMemory(cfg Config, maxConns int64) int64 {
 }
 
 // ownFDs is what the loops and the pipe pool may hold besides connections: per loop its
-// epoll set, its eventfd and its hot pipe; the pool's spare pipes; a few for the runtime.
-func ownFDs(loops int) int { return 4*loops + 2*maxFreePipes + 8 }
+// epoll set, its eventfd and its hot pipe; the pool's spare pipes; the Go netpoller's epoll
+// set and its eventfd.
+func ownFDs(loops, spares int) int { return 4*loops + 2*spares + 2 }
 
 // connLimit is cfg.MaxConns, or what the open-files limit leaves: two descriptors a
-// connection after the reserve. Under a limit too low for the whole reserve, half the
-// descriptors are kept for connections: what else needs one (a probe, a spare pipe) waits
-// for it or does without, as it does whenever lb runs short.
-func connLimit(cfg Config, loops int) (int64, error) {
-	if cfg.MaxConns > 0 {
-		return int64(cfg.MaxConns), nil
-	}
+// connection after the reserve; and how many spare pipes the pool keeps. Under a limit too
+// low for the whole reserve, half the descriptors are kept for connections: what else
+// needs one (a probe, a spare pipe) waits for it or does without, as it does whenever lb
+// runs short.
+func connLimit(cfg Config, loops int) (conns int64, spares int, err error) {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		return 0, opError("getrlimit", err)
+		return 0, 0, opError("getrlimit", err)
 	}
-	reserve := min(uint64(cfg.ReservedFDs+ownFDs(loops)), lim.Cur/2)
+	spares = sparePipes(lim.Cur)
+	if cfg.MaxConns > 0 {
+		return int64(cfg.MaxConns), spares, nil
+	}
+	reserve := min(uint64(cfg.ReservedFDs+ownFDs(loops, spares)), lim.Cur/2)
 	if n := int64(lim.Cur-reserve) / 2; n >= 1 {
-		return n, nil
+		return n, spares, nil
 	}
-	return 0, fmt.Errorf("l4: the open-files limit %d leaves no room for connections: raise it (ulimit -n)", lim.Cur)
+	return 0, 0, fmt.Errorf("l4: the open-files limit %d leaves no room for connections: raise it (ulimit -n)", lim.Cur)
 }
 
 // startShortage logs, once per episode, that lb has no descriptor for a backend socket.
@@ -182,11 +185,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	maxConns, err := connLimit(cfg, runtime.GOMAXPROCS(0))
+	maxConns, spares, err := connLimit(cfg, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), maxConns: maxConns}
+	s.pipes.maxFree = spares
 	s.pools.Store(&pools)
 	s.headLimit = headMemory(cfg, maxConns)
 	perIP := cfg.PerIP
