@@ -63,7 +63,7 @@ type Pool struct {
 	// at least one backend or one discover line.
 	Discover    []serversfile.Discover
 	ServersFrom string // the file the servers were read from, for logs: a servers file, or the config file
-	// Balance is the algorithm that picks a backend: one of Balances.
+	// Balance is the algorithm that picks a backend: a name ring.ParseBalance takes.
 	Balance           string
 	Health            Health
 	StickyCookie      string // lb's own sticky cookie ("" off)
@@ -82,8 +82,6 @@ type Health struct {
 	HTTPPath          string // "" for a TCP connect; a path such as /healthz for an HTTP GET
 }
 
-// Balances are the balancing algorithms a pool may name.
-var Balances = []string{"roundrobin", "leastconn", "p2c", "source", "random"}
 
 // Error is a mistake in the config file, at a line and column (0 when it is about the file
 // as a whole). Its message says what is wrong and what is allowed.

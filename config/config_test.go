@@ -132,7 +132,7 @@ func TestErrors(t *testing.T) {
 		{"server option", strings.Replace(minimal, "127.0.0.1:9001", "127.0.0.1:9001 weigth=2", 1), `6:19: pool web: unknown option "weigth=2": want weight=N, id=NAME, proxy=v1|v2, check=tcp|http:/PATH or maxconn=N, one backend per line`},
 		{"servers and file", strings.Replace(minimal, "[127.0.0.1:9001]", "[127.0.0.1:9001], servers_file: x.txt", 1), `6:50: pool web has both servers and servers_file: keep one`},
 		{"no servers", strings.Replace(minimal, "{servers: [127.0.0.1:9001]}", "{balance: p2c}", 1), `6:3: pool web has no servers: add servers: [host:port, ...] or servers_file: FILE`},
-		{"balance", strings.Replace(minimal, "[127.0.0.1:9001]", "[127.0.0.1:9001], balance: fastest", 1), `6:45: bad balance "fastest": want roundrobin, leastconn, p2c, source, random`},
+		{"balance", strings.Replace(minimal, "[127.0.0.1:9001]", "[127.0.0.1:9001], balance: fastest", 1), `6:45: bad balance "fastest": want roundrobin, leastconn, p2c, source or random`},
 		{"send_proxy", strings.Replace(minimal, "[127.0.0.1:9001]", "[127.0.0.1:9001], send_proxy: v3", 1), `6:48: bad send_proxy "v3": want v1, v2 or off`},
 		{"cookie", strings.Replace(minimal, "[127.0.0.1:9001]", "[127.0.0.1:9001], sticky_cookie: \"a b\"", 1), `6:51: bad sticky_cookie "a b": want a cookie name: letters, digits and !#$%&'*+-.^_` + "`|~" + ` (or "" for none)`},
 		{"timeout", strings.Replace(minimal, "[127.0.0.1:9001]", "[127.0.0.1:9001], connect_timeout: 0s", 1), `6:53: bad connect_timeout "0s": want a duration above 0, e.g. 2s`},

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -334,6 +333,7 @@ func (p *parser) pool(name string, key, n *yaml.Node) (Pool, error) {
 	if err != nil {
 		return pool, err
 	}
+	nodes := map[string]*yaml.Node{} // by key ("health.interval"), for Check's errors
 	var servers, serversFile *yaml.Node
 	for _, f := range fields {
 		k := f.key.Value
@@ -346,10 +346,8 @@ func (p *parser) pool(name string, key, n *yaml.Node) (Pool, error) {
 			}
 			pool.Backends, pool.Discover, pool.ServersFrom = inline.Backends, inline.Discover, p.file
 			continue
-		case "servers_file":
-			serversFile = f.val
 		case "health":
-			if pool.Health, err = p.health(f.val, pool.Health); err != nil {
+			if pool.Health, err = p.health(f.val, pool.Health, nodes); err != nil {
 				return pool, err
 			}
 			continue
@@ -358,53 +356,38 @@ func (p *parser) pool(name string, key, n *yaml.Node) (Pool, error) {
 		if err != nil {
 			return pool, err
 		}
-		bad := func(want string) error { return p.errAt(f.val, "bad %s %q: want %s", k, v, want) }
+		nodes[k] = f.val
+		ok := true
 		switch k {
 		case "servers_file":
+			serversFile = f.val
 			if v == "" {
-				return pool, bad("the path of a servers file, relative to this file")
+				return pool, p.errAt(f.val, "bad %s %q: want %s", k, v, "the path of a servers file, relative to this file")
 			}
 		case "balance":
-			if !contains(Balances, v) {
-				return pool, bad(strings.Join(Balances, ", "))
-			}
 			pool.Balance = v
-		case "sticky_cookie", "session_cookie":
-			if v != "" && !ValidCookieName(v) {
-				return pool, bad("a cookie name: letters, digits and !#$%&'*+-.^_`|~ (or \"\" for none)")
-			}
-			if k == "sticky_cookie" {
-				pool.StickyCookie = v
-			} else {
-				pool.SessionCookie = v
-			}
+		case "sticky_cookie":
+			pool.StickyCookie = v
+		case "session_cookie":
+			pool.SessionCookie = v
 		case "sticky_cookie_attrs":
-			if strings.ContainsAny(v, "\r\n") {
-				return pool, bad("one line, e.g. Path=/; HttpOnly; SameSite=Lax")
-			}
 			pool.StickyCookieAttrs = v
 		case "send_proxy":
-			switch v {
-			case "v1", "v2":
-				pool.SendProxy = v
-			case "off":
-				pool.SendProxy = ""
-			default:
-				return pool, bad("v1, v2 or off")
+			pool.SendProxy, ok = v, v != "" // off: none
+			if v == "off" {
+				pool.SendProxy, ok = "", true
 			}
 		case "connect_timeout":
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return pool, bad("a duration above 0, e.g. 2s")
-			}
-			pool.ConnectTimeout = d
+			pool.ConnectTimeout, ok = duration(v)
 		case "idle_timeout":
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				return pool, bad("0 (never) or a duration, e.g. 5m")
-			}
-			pool.IdleTimeout = d
+			pool.IdleTimeout, ok = duration(v)
 		}
+		if !ok {
+			return pool, p.badSetting(nodes, Invalid{Key: k, Want: pool.wantOf(k)}, key)
+		}
+	}
+	if bad := pool.Check(); bad != nil {
+		return pool, p.badSetting(nodes, *bad, key)
 	}
 	switch {
 	case servers != nil && serversFile != nil:
@@ -416,9 +399,34 @@ func (p *parser) pool(name string, key, n *yaml.Node) (Pool, error) {
 	return pool, nil
 }
 
+// badSetting is the error of a setting out of its range, at the node that set it (the
+// pool's key when it came from the defaults).
+func (p *parser) badSetting(nodes map[string]*yaml.Node, bad Invalid, pool *yaml.Node) *Error {
+	n := nodes[bad.Key]
+	if n == nil {
+		return p.errAt(pool, "bad %s: want %s", strings.ReplaceAll(bad.Key, ".", " "), bad.Want)
+	}
+	return p.errAt(n, "bad %s %q: want %s", strings.ReplaceAll(bad.Key, ".", " "), n.Value, bad.Want)
+}
+
+// wantOf is what the setting of key allows, for a value of the wrong type.
+func (Pool) wantOf(key string) string {
+	switch key {
+	case "connect_timeout", "health.interval", "health.timeout":
+		return wantPositive
+	case "idle_timeout":
+		return wantIdle
+	case "health.rise", "health.fall":
+		return wantCount
+	case "send_proxy":
+		return wantProxy
+	}
+	return ""
+}
+
 var healthKeys = []string{"interval", "timeout", "rise", "fall", "http"}
 
-func (p *parser) health(n *yaml.Node, h Health) (Health, error) {
+func (p *parser) health(n *yaml.Node, h Health, nodes map[string]*yaml.Node) (Health, error) {
 	fields, err := p.mapping(n, "health", healthKeys...)
 	if err != nil {
 		return h, err
@@ -429,33 +437,24 @@ func (p *parser) health(n *yaml.Node, h Health) (Health, error) {
 		if err != nil {
 			return h, err
 		}
-		bad := func(want string) error { return p.errAt(f.val, "bad health %s %q: want %s", k, v, want) }
+		nodes["health."+k] = f.val
+		ok := true
 		switch k {
-		case "interval", "timeout":
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return h, bad("a duration above 0, e.g. 2s")
-			}
-			if k == "interval" {
-				h.Interval = d
-			} else {
-				h.Timeout = d
-			}
-		case "rise", "fall":
-			i, err := strconv.Atoi(v)
-			if err != nil || i < 1 || i > 1000 {
-				return h, bad("a count from 1 to 1000")
-			}
-			if k == "rise" {
-				h.Rise = i
-			} else {
-				h.Fall = i
-			}
+		case "interval":
+			h.Interval, ok = duration(v)
+		case "timeout":
+			h.Timeout, ok = duration(v)
+		case "rise":
+			h.Rise, err = strconv.Atoi(v)
+			ok = err == nil
+		case "fall":
+			h.Fall, err = strconv.Atoi(v)
+			ok = err == nil
 		case "http":
-			if !strings.HasPrefix(v, "/") || strings.ContainsFunc(v, func(r rune) bool { return r <= ' ' || r > '~' }) {
-				return h, bad("a path to GET, beginning with /, e.g. /healthz")
-			}
 			h.HTTPPath = v
+		}
+		if !ok {
+			return h, p.badSetting(nodes, Invalid{Key: "health." + k, Want: Pool{}.wantOf("health." + k)}, f.key)
 		}
 	}
 	return h, nil

@@ -41,8 +41,8 @@ func TestBadBalanceFlags(t *testing.T) {
 	}{
 		{[]string{"--balance", "foo"}, "--balance foo: want roundrobin, leastconn, p2c, source or random"},
 		{[]string{"--slow-start", "-1s"}, "--slow-start -1s: want 0 (off) or a duration, e.g. 30s"},
-		{[]string{"--health-http", "health"}, `--health-http "health": want a path starting with /`},
-		{[]string{"--health-http", "/a b"}, `--health-http "/a b": want a path`},
+		{[]string{"--health-http", "health"}, `--health-http health: want a path to GET, beginning with /`},
+		{[]string{"--health-http", "/a b"}, `--health-http /a b: want a path to GET`},
 		{[]string{"--health-expect-status", "399-200"}, "--health-expect-status 399-200: want a status or a range from 100 to 599"},
 		{[]string{"--health-expect-status", "ok"}, "--health-expect-status ok: want"},
 	} {

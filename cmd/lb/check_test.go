@@ -34,7 +34,7 @@ func TestCheckErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := run(t, "check", "--config", path)
-	if exitCode(err) != exitBadInput || err.Error() != path+`:5:42: bad balance "fastest": want roundrobin, leastconn, p2c, source, random` {
+	if exitCode(err) != exitBadInput || err.Error() != path+`:5:42: bad balance "fastest": want roundrobin, leastconn, p2c, source or random` {
 		t.Fatalf("lb check: %v (exit %d), want exit 2 with FILE:LINE:COL", err, exitCode(err))
 	}
 	_, err = run(t, "check", "--config", filepath.Join(dir, "none.yaml"))

@@ -27,9 +27,7 @@ var (
 // that sets none, the peers whose PROXY header lb reads, the per-address limits and the
 // queue's timeout.
 func parseClientOptions(c *cli.Context, o *app.Options) (err error) {
-	if o.Source.Defaults.SendProxy, err = parseSendProxy(c); err != nil {
-		return err
-	}
+	o.Source.Defaults.SendProxy = sendProxy(c)
 	if o.L4.AcceptProxy, err = proxyhdr.ParseTrusted(c.String("accept-proxy")); err != nil {
 		return badInput{fmt.Errorf("--accept-proxy: %w", err)}
 	}
@@ -63,14 +61,10 @@ func parseClientOptions(c *cli.Context, o *app.Options) (err error) {
 	return nil
 }
 
-// parseSendProxy reads --send-proxy: "v1", "v2", or "" for none.
-func parseSendProxy(c *cli.Context) (string, error) {
-	send, err := proxyhdr.ParseVersion(c.String("send-proxy"))
-	if err != nil {
-		return "", badInput{fmt.Errorf("--send-proxy %q: want v1 or v2 (or nothing: no header)", c.String("send-proxy"))}
+// sendProxy is --send-proxy as a pool's send_proxy: "" for none (config checks it).
+func sendProxy(c *cli.Context) string {
+	if v := c.String("send-proxy"); v != "off" {
+		return v
 	}
-	if send == proxyhdr.None {
-		return "", nil
-	}
-	return send.String(), nil
+	return ""
 }

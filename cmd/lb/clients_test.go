@@ -18,7 +18,7 @@ func TestClientFlagsBadInput(t *testing.T) {
 	listen := fmt.Sprintf("127.0.0.1:%d", freeport.Get(t))
 	base := []string{"serve", "-f", servers, "--listen", listen}
 	cases := []struct{ flag, value, says string }{
-		{"send-proxy", "v3", "v1 or v2"},
+		{"send-proxy", "v3", "v1, v2 or off"},
 		{"accept-proxy", "10.0.0.0/33", `"10.0.0.0/33": want a CIDR`},
 		{"accept-proxy", "10.0.0.0/8,lb-a.internal", `"lb-a.internal": want a CIDR`},
 		{"per-ip-max-conns", "-1", "0 (no limit) or more"},

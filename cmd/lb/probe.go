@@ -26,23 +26,22 @@ func probeCommand() *cli.Command {
 			if err := useResolver(c.String("resolver")); err != nil {
 				return err
 			}
-			send, err := parseSendProxy(c)
-			if err != nil {
-				return err
-			}
-			path, expect, err := parseHealthHTTP(c)
+			expect, err := parseExpect(c)
 			if err != nil {
 				return err
 			}
 			timeout := c.Duration("health-timeout")
 			src := app.Source{ConfigFile: c.String("config"), ServersFile: c.String("servers"), Defaults: config.Pool{
 				Balance:        "roundrobin",
-				Health:         config.Health{Interval: time.Second, Timeout: timeout, Rise: 1, Fall: 1, HTTPPath: path},
-				SendProxy:      send,
+				Health:         config.Health{Interval: time.Second, Timeout: timeout, Rise: 1, Fall: 1, HTTPPath: c.String("health-http")},
+				SendProxy:      sendProxy(c),
 				StickyCookie:   c.String("sticky-cookie"),
 				SessionCookie:  c.String("session-cookie"),
 				ConnectTimeout: timeout,
 			}}
+			if err := checkPool(c, src.Defaults); err != nil {
+				return err
+			}
 			if src.ConfigFile != "" {
 				if c.IsSet("servers") {
 					return badInput{fmt.Errorf("--servers with --config: the config file names its servers; give one or the other")}

@@ -21,7 +21,6 @@ import (
 	"lb/health"
 	"lb/l4"
 	"lb/ring"
-	"lb/serversfile"
 )
 
 // withEnv gives every flag an LB_<NAME> environment variable. It returns copies: cli sets
@@ -79,30 +78,34 @@ func balanceFlags() []cli.Flag {
 }
 
 // parseBalance reads balanceFlags and the health-check flags into o.
-func parseBalance(c *cli.Context, o *app.Options) error {
-	bal, err := ring.ParseBalance(c.String("balance"))
-	if err != nil {
-		return badInput{fmt.Errorf("--balance %s: want %s", c.String("balance"), ring.BalanceNames)}
-	}
-	o.Source.Defaults.Balance, o.SlowStart = bal.String(), c.Duration("slow-start")
+func parseBalance(c *cli.Context, o *app.Options) (err error) {
+	o.Source.Defaults.Balance, o.SlowStart = c.String("balance"), c.Duration("slow-start")
 	if o.SlowStart < 0 {
 		return badInput{fmt.Errorf("--slow-start %s: want 0 (off) or a duration, e.g. 30s", o.SlowStart)}
 	}
-	o.Source.Defaults.Health.HTTPPath, o.Expect, err = parseHealthHTTP(c)
+	o.Source.Defaults.Health.HTTPPath = c.String("health-http")
+	o.Expect, err = parseExpect(c)
 	return err
 }
 
-// parseHealthHTTP reads --health-http and --health-expect-status.
-func parseHealthHTTP(c *cli.Context) (path string, expect health.StatusRange, err error) {
-	path = c.String("health-http")
-	if path != "" && !serversfile.ValidPath(path) {
-		return "", expect, badInput{fmt.Errorf("--health-http %q: want a path starting with /, without spaces, e.g. /health", path)}
-	}
-	expect, err = health.ParseStatusRange(c.String("health-expect-status"))
+// parseExpect reads --health-expect-status.
+func parseExpect(c *cli.Context) (health.StatusRange, error) {
+	expect, err := health.ParseStatusRange(c.String("health-expect-status"))
 	if err != nil {
-		return "", expect, badInput{fmt.Errorf("--health-expect-status %s: want a status or a range from 100 to 599, e.g. 200-399 or 200", c.String("health-expect-status"))}
+		return expect, badInput{fmt.Errorf("--health-expect-status %s: want a status or a range from 100 to 599, e.g. 200-399 or 200", c.String("health-expect-status"))}
 	}
-	return path, expect, nil
+	return expect, nil
+}
+
+// checkPool checks the flags' pool settings by the rules lb.yaml's pools follow, and names
+// the flag of the first one out of range.
+func checkPool(c *cli.Context, p config.Pool) error {
+	bad := p.Check()
+	if bad == nil {
+		return nil
+	}
+	flag := strings.NewReplacer("health.rise", "rise", "health.fall", "fall", ".", "-", "_", "-").Replace(bad.Key)
+	return badInput{fmt.Errorf("--%s %v: want %s", flag, c.Value(flag), bad.Want)}
 }
 
 func routingFlags() []cli.Flag {
@@ -226,7 +229,6 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 	if o.Source.Listen = c.String("listen"); o.Source.Listen == "" {
 		o.Source.Listen = ":" + strconv.Itoa(port)
 	}
-	cookie := func(name string) bool { return name == "" || config.ValidCookieName(name) }
 	checks := []struct {
 		bad  bool
 		flag string
@@ -235,22 +237,13 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 		{o.L4.SniffTimeout <= 0, "sniff-timeout", "a duration above 0, e.g. 3s"},
 		{c.String("sniff-timeout-action") != "route" && c.String("sniff-timeout-action") != "close", "sniff-timeout-action", "route or close"},
 		{o.L4.MaxHeaderBytes < 1024 || o.L4.MaxHeaderBytes > 1<<20, "max-header-bytes", "1024 to 1048576"},
-		{o.L4.ConnectTimeout <= 0, "connect-timeout", "a duration above 0, e.g. 2s"},
-		{o.L4.IdleTimeout < 0, "idle-timeout", "0 (never) or a duration, e.g. 5m"},
 		{o.L4.ResolveEvery < time.Second, "resolve-every", "a duration of 1s or more, e.g. 30s"},
 		{o.DrainTimeout < 0, "drain-timeout", "a duration of 0 or more, e.g. 10s"},
-		{d.Health.Interval <= 0, "health-interval", "a duration above 0, e.g. 2s"},
-		{d.Health.Timeout <= 0, "health-timeout", "a duration above 0, e.g. 1s"},
-		{d.Health.Rise < 1, "rise", "1 or more"},
-		{d.Health.Fall < 1, "fall", "1 or more"},
 		{port < 0 || port > 65535, "port", "a port from 1 to 65535 (0: any free port)"},
 		{!config.ValidListen(o.Source.Listen), "listen", "host:port with a port from 0 to 65535, e.g. 127.0.0.1:7777, [::1]:7777 or :7777"},
 		{o.L4.MaxConns < 0, "max-conns", "0 (derived from the open-files limit) or more"},
 		{o.L4.MaxHeadMemory < 0 || o.L4.MaxHeadMemory > 1<<40, "max-sniff-memory", "0 (derived) or a size in MiB, e.g. 64"},
 		{o.Threads < 1 || o.Threads > runtime.NumCPU(), "threads", fmt.Sprintf("1 to %d, the CPUs lb may use", runtime.NumCPU())},
-		{!cookie(d.StickyCookie), "sticky-cookie", "a cookie name: letters, digits and !#$%&'*+-.^_`|~"},
-		{strings.ContainsAny(d.StickyCookieAttrs, "\r\n"), "sticky-cookie-attrs", "one line, e.g. Path=/; HttpOnly; SameSite=Lax"},
-		{!cookie(d.SessionCookie), "session-cookie", "a cookie name: letters, digits and !#$%&'*+-.^_`|~"},
 		{o.Sessions.Store != "memory" && !strings.HasPrefix(o.Sessions.Store, "redis://") && !strings.HasPrefix(o.Sessions.Store, "rediss://"), "session-store", "memory or redis://host:port/db"},
 		{o.Sessions.TTL <= 0, "session-ttl", "a duration above 0, e.g. 30m"},
 		{o.Sessions.Timeout <= 0, "session-timeout", "a duration above 0, e.g. 50ms"},
@@ -272,6 +265,9 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 		return o, err
 	}
 	if err := parseBalance(c, &o); err != nil {
+		return o, err
+	}
+	if err := checkPool(c, *d); err != nil {
 		return o, err
 	}
 	log, err := newLogger(c.String("log-level"), c.String("log-format"))
