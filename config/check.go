@@ -28,25 +28,35 @@ const (
 // servers and discover lines are checked where they are read.
 func (p Pool) Check() *Invalid {
 	h := p.Health
-	for _, c := range []struct {
-		bad       bool
-		key, want string
-	}{
-		{!validBalance(p.Balance), "balance", ring.BalanceNames},
-		{p.StickyCookie != "" && !ValidCookieName(p.StickyCookie), "sticky_cookie", wantCookie},
-		{p.SessionCookie != "" && !ValidCookieName(p.SessionCookie), "session_cookie", wantCookie},
-		{strings.ContainsAny(p.StickyCookieAttrs, "\r\n"), "sticky_cookie_attrs", wantOneLine},
-		{p.SendProxy != "" && p.SendProxy != "v1" && p.SendProxy != "v2", "send_proxy", wantProxy},
-		{p.ConnectTimeout <= 0, "connect_timeout", wantPositive},
-		{p.IdleTimeout < 0, "idle_timeout", wantIdle},
-		{h.Interval <= 0, "health.interval", wantPositive},
-		{h.Timeout <= 0, "health.timeout", wantPositive},
-		{h.Rise < 1 || h.Rise > 1000, "health.rise", wantCount},
-		{h.Fall < 1 || h.Fall > 1000, "health.fall", wantCount},
-		{h.HTTPPath != "" && !serversfile.ValidPath(h.HTTPPath), "health.http", wantCheckPath},
-	} {
-		if c.bad {
-			return &Invalid{Key: c.key, Want: c.want}
+	return First(
+		Bad(!validBalance(p.Balance), "balance", ring.BalanceNames),
+		Bad(p.StickyCookie != "" && !ValidCookieName(p.StickyCookie), "sticky_cookie", wantCookie),
+		Bad(p.SessionCookie != "" && !ValidCookieName(p.SessionCookie), "session_cookie", wantCookie),
+		Bad(strings.ContainsAny(p.StickyCookieAttrs, "\r\n"), "sticky_cookie_attrs", wantOneLine),
+		Bad(p.SendProxy != "" && p.SendProxy != "v1" && p.SendProxy != "v2", "send_proxy", wantProxy),
+		Bad(p.ConnectTimeout <= 0, "connect_timeout", wantPositive),
+		Bad(p.IdleTimeout < 0, "idle_timeout", wantIdle),
+		Bad(h.Interval <= 0, "health.interval", wantPositive),
+		Bad(h.Timeout <= 0, "health.timeout", wantPositive),
+		Bad(h.Rise < 1 || h.Rise > 1000, "health.rise", wantCount),
+		Bad(h.Fall < 1 || h.Fall > 1000, "health.fall", wantCount),
+		Bad(h.HTTPPath != "" && !serversfile.ValidPath(h.HTTPPath), "health.http", wantCheckPath),
+	)
+}
+
+// Bad is an Invalid of key, allowing want, when bad holds; nil otherwise.
+func Bad(bad bool, key, want string) *Invalid {
+	if !bad {
+		return nil
+	}
+	return &Invalid{Key: key, Want: want}
+}
+
+// First returns the first of checks that is not nil.
+func First(checks ...*Invalid) *Invalid {
+	for _, c := range checks {
+		if c != nil {
+			return c
 		}
 	}
 	return nil

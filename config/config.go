@@ -82,7 +82,6 @@ type Health struct {
 	HTTPPath          string // "" for a TCP connect; a path such as /healthz for an HTTP GET
 }
 
-
 // Error is a mistake in the config file, at a line and column (0 when it is about the file
 // as a whole). Its message says what is wrong and what is allowed.
 type Error struct {

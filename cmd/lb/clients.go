@@ -37,25 +37,8 @@ func parseClientOptions(c *cli.Context, o *app.Options) (err error) {
 		Burst:    c.Int("per-ip-burst"),
 	}
 	o.L4.QueueTimeout = c.Duration("queue-timeout")
-	r := perIP.Rate
-	checks := []struct {
-		bad  bool
-		flag string
-		want string
-	}{
-		{perIP.MaxConns < 0, "per-ip-max-conns", "0 (no limit) or more"},
-		{r < 0 || math.IsNaN(r) || math.IsInf(r, 0), "per-ip-rate", "connections per second, 0 (no limit) or more, e.g. 10 or 0.5"},
-		{perIP.Burst < 0, "per-ip-burst", "0 (the rate rounded up) or more"},
-		{perIP.Burst > 0 && r == 0, "per-ip-burst", "--per-ip-rate beside it: the burst is the token bucket's size"},
-		{o.L4.QueueTimeout <= 0, "queue-timeout", "a duration above 0, e.g. 1s"},
-	}
-	for _, ch := range checks {
-		if ch.bad {
-			return badInput{fmt.Errorf("--%s %v: want %s", ch.flag, c.Value(ch.flag), ch.want)}
-		}
-	}
-	if r > 0 && perIP.Burst == 0 {
-		perIP.Burst = int(min(math.Ceil(r), 1<<30))
+	if r := perIP.Rate; r > 0 && perIP.Burst == 0 {
+		perIP.Burst = int(min(math.Ceil(r), 1<<30)) // NaN and Inf are refused by Options.Check
 	}
 	o.L4.PerIP = perIP
 	return nil

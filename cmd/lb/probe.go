@@ -39,7 +39,7 @@ func probeCommand() *cli.Command {
 				SessionCookie:  c.String("session-cookie"),
 				ConnectTimeout: timeout,
 			}}
-			if err := checkPool(c, src.Defaults); err != nil {
+			if err := checked(c, src.Defaults.Check()); err != nil {
 				return err
 			}
 			if src.ConfigFile != "" {

@@ -80,9 +80,6 @@ func balanceFlags() []cli.Flag {
 // parseBalance reads balanceFlags and the health-check flags into o.
 func parseBalance(c *cli.Context, o *app.Options) (err error) {
 	o.Source.Defaults.Balance, o.SlowStart = c.String("balance"), c.Duration("slow-start")
-	if o.SlowStart < 0 {
-		return badInput{fmt.Errorf("--slow-start %s: want 0 (off) or a duration, e.g. 30s", o.SlowStart)}
-	}
 	o.Source.Defaults.Health.HTTPPath = c.String("health-http")
 	o.Expect, err = parseExpect(c)
 	return err
@@ -97,15 +94,18 @@ func parseExpect(c *cli.Context) (health.StatusRange, error) {
 	return expect, nil
 }
 
-// checkPool checks the flags' pool settings by the rules lb.yaml's pools follow, and names
-// the flag of the first one out of range.
-func checkPool(c *cli.Context, p config.Pool) error {
-	bad := p.Check()
+// checked is bad, a setting out of range, as the flag that set it: nil when bad is. The
+// message shows the value given, but for --session-store, which may hold a password.
+func checked(c *cli.Context, bad *config.Invalid) error {
 	if bad == nil {
 		return nil
 	}
 	flag := strings.NewReplacer("health.rise", "rise", "health.fall", "fall", ".", "-", "_", "-").Replace(bad.Key)
-	return badInput{fmt.Errorf("--%s %v: want %s", flag, c.Value(flag), bad.Want)}
+	given := fmt.Sprint(" ", c.Value(flag))
+	if flag == "session-store" {
+		given = ""
+	}
+	return badInput{fmt.Errorf("--%s%s: want %s", flag, given, bad.Want)}
 }
 
 func routingFlags() []cli.Flag {
@@ -234,21 +234,9 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 		flag string
 		want string
 	}{ // the message shows the value given, but for --session-store, which may hold a password
-		{o.L4.SniffTimeout <= 0, "sniff-timeout", "a duration above 0, e.g. 3s"},
 		{c.String("sniff-timeout-action") != "route" && c.String("sniff-timeout-action") != "close", "sniff-timeout-action", "route or close"},
-		{o.L4.MaxHeaderBytes < 1024 || o.L4.MaxHeaderBytes > 1<<20, "max-header-bytes", "1024 to 1048576"},
-		{o.L4.ResolveEvery < time.Second, "resolve-every", "a duration of 1s or more, e.g. 30s"},
-		{o.DrainTimeout < 0, "drain-timeout", "a duration of 0 or more, e.g. 10s"},
 		{port < 0 || port > 65535, "port", "a port from 1 to 65535 (0: any free port)"},
 		{!config.ValidListen(o.Source.Listen), "listen", "host:port with a port from 0 to 65535, e.g. 127.0.0.1:7777, [::1]:7777 or :7777"},
-		{o.L4.MaxConns < 0, "max-conns", "0 (derived from the open-files limit) or more"},
-		{o.L4.MaxHeadMemory < 0 || o.L4.MaxHeadMemory > 1<<40, "max-sniff-memory", "0 (derived) or a size in MiB, e.g. 64"},
-		{o.Threads < 1 || o.Threads > runtime.NumCPU(), "threads", fmt.Sprintf("1 to %d, the CPUs lb may use", runtime.NumCPU())},
-		{o.Sessions.Store != "memory" && !strings.HasPrefix(o.Sessions.Store, "redis://") && !strings.HasPrefix(o.Sessions.Store, "rediss://"), "session-store", "memory or redis://host:port/db"},
-		{o.Sessions.TTL <= 0, "session-ttl", "a duration above 0, e.g. 30m"},
-		{o.Sessions.Timeout <= 0, "session-timeout", "a duration above 0, e.g. 50ms"},
-		{o.Sessions.MaxEntries < 1, "session-max-entries", "1 or more"},
-		{o.Sessions.Cluster == "" || strings.ContainsAny(o.Sessions.Cluster, " :\r\n"), "cluster-name", "a name without spaces or colons, e.g. shop-eu"},
 		{c.String("access-log-format") != "json" && c.String("access-log-format") != "console", "access-log-format", "json or console"},
 		{c.IsSet("session-store") && d.SessionCookie == "", "session-store", "--session-cookie NAME beside it: the store keeps learned sessions, and without the cookie there are none"},
 	}
@@ -267,7 +255,7 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 	if err := parseBalance(c, &o); err != nil {
 		return o, err
 	}
-	if err := checkPool(c, *d); err != nil {
+	if err := checked(c, o.Check()); err != nil {
 		return o, err
 	}
 	log, err := newLogger(c.String("log-level"), c.String("log-format"))
