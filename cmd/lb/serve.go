@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -29,26 +30,11 @@ import (
 func withEnv(flags ...cli.Flag) []cli.Flag {
 	out := make([]cli.Flag, len(flags))
 	for i, f := range flags {
-		env := []string{"LB_" + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))}
-		switch f := f.(type) {
-		case *cli.StringFlag:
-			c := *f
-			c.EnvVars, out[i] = env, &c
-		case *cli.IntFlag:
-			c := *f
-			c.EnvVars, out[i] = env, &c
-		case *cli.DurationFlag:
-			c := *f
-			c.EnvVars, out[i] = env, &c
-		case *cli.Float64Flag:
-			c := *f
-			c.EnvVars, out[i] = env, &c
-		case *cli.BoolFlag:
-			c := *f
-			c.EnvVars, out[i] = env, &c
-		default:
-			out[i] = f
-		}
+		c := reflect.New(reflect.TypeOf(f).Elem()) // every cli flag is a pointer to a struct with EnvVars
+		c.Elem().Set(reflect.ValueOf(f).Elem())
+		env := "LB_" + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))
+		c.Elem().FieldByName("EnvVars").Set(reflect.ValueOf([]string{env}))
+		out[i] = c.Interface().(cli.Flag)
 	}
 	return out
 }
