@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
-# Plants each bug of this folder in a copy of the repository and runs the test its patch names:
-# every bug must make its test FAIL, within LIMIT (10) seconds of test time.
+# Plants each bug of a folder of patches in a copy of the repository and runs the test its
+# patch names: every bug must make its test FAIL, within LIMIT (10) seconds of test time.
 #
-#   bash l4/testdata/planted/run.sh            # every patch
+#   bash l4/testdata/planted/run.sh            # every patch of this folder (the data path)
 #   bash l4/testdata/planted/run.sh 04 17      # the patches whose names start so
+#   PLANTED=app/testdata/planted bash l4/testdata/planted/run.sh   # the wiring's
 #
+# A patch says which test catches it (# caught by: TestX or TestX/sub) and, when not l4's,
+# in which package (# in: ./app/).
 # Prints one row per patch (patch, test, caught, seconds) and exits 1 if any bug was not caught
 # in time, 2 if the tests fail without any bug planted.
 set -u
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../../.." && pwd)
+repo=$(cd "$(dirname "$0")/../../.." && pwd)
+here=$(cd "$repo/${PLANTED:-l4/testdata/planted}" && pwd)
 limit=${LIMIT:-10}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# A copy of the working tree, without .git: the patches apply to l4 as it is now.
+# A copy of the working tree, without .git: the patches apply to the code as it is now, and
+# each is taken back out (git apply -R) before the next.
 mkdir "$work/repo"
 tar -C "$repo" --exclude=.git -cf - . | tar -C "$work/repo" -xf -
-cp -r "$work/repo/l4" "$work/l4.orig"
 
 patches=()
 for p in "$here"/*.patch; do
@@ -36,37 +39,41 @@ pattern() {
 	echo "$out"
 }
 header() { sed -n "s/^# $1: //p" "$2" | head -1; }
-runtest() { # dir pattern log
-	(cd "$1" && go test -count=1 -timeout 30s -run "$2" ./l4/ </dev/null >"$3" 2>&1)
+pkgof() { local p; p=$(header in "$1"); echo "${p:-./l4/}"; }
+runtest() { # dir package pattern log
+	(cd "$1" && go test -count=1 -timeout 60s -run "$3" "$2" </dev/null >"$4" 2>&1)
 }
 
 # Without any bug, every named test must pass.
-tests=$(for p in "${patches[@]}"; do header "caught by" "$p" | cut -d/ -f1; done | sort -u | paste -sd'|')
-if ! runtest "$work/repo" "^($tests)\$" "$work/baseline.log"; then
-	echo "the tests fail with no bug planted:" >&2
-	tail -30 "$work/baseline.log" >&2
-	exit 2
-fi
+for pkg in $(for p in "${patches[@]}"; do pkgof "$p"; done | sort -u); do
+	tests=$(for p in "${patches[@]}"; do [ "$(pkgof "$p")" = "$pkg" ] && header "caught by" "$p" | cut -d/ -f1; done | sort -u | paste -sd'|')
+	if ! runtest "$work/repo" "$pkg" "^($tests)\$" "$work/baseline.log"; then
+		echo "the tests of $pkg fail with no bug planted:" >&2
+		tail -30 "$work/baseline.log" >&2
+		exit 2
+	fi
+done
 
 printf '%-48s %-74s %-7s %s\n' PATCH TEST CAUGHT SECONDS
 missed=0
 for p in "${patches[@]}"; do
 	name=$(basename "$p" .patch)
 	test=$(header "caught by" "$p")
-	rm -rf "$work/repo/l4" && cp -r "$work/l4.orig" "$work/repo/l4"
+	pkg=$(pkgof "$p")
 	log="$work/$name.log"
 	caught=no secs=-
 	if ! (cd "$work/repo" && git apply "$p" 2>"$log"); then
 		caught="no (patch does not apply)"
 	else
 		start=$(date +%s.%N)
-		runtest "$work/repo" "$(pattern "$test")" "$log"
+		runtest "$work/repo" "$pkg" "$(pattern "$test")" "$log"
 		rc=$?
+		(cd "$work/repo" && git apply -R "$p")
 		wall=$(echo "$(date +%s.%N) - $start" | bc)
 		top=${test%%/*}
 		# The test's own time; after a panic, the package's; else the wall clock.
 		secs=$(sed -n "s/^--- FAIL: $top (\([0-9.]*\)s)$/\1/p" "$log" | head -1)
-		[ -n "$secs" ] || secs=$(sed -n 's/^FAIL[[:space:]]lb\/l4[[:space:]]\([0-9.]*\)s$/\1/p' "$log" | head -1)
+		[ -n "$secs" ] || secs=$(sed -n 's/^FAIL[[:space:]]lb\/[a-z0-9/]*[[:space:]]\([0-9.]*\)s$/\1/p' "$log" | head -1)
 		[ -n "$secs" ] || secs=$(printf '%.2f' "$wall")
 		if grep -q -e '\[build failed\]' -e '\[setup failed\]' "$log"; then
 			caught="no (does not build)"
