@@ -252,7 +252,7 @@ func TestSeamDiscoverReload(t *testing.T) {
 		// fails before the app-layer fix: lb.yaml's servers: are parsed without discover= ("discover= is not taken here"), so lb refuses to start
 		conf := filepath.Join(t.TempDir(), "lb.yaml")
 		lport := freeport.Get(t)
-		writeLBConfig(t, conf, fmt.Sprintf(`listeners:
+		text := fmt.Sprintf(`listeners:
   - listen: 127.0.0.1:%d
     routes:
       - pool: app
@@ -260,10 +260,15 @@ pools:
   app:
     servers: [%q]
     health: {interval: 100ms, rise: 1}
-`, lport, strings.TrimSpace(line)))
+`, lport, strings.TrimSpace(line))
+		writeLBConfig(t, conf, text)
 		lb := startLB(t, nil, "serve", "--config", conf, "--resolver", dns.Addr, "--resolve-every", "1s")
 		url := fmt.Sprintf("http://127.0.0.1:%d/", lport)
 		waitNamesServed(t, url, "pod-1", "pod-2")
+		hupAndWait(t, lb, "config", "config reloaded")
+		servedOnlyBy(t, url, 10, "pod-1", "pod-2")
+		// A new health check makes the pool anew: it must find its backends in DNS again.
+		writeLBConfig(t, conf, strings.Replace(text, "interval: 100ms", "interval: 150ms", 1))
 		hupAndWait(t, lb, "config", "config reloaded")
 		servedOnlyBy(t, url, 10, "pod-1", "pod-2")
 	})
@@ -338,6 +343,36 @@ pools:
 			if err != nil || resp.Header.Get("X-Backend") != "3" || resp.Header.Get("Set-Cookie") != "" {
 				t.Fatalf("request %d with lb_b=b-3: %v, X-Backend %q, Set-Cookie %q; want b-3, no new cookie", i, err, resp.Header.Get("X-Backend"), resp.Header.Get("Set-Cookie"))
 			}
+		}
+	})
+	t.Run("reload adds session_cookie", func(t *testing.T) {
+		// fails before the app-layer fix: the session store is opened at start-up only, for the pools that learn sessions then; a pool that gets session_cookie at a reload learns nothing
+		write("    session_cookie: PHPSESSID\n    health: {http: /, interval: 100ms, rise: 1, fall: 1}\n")
+		hupAndWait(t, lb, "config", "config reloaded")
+		resp, _, err := getHost(addr, "b.test", "/app", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sess, _, _ := strings.Cut(resp.Header.Get("Set-Cookie"), ";")
+		learned := resp.Header.Get("X-Backend")
+		if !strings.HasPrefix(sess, "PHPSESSID=") {
+			t.Fatalf("nginx's /app set no PHPSESSID through lb: Set-Cookie %q", resp.Header.Get("Set-Cookie"))
+		}
+		// The session is recorded off the data path: the first request may come before it.
+		waitUntil(seamDeadline, func() bool {
+			resp, _, err := getHost(addr, "b.test", "/app", sess)
+			return err == nil && resp.Header.Get("X-Backend") == learned
+		})
+		got := map[string]int{}
+		for range 6 {
+			resp, _, err := getHost(addr, "b.test", "/app", sess)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[resp.Header.Get("X-Backend")]++
+		}
+		if len(got) != 1 || got[learned] != 6 {
+			t.Errorf("6 requests with the session backend %s started: backends %v; want all on %s (pool b learns sessions since the reload)", learned, got, learned)
 		}
 	})
 	t.Run("reload changes balance", func(t *testing.T) {
