@@ -32,7 +32,7 @@ import (
 const seamDeadline = 5 * time.Second
 
 // hupAndWait sends lb SIGHUP and returns the first log line after it whose message starts
-// with about ("servers file" or "config"); the test fails unless that message is want.
+// with about (such as "config "); the test fails unless that message is want.
 func hupAndWait(t *testing.T, lb *lbProcess, about, want string) logEntry {
 	t.Helper()
 	mark := lb.log.len()
@@ -194,7 +194,7 @@ pools:
 		if err := os.WriteFile(servers, []byte(ngx[0].Addr+" id=n1 proxy=v2\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		hupAndWait(t, lb, "servers file", "servers file reloaded")
+		hupAndWait(t, lb, "config ", "config reloaded")
 		for i := range 4 {
 			if n, err := backendOf(client, "http://"+lb.Addr+"/"); err != nil || n != 1 {
 				t.Fatalf("request %d after the reload that added proxy=v2: backend %d, %v; want n1 to answer (it got its header)", i, n, err)
@@ -227,7 +227,7 @@ func TestSeamDiscoverReload(t *testing.T) {
 		t.Run("SIGHUP", func(t *testing.T) {
 			// fails before the app-layer fix: SIGHUP's reload parses the file without discover= ("discover= is not taken here: put the line in the servers file given with -f")
 			mark := lb.log.len()
-			hupAndWait(t, lb, "servers file", "servers file reloaded")
+			hupAndWait(t, lb, "config ", "config reloaded")
 			// At once, not after the next lookup: the reload keeps what DNS found.
 			servedOnlyBy(t, url, 10, "pod-1", "pod-2")
 			if e, ok := lb.log.waitFor(mark, 0, func(e logEntry) bool { return strings.HasPrefix(e.Message, "backend gone") }); ok {
@@ -240,9 +240,9 @@ func TestSeamDiscoverReload(t *testing.T) {
 			if err := os.WriteFile(servers, []byte(line+fixed.Addr+" id=fixed\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			e, ok := lb.log.waitFor(mark, seamDeadline, func(e logEntry) bool { return strings.HasPrefix(e.Message, "servers file") })
-			if !ok || e.Message != "servers file reloaded" {
-				t.Fatalf("--watch after the file gained a line: %q (found %v); want \"servers file reloaded\"", e.raw, ok)
+			e, ok := lb.log.waitFor(mark, seamDeadline, func(e logEntry) bool { return strings.HasPrefix(e.Message, "config ") })
+			if !ok || e.Message != "config reloaded" {
+				t.Fatalf("--watch after the file gained a line: %q (found %v); want \"config reloaded\"", e.raw, ok)
 			}
 			servedOnlyBy(t, url, 12, "pod-1", "pod-2", "fixed")
 		})
@@ -265,11 +265,11 @@ pools:
 		lb := startLB(t, nil, "serve", "--config", conf, "--resolver", dns.Addr, "--resolve-every", "1s")
 		url := fmt.Sprintf("http://127.0.0.1:%d/", lport)
 		waitNamesServed(t, url, "pod-1", "pod-2")
-		hupAndWait(t, lb, "config", "config reloaded")
+		hupAndWait(t, lb, "config ", "config reloaded")
 		servedOnlyBy(t, url, 10, "pod-1", "pod-2")
 		// A new health check makes the pool anew: it must find its backends in DNS again.
 		writeLBConfig(t, conf, strings.Replace(text, "interval: 100ms", "interval: 150ms", 1))
-		hupAndWait(t, lb, "config", "config reloaded")
+		hupAndWait(t, lb, "config ", "config reloaded")
 		servedOnlyBy(t, url, 10, "pod-1", "pod-2")
 	})
 }
@@ -331,7 +331,7 @@ pools:
 
 	t.Run("reload adds sticky", func(t *testing.T) {
 		write("    sticky_cookie: lb_b\n    health: {http: /, interval: 100ms, rise: 1, fall: 1}\n")
-		hupAndWait(t, lb, "config", "config reloaded")
+		hupAndWait(t, lb, "config ", "config reloaded")
 		if c, n := cookieOf("b.test"); !strings.HasPrefix(c, fmt.Sprintf("lb_b=b-%d", n)) {
 			t.Errorf("pool b after the reload that gave it sticky_cookie lb_b: Set-Cookie %q from backend %d, want lb_b=b-%d", c, n, n)
 		}
@@ -348,7 +348,7 @@ pools:
 	t.Run("reload adds session_cookie", func(t *testing.T) {
 		// fails before the app-layer fix: the session store is opened at start-up only, for the pools that learn sessions then; a pool that gets session_cookie at a reload learns nothing
 		write("    session_cookie: PHPSESSID\n    health: {http: /, interval: 100ms, rise: 1, fall: 1}\n")
-		hupAndWait(t, lb, "config", "config reloaded")
+		hupAndWait(t, lb, "config ", "config reloaded")
 		resp, _, err := getHost(addr, "b.test", "/app", "")
 		if err != nil {
 			t.Fatal(err)
@@ -377,7 +377,7 @@ pools:
 	})
 	t.Run("reload changes balance", func(t *testing.T) {
 		write("    balance: source\n    health: {http: /, interval: 100ms, rise: 1, fall: 1}\n")
-		hupAndWait(t, lb, "config", "config reloaded")
+		hupAndWait(t, lb, "config ", "config reloaded")
 		if !waitUntil(seamDeadline, func() bool {
 			resp, _, err := getHost(addr, "b.test", "/", "")
 			return err == nil && resp.StatusCode == 200
@@ -400,7 +400,7 @@ pools:
 	t.Run("reload changes health", func(t *testing.T) {
 		// nginx's /health answers 500 (no backend is made healthy): pool b's backends go down.
 		write("    balance: source\n    health: {http: /health, interval: 100ms, rise: 1, fall: 1}\n")
-		hupAndWait(t, lb, "config", "config reloaded")
+		hupAndWait(t, lb, "config ", "config reloaded")
 		var status int
 		if !waitUntil(seamDeadline, func() bool {
 			resp, _, err := getHost(addr, "b.test", "/", "")
@@ -508,7 +508,7 @@ pools:
 	send(before)
 	waitLines(before)
 	write("two")
-	hupAndWait(t, lb, "config", "config reloaded")
+	hupAndWait(t, lb, "config ", "config reloaded")
 	send(after)
 	got := waitLines(before + after)
 	counts := map[line]int{}
@@ -549,7 +549,7 @@ pools:
 	}
 
 	write("two", ngx[1].Addr+" id=two-2")
-	hupAndWait(t, lb, "config", "config reloaded")
+	hupAndWait(t, lb, "config ", "config reloaded")
 	if resp, body, err := getHost(addr, "b.test", "/", ""); err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Backend") != "2" {
 		t.Fatalf("b.test after the reload: %v %q, want backend 2 of pool two", err, body)
 	}
@@ -633,7 +633,7 @@ func TestSeamReloadMovesBackendAddress(t *testing.T) {
 	if err := os.WriteFile(servers, []byte(ngx[1].Addr+" id=app\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	hupAndWait(t, lb, "servers file", "servers file reloaded")
+	hupAndWait(t, lb, "config ", "config reloaded")
 	client := newClient(false)
 	for i := range 5 {
 		if n, err := backendOf(client, "http://"+lb.Addr+"/"); err != nil || n != 2 {
