@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,7 +167,10 @@ func TestReloadAppliesAKeptPoolsSettings(t *testing.T) {
 	routeB := "      - {match: {host: b.test}, pool: b}\n"
 	write(t, path, fmt.Sprintf(twoPools, routeB, "roundrobin", "lb_a", "1h", addrs[0]+" id=a1", poolB))
 	a, _ := start(t, Source{ConfigFile: path})
-	pa := (*a.pools.Load())[0]
+	pa, pb := (*a.pools.Load())[0], (*a.pools.Load())[1]
+	if pa.l4Pool(nil).Sticky.Cookie != "lb_a" || pb.l4Pool(nil).Sticky.Cookie != "" {
+		t.Errorf("sticky cookies: pool a %q, pool b %q; want lb_a and none (b sets none)", pa.cfg.StickyCookie, pb.cfg.StickyCookie)
+	}
 	pa.ctl.Drain("a1")
 	if got := listing(a); got != fmt.Sprintf("a/a1=%s:draining b/b1=%s:up", addrs[0], addrs[1]) {
 		t.Fatalf("before: %s", got)
@@ -208,4 +213,28 @@ func TestReloadOfABadFileChangesNothing(t *testing.T) {
 	if last["message"] != "config not reloaded: nothing changed" || last["line"] != float64(2) || last["file"] != servers {
 		t.Errorf("logged %v; want the file and line 2", last)
 	}
+}
+
+// Probe checks what lb serve would check: a pool's HTTP health check (a 500 is down) and
+// its PROXY header, for each pool of the file.
+func TestProbeFollowsThePoolsCheck(t *testing.T) {
+	addrs, seen := listenN(t, 1)
+	sick := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer sick.Close()
+	path := filepath.Join(t.TempDir(), "lb.yaml")
+	write(t, path, "listeners:\n  - listen: 127.0.0.1:0\n    routes:\n      - {match: {host: b.test}, pool: b}\n      - pool: a\n"+
+		"pools:\n  a: {servers: ["+strings.TrimPrefix(sick.URL, "http://")+"], health: {http: /health}}\n"+
+		"  b: {servers: ["+addrs[0]+"], send_proxy: v2}\n")
+	cfg, err := Source{ConfigFile: path, Defaults: config.Pool{Balance: "roundrobin", ConnectTimeout: time.Second,
+		Health: config.Health{Interval: time.Second, Timeout: time.Second, Rise: 1, Fall: 1}}}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := Probe(context.Background(), cfg, health.DefaultStatus)
+	if len(results) != 2 || results[0].Pool != "a" || results[0].Up || results[0].Status != 500 || results[1].Pool != "b" || !results[1].Up {
+		t.Errorf("probe = %+v; want pool a's backend down with 500, pool b's up", results)
+	}
+	awaitFirstBytes(t, seen, "\r\n\r\n\x00\r\nQUIT\n")
 }
