@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,7 +48,8 @@ type App struct {
 	mu      sync.Mutex // one reload (or shutdown) at a time; guards what follows
 	cfg     *config.Config
 	store   *sessionStore     // opened once a pool learns sessions
-	loaded  [sha256.Size]byte // of the file last read by a reload, so that --watch skips other files' events
+	loaded  [sha256.Size]byte // of the files last read, so that --watch skips other files' events
+	watch   *watcher          // with --watch
 	undo    []func()          // what Shutdown stops and closes, last started first
 	serving sync.WaitGroup    // the listeners' Serve calls
 }
@@ -67,7 +69,7 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 	if err != nil {
 		return nil, InputError{err}
 	}
-	a.cfg, a.loaded = cfg, fileSum(o.Source.File())
+	a.cfg, a.loaded = cfg, filesSum(a.files(cfg))
 	a.metrics = metrics.New(metrics.Options{Version: o.Version})
 	var pools []*pool
 	for _, pc := range cfg.Pools {
@@ -146,11 +148,10 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 		a.later(a.serveAdmin(adminLn))
 	}
 	if o.Watch {
-		stop, err := watchFile(o.Source.File(), a.log, func() { a.Reload("watch") })
-		if err != nil {
+		if a.watch, err = watchFiles(a.files(cfg), a.log, func() { a.Reload("watch") }); err != nil {
 			a.log.Error().Err(err).Msg("--watch is off: SIGHUP still reloads")
 		} else {
-			a.later(stop)
+			a.later(a.watch.stop)
 		}
 	}
 	for i, p := range pools {
@@ -234,16 +235,30 @@ func (a *App) Collect(snap *metrics.Snapshot) {
 	}
 }
 
-// fileSum is the hash of a file's content; zero when there is none or it cannot be read.
-func fileSum(path string) [sha256.Size]byte {
-	if path == "" {
-		return [sha256.Size]byte{}
+// files are what a reload of cfg reads: the config or servers file, and the servers files
+// a config file names.
+func (a *App) files(cfg *config.Config) []string {
+	var out []string
+	if f := a.o.Source.File(); f != "" {
+		out = append(out, f)
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return [sha256.Size]byte{}
+	for _, p := range cfg.Pools {
+		if p.ServersFrom != "" && !slices.Contains(out, p.ServersFrom) {
+			out = append(out, p.ServersFrom)
+		}
 	}
-	return sha256.Sum256(data)
+	return out
+}
+
+// filesSum is the hash of the files' contents; a file that cannot be read counts as empty.
+func filesSum(paths []string) [sha256.Size]byte {
+	h := sha256.New()
+	for _, p := range paths {
+		data, _ := os.ReadFile(p)
+		fmt.Fprintf(h, "%s %d\n", p, len(data))
+		h.Write(data)
+	}
+	return [sha256.Size]byte(h.Sum(nil))
 }
 
 // logCounters answers SIGUSR1 with one line of lb's counters: what an operator (or the soak)

@@ -64,6 +64,12 @@ func write(t *testing.T, path, text string) {
 // the test ends.
 func start(t *testing.T, src Source) (*App, *logtest.Lines) {
 	t.Helper()
+	return startWith(t, src, false)
+}
+
+// startWith is start, watching the configuration's files when watch is set.
+func startWith(t *testing.T, src Source, watch bool) (*App, *logtest.Lines) {
+	t.Helper()
 	logs, log := logtest.New()
 	src.Defaults.Balance = "roundrobin"
 	src.Defaults.Health = config.Health{Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1}
@@ -72,7 +78,7 @@ func start(t *testing.T, src Source) (*App, *logtest.Lines) {
 		src.Listen = "127.0.0.1:0"
 	}
 	a, err := Start(context.Background(), Options{
-		Source: src, Threads: 1, Expect: health.DefaultStatus, Log: log, Admin: Admin{},
+		Source: src, Watch: watch, Threads: 1, Expect: health.DefaultStatus, Log: log,
 		L4:       l4.Config{SniffTimeout: time.Second, MaxHeaderBytes: 4096, ConnectTimeout: time.Second, ResolveEvery: time.Minute},
 		Sessions: Sessions{Store: "memory", TTL: time.Minute, MaxEntries: 10, Timeout: time.Second, Cluster: "t"},
 	})
@@ -237,4 +243,34 @@ func TestProbeFollowsThePoolsCheck(t *testing.T) {
 		t.Errorf("probe = %+v; want pool a's backend down with 500, pool b's up", results)
 	}
 	awaitFirstBytes(t, seen, "\r\n\r\n\x00\r\nQUIT\n")
+}
+
+// --watch follows the servers file a config file names, not only the config file: an edit of
+// it is applied (and one of another file of the directory is not).
+func TestWatchFollowsTheServersFileOfAConfig(t *testing.T) {
+	addrs, _ := listenN(t, 2)
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "servers.txt"), addrs[0]+" id=a\n")
+	path := filepath.Join(dir, "lb.yaml")
+	write(t, path, "listeners:\n  - listen: 127.0.0.1:0\n    routes: [{pool: web}]\npools:\n  web: {servers_file: servers.txt}\n")
+	a, logs := startWith(t, Source{ConfigFile: path}, true)
+	write(t, filepath.Join(dir, "other.txt"), "not lb's\n")
+	write(t, filepath.Join(dir, "servers.txt"), addrs[0]+" id=a\n"+addrs[1]+" id=b\n")
+	deadline := time.Now().Add(10 * time.Second)
+	want := fmt.Sprintf("web/a=%s:up web/b=%s:up", addrs[0], addrs[1])
+	for listing(a) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("10s after the servers file changed: %s, want %s", listing(a), want)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the condition, bounded by the deadline
+	}
+	reloads := 0
+	for _, l := range logs.All() {
+		if l["message"] == "config reloaded" {
+			reloads++
+		}
+	}
+	if reloads != 1 {
+		t.Errorf("%d reloads, want 1: the other file's change is not lb's", reloads)
+	}
 }

@@ -27,11 +27,19 @@ func (a *App) Reload(why string) error {
 	if a.undo == nil {
 		return errors.New("lb is shutting down")
 	}
-	if why == "watch" && fileSum(a.o.Source.File()) == a.loaded {
+	if sum := filesSum(a.files(a.cfg)); why == "watch" && sum == a.loaded {
 		return nil // another file of the directory changed
 	}
-	a.loaded = fileSum(a.o.Source.File())
+	a.loaded = filesSum(a.files(a.cfg))
 	ch, err := a.reload(context.Background())
+	if err == nil {
+		a.loaded = filesSum(a.files(a.cfg)) // the new config may name other servers files
+		if a.watch != nil {
+			if err := a.watch.add(a.files(a.cfg)); err != nil {
+				a.log.Warn().Err(err).Msg("--watch does not see every servers file: SIGHUP reloads it")
+			}
+		}
+	}
 	if err != nil {
 		e := a.log.Error().Err(err).Str("why", why)
 		var le *serversfile.LineError

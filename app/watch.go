@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -13,20 +14,27 @@ import (
 // back: an editor's save or a ConfigMap update is several events in a few milliseconds.
 const settle = 100 * time.Millisecond
 
-// watchFile calls changed a moment after events in path's directory settle, until stop is
-// called; changed reads the file and acts if its content changed. It watches the directory,
-// not the file, so it sees editors that save by renaming a new file over the old one and
-// Kubernetes ConfigMap updates (a symlink swap of ..data). The watch is in place when
-// watchFile returns, so no change made after it is missed.
-func watchFile(path string, log zerolog.Logger, changed func()) (stop func(), err error) {
+// watcher calls back a moment after events in the directories of its files settle; the
+// callback reads the files and acts if their content changed. It watches directories, not
+// files, so it sees editors that save by renaming a new file over the old one and
+// Kubernetes ConfigMap updates (a symlink swap of ..data).
+type watcher struct {
+	w    *fsnotify.Watcher
+	stop func() // ends the watch and waits for its goroutine
+}
+
+// watchFiles watches the directories of paths until stop is called, calling changed as
+// events settle. The watch is in place when watchFiles returns, so no change made after it
+// is missed.
+func watchFiles(paths []string, log zerolog.Logger, changed func()) (*watcher, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return nil, fmt.Errorf("watch %s: %w", path, err)
+		return nil, fmt.Errorf("watch %s: %w", strings.Join(paths, ", "), err)
 	}
-	dir := filepath.Dir(path)
-	if err := w.Add(dir); err != nil {
+	wt := &watcher{w: w}
+	if err := wt.add(paths); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("watch %s's directory %s: %w", path, dir, err)
+		return nil, err
 	}
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -51,12 +59,24 @@ func watchFile(path string, log zerolog.Logger, changed func()) (stop func(), er
 				if !ok {
 					return
 				}
-				log.Warn().Err(err).Str("dir", dir).Msg("watching a file: an event may be lost; SIGHUP reloads by hand")
+				log.Warn().Err(err).Msg("watching the config: an event may be lost; SIGHUP reloads by hand")
 				timer.Reset(settle)
 			case <-timer.C:
 				changed()
 			}
 		}
 	}()
-	return func() { close(quit); <-done }, nil
+	wt.stop = func() { close(quit); <-done }
+	return wt, nil
+}
+
+// add watches the directories of paths too, as after a reload that names another servers
+// file. A directory watched already is left as it is.
+func (wt *watcher) add(paths []string) error {
+	for _, p := range paths {
+		if err := wt.w.Add(filepath.Dir(p)); err != nil {
+			return fmt.Errorf("watch %s's directory: %w", p, err)
+		}
+	}
+	return nil
 }

@@ -9,9 +9,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// watchFile sees the file saved the ways editors and Kubernetes do: written in place, a new
+// watchFiles sees the file saved the ways editors and Kubernetes do: written in place, a new
 // file renamed over it, and a ConfigMap's ..data symlink swap. Each change is made the
-// moment the previous one was seen, and the first right after watchFile returns: the watch
+// moment the previous one was seen, and the first right after watchFiles returns: the watch
 // is in place by then, so none may be missed.
 func TestWatchSeesRenamesAndSymlinkSwaps(t *testing.T) {
 	dir := t.TempDir()
@@ -24,12 +24,12 @@ func TestWatchSeesRenamesAndSymlinkSwaps(t *testing.T) {
 	path := filepath.Join(dir, "servers.txt")
 
 	contents := make(chan string, 100)
-	stop, err := watchFile(path, zerolog.Nop(), func() {
+	w, err := watchFiles([]string{path}, zerolog.Nop(), func() {
 		data, _ := os.ReadFile(path)
 		contents <- string(data)
 	})
 	must(t, err)
-	defer stop()
+	defer w.stop()
 	await := func(want string) {
 		t.Helper()
 		deadline := time.After(10 * time.Second)

@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -98,16 +100,27 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("lb.service has no line %q", want)
 		}
 	}
-	var args []string
+	var args, env []string
 	for line := range strings.SplitSeq(unit, "\n") {
 		if rest, ok := strings.CutPrefix(line, "ExecStart=/usr/local/bin/lb "); ok {
 			args = strings.Fields(rest)
+		}
+		if rest, ok := strings.CutPrefix(line, "Environment="); ok {
+			env = append(env, rest)
 		}
 	}
 	if len(args) == 0 || args[0] != "serve" {
 		t.Fatal("lb.service has no ExecStart=/usr/local/bin/lb serve ...")
 	}
-	checkFlags(t, "deploy/systemd/lb.service", args, nil)
+	var names []string
+	for _, e := range env {
+		names = append(names, strings.SplitN(e, "=", 2)[0])
+	}
+	checkFlags(t, "deploy/systemd/lb.service", args, names)
+	if !slices.Contains(env, "LB_CONFIG=/etc/lb/lb.yaml") {
+		t.Errorf("lb.service environment %q: want LB_CONFIG=/etc/lb/lb.yaml, the config it serves", env)
+	}
+	t.Run("serves", func(t *testing.T) { systemdServes(t, args) })
 
 	path := filepath.Join(t.TempDir(), "lb.service")
 	if err := os.WriteFile(path, []byte(strings.ReplaceAll(unit, "/usr/local/bin/lb", lbBin)), 0o644); err != nil {
@@ -116,5 +129,50 @@ func TestSystemdUnit(t *testing.T) {
 	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
 	if err != nil || strings.Contains(string(out), "lb.service") {
 		t.Fatalf("systemd-analyze verify lb.service: %v\n%s", err, out)
+	}
+}
+
+// systemdServes runs the unit's ExecStart with deploy/systemd/lb.yaml as /etc/lb/lb.yaml
+// would be (its listener moved to a free loopback port, its servers file written beside
+// it), as systemd runs it: lb serves the config, systemctl reload (SIGHUP) applies a new
+// servers file, and --watch applies an edit of the servers file too.
+func systemdServes(t *testing.T, args []string) {
+	shipped, err := os.ReadFile("systemd/lb.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, listen := t.TempDir(), freeAddr(t)
+	cfg := strings.Replace(string(shipped), "listen: :80", "listen: "+listen, 1)
+	if cfg == string(shipped) {
+		t.Fatal("systemd/lb.yaml has no `listen: :80` line to move to a free port")
+	}
+	writeFile(t, dir+"/lb.yaml", cfg)
+	writeFile(t, dir+"/servers.txt", httpBackend(t)+" id=one\n")
+	args = slices.Clone(args)
+	for i, a := range args {
+		if a == "--admin-listen" {
+			args[i+1] = freeAddr(t)
+		}
+	}
+	lb := serve(t, args, []string{"LB_CONFIG=" + dir + "/lb.yaml", "LB_LOG_FORMAT=json"})
+	if status := get(t, listen); status != "HTTP/1.1 200 OK" {
+		t.Fatalf("GET through lb: %q, want 200\n%s", status, lb.all())
+	}
+	mark := lb.mark()
+	writeFile(t, dir+"/servers.txt", httpBackend(t)+" id=two\n")
+	if !lb.waitLog(mark, `"config reloaded"`) {
+		t.Fatalf("--watch did not apply the edited servers file:\n%s", lb.all())
+	}
+	mark = lb.mark()
+	lb.cmd.Process.Signal(syscall.SIGHUP) // ExecReload
+	if !lb.waitLog(mark, `"config reloaded"`) {
+		t.Fatalf("SIGHUP (systemctl reload) did not reload:\n%s", lb.all())
+	}
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
