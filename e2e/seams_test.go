@@ -440,7 +440,7 @@ func TestSeamAcceptProxyPerIPLimit(t *testing.T) {
 		}
 		return c, strings.TrimSpace(line)
 	}
-	_, first := open("203.0.113.1:40001")
+	held, first := open("203.0.113.1:40001")
 	_, other := open("203.0.113.2:40002")
 	_, again := open("203.0.113.1:40003")
 	if first != "GET / HTTP/1.1" {
@@ -451,6 +451,17 @@ func TestSeamAcceptProxyPerIPLimit(t *testing.T) {
 	}
 	if !strings.HasPrefix(again, "HTTP/1.1 429") {
 		t.Errorf("a second connection of 203.0.113.1 while its first is open: %q, want 429 (--per-ip-max-conns 1)", again)
+	}
+	// Once its connection ends, the declared client may open another.
+	held.Close()
+	var last string
+	if !waitUntil(seamDeadline, func() bool {
+		c, line := open("203.0.113.1:40004")
+		c.Close()
+		last = line
+		return line == "GET / HTTP/1.1"
+	}) {
+		t.Errorf("203.0.113.1 after its one connection closed: %q for %v, want its next connection echoed", last, seamDeadline)
 	}
 }
 
