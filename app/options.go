@@ -69,10 +69,11 @@ func (s Source) File() string {
 	return s.ServersFile
 }
 
-// Admin is the admin listener's settings.
+// Admin is the admin and metrics listeners' settings.
 type Admin struct {
-	Listen string // host:port; "": off
-	Token  string // required with every request but /healthz and /readyz when set
+	Listen  string // host:port or unix:PATH; "": off
+	Token   string // required with every request but /healthz and /readyz when set
+	Metrics string // host:port or unix:PATH of the metrics-only listener; "": off
 }
 
 // InputError is a mistake the operator fixes in the flags or files: lb exits with status 2.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,38 +15,55 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"lb/admin"
 	"lb/app"
 	"lb/config"
 	"lb/control"
 )
 
 var (
-	adminListenFlag = &cli.StringFlag{Name: "admin-listen", Usage: "`ADDR` of the admin listener (status page, /healthz, /readyz, the backend API), e.g. 127.0.0.1:9090; off unless set"}
-	adminTokenFlag  = &cli.StringFlag{Name: "admin-token", Usage: "`TOKEN` every admin request but /healthz and /readyz must bring as Authorization: Bearer TOKEN; required when --admin-listen is not loopback"}
+	adminListenFlag   = &cli.StringFlag{Name: "admin-listen", Usage: "`ADDR` of the admin listener (status page, /healthz, /readyz, the backend API), e.g. 127.0.0.1:9090 or unix:/run/lb/admin.sock (mode 0600); off unless set"}
+	adminTokenFlag    = &cli.StringFlag{Name: "admin-token", Usage: "`TOKEN` every admin request but /healthz and /readyz must bring as Authorization: Bearer TOKEN; required when --admin-listen is not loopback"}
+	metricsListenFlag = &cli.StringFlag{Name: "metrics-listen", Usage: "`ADDR` of a listener that serves only GET /metrics, /healthz and /readyz, without a token, e.g. :9100; off unless set"}
 )
 
-// adminFlags are the flags of the admin listener, for serve and demo.
+// adminFlags are the flags of the admin and metrics listeners, for serve and demo.
 func adminFlags() []cli.Flag {
-	return []cli.Flag{adminListenFlag, adminTokenFlag}
+	return []cli.Flag{adminListenFlag, adminTokenFlag, metricsListenFlag}
 }
 
-// parseAdminOptions checks the admin flags: a listen address that parses, and a token with
-// any address that is not loopback.
+// parseAdminOptions checks the admin flags: listen addresses that parse (host:port or
+// unix:PATH), a token with an admin address that is not loopback, and two different
+// addresses.
 func parseAdminOptions(c *cli.Context) (app.Admin, error) {
-	o := app.Admin{Listen: c.String("admin-listen"), Token: c.String("admin-token")}
+	o := app.Admin{Listen: c.String("admin-listen"), Token: c.String("admin-token"), Metrics: c.String("metrics-listen")}
+	if o.Metrics != "" && !validAdminListen(o.Metrics) {
+		return o, badInput{fmt.Errorf("--metrics-listen %s: want host:port or unix:PATH, e.g. :9100 or 127.0.0.1:9100", o.Metrics)}
+	}
 	if o.Listen == "" {
 		return o, nil
 	}
-	if !config.ValidListen(o.Listen) {
-		return o, badInput{fmt.Errorf("--admin-listen %s: want host:port, e.g. 127.0.0.1:9090 or [::1]:9090", o.Listen)}
+	if !validAdminListen(o.Listen) {
+		return o, badInput{fmt.Errorf("--admin-listen %s: want host:port or unix:PATH, e.g. 127.0.0.1:9090, [::1]:9090 or unix:/run/lb/admin.sock", o.Listen)}
+	}
+	if o.Listen == o.Metrics {
+		return o, badInput{fmt.Errorf("--admin-listen and --metrics-listen are both %s: give the metrics listener its own address", o.Listen)}
 	}
 	if strings.ContainsAny(o.Token, " \t\r\n") {
 		return o, badInput{errors.New("--admin-token: want one word without spaces, e.g. from: openssl rand -hex 16")}
 	}
-	if o.Token == "" && !isLoopback(o.Listen) {
-		return o, badInput{fmt.Errorf("--admin-listen %s is not a loopback address: set --admin-token (or LB_ADMIN_TOKEN), or listen on 127.0.0.1 or [::1]", o.Listen)}
+	if _, unix := admin.IsUnix(o.Listen); o.Token == "" && !unix && !isLoopback(o.Listen) {
+		return o, badInput{fmt.Errorf("--admin-listen %s is not a loopback address: set --admin-token (or LB_ADMIN_TOKEN), or listen on 127.0.0.1, [::1] or unix:PATH", o.Listen)}
 	}
 	return o, nil
+}
+
+// validAdminListen reports whether addr is host:port (see config.ValidListen) or unix:PATH.
+func validAdminListen(addr string) bool {
+	if path, ok := admin.IsUnix(addr); ok {
+		return path != ""
+	}
+	return config.ValidListen(addr)
 }
 
 // isLoopback reports whether every address addr listens on is a loopback one. An empty host
@@ -64,7 +82,7 @@ func isLoopback(addr string) bool {
 
 // The client commands: lb backends, lb drain ID, lb enable ID.
 
-var clientAdminListenFlag = &cli.StringFlag{Name: "admin-listen", Value: "127.0.0.1:9090", Usage: "`ADDR` of lb's admin listener"}
+var clientAdminListenFlag = &cli.StringFlag{Name: "admin-listen", Value: "127.0.0.1:9090", Usage: "`ADDR` of lb's admin listener: host:port or unix:PATH"}
 
 func clientFlags() []cli.Flag {
 	return withEnv(clientAdminListenFlag, adminTokenFlag)
@@ -111,8 +129,17 @@ func stateCommand(name, usage string) *cli.Command {
 
 // adminCall makes one admin API call and decodes its JSON answer into out. An id the API
 // does not know, or a token it refuses, is bad input; an lb that does not answer is a failure.
+// With --admin-listen unix:PATH it connects to that socket.
 func adminCall(c *cli.Context, method, path string, out any) error {
+	client := &http.Client{Timeout: 10 * time.Second}
 	target := "http://" + c.String("admin-listen") + path
+	if sock, ok := admin.IsUnix(c.String("admin-listen")); ok {
+		target = "http://localhost" + path
+		client.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}
+	}
 	req, err := http.NewRequestWithContext(c.Context, method, target, nil)
 	if err != nil {
 		return badInput{fmt.Errorf("--admin-listen %s: %w", c.String("admin-listen"), err)}
@@ -120,7 +147,6 @@ func adminCall(c *cli.Context, method, path string, out any) error {
 	if tok := c.String("admin-token"); tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
 	res, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%w (is lb running with --admin-listen %s?)", err, c.String("admin-listen"))
