@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -163,6 +164,9 @@ func Serve(ln net.Listener, h http.Handler, log zerolog.Logger) *Endpoint {
 			WriteTimeout:      WriteTimeout,
 			IdleTimeout:       IdleTimeout,
 			MaxHeaderBytes:    16 << 10,
+			// Accept errors (EMFILE) and bad handshakes, in lb's log format rather than on
+			// stderr's plain log.
+			ErrorLog: stdlog.New(log.With().Str("listen", ln.Addr().String()).Logger(), "", 0),
 		},
 		done: make(chan struct{}),
 	}
