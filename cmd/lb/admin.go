@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -95,9 +91,9 @@ func backendsCommand() *cli.Command {
 		Flags:        clientFlags(),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			var list []control.Backend
-			if err := adminCall(c, http.MethodGet, "/backends", &list); err != nil {
-				return err
+			list, err := adminClient(c).Backends(c.Context)
+			if err != nil {
+				return clientError(err)
 			}
 			printBackends(c.App.Writer, list)
 			return nil
@@ -117,9 +113,9 @@ func stateCommand(name, usage string) *cli.Command {
 			if c.NArg() != 1 {
 				return badInput{fmt.Errorf("lb %s takes one backend id, after the flags: lb %s [--admin-listen ADDR] ID (lb backends lists the ids)", name, name)}
 			}
-			var b control.Backend
-			if err := adminCall(c, http.MethodPost, "/backends/"+url.PathEscape(c.Args().First())+"/"+name, &b); err != nil {
-				return err
+			b, err := adminClient(c).SetState(c.Context, c.Args().First(), name)
+			if err != nil {
+				return clientError(err)
 			}
 			printBackends(c.App.Writer, []control.Backend{b})
 			return nil
@@ -127,51 +123,18 @@ func stateCommand(name, usage string) *cli.Command {
 	}
 }
 
-// adminCall makes one admin API call and decodes its JSON answer into out. An id the API
-// does not know, or a token it refuses, is bad input; an lb that does not answer is a failure.
-// With --admin-listen unix:PATH it connects to that socket.
-func adminCall(c *cli.Context, method, path string, out any) error {
-	client := &http.Client{Timeout: 10 * time.Second}
-	target := "http://" + c.String("admin-listen") + path
-	if sock, ok := admin.IsUnix(c.String("admin-listen")); ok {
-		target = "http://localhost" + path
-		client.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}}
+func adminClient(c *cli.Context) admin.Client {
+	return admin.Client{Addr: c.String("admin-listen"), Token: c.String("admin-token")}
+}
+
+// clientError is bad input when the admin API refused the call (an unknown id, a wrong
+// token); an lb that does not answer is a failure.
+func clientError(err error) error {
+	var refused *admin.RefusedError
+	if errors.As(err, &refused) {
+		return badInput{err}
 	}
-	req, err := http.NewRequestWithContext(c.Context, method, target, nil)
-	if err != nil {
-		return badInput{fmt.Errorf("--admin-listen %s: %w", c.String("admin-listen"), err)}
-	}
-	if tok := c.String("admin-token"); tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	res, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w (is lb running with --admin-listen %s?)", err, c.String("admin-listen"))
-	}
-	defer res.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, target, err)
-	}
-	if res.StatusCode/100 != 2 {
-		var e struct{ Error string }
-		msg := strings.TrimSpace(string(body))
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		err := fmt.Errorf("%s %s: %s: %s", method, path, res.Status, msg)
-		if res.StatusCode/100 == 4 {
-			return badInput{err}
-		}
-		return err
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("%s %s: the answer is not what lb sends: %w", method, target, err)
-	}
-	return nil
+	return err
 }
 
 // printBackends writes the table of lb backends, in the style of lb probe's.
