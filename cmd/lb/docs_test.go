@@ -34,7 +34,7 @@ func TestConfigDocs(t *testing.T) {
 	if !ok {
 		t.Fatalf("%s has no line %q after the table", configDocs, flagsEnd)
 	}
-	want := flagTable(serveCommand().Flags) + "\n"
+	want := flagTable(serveCommand().Flags)
 	if table == want {
 		return
 	}

@@ -41,9 +41,9 @@ func categoryOf(name, own string) string {
 	return ""
 }
 
-// flagTable renders flags as the Markdown tables of docs/configuration.md: one per
-// category, in flagCategories' order, each flag in the order the command lists it. Flags of
-// a category that flagCategories does not name come last, under their own heading.
+// flagTable renders flags as the Markdown table of docs/configuration.md: a row naming each
+// category, in flagCategories' order, then its flags in the order the command lists them.
+// Categories that flagCategories does not name come last.
 func flagTable(flags []cli.Flag) string {
 	order := []string{}
 	for _, c := range flagCategories {
@@ -58,17 +58,18 @@ func flagTable(flags []cli.Flag) string {
 		if cat == "" {
 			cat = "Other"
 		}
-		if _, ok := byCat[cat]; !ok && categoryIndex(order, cat) < 0 {
+		if categoryIndex(order, cat) < 0 {
 			order = append(order, cat)
 		}
 		byCat[cat] = append(byCat[cat], f)
 	}
 	var b strings.Builder
+	b.WriteString("| flag | env | default | meaning |\n|---|---|---|---|\n")
 	for _, cat := range order {
 		if len(byCat[cat]) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "\n#### %s\n\n| flag | env | default | meaning |\n|---|---|---|---|\n", cat)
+		fmt.Fprintf(&b, "| **%s** | | | |\n", cat)
 		for _, f := range byCat[cat] {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", flagNames(f), envOf(f), defaultOf(f), cell(usageOf(f)))
 		}

@@ -63,7 +63,7 @@ var (
 	serversFlag       = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "`FILE` of backends, one per line: host:port or http://host:port, optional weight=N id=NAME"}
 	listenFlag        = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
 	portFlag          = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
-	watchFlag         = &cli.BoolFlag{Name: "watch", Usage: "reload the servers file, or the --config file and its servers files, when it changes (SIGHUP reloads them too)"}
+	watchFlag         = &cli.BoolFlag{Name: "watch", Usage: "reload the servers file, or the --config file, when its content changes (SIGHUP reloads either at any time)"}
 
 	// Health checks, shared by serve and probe.
 	healthHTTPFlag   = &cli.StringFlag{Name: "health-http", Usage: "`PATH` to check with an HTTP/1.1 GET instead of a TCP connect, e.g. /health (a servers-file check= wins)"}
