@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -95,5 +97,40 @@ func TestServeHelpGrouped(t *testing.T) {
 		if i < at[c.group] || i > next {
 			t.Errorf("%s is not under %q in lb serve --help:\n%s", c.flag, c.group, out)
 		}
+	}
+}
+
+// The pages a user reads stay short enough to read (README 300 lines, a docs page 250), cite
+// no source line numbers (they move), and README keeps the test command that .ci/run runs.
+func TestDocsPages(t *testing.T) {
+	pages, err := filepath.Glob("../../docs/*.md")
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("no docs pages: %v", err)
+	}
+	lineRef := regexp.MustCompile(`\.go:[0-9]+`)
+	for _, p := range append(pages, "../../README.md") {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		most := 250
+		if filepath.Base(p) == "README.md" {
+			most = 300
+		}
+		if n := strings.Count(string(data), "\n"); n > most {
+			t.Errorf("%s has %d lines, over %d: move a section to a page of its own", p, n, most)
+		}
+		if ref := lineRef.FindString(string(data)); ref != "" {
+			t.Errorf("%s cites a source line (%s): name the function instead", p, ref)
+		}
+	}
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, _ := os.ReadFile("../../README.md")
+	const cmd = "go test -race ./... && (cd deploy && go test -race ./...)"
+	if !strings.Contains(string(ci), "\n"+cmd+"\n") || !strings.Contains(string(readme), "\n"+cmd+" ") {
+		t.Errorf("README and .ci/run must both run %q", cmd)
 	}
 }
