@@ -25,9 +25,9 @@ import (
 )
 
 // withEnv gives every flag an LB_<NAME> environment variable and its help group
-// (flagCategories). It returns copies: cli sets
-// a flag's value when it parses, and the flags shared by several commands are package
-// variables, which would otherwise carry one run's values into the next.
+// (flagCategories). It returns copies: cli sets a flag's value when it parses, and the
+// flags shared by several commands are package variables, which would otherwise carry one
+// run's values into the next.
 func withEnv(flags ...cli.Flag) []cli.Flag {
 	out := make([]cli.Flag, len(flags))
 	for i, f := range flags {
