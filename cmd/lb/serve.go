@@ -24,17 +24,20 @@ import (
 	"lb/ring"
 )
 
-// withEnv gives every flag an LB_<NAME> environment variable. It returns copies: cli sets
-// a flag's value when it parses, and the flags shared by several commands are package
-// variables, which would otherwise carry one run's values into the next.
+// withEnv gives every flag an LB_<NAME> environment variable and its help group
+// (flagCategories). It returns copies: cli sets a flag's value when it parses, and the
+// flags shared by several commands are package variables, which would otherwise carry one
+// run's values into the next.
 func withEnv(flags ...cli.Flag) []cli.Flag {
 	out := make([]cli.Flag, len(flags))
 	for i, f := range flags {
-		c := reflect.New(reflect.TypeOf(f).Elem()) // every cli flag is a pointer to a struct with EnvVars
-		c.Elem().Set(reflect.ValueOf(f).Elem())
+		c := reflect.New(reflect.TypeOf(f).Elem()).Elem() // every cli flag is a pointer to a struct with EnvVars and Category
+		c.Set(reflect.ValueOf(f).Elem())
 		env := "LB_" + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))
-		c.Elem().FieldByName("EnvVars").Set(reflect.ValueOf([]string{env}))
-		out[i] = c.Interface().(cli.Flag)
+		c.FieldByName("EnvVars").Set(reflect.ValueOf([]string{env}))
+		cat := c.FieldByName("Category")
+		cat.SetString(categoryOf(f.Names()[0], cat.String()))
+		out[i] = c.Addr().Interface().(cli.Flag)
 	}
 	return out
 }
@@ -44,10 +47,10 @@ var (
 	clusterFlag       = &cli.StringFlag{Name: "cluster-name", Value: "default", Usage: "namespace of the sessions in Redis: replicas with the same name share them"}
 	sessionCookieFlag = &cli.StringFlag{Name: "session-cookie", Usage: "`NAME` of the application's session cookie (e.g. PHPSESSID) to learn from the backends' first responses: later requests carrying it go to the same backend while it is up"}
 	sessionStoreFlag  = &cli.StringFlag{Name: "session-store", Value: "memory", Usage: "where learned sessions live: memory (this process) or redis://[user:password@]host:port/db (shared by every replica of --cluster-name)"}
-	serversFlag       = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "`FILE` of backends, one per line: host:port or http://host:port, optional weight=N id=NAME"}
+	serversFlag       = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "`FILE` of backends, one per line: host:port or http://host:port, then optional weight=N id=NAME maxconn=N check= proxy= discover= (docs/configuration.md)"}
 	listenFlag        = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
 	portFlag          = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
-	watchFlag         = &cli.BoolFlag{Name: "watch", Usage: "reload the servers file when it changes (SIGHUP reloads it too)"}
+	watchFlag         = &cli.BoolFlag{Name: "watch", Usage: "reload the servers file, or the --config file, when its content changes (SIGHUP reloads either at any time)"}
 
 	// Health checks, shared by serve and probe.
 	healthHTTPFlag   = &cli.StringFlag{Name: "health-http", Usage: "`PATH` to check with an HTTP/1.1 GET instead of a TCP connect, e.g. /health (a servers-file check= wins)"}
@@ -103,14 +106,14 @@ func routingFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "idle-timeout", Value: 5 * time.Minute, Usage: "close a connection with no traffic either way for this long (0: never)"},
 		&cli.DurationFlag{Name: "resolve-every", Value: 30 * time.Second, Usage: "look backend host names up again this often, off the data path; a name that fails keeps its last address"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, Usage: "on SIGINT/SIGTERM, let open connections finish this long, then close them"},
-		&cli.DurationFlag{Name: "health-interval", Value: 2 * time.Second, Usage: "time between TCP health probes of each backend"},
-		&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "TCP health probe dial timeout"},
+		&cli.DurationFlag{Name: "health-interval", Value: 2 * time.Second, Usage: "time between health probes (TCP or HTTP) of each backend"},
+		&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "bound on each health probe: the TCP connect, or the HTTP check's connect and answer"},
 		&cli.IntFlag{Name: "rise", Value: 2, Usage: "consecutive good probes that bring a down backend up"},
 		&cli.IntFlag{Name: "fall", Value: 3, Usage: "consecutive failed probes (or dials) that take an up backend down"},
 		&cli.IntFlag{Name: "max-sniff-memory", Usage: "`MIB` of buffers all connections together may hold for request heads (and sticky response heads); past it a head goes on unparsed (0: 4 KiB a connection of --max-conns, 16 to 256 MiB)"},
 		&cli.IntFlag{Name: "max-conns", Usage: "connections lb holds at most; past it new clients wait in the listen backlog (0: derived from the open-files limit, two descriptors a connection)"},
 		sendProxyFlag, acceptProxyFlag, perIPMaxConnsFlag, perIPRateFlag, perIPBurstFlag, queueTimeoutFlag, // clients.go
-		&cli.IntFlag{Name: "threads", Value: defaultThreads(), Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
+		&cli.IntFlag{Name: "threads", Value: defaultThreads(), DefaultText: "half the CPUs", Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
 		stickyCookieFlag,
 		&cli.StringFlag{Name: "sticky-cookie-attrs", Value: "Path=/; HttpOnly; SameSite=Lax", Usage: "attributes of the inserted sticky cookie"},
 		sessionCookieFlag, sessionStoreFlag,
