@@ -23,7 +23,7 @@ import (
 )
 
 // fakeDNS replaces lookupIP for one test: answer gives the addresses of a name.
-func fakeDNS(t *testing.T, answer func(ctx context.Context, host string) ([]netip.Addr, error)) *atomic.Int64 {
+func fakeDNS(t testing.TB, answer func(ctx context.Context, host string) ([]netip.Addr, error)) *atomic.Int64 {
 	var calls atomic.Int64
 	saved := lookupIP
 	lookupIP = func(ctx context.Context, host string) ([]netip.Addr, error) {
@@ -391,4 +391,34 @@ func TestRemovedNameNotLookedUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the name, back in the ring, to be looked up again", func() bool { return count("app.test") > before })
+}
+
+// BenchmarkConnect is a loop's dial of a backend, by its IP address and by a name already
+// resolved: the lookup of the address to dial may not allocate.
+func BenchmarkConnect(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // never accepts: dials end in its backlog
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	fakeDNS(b, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	})
+	r := newResolver(time.Hour, nil, zerolog.Nop())
+	defer r.stop()
+	<-r.addr("app.test:" + port).settled
+	dc := dialCache{r: r, addrs: map[string]*dialAddr{}}
+	for name, addr := range map[string]string{"ip": ln.Addr().String(), "name": "app.test:" + port} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				fd, _, err := dc.connect(addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				sysClose(fd)
+			}
+		})
+	}
 }
