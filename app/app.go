@@ -116,7 +116,7 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 		l4cfg.Pools = append(l4cfg.Pools, p.l4Pool(a.store))
 	}
 	l4cfg.ReservedFDs = reserved(pools, o, len(a.lns))
-	l4cfg.Log, l4cfg.AccessLog = a.log, a.accessLog
+	l4cfg.Log, l4cfg.AccessLog, l4cfg.Resolver = a.log, a.accessLog, o.Resolver
 	// The probes above had every CPU; from here, l4 runs one event loop per GOMAXPROCS.
 	runtime.GOMAXPROCS(o.Threads)
 	if a.srv, err = l4.New(l4cfg); err != nil {

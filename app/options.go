@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -22,7 +23,10 @@ type Options struct {
 	Threads      int           // event loops, and GOMAXPROCS once probes are done
 	DrainTimeout time.Duration // how long Shutdown lets open connections finish; also a removed backend's wait
 	// L4 is the data path's settings; Start fills in Pools, ReservedFDs, Log and AccessLog.
-	L4        l4.Config
+	L4 l4.Config
+	// Resolver looks up backend names and discover= lines, for the data path, the probes and
+	// discovery alike; nil: the system's (net.DefaultResolver).
+	Resolver  *net.Resolver
 	SlowStart time.Duration      // every pool's ramp; 0: off
 	Expect    health.StatusRange // the statuses an HTTP check counts as up
 	Sessions  Sessions           // the store of learned sessions, for the pools that learn them

@@ -17,6 +17,7 @@ import (
 
 	"lb/accesslog"
 	"lb/admit"
+	"lb/dnswatch"
 	"lb/proxyhdr"
 	"lb/ring"
 )
@@ -39,6 +40,7 @@ type Config struct {
 	ConnectTimeout time.Duration // per backend dial; > 0
 	IdleTimeout    time.Duration // close a routed connection with no traffic either way for this long; 0: never
 	ResolveEvery   time.Duration // how often backend names are looked up again; 0: 30s
+	Resolver       *net.Resolver // where backend names are looked up; nil: net.DefaultResolver
 	// OnDialFailure, if set, hears of every failed backend dial (health counts it as a failed
 	// probe). It runs on a loop: it must not block.
 	OnDialFailure func(ring.Backend)
@@ -200,7 +202,7 @@ func New(cfg Config) (*Server, error) {
 	for _, p := range pools {
 		rings = append(rings, p.Ring)
 	}
-	s.resolver = newResolver(cfg.ResolveEvery, rings, cfg.Log)
+	s.resolver = newResolver(dnswatch.Config{Every: cfg.ResolveEvery, Resolver: cfg.Resolver}, rings, cfg.Log)
 	var named []*dialAddr
 	for _, rg := range rings {
 		for _, b := range rg.Snapshot() {

@@ -23,7 +23,8 @@ func probeCommand() *cli.Command {
 		),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			if err := useResolver(c.String("resolver")); err != nil {
+			resolver, err := resolverOf(c.String("resolver"))
+			if err != nil {
 				return err
 			}
 			expect, err := parseExpect(c)
@@ -52,7 +53,7 @@ func probeCommand() *cli.Command {
 			if err != nil {
 				return badInput{err}
 			}
-			results := app.Probe(c.Context, cfg, expect)
+			results := app.Probe(c.Context, cfg, expect, resolver)
 			so := app.Sessions{Store: c.String("session-store"), Cluster: c.String("cluster-name")}
 			var storeErr error
 			for _, p := range cfg.Pools {

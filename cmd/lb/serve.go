@@ -141,7 +141,7 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := useResolver(c.String("resolver")); err != nil {
+			if o.Resolver, err = resolverOf(c.String("resolver")); err != nil {
 				return err
 			}
 			if o.Source, err = sourceOf(c, o); err != nil {
