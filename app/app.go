@@ -179,7 +179,7 @@ func (a *App) openStore(ctx context.Context, cfg *config.Config) (*sessionStore,
 	}
 	for _, p := range cfg.Pools {
 		if p.SessionCookie != "" {
-			s, err := openSessions(ctx, a.o.Sessions, a.log)
+			s, err := openSessions(ctx, a.o.Sessions, a.o.Resolver, a.log)
 			if err != nil {
 				return nil, err
 			}

@@ -25,7 +25,7 @@ type Options struct {
 	// L4 is the data path's settings; Start fills in Pools, ReservedFDs, Log and AccessLog.
 	L4 l4.Config
 	// Resolver looks up backend names and discover= lines, for the data path, the probes and
-	// discovery alike; nil: the system's (net.DefaultResolver).
+	// discovery alike, and the Redis session store's host; nil: the system's.
 	Resolver  *net.Resolver
 	SlowStart time.Duration      // every pool's ramp; 0: off
 	Expect    health.StatusRange // the statuses an HTTP check counts as up

@@ -49,7 +49,8 @@ func (s Source) String() string {
 	return s.Name + " discover=srv"
 }
 
-// Config tunes a Discoverer. Zero fields take the defaults shown.
+// Config tunes a Discoverer. Zero fields take the defaults shown (dnswatch's for Every,
+// Timeout and Resolver).
 type Config struct {
 	Every    time.Duration // between lookups of a name; default 30s
 	Timeout  time.Duration // bound on one name's lookups; default 5s
@@ -66,7 +67,6 @@ type Discoverer struct {
 	watch   *dnswatch.Watcher
 	sources []*source
 	update  chan []Source // SetSources to Run: the latest list wins
-	found   chan struct{} // a lookup found backends: Run applies them now
 
 	mu    sync.Mutex
 	owned map[string]bool // ids of the backends the sources have put in the ring; under mu
@@ -93,16 +93,10 @@ type owned struct {
 
 // New returns a Discoverer for sources that changes r. It looks nothing up before Init.
 func New(r *ring.Ring, sources []Source, cfg Config, log zerolog.Logger) *Discoverer {
-	if cfg.Every <= 0 {
-		cfg.Every = 30 * time.Second
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Second
-	}
 	if cfg.Check <= 0 {
 		cfg.Check = time.Second
 	}
-	d := &Discoverer{ring: r, cfg: cfg, log: log, update: make(chan []Source, 1), found: make(chan struct{}, 1), owned: map[string]bool{}}
+	d := &Discoverer{ring: r, cfg: cfg, log: log, update: make(chan []Source, 1), owned: map[string]bool{}}
 	d.watch = dnswatch.New(dnswatch.Config{Every: cfg.Every, Timeout: cfg.Timeout, Resolver: cfg.Resolver})
 	for _, s := range sources {
 		d.sources = append(d.sources, d.newSource(s))
@@ -120,10 +114,6 @@ func (d *Discoverer) newSource(s Source) *source {
 			d.mu.Lock()
 			src.good = found
 			d.mu.Unlock()
-			select {
-			case d.found <- struct{}{}:
-			default:
-			}
 		}
 		return err
 	}, func(err error) {
@@ -209,8 +199,8 @@ func (d *Discoverer) Init(ctx context.Context) int {
 	return n
 }
 
-// Run looks sources up again as they fall due, brings the ring in step with what they
-// found, and checks SRV priorities every Check, until ctx is done; it returns once no
+// Run looks sources up again as they fall due and, every Check, brings the ring in step
+// with what they found and checks SRV priorities, until ctx is done; it returns once no
 // lookup of its own runs.
 func (d *Discoverer) Run(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -224,7 +214,6 @@ func (d *Discoverer) Run(ctx context.Context) {
 			return
 		case sources := <-d.update:
 			d.replace(sources)
-		case <-d.found:
 		case <-tick.C:
 		}
 		for _, s := range d.sources {

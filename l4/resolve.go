@@ -122,13 +122,18 @@ func (r *resolver) addr(addr string) *dialAddr {
 
 // waitSettled waits until every name in addrs had its first lookup, or until wait passes.
 func (r *resolver) waitSettled(addrs []*dialAddr, wait time.Duration) {
-	var names []*dnswatch.Name
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	for _, d := range addrs {
-		if d.name != nil {
-			names = append(names, d.name)
+		if d.name == nil {
+			continue
+		}
+		select {
+		case <-d.name.Settled():
+		case <-timer.C:
+			return
 		}
 	}
-	dnswatch.WaitSettled(names, wait)
 }
 
 // sweep runs before every round of lookups: names in no ring are paused, and IP addresses
@@ -150,20 +155,17 @@ func (r *resolver) sweep() {
 	defer r.mu.Unlock()
 	for key, d := range r.addrs {
 		out := inRing != nil && !inRing[d.addr]
-		if d.name != nil {
+		switch {
+		case d.name != nil:
 			// A name removed from the ring: no queries for it. Its entry stays: if the name
 			// comes back, it is looked up again within every, and dialed at its last address.
 			r.watch.Pause(d.name, out)
-			continue
-		}
-		if out {
+		case out && d.absent:
 			// An IP address in no ring, at two looks in a row (so not one just added): it is
 			// forgotten, by the loops too, so that addresses that come and go (pods found in
 			// DNS) do not pile up. If it comes back, it is a new entry, made at once.
-			if d.absent {
-				delete(r.addrs, key)
-				d.gone.Store(true)
-			}
+			delete(r.addrs, key)
+			d.gone.Store(true)
 		}
 		d.absent = out
 	}

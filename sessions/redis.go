@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -25,6 +27,7 @@ type RedisConfig struct {
 	TTL       time.Duration // sliding expiry of a session; default DefaultTTL
 	Timeout   time.Duration // bound on every call, dial included; default 50ms
 	CacheSize int           // entries of the local cache of Get hits; 0 (default): no cache
+	Resolver  *net.Resolver // looks up the host of URL; nil: net.DefaultResolver
 }
 
 // DefaultRedisTimeout is the bound on a call when RedisConfig.Timeout is not set: enough for
@@ -101,6 +104,15 @@ func NewRedisStore(cfg RedisConfig, log zerolog.Logger) (*RedisStore, error) {
 	// No extra round trips when connecting.
 	opt.DisableIdentity = true
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	if cfg.Resolver != nil { // go-redis's own dialer, but for the resolver
+		d := &net.Dialer{Timeout: opt.DialTimeout, Resolver: cfg.Resolver}
+		opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if opt.TLSConfig == nil {
+				return d.DialContext(ctx, network, addr)
+			}
+			return (&tls.Dialer{NetDialer: d, Config: opt.TLSConfig}).DialContext(ctx, network, addr)
+		}
+	}
 
 	s := &RedisStore{
 		rdb:     redis.NewClient(opt),

@@ -59,7 +59,7 @@ func probeCommand() *cli.Command {
 			for _, p := range cfg.Pools {
 				fmt.Fprintf(c.App.Writer, "%ssticky: %s\n", poolPrefix(cfg, p), app.Sticky(p, so))
 				if p.SessionCookie != "" && storeErr == nil {
-					if storeErr = app.PingSessions(c.Context, so, timeout); storeErr != nil {
+					if storeErr = app.PingSessions(c.Context, so, timeout, resolver); storeErr != nil {
 						fmt.Fprintf(c.App.Writer, "session store: unreachable: %v\n", storeErr)
 					}
 				}
