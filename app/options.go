@@ -22,11 +22,8 @@ type Options struct {
 	Watch        bool
 	Threads      int           // event loops, and GOMAXPROCS once probes are done
 	DrainTimeout time.Duration // how long Shutdown lets open connections finish; also a removed backend's wait
-	// L4 is the data path's settings; Start fills in Pools, ReservedFDs, Log and AccessLog.
-	L4 l4.Config
-	// Resolver looks up backend names and discover= lines, for the data path, the probes and
-	// discovery alike, and the Redis session store's host; nil: the system's.
-	Resolver  *net.Resolver
+	// L4 is the data path's settings; Start fills in Pools, ReservedFDs, Log, AccessLog and Resolver.
+	L4        l4.Config
 	SlowStart time.Duration      // every pool's ramp; 0: off
 	Expect    health.StatusRange // the statuses an HTTP check counts as up
 	Sessions  Sessions           // the store of learned sessions, for the pools that learn them
@@ -34,6 +31,9 @@ type Options struct {
 	Admin     Admin
 	Version   string // for /metrics and the admin API
 	Log       zerolog.Logger
+	// Resolver looks up backend names and discover= lines, for the data path, the probes and
+	// discovery alike, and the Redis session store's host; nil: the system's.
+	Resolver *net.Resolver
 }
 
 // Source is where the configuration comes from, and what a reload reads again: a config

@@ -20,8 +20,8 @@ type PoolResult struct {
 
 // Probe checks every backend of cfg's pools once, as lb serve's probers would: each pool's
 // check (TCP, or HTTP wanting a status in expect), its PROXY header, its timeout, and the
-// backends its discover= lines find now, names looked up through resolver (nil: the system's). A
-// backend in two pools is probed for each.
+// backends its discover= lines find now, names looked up through resolver (nil: the
+// system's). A backend in two pools is probed for each.
 func Probe(ctx context.Context, cfg *config.Config, expect health.StatusRange, resolver *net.Resolver) []PoolResult {
 	var out []PoolResult
 	for _, pc := range cfg.Pools {

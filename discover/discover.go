@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -64,7 +65,7 @@ type Discoverer struct {
 	ring    *ring.Ring
 	cfg     Config
 	log     zerolog.Logger
-	watch   *dnswatch.Watcher
+	watch   *dnswatch.Watcher[map[string]target]
 	sources []*source
 	update  chan []Source // SetSources to Run: the latest list wins
 
@@ -76,9 +77,9 @@ type Discoverer struct {
 // but for good, which its lookups replace.
 type source struct {
 	Source
-	name  *dnswatch.Name
-	good  map[string]target // the last good answer, by address (ip:port); under mu, replaced whole
-	owned map[string]owned  // what this source has put in the ring, by address
+	name  *dnswatch.Name[map[string]target]
+	good  atomic.Pointer[map[string]target] // the last good answer, by address (ip:port)
+	owned map[string]owned                  // what this source has put in the ring, by address
 }
 
 type target struct {
@@ -97,7 +98,7 @@ func New(r *ring.Ring, sources []Source, cfg Config, log zerolog.Logger) *Discov
 		cfg.Check = time.Second
 	}
 	d := &Discoverer{ring: r, cfg: cfg, log: log, update: make(chan []Source, 1), owned: map[string]bool{}}
-	d.watch = dnswatch.New(dnswatch.Config{Every: cfg.Every, Timeout: cfg.Timeout, Resolver: cfg.Resolver})
+	d.watch = dnswatch.New[map[string]target](dnswatch.Config{Every: cfg.Every, Timeout: cfg.Timeout, Resolver: cfg.Resolver})
 	for _, s := range sources {
 		d.sources = append(d.sources, d.newSource(s))
 	}
@@ -106,30 +107,23 @@ func New(r *ring.Ring, sources []Source, cfg Config, log zerolog.Logger) *Discov
 
 // newSource watches s's name: each good answer replaces the source's good set.
 func (d *Discoverer) newSource(s Source) *source {
-	src := &source{Source: s, good: map[string]target{}, owned: map[string]owned{}}
+	src := &source{Source: s, owned: map[string]owned{}}
+	src.good.Store(&map[string]target{})
 	what := s.String() // not src's: Run changes its Line and File
-	src.name = d.watch.Watch(func(ctx context.Context, r *net.Resolver) error {
-		found, err := lookup(ctx, r, s)
-		if err == nil {
-			d.mu.Lock()
-			src.good = found
-			d.mu.Unlock()
-		}
-		return err
-	}, func(err error) {
-		if n := len(d.goodOf(src)); err != nil {
-			d.log.Warn().Err(err).Str("source", what).Int("keeping", n).Msg("cannot discover backends; keeping the last ones found")
-		} else {
-			d.log.Info().Str("source", what).Int("found", n).Msg("discovering backends again")
+	src.name = d.watch.Watch(func(ctx context.Context, r *net.Resolver) (map[string]target, error) {
+		return lookup(ctx, r, s)
+	}, func(found map[string]target, err error, changed bool) {
+		switch {
+		case err == nil:
+			src.good.Store(&found)
+			if changed {
+				d.log.Info().Str("source", what).Int("found", len(found)).Msg("discovering backends again")
+			}
+		case changed:
+			d.log.Warn().Err(err).Str("source", what).Int("keeping", len(*src.good.Load())).Msg("cannot discover backends; keeping the last ones found")
 		}
 	})
 	return src
-}
-
-func (d *Discoverer) goodOf(s *source) map[string]target {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return s.good
 }
 
 // SetSources replaces the sources, as after a reload of the servers file; Run applies the
@@ -270,7 +264,7 @@ func lookup(ctx context.Context, r *net.Resolver, s Source) (map[string]target, 
 // there and should not: for SRV, the priorities up to the lowest with a backend up (all of
 // them while none is up, so that every one gets probed).
 func (d *Discoverer) apply(s *source) {
-	want := d.goodOf(s)
+	want := *s.good.Load()
 	if s.Mode == "srv" {
 		want = d.usable(s, want)
 	}

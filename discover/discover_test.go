@@ -198,9 +198,11 @@ func BenchmarkApplyUnchanged(b *testing.B) {
 	r, _ := ring.New()
 	d := New(r, []Source{{Mode: "a", Name: "x", Port: 80}}, Config{}, zerolog.Nop())
 	s := d.sources[0]
+	good := map[string]target{}
 	for i := range 100 {
-		s.good[fmt.Sprintf("10.0.0.%d:80", i)] = target{weight: 1}
+		good[fmt.Sprintf("10.0.0.%d:80", i)] = target{weight: 1}
 	}
+	s.good.Store(&good)
 	d.apply(s)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -1,7 +1,7 @@
 // Package dnswatch looks names up again and again, off its callers' paths, through one
 // *net.Resolver, each lookup under a timeout: every period while a name answers; after a
 // failure, which leaves its owner the last good answer, a second later, doubling up to the
-// period. A name's owner hears once that its lookups fail and once that they work again.
+// period. A name's owner is told once that its lookups fail and once that they work again.
 package dnswatch
 
 import (
@@ -26,9 +26,14 @@ type Config struct {
 	BeforeRound func()
 }
 
-// Lookup looks a name up through r and keeps the answer. On an error it keeps nothing, so
-// that its owner still has the last good answer.
-type Lookup func(ctx context.Context, r *net.Resolver) error
+// Lookup asks r for a name's answer.
+type Lookup[T any] func(ctx context.Context, r *net.Resolver) (T, error)
+
+// Answer hears the outcome of a lookup, unless its owner's stopping cut it short: the owner
+// keeps ans when err is nil, and keeps its last good answer when not. changed is true for
+// the first failure in a row and for the first success after failures: the ones to log.
+// It runs on no lock of the Watcher's.
+type Answer[T any] func(ans T, err error, changed bool)
 
 // Resolver returns a resolver that sends every query to the DNS server at addr (host:port,
 // e.g. Consul's 127.0.0.1:8600), over UDP or, for long answers, TCP.
@@ -44,19 +49,18 @@ func Resolver(addr string) *net.Resolver {
 
 // Watcher keeps the names given to Watch looked up: Run as they fall due, LookupDue at once.
 // Its methods are safe from any goroutine.
-type Watcher struct {
+type Watcher[T any] struct {
 	cfg     Config
 	kick    chan struct{}
 	lookups sync.WaitGroup
 	mu      sync.Mutex
-	names   map[*Name]bool
+	names   map[*Name[T]]bool
 }
 
 // Name is one name a Watcher looks up.
-type Name struct {
-	lookup  Lookup
-	report  func(error)
-	settled chan struct{} // closed once the first lookup has ended
+type Name[T any] struct {
+	lookup Lookup[T]
+	answer Answer[T]
 
 	// Guarded by the Watcher's mu.
 	due                   time.Time
@@ -65,17 +69,16 @@ type Name struct {
 }
 
 // New returns a Watcher with no names.
-func New(cfg Config) *Watcher {
+func New[T any](cfg Config) *Watcher[T] {
 	cfg.Every = cmp.Or(max(cfg.Every, 0), 30*time.Second)
 	cfg.Timeout = cmp.Or(max(cfg.Timeout, 0), 5*time.Second)
 	cfg.Resolver = cmp.Or(cfg.Resolver, net.DefaultResolver)
-	return &Watcher{cfg: cfg, kick: make(chan struct{}, 1), names: map[*Name]bool{}}
+	return &Watcher[T]{cfg: cfg, kick: make(chan struct{}, 1), names: map[*Name[T]]bool{}}
 }
 
-// Watch adds a name, due at once. report, if not nil, hears that its lookups started
-// failing (the error) and that they work again (nil), once each, on no lock of w's.
-func (w *Watcher) Watch(lookup Lookup, report func(error)) *Name {
-	n := &Name{lookup: lookup, report: report, settled: make(chan struct{})}
+// Watch adds a name, due at once: lookup asks for it, answer hears what it found.
+func (w *Watcher[T]) Watch(lookup Lookup[T], answer Answer[T]) *Name[T] {
+	n := &Name[T]{lookup: lookup, answer: answer}
 	w.mu.Lock()
 	w.names[n] = true
 	w.mu.Unlock()
@@ -84,7 +87,7 @@ func (w *Watcher) Watch(lookup Lookup, report func(error)) *Name {
 }
 
 // Forget stops looking n up; a lookup under way ends on its own.
-func (w *Watcher) Forget(n *Name) {
+func (w *Watcher[T]) Forget(n *Name[T]) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	delete(w.names, n)
@@ -92,32 +95,29 @@ func (w *Watcher) Forget(n *Name) {
 
 // Pause stops looking n up while paused; resumed, it is looked up at the next round if it
 // fell due meanwhile.
-func (w *Watcher) Pause(n *Name, paused bool) {
+func (w *Watcher[T]) Pause(n *Name[T], paused bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n.paused = paused
 }
 
 // Refresh makes n due now.
-func (w *Watcher) Refresh(n *Name) {
+func (w *Watcher[T]) Refresh(n *Name[T]) {
 	w.mu.Lock()
 	n.due = time.Time{}
 	w.mu.Unlock()
 	w.Wake()
 }
 
-// Busy reports whether a lookup of n is under way.
-func (w *Watcher) Busy(n *Name) bool {
+// Busy reports whether a lookup of n is under way, its answer included.
+func (w *Watcher[T]) Busy(n *Name[T]) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return n.busy
 }
 
-// Settled is closed once n's first lookup has ended, found or not.
-func (n *Name) Settled() <-chan struct{} { return n.settled }
-
 // Wake has Run start a round now.
-func (w *Watcher) Wake() {
+func (w *Watcher[T]) Wake() {
 	select {
 	case w.kick <- struct{}{}:
 	default:
@@ -126,7 +126,7 @@ func (w *Watcher) Wake() {
 
 // Run looks names up as they fall due, until ctx is done, which cuts the lookups under way
 // short (they say nothing of their names); it returns once none runs any more.
-func (w *Watcher) Run(ctx context.Context) {
+func (w *Watcher[T]) Run(ctx context.Context) {
 	defer w.lookups.Wait()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -143,13 +143,13 @@ func (w *Watcher) Run(ctx context.Context) {
 
 // LookupDue looks up every name that is due, concurrently, and returns when those lookups
 // have ended, which ctx can hasten.
-func (w *Watcher) LookupDue(ctx context.Context) {
+func (w *Watcher[T]) LookupDue(ctx context.Context) {
 	w.start(ctx, time.Now())
 	w.lookups.Wait()
 }
 
 // start starts a lookup of every name that is due and returns the wait until the next.
-func (w *Watcher) start(ctx context.Context, now time.Time) time.Duration {
+func (w *Watcher[T]) start(ctx context.Context, now time.Time) time.Duration {
 	if w.cfg.BeforeRound != nil {
 		w.cfg.BeforeRound()
 	}
@@ -169,16 +169,20 @@ func (w *Watcher) start(ctx context.Context, now time.Time) time.Duration {
 	return next
 }
 
-func (w *Watcher) look(ctx context.Context, n *Name) {
-	lctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
-	err := n.lookup(lctx, w.cfg.Resolver)
-	cancel()
-	w.mu.Lock()
-	n.busy = false
-	if err != nil && ctx.Err() != nil {
+func (w *Watcher[T]) look(ctx context.Context, n *Name[T]) {
+	defer w.Wake() // Run's timer did not count this name while its lookup was under way
+	defer func() {
+		w.mu.Lock()
+		n.busy = false // only now: two answers of one name never overlap
 		w.mu.Unlock()
+	}()
+	lctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	ans, err := n.lookup(lctx, w.cfg.Resolver)
+	cancel()
+	if err != nil && ctx.Err() != nil {
 		return // stopping: not the name's fault
 	}
+	w.mu.Lock()
 	changed := err != nil != n.failing
 	var retry time.Duration // none after a success: the next lookup is in Every
 	if err != nil {
@@ -186,13 +190,5 @@ func (w *Watcher) look(ctx context.Context, n *Name) {
 	}
 	n.failing, n.retry, n.due = err != nil, retry, time.Now().Add(cmp.Or(retry, w.cfg.Every))
 	w.mu.Unlock()
-	select {
-	case <-n.settled:
-	default:
-		close(n.settled)
-	}
-	if changed && n.report != nil {
-		n.report(err)
-	}
-	w.Wake() // Run's timer did not count this name while its lookup was under way
+	n.answer(ans, err, changed)
 }

@@ -9,17 +9,21 @@ import (
 )
 
 // A failing name is retried after FirstRetry, doubling up to Every; a success puts it back
-// at Every. Its owner hears of the failure once and of the recovery once.
-func TestRetryDoublesUpToEveryAndReportsOnce(t *testing.T) {
-	w := New(Config{Every: 5 * time.Second})
+// at Every. Its owner is told of the failure once and of the recovery once.
+func TestRetryDoublesUpToEveryAndChangesOnce(t *testing.T) {
+	w := New[int](Config{Every: 5 * time.Second})
 	var fail bool
-	var reports []error
-	n := w.Watch(func(context.Context, *net.Resolver) error {
+	var changes []error
+	n := w.Watch(func(context.Context, *net.Resolver) (int, error) {
 		if fail {
-			return errors.New("no such host")
+			return 0, errors.New("no such host")
 		}
-		return nil
-	}, func(err error) { reports = append(reports, err) })
+		return 1, nil
+	}, func(_ int, err error, changed bool) {
+		if changed {
+			changes = append(changes, err)
+		}
+	})
 	wait := func() time.Duration { return time.Until(n.due).Round(time.Second) }
 
 	fail = true
@@ -28,11 +32,6 @@ func TestRetryDoublesUpToEveryAndReportsOnce(t *testing.T) {
 		if got := wait(); got != want {
 			t.Fatalf("failure %d: next lookup in %v, want %v", i+1, got, want)
 		}
-	}
-	select {
-	case <-n.Settled():
-	default:
-		t.Fatal("not settled after its first lookup")
 	}
 	fail = false
 	w.look(context.Background(), n)
@@ -44,23 +43,23 @@ func TestRetryDoublesUpToEveryAndReportsOnce(t *testing.T) {
 	if got := wait(); got != time.Second {
 		t.Fatalf("failing again: next lookup in %v, want FirstRetry again", got)
 	}
-	if len(reports) != 3 || reports[0] == nil || reports[1] != nil || reports[2] == nil {
-		t.Fatalf("reports %v: want one failure, one recovery, one failure", reports)
+	if len(changes) != 3 || changes[0] == nil || changes[1] != nil || changes[2] == nil {
+		t.Fatalf("changes %v: want one failure, one recovery, one failure", changes)
 	}
 }
 
 // A lookup cut short by its owner stopping says nothing of the name.
 func TestStoppingIsNotAFailure(t *testing.T) {
-	w := New(Config{})
-	reported := false
-	n := w.Watch(func(ctx context.Context, _ *net.Resolver) error {
+	w := New[int](Config{})
+	answered := false
+	n := w.Watch(func(ctx context.Context, _ *net.Resolver) (int, error) {
 		<-ctx.Done()
-		return ctx.Err()
-	}, func(error) { reported = true })
+		return 0, ctx.Err()
+	}, func(int, error, bool) { answered = true })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	w.LookupDue(ctx)
-	if reported || n.failing || !n.due.IsZero() {
-		t.Fatalf("after a lookup cut short: reported %v, failing %v, due %v; want none of it", reported, n.failing, n.due)
+	if answered || n.failing || !n.due.IsZero() || w.Busy(n) {
+		t.Fatalf("after a lookup cut short: answered %v, failing %v, due %v, busy %v; want none of it", answered, n.failing, n.due, w.Busy(n))
 	}
 }

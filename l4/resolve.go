@@ -32,7 +32,7 @@ var lookupIP = func(ctx context.Context, r *net.Resolver, host string) ([]netip.
 	return r.LookupNetIP(ctx, "ip", host)
 }
 
-const firstLookupWait = 2 * time.Second // New waits this long for the ring's names
+const firstLookupWait = 2 * time.Second // New waits this long at most for the rings' names
 
 var errUnresolved = errors.New("backend name not resolved yet")
 
@@ -41,9 +41,9 @@ type dialAddr struct {
 	addr string // host:port as configured
 	host string // empty for an IP address, which is never looked up
 	port uint16
-	sa   atomic.Pointer[sockaddr] // nil until the name first resolves
-	err  atomic.Pointer[error]    // why the last lookup failed; nil after a success
-	name *dnswatch.Name           // nil for an IP address
+	sa   atomic.Pointer[sockaddr]     // nil until the name first resolves
+	err  atomic.Pointer[error]        // why the last lookup failed; nil after a success
+	name *dnswatch.Name[[]netip.Addr] // nil for an IP address
 
 	gone atomic.Bool // the resolver forgot it (an IP address no ring has): loops drop it too
 
@@ -65,7 +65,7 @@ func (d *dialAddr) dialable() (*sockaddr, error) {
 }
 
 type resolver struct {
-	watch *dnswatch.Watcher
+	watch *dnswatch.Watcher[[]netip.Addr]
 	log   zerolog.Logger
 	stop  func() // ends the lookups and returns when none runs any more
 
@@ -74,10 +74,20 @@ type resolver struct {
 	addrs map[string]*dialAddr
 }
 
+// newResolver returns a resolver whose lookups run until stop. It looks up the names in
+// rings first, and waits firstLookupWait at most for them.
 func newResolver(cfg dnswatch.Config, rings []*ring.Ring, log zerolog.Logger) *resolver {
 	r := &resolver{rings: rings, log: log, addrs: map[string]*dialAddr{}}
 	cfg.BeforeRound = r.sweep
-	r.watch = dnswatch.New(cfg)
+	r.watch = dnswatch.New[[]netip.Addr](cfg)
+	for _, rg := range rings {
+		for _, b := range rg.Snapshot() {
+			r.addr(b.Addr)
+		}
+	}
+	first, cancel := context.WithTimeout(context.Background(), firstLookupWait)
+	r.watch.LookupDue(first) // a lookup it cuts short is not a failure: Run starts it again
+	cancel()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { r.watch.Run(ctx) })
@@ -112,28 +122,15 @@ func (r *resolver) addr(addr string) *dialAddr {
 		d.sa.Store(newSockaddr(netip.AddrPortFrom(d.ip, d.port)))
 	default:
 		d.port, d.host = uint16(p), host
-		d.name = r.watch.Watch(func(ctx context.Context, res *net.Resolver) error {
+		d.name = r.watch.Watch(func(ctx context.Context, res *net.Resolver) ([]netip.Addr, error) {
 			ips, err := lookupIP(ctx, res, host)
-			return r.record(d, ips, err)
-		}, func(err error) { r.report(d, err) })
+			if err == nil && len(ips) == 0 {
+				err = errors.New("no address for " + host)
+			}
+			return ips, err
+		}, func(ips []netip.Addr, err error, changed bool) { r.record(d, ips, err, changed) })
 	}
 	return d
-}
-
-// waitSettled waits until every name in addrs had its first lookup, or until wait passes.
-func (r *resolver) waitSettled(addrs []*dialAddr, wait time.Duration) {
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for _, d := range addrs {
-		if d.name == nil {
-			continue
-		}
-		select {
-		case <-d.name.Settled():
-		case <-timer.C:
-			return
-		}
-	}
 }
 
 // sweep runs before every round of lookups: names in no ring are paused, and IP addresses
@@ -171,44 +168,34 @@ func (r *resolver) sweep() {
 	}
 }
 
-// record keeps the outcome of a lookup of d, and returns it as an error. It picks the
-// address to dial under the lock: a failed dial (dialFailed) may have moved it.
-func (r *resolver) record(d *dialAddr, ips []netip.Addr, err error) error {
+// record keeps the outcome of a lookup of d and logs what changed. It picks the address
+// to dial under the lock: a failed dial (dialFailed) may have moved it.
+func (r *resolver) record(d *dialAddr, ips []netip.Addr, err error, changed bool) {
 	r.mu.Lock()
-	var ip netip.Addr
-	if err == nil {
-		if ip = choose(ips, d.ip); !ip.IsValid() {
-			err = errors.New("no address for " + d.host)
-		}
-	}
+	from, ip := d.ip, netip.Addr{}
 	if err != nil {
 		d.err.Store(&err)
-		r.mu.Unlock()
-		return err
+	} else {
+		ip, d.ips = choose(ips, d.ip), ips
+		r.dialTo(d, ip)
+		d.err.Store(nil)
 	}
-	from, moved := d.ip, d.sa.Load() != nil && ip != d.ip
-	d.ips = ips
-	r.dialTo(d, ip)
-	d.err.Store(nil)
 	r.mu.Unlock()
-	if moved { // logged after the lock is let go: a loop may be waiting for it
-		r.log.Info().Str("addr", d.addr).Stringer("from", from).Stringer("to", ip).Msg("backend address changed")
-	}
-	return nil
-}
-
-// report logs that d's lookups started failing, or that they work again.
-func (r *resolver) report(d *dialAddr, err error) {
-	r.mu.Lock()
-	ip := d.ip
-	r.mu.Unlock()
+	// Logged after the lock is let go: a loop may be waiting for it, and a log write can block.
+	ev, msg := (*zerolog.Event)(nil), ""
 	switch {
-	case err == nil:
-		r.log.Info().Str("addr", d.addr).Stringer("ip", ip).Msg("backend resolves again")
-	case ip.IsValid():
-		r.log.Warn().Err(err).Str("addr", d.addr).Stringer("dialing", ip).Msg("cannot resolve backend; dialing its last address")
-	default:
-		r.log.Warn().Err(err).Str("addr", d.addr).Msg("cannot resolve backend; it gets no connections until it resolves")
+	case err != nil && !changed: // reported when the failures began
+	case err != nil && from.IsValid():
+		ev, msg = r.log.Warn().Err(err).Stringer("dialing", from), "cannot resolve backend; dialing its last address"
+	case err != nil:
+		ev, msg = r.log.Warn().Err(err), "cannot resolve backend; it gets no connections until it resolves"
+	case changed:
+		ev, msg = r.log.Info().Stringer("ip", ip), "backend resolves again"
+	case from.IsValid() && ip != from:
+		ev, msg = r.log.Info().Stringer("from", from).Stringer("to", ip), "backend address changed"
+	}
+	if ev != nil {
+		ev.Str("addr", d.addr).Msg(msg)
 	}
 }
 

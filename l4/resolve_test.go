@@ -196,7 +196,7 @@ func TestFailedLookupRetriedAfterASecond(t *testing.T) {
 	r := newResolver(dnswatch.Config{Every: time.Hour}, nil, zerolog.Nop())
 	defer r.stop()
 	d := r.addr("app.test:80")
-	<-d.name.Settled()
+	waitFor(t, "the first lookup to fail", func() bool { return d.err.Load() != nil })
 	failed := time.Now()
 	for d.sa.Load() == nil {
 		if time.Since(failed) > dnswatch.FirstRetry+3*time.Second {
@@ -288,7 +288,7 @@ func TestDialFailuresDuringLookups(t *testing.T) {
 	r := newResolver(dnswatch.Config{Every: time.Millisecond}, nil, zerolog.Nop())
 	defer r.stop()
 	d := r.addr("app.test:80")
-	<-d.name.Settled()
+	waitFor(t, "the name to resolve", func() bool { return d.sa.Load() != nil })
 	dialing := func() netip.Addr {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -365,7 +365,7 @@ func TestRemovedNameNotLookedUp(t *testing.T) {
 	defer r.stop()
 	d := r.addr(app.Addr)
 	r.addr(other.Addr)
-	<-d.name.Settled()
+	waitFor(t, "the name to resolve", func() bool { return d.sa.Load() != nil })
 	waitFor(t, "the name to be looked up again every 5 ms", func() bool { return count("app.test") >= 3 })
 
 	rg.Remove(app.ID)
@@ -400,9 +400,15 @@ func BenchmarkConnect(b *testing.B) {
 	fakeDNS(b, func(ctx context.Context, host string) ([]netip.Addr, error) {
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	})
-	r := newResolver(dnswatch.Config{Every: time.Hour}, nil, zerolog.Nop())
+	rg, err := ring.New(ring.Backend{ID: "app", Addr: "app.test:" + port})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := newResolver(dnswatch.Config{Every: time.Hour}, []*ring.Ring{rg}, zerolog.Nop()) // looks the ring's names up first
 	defer r.stop()
-	<-r.addr("app.test:" + port).name.Settled()
+	if r.addr("app.test:"+port).sa.Load() == nil {
+		b.Fatal("app.test not resolved by newResolver")
+	}
 	dc := dialCache{r: r, addrs: map[string]*dialAddr{}}
 	for name, addr := range map[string]string{"ip": ln.Addr().String(), "name": "app.test:" + port} {
 		b.Run(name, func(b *testing.B) {

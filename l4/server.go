@@ -203,13 +203,6 @@ func New(cfg Config) (*Server, error) {
 		rings = append(rings, p.Ring)
 	}
 	s.resolver = newResolver(dnswatch.Config{Every: cfg.ResolveEvery, Resolver: cfg.Resolver}, rings, cfg.Log)
-	var named []*dialAddr
-	for _, rg := range rings {
-		for _, b := range rg.Snapshot() {
-			named = append(named, s.resolver.addr(b.Addr))
-		}
-	}
-	s.resolver.waitSettled(named, firstLookupWait)
 	for range runtime.GOMAXPROCS(0) {
 		l, err := newLoop(s)
 		if err != nil {

@@ -12,8 +12,8 @@ import (
 
 var resolverFlag = &cli.StringFlag{Name: "resolver", Usage: "`HOST:PORT` of the DNS server to ask for backend names and discover= lines (e.g. Consul's 127.0.0.1:8600) instead of the system's"}
 
-// resolverOf is the resolver that sends lb's lookups of backend names and discover= lines
-// to the DNS server at addr; nil, the system's, for "".
+// resolverOf is the resolver that sends lb's lookups of backend names, discover= lines and
+// the Redis host to the DNS server at addr; nil, the system's, for "".
 func resolverOf(addr string) (*net.Resolver, error) {
 	if addr == "" {
 		return nil, nil
