@@ -8,6 +8,7 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -189,4 +190,19 @@ func (e *Endpoint) Shutdown(ctx context.Context) error {
 	}
 	<-e.done
 	return err
+}
+
+// Private reports whether only this machine can reach addr: a Unix socket, or a TCP address
+// whose host is localhost or a loopback IP. An empty host is every interface; another name
+// may resolve anywhere.
+func Private(addr string) bool {
+	if _, ok := IsUnix(addr); ok {
+		return true
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return host == "localhost" || err == nil && ip.IsLoopback()
 }

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -13,7 +11,6 @@ import (
 
 	"lb/admin"
 	"lb/app"
-	"lb/config"
 	"lb/control"
 )
 
@@ -28,52 +25,9 @@ func adminFlags() []cli.Flag {
 	return []cli.Flag{adminListenFlag, adminTokenFlag, metricsListenFlag}
 }
 
-// parseAdminOptions checks the admin flags: listen addresses that parse (host:port or
-// unix:PATH), a token with an admin address that is not loopback, and two different
-// addresses.
-func parseAdminOptions(c *cli.Context) (app.Admin, error) {
-	o := app.Admin{Listen: c.String("admin-listen"), Token: c.String("admin-token"), Metrics: c.String("metrics-listen")}
-	if o.Metrics != "" && !validAdminListen(o.Metrics) {
-		return o, badInput{fmt.Errorf("--metrics-listen %s: want host:port or unix:PATH, e.g. :9100 or 127.0.0.1:9100", o.Metrics)}
-	}
-	if o.Listen == "" {
-		return o, nil
-	}
-	if !validAdminListen(o.Listen) {
-		return o, badInput{fmt.Errorf("--admin-listen %s: want host:port or unix:PATH, e.g. 127.0.0.1:9090, [::1]:9090 or unix:/run/lb/admin.sock", o.Listen)}
-	}
-	if o.Listen == o.Metrics {
-		return o, badInput{fmt.Errorf("--admin-listen and --metrics-listen are both %s: give the metrics listener its own address", o.Listen)}
-	}
-	if strings.ContainsAny(o.Token, " \t\r\n") {
-		return o, badInput{errors.New("--admin-token: want one word without spaces, e.g. from: openssl rand -hex 16")}
-	}
-	if _, unix := admin.IsUnix(o.Listen); o.Token == "" && !unix && !isLoopback(o.Listen) {
-		return o, badInput{fmt.Errorf("--admin-listen %s is not a loopback address: set --admin-token (or LB_ADMIN_TOKEN), or listen on 127.0.0.1, [::1] or unix:PATH", o.Listen)}
-	}
-	return o, nil
-}
-
-// validAdminListen reports whether addr is host:port (see config.ValidListen) or unix:PATH.
-func validAdminListen(addr string) bool {
-	if path, ok := admin.IsUnix(addr); ok {
-		return path != ""
-	}
-	return config.ValidListen(addr)
-}
-
-// isLoopback reports whether every address addr listens on is a loopback one. An empty host
-// means every interface; a name other than localhost may resolve anywhere.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+// parseAdminOptions reads the flags of the admin and metrics listeners (Options.Check checks them).
+func parseAdminOptions(c *cli.Context) app.Admin {
+	return app.Admin{Listen: c.String("admin-listen"), Token: c.String("admin-token"), Metrics: c.String("metrics-listen")}
 }
 
 // The client commands: lb backends, lb drain ID, lb enable ID.

@@ -24,7 +24,7 @@ func TestAdminFlagsRefused(t *testing.T) {
 		want string
 	}{
 		{[]string{"--admin-listen", "127.0.0.1:90x"}, "--admin-listen 127.0.0.1:90x: want host:port"},
-		{[]string{"--admin-listen", ":9090"}, "--admin-listen :9090 is not a loopback address: set --admin-token"},
+		{[]string{"--admin-listen", ":9090"}, "--admin-listen :9090: want a loopback address (127.0.0.1, [::1]) or unix:PATH, or set --admin-token"},
 		{[]string{"--admin-listen", "0.0.0.0:0"}, "set --admin-token"},
 		{[]string{"--admin-listen", "[::]:0"}, "set --admin-token"},
 		{[]string{"--admin-listen", "admin.example:9090"}, "set --admin-token"},

@@ -84,14 +84,14 @@ func parseExpect(c *cli.Context) (health.StatusRange, error) {
 }
 
 // checked is bad, a setting out of range, as the flag that set it: nil when bad is. The
-// message shows the value given, but for --session-store, which may hold a password.
+// message shows the value given, but for those that may hold a secret.
 func checked(c *cli.Context, bad *config.Invalid) error {
 	if bad == nil {
 		return nil
 	}
 	flag := strings.NewReplacer("health.rise", "rise", "health.fall", "fall", ".", "-", "_", "-").Replace(bad.Key)
 	given := fmt.Sprint(" ", c.Value(flag))
-	if flag == "session-store" {
+	if flag == "session-store" || flag == "admin-token" {
 		given = ""
 	}
 	return badInput{fmt.Errorf("--%s%s: want %s", flag, given, bad.Want)}
@@ -253,8 +253,8 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 	}
 	o.Log = log
 	o.AccessLog = accesslog.Config{Dest: c.String("access-log"), Format: c.String("access-log-format"), Log: log}
-	o.Admin, err = parseAdminOptions(c)
-	return o, err
+	o.Admin = parseAdminOptions(c)
+	return o, checked(c, o.Check())
 }
 
 func newLogger(level, format string) (zerolog.Logger, error) {
