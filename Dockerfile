@@ -41,7 +41,7 @@ ARG VERSION
 ARG COMMIT
 ARG DATE
 RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT} -X main.date=${DATE}" \
+      -ldflags "-s -w -X lb/version.version=${VERSION} -X lb/version.commit=${COMMIT} -X lb/version.date=${DATE}" \
       -o /out/lb ./cmd/lb
 
 # image (the default target): lb built from this tree.

@@ -22,6 +22,7 @@ import (
 	"lb/health"
 	"lb/l4"
 	"lb/ring"
+	"lb/version"
 )
 
 // withEnv gives every flag an LB_<NAME> environment variable and its help group
@@ -198,7 +199,7 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 			MaxEntries: c.Int("session-max-entries"),
 			Cluster:    c.String("cluster-name"),
 		},
-		Version: buildVersion(),
+		Version: version.String(),
 	}
 	d := &o.Source.Defaults
 	*d = config.Pool{
