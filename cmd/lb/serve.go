@@ -219,25 +219,16 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 	if o.Source.Listen = c.String("listen"); o.Source.Listen == "" {
 		o.Source.Listen = ":" + strconv.Itoa(port)
 	}
-	checks := []struct {
-		bad  bool
-		flag string
-		want string
-	}{ // the message shows the value given, but for --session-store, which may hold a password
-		{c.String("sniff-timeout-action") != "route" && c.String("sniff-timeout-action") != "close", "sniff-timeout-action", "route or close"},
-		{port < 0 || port > 65535, "port", "a port from 1 to 65535 (0: any free port)"},
-		{!config.ValidListen(o.Source.Listen), "listen", "host:port with a port from 0 to 65535, e.g. 127.0.0.1:7777, [::1]:7777 or :7777"},
-		{c.String("access-log-format") != "json" && c.String("access-log-format") != "console", "access-log-format", "json or console"},
-		{c.IsSet("session-store") && d.SessionCookie == "", "session-store", "--session-cookie NAME beside it: the store keeps learned sessions, and without the cookie there are none"},
-	}
-	for _, ch := range checks {
-		if ch.bad {
-			given := fmt.Sprint(" ", c.Value(ch.flag))
-			if ch.flag == "session-store" {
-				given = ""
-			}
-			return o, badInput{fmt.Errorf("--%s%s: want %s", ch.flag, given, ch.want)}
-		}
+	// The flags' own rules (those of a setting are Options.Check's), keyed as checked names flags.
+	action := c.String("sniff-timeout-action")
+	if err := checked(c, config.First(
+		config.Bad(action != "route" && action != "close", "sniff_timeout_action", "route or close"),
+		config.Bad(port < 0 || port > 65535, "port", "a port from 1 to 65535 (0: any free port)"),
+		config.Bad(!config.ValidListen(o.Source.Listen), "listen", "host:port with a port from 0 to 65535, e.g. 127.0.0.1:7777, [::1]:7777 or :7777"),
+		config.Bad(c.String("access-log-format") != "json" && c.String("access-log-format") != "console", "access_log_format", "json or console"),
+		config.Bad(c.IsSet("session-store") && d.SessionCookie == "", "session_store", "--session-cookie NAME beside it: the store keeps learned sessions, and without the cookie there are none"),
+	)); err != nil {
+		return o, err
 	}
 	if err := parseClientOptions(c, &o); err != nil {
 		return o, err
