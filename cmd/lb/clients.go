@@ -19,6 +19,7 @@ var (
 	perIPMaxConnsFlag = &cli.IntFlag{Name: "per-ip-max-conns", Usage: "connections one client address may hold open at once; over it an HTTP client gets 429 (0: no limit)"}
 	perIPRateFlag     = &cli.Float64Flag{Name: "per-ip-rate", Usage: "new connections per second one client address may open, on average; over it an HTTP client gets 429 with Retry-After (0: no limit)"}
 	perIPBurstFlag    = &cli.IntFlag{Name: "per-ip-burst", Usage: "new connections one client address may open at once before --per-ip-rate paces it (0: the rate rounded up, at least 1)"}
+	perIPv6PrefixFlag = &cli.IntFlag{Name: "per-ip-ipv6-prefix", Value: admit.DefaultIPv6Prefix, Usage: "the per-ip limits count an IPv6 client by the first `N` bits of its address (1 to 128): a client rotating addresses in its /64 is one client; IPv4 is counted by the whole address"}
 	queueTimeoutFlag  = &cli.DurationFlag{Name: "queue-timeout", Value: time.Second, Usage: "when every backend is at its maxconn, how long a connection waits for a slot before it gets 503"}
 )
 
@@ -43,6 +44,8 @@ func parseClientOptions(c *cli.Context) (clientOptions, error) {
 		MaxConns: c.Int("per-ip-max-conns"),
 		Rate:     c.Float64("per-ip-rate"),
 		Burst:    c.Int("per-ip-burst"),
+		// The IPv6 prefix, 1..128, checked below.
+		IPv6Prefix: c.Int("per-ip-ipv6-prefix"),
 	}
 	o.queueTimeout = c.Duration("queue-timeout")
 	r := o.admit.Rate
@@ -55,6 +58,7 @@ func parseClientOptions(c *cli.Context) (clientOptions, error) {
 		{r < 0 || math.IsNaN(r) || math.IsInf(r, 0), "per-ip-rate", "connections per second, 0 (no limit) or more, e.g. 10 or 0.5"},
 		{o.admit.Burst < 0, "per-ip-burst", "0 (the rate rounded up) or more"},
 		{o.admit.Burst > 0 && r == 0, "per-ip-burst", "--per-ip-rate beside it: the burst is the token bucket's size"},
+		{o.admit.IPv6Prefix < 1 || o.admit.IPv6Prefix > 128, "per-ip-ipv6-prefix", "a prefix length from 1 to 128, e.g. 64"},
 		{o.queueTimeout <= 0, "queue-timeout", "a duration above 0, e.g. 1s"},
 	}
 	for _, ch := range checks {
