@@ -33,6 +33,7 @@ const (
 
 var (
 	errNoneUp       = errors.New("no backend is up")
+	errQueueTimeout = errors.New("every backend up stayed at its maxconn for --queue-timeout")
 	errDialFailed   = errors.New("every backend dial failed")
 	errNoDescriptor = errors.New("no descriptor for the backend socket in time")
 	errOverLimit    = errors.New("over a per-address limit")
@@ -278,7 +279,7 @@ func (l *loop) dial(c *conn) {
 			l.s.endShortage()
 		}
 		if rt.dialed {
-			l.stats.backend(b.ID).Retries++
+			l.stats.backend(c.pool, b.ID).Retries++
 		}
 		rt.dialed = true
 		if err != nil {
@@ -451,7 +452,7 @@ func (l *loop) dropBackend(c *conn, err error) {
 
 // dialFailed reports a failed dial of b, at sa if the connect was started.
 func (l *loop) dialFailed(c *conn, id, addr string, sa *sockaddr, err error) {
-	l.stats.backend(id).DialErrors++
+	l.stats.backend(c.pool, id).DialErrors++
 	if sa != nil {
 		l.dials.failed(addr, sa)
 	}
@@ -501,7 +502,7 @@ func (l *loop) expire(c *conn) {
 	case starved:
 		l.refuse(c, errNoDescriptor)
 	case queued:
-		l.refuse(c, errNoneUp) // no slot came free in time
+		l.refuse(c, errQueueTimeout) // no slot came free in time
 	case dialing:
 		l.redial(c, opError("connect", os.ErrDeadlineExceeded))
 	case replaying:
@@ -526,6 +527,8 @@ func (l *loop) refuse(c *conn, why error) {
 		reason = metrics.RefuseDialFailed
 	case errors.Is(why, errNoDescriptor):
 		reason = metrics.RefuseNoDescriptor
+	case errors.Is(why, errQueueTimeout):
+		reason = metrics.RefuseQueueTimeout
 	case errors.Is(why, errOverLimit) && c.overLimit == admit.OverRate:
 		reason = metrics.RefuseIPRate
 	case errors.Is(why, errOverLimit):

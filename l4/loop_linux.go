@@ -63,7 +63,7 @@ func newLoop(s *Server) (*loop, error) {
 		acc:   acceptor{s: s, epfd: p.epfd},
 		pipes: loopPipes{pool: &s.pipes},
 		dials: dialCache{r: s.resolver, addrs: map[string]*dialAddr{}},
-		stats: loopStats{backends: map[string]*metrics.BackendCounters{}},
+		stats: loopStats{backends: map[backendKey]*metrics.BackendCounters{}},
 		buf:   make([]byte, copySize),
 	}, nil
 }

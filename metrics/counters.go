@@ -66,10 +66,11 @@ const (
 	RefuseIPRate                           // its address opened connections faster than --per-ip-rate (HTTP clients also get a 429)
 	RefuseBadProxy                         // a trusted balancer's PROXY header was malformed, truncated or missing
 	RefuseNoRoute                          // no route of its listener matched (HTTP clients get the listener's status, 503 by default)
+	RefuseQueueTimeout                     // every backend up stayed at its maxconn for --queue-timeout (HTTP clients also get a 503)
 	NumRefuseReasons
 )
 
-var refuseNames = [NumRefuseReasons]string{"none_up", "dial_failed", "no_descriptor", "slow_head", "per_ip_conns", "per_ip_rate", "bad_proxy_header", "no_route"}
+var refuseNames = [NumRefuseReasons]string{"none_up", "dial_failed", "no_descriptor", "slow_head", "per_ip_conns", "per_ip_rate", "bad_proxy_header", "no_route", "queue_timeout"}
 
 // String returns the label value of r (a constant string).
 func (r RefuseReason) String() string {
@@ -155,6 +156,7 @@ type Counters struct {
 	StoreErrors uint64                   // of those, the ones that failed or timed out
 	Refused     [NumRefuseReasons]uint64 // by RefuseReason
 	Answers     [NumAnswers]uint64       // by Answer
+	Queued      int64                    // connections waiting for a backend slot now (a Source fills it at a scrape)
 }
 
 // Add adds o into c. It does not allocate.
@@ -176,6 +178,7 @@ func (c *Counters) Add(o *Counters) {
 	for i := range c.Answers {
 		c.Answers[i] += o.Answers[i]
 	}
+	c.Queued += o.Queued
 }
 
 // BackendCounters are the counters of one backend on one loop, or their sum. Bytes are
@@ -206,7 +209,8 @@ func (b *BackendCounters) Add(o *BackendCounters) {
 
 // Backend is one backend's row in a Snapshot.
 type Backend struct {
-	ID         string    // the label value: the servers file's id=, or the short hash of the address
+	Pool       string    // the pool label: the name of the backend's pool ("default" with the flags' one pool)
+	ID         string    // the backend label: the servers file's id=, or the short hash of the address
 	Up         bool      // as the health checks see it now
 	LastChange time.Time // when it last went up or down; zero: never (not exported then)
 	BackendCounters
@@ -228,9 +232,10 @@ func (s *Snapshot) Reset() {
 	s.Backends = s.Backends[:0]
 }
 
-// AddBackend appends a zeroed row for id and returns it, for the Source to fill. The
-// pointer is valid until the next AddBackend. IDs must be distinct within a Snapshot.
-func (s *Snapshot) AddBackend(id string) *Backend {
-	s.Backends = append(s.Backends, Backend{ID: id})
+// AddBackend appends a zeroed row for backend id of pool and returns it, for the Source to
+// fill. The pointer is valid until the next AddBackend. A (pool, id) pair must be distinct
+// within a Snapshot, and a pool's rows must be added one after another.
+func (s *Snapshot) AddBackend(pool, id string) *Backend {
+	s.Backends = append(s.Backends, Backend{Pool: pool, ID: id})
 	return &s.Backends[len(s.Backends)-1]
 }

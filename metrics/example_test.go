@@ -43,7 +43,7 @@ type server struct {
 
 func (s *server) Collect(snap *metrics.Snapshot) {
 	for _, id := range s.ids {
-		snap.AddBackend(id).Up = true
+		snap.AddBackend("web", id).Up = true
 	}
 	for _, l := range s.loops {
 		done := make(chan struct{})
@@ -90,19 +90,19 @@ func Example() {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	for _, line := range []string{
 		"lb_accepted_connections_total 2",
-		`lb_connections_total{backend="web-1"} 2`,
-		`lb_backend_bytes_received_total{backend="web-1"} 2400`,
-		`lb_http_connections_total{backend="web-1",method="GET"} 2`,
-		`lb_connections_total{backend="web-2"} 0`,
+		`lb_backend_connections_total{backend="web-1",pool="web"} 2`,
+		`lb_backend_received_bytes_total{backend="web-1",pool="web"} 2400`,
+		`lb_backend_http_connections_total{backend="web-1",method="GET",pool="web"} 2`,
+		`lb_backend_connections_total{backend="web-2",pool="web"} 0`,
 	} {
 		fmt.Println(contains(rec.Body.String(), line), line)
 	}
 	// Output:
 	// true lb_accepted_connections_total 2
-	// true lb_connections_total{backend="web-1"} 2
-	// true lb_backend_bytes_received_total{backend="web-1"} 2400
-	// true lb_http_connections_total{backend="web-1",method="GET"} 2
-	// true lb_connections_total{backend="web-2"} 0
+	// true lb_backend_connections_total{backend="web-1",pool="web"} 2
+	// true lb_backend_received_bytes_total{backend="web-1",pool="web"} 2400
+	// true lb_backend_http_connections_total{backend="web-1",method="GET",pool="web"} 2
+	// true lb_backend_connections_total{backend="web-2",pool="web"} 0
 }
 
 func contains(body, line string) bool { return slices.Contains(strings.Split(body, "\n"), line) }

@@ -50,7 +50,7 @@ func newPools(cfg *config.Config, o options, m *metrics.Metrics, traffic func() 
 			return nil, badInput{err}
 		}
 		hc := o.health
-		hc.OnProbe = m.ObserveProbe
+		hc.OnProbe = m.ProbeObserver(p.Name)
 		hc.Interval, hc.Timeout, hc.Rise, hc.Fall = p.Health.Interval, p.Health.Timeout, p.Health.Rise, p.Health.Fall
 		if p.Health.HTTPPath != "" {
 			hc.HTTPPath = p.Health.HTTPPath
