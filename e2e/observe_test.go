@@ -48,11 +48,11 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), startDeadline)
 	defer cancel()
 	key := metricstest.Key
-	v, err := metricstest.Wait(ctx, url, func(v metricstest.Values) bool { return v[key("lb_active_connections")] == 0 })
+	v, err := metricstest.Wait(ctx, url, func(v metricstest.Values) bool { return v[key("lb_active_connections", "listener", lb.Addr)] == 0 })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := v[key("lb_accepted_connections_total")]; got != 30 {
+	if got := v[key("lb_accepted_connections_total", "listener", lb.Addr)]; got != 30 {
 		t.Errorf("accepted %v, want 30", got)
 	}
 	for i := range ngx {
@@ -89,7 +89,7 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		io.ReadAll(c)
 		c.Close()
 	}
-	v, err = metricstest.Wait(ctx, url, func(v metricstest.Values) bool { return v[key("lb_active_connections")] == 0 })
+	v, err = metricstest.Wait(ctx, url, func(v metricstest.Values) bool { return v[key("lb_active_connections", "listener", lb.Addr)] == 0 })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,7 +75,8 @@ type conn struct {
 	rh         *respHead      // while lb reads the backend's first response head (resphead.go)
 
 	// For metrics and the access log (observe.go).
-	bc *metrics.BackendCounters // the backend's counters on this loop, once it took the connection
+	bc *metrics.BackendCounters  // the backend's counters on this loop, once it took the connection
+	lc *metrics.ListenerCounters // its listener's counters on this loop, from admit on
 
 	slot       int32
 	gen        uint32 // tells a stale epoll event from one for the slot's new tenant
@@ -124,8 +125,9 @@ func (l *loop) admit(a accepted) {
 	c := l.conns.add()
 	c.ends[clientSide].fd, c.ends[backendSide].fd = a.fd, -1
 	c.start, c.client, c.lis = l.now, a.client, a.lis
-	l.stats.Accepted++
-	l.stats.Active++
+	c.lc = l.stats.listener(a.lis)
+	c.lc.Accepted++
+	c.lc.Active++
 	if c.awaitProxy = l.s.cfg.AcceptProxy.Contains(a.client.Addr()); !c.awaitProxy {
 		l.admitClient(c)
 	}
@@ -227,7 +229,7 @@ func (l *loop) preSniff(c *conn) bool {
 // badProxy closes a trusted balancer's connection whose PROXY header is malformed, cut short
 // or missing.
 func (l *loop) badProxy(c *conn, err error) {
-	l.refused(metrics.RefuseBadProxy, false)
+	l.refused(c, metrics.RefuseBadProxy, false)
 	l.close(c, err)
 }
 
@@ -489,7 +491,7 @@ func (l *loop) expire(c *conn) {
 		}
 		if l.s.cfg.CloseSlowHeads {
 			l.s.closedSlow.Add(1)
-			l.refused(metrics.RefuseSlowHead, false)
+			l.refused(c, metrics.RefuseSlowHead, false)
 			l.close(c, os.ErrDeadlineExceeded)
 			return
 		}
@@ -537,7 +539,7 @@ func (l *loop) refuse(c *conn, why error) {
 		reason = metrics.RefuseNoRoute
 	}
 	http := c.kind == httpsniff.KindHTTP1 || httpsniff.StartsLikeHTTP1(c.rt.first.bytes())
-	l.refused(reason, http)
+	l.refused(c, reason, http)
 	if !http {
 		l.close(c, why)
 		return

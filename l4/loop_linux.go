@@ -63,7 +63,7 @@ func newLoop(s *Server) (*loop, error) {
 		acc:   acceptor{s: s, epfd: p.epfd},
 		pipes: loopPipes{pool: &s.pipes},
 		dials: dialCache{r: s.resolver, addrs: map[string]*dialAddr{}},
-		stats: loopStats{backends: map[backendKey]*metrics.BackendCounters{}},
+		stats: loopStats{backends: map[backendKey]*metrics.BackendCounters{}, listeners: map[*listener]*metrics.ListenerCounters{}},
 		buf:   make([]byte, copySize),
 	}, nil
 }

@@ -24,7 +24,18 @@ var _ metrics.Source = (*Server)(nil)
 // loopStats are a loop's counters.
 type loopStats struct {
 	metrics.Counters
-	backends map[backendKey]*metrics.BackendCounters // made at the first dial, not per connection
+	backends  map[backendKey]*metrics.BackendCounters // made at the first dial, not per connection
+	listeners map[*listener]*metrics.ListenerCounters // made at the first accept; nil: a connection without one (tests)
+}
+
+// listener returns the counters of lis.
+func (st *loopStats) listener(lis *listener) *metrics.ListenerCounters {
+	lc := st.listeners[lis]
+	if lc == nil {
+		lc = new(metrics.ListenerCounters)
+		st.listeners[lis] = lc
+	}
+	return lc
 }
 
 // backendKey names a backend within its pool: one id may be in two pools, and each counts
@@ -54,6 +65,13 @@ func (s *Server) Collect(snap *metrics.Snapshot) {
 	for _, l := range s.loops {
 		l.call(func() {
 			snap.Counters.Add(&l.stats.Counters)
+			for lis, lc := range l.stats.listeners {
+				name := ""
+				if lis != nil {
+					name = lis.name
+				}
+				snap.AddListener(name, lc)
+			}
 			snap.Queued += int64(l.queued)
 			for i := range snap.Backends {
 				row := &snap.Backends[i]
@@ -110,8 +128,8 @@ func (l *loop) handedOver(c *conn) {
 }
 
 // refused counts a connection no backend took.
-func (l *loop) refused(why metrics.RefuseReason, answered bool) {
-	l.stats.Refused[why]++
+func (l *loop) refused(c *conn, why metrics.RefuseReason, answered bool) {
+	c.lc.Refused[why]++
 	if !answered {
 		return
 	}
@@ -133,7 +151,7 @@ func (l *loop) closing(c *conn, err error) {
 	if c.admitted {
 		l.s.admit.ReleaseAddr(c.client.Addr())
 	}
-	l.stats.Active--
+	c.lc.Active--
 	d := time.Duration(l.now - c.start)
 	l.stats.Durations.Observe(d)
 	up, down := c.ends[clientSide].moved, c.ends[backendSide].moved

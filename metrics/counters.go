@@ -207,6 +207,28 @@ func (b *BackendCounters) Add(o *BackendCounters) {
 	}
 }
 
+// ListenerCounters are the counters of one listener on one loop, or their sum.
+type ListenerCounters struct {
+	Accepted uint64                   // connections accepted
+	Active   int64                    // of those, not yet closed
+	Refused  [NumRefuseReasons]uint64 // by RefuseReason
+}
+
+// Add adds o into l. It does not allocate.
+func (l *ListenerCounters) Add(o *ListenerCounters) {
+	l.Accepted += o.Accepted
+	l.Active += o.Active
+	for i := range l.Refused {
+		l.Refused[i] += o.Refused[i]
+	}
+}
+
+// Listener is one listener's row in a Snapshot.
+type Listener struct {
+	Name string // the listener label: its address as lb listens on it
+	ListenerCounters
+}
+
 // Backend is one backend's row in a Snapshot.
 type Backend struct {
 	Pool       string    // the pool label: the name of the backend's pool ("default" with the flags' one pool)
@@ -222,14 +244,34 @@ type Backend struct {
 // has grown to the number of backends.
 type Snapshot struct {
 	Counters
-	Backends []Backend
+	Listeners []Listener // the lb_accepted, lb_active and lb_refused series, by listener
+	Backends  []Backend
 }
 
-// Reset zeroes s and empties Backends, keeping its capacity.
+// Reset zeroes s and empties Listeners and Backends, keeping their capacity.
 func (s *Snapshot) Reset() {
 	s.Counters = Counters{}
+	clear(s.Listeners)
+	s.Listeners = s.Listeners[:0]
 	clear(s.Backends) // drop the ID strings of the last scrape
 	s.Backends = s.Backends[:0]
+}
+
+// AddListener adds o into the row of listener name, made if missing, and into the
+// Counters' Accepted, Active and Refused, which sum every listener.
+func (s *Snapshot) AddListener(name string, o *ListenerCounters) {
+	s.Accepted += o.Accepted
+	s.Active += o.Active
+	for i := range s.Refused {
+		s.Refused[i] += o.Refused[i]
+	}
+	for i := range s.Listeners {
+		if s.Listeners[i].Name == name {
+			s.Listeners[i].Add(o)
+			return
+		}
+	}
+	s.Listeners = append(s.Listeners, Listener{Name: name, ListenerCounters: *o})
 }
 
 // AddBackend appends a zeroed row for backend id of pool and returns it, for the Source to

@@ -161,15 +161,15 @@ func newCollector(opts Options) *collector {
 		revision:       revision(),
 		buildInfo:      d("lb_build_info", "Always 1; the labels say which lb runs.", "version", "revision", "goversion"),
 		openFDs:        d("lb_open_fds", "Descriptors lb holds open: two per connection, pipes, listeners, probes."),
-		accepted:       d("lb_accepted_connections_total", "Client connections accepted, on every listener."),
-		active:         d("lb_active_connections", "Client connections accepted and not yet closed."),
+		accepted:       d("lb_accepted_connections_total", "Client connections the listener accepted.", "listener"),
+		active:         d("lb_active_connections", "Client connections the listener accepted and lb has not closed yet.", "listener"),
 		queued:         d("lb_queued_connections", "Client connections waiting for a backend slot now: every backend up of their pool is at its maxconn."),
 		duration:       d("lb_connection_duration_seconds", "Lifetime of closed client connections, accept to close."),
 		sniff:          d("lb_sniff_total", "Client connections by what sniffing made of their first bytes.", "kind"),
 		sticky:         d("lb_sticky_decisions_total", "Sticky routing decisions (with --sticky-cookie or --session-cookie), by result.", "result"),
 		storeCalls:     d("lb_session_store_calls_total", "Session store lookups and records."),
 		storeErrors:    d("lb_session_store_errors_total", "Session store calls that failed or timed out; the ring decided instead."),
-		refused:        d("lb_refused_connections_total", "Client connections lb closed or answered itself, without a backend, by reason.", "reason"),
+		refused:        d("lb_refused_connections_total", "Client connections of the listener that lb closed or answered itself, without a backend, by reason.", "listener", "reason"),
 		answers:        d("lb_answers_total", "HTTP answers lb wrote itself, by status code.", "code"),
 		poolBackends:   d("lb_pool_backends", "Backends of the pool, by state: up or down as the health checks see them.", "pool", "state"),
 		poolConns:      d("lb_pool_connections_total", "Client connections handed to a backend of the pool (the dial succeeded).", "pool"),
@@ -223,8 +223,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s.Reset()
 	c.src.Collect(s)
 
-	ch <- prometheus.MustNewConstMetric(c.accepted, counter, float64(s.Accepted))
-	ch <- prometheus.MustNewConstMetric(c.active, gauge, float64(s.Active))
+	for i := range s.Listeners {
+		l := &s.Listeners[i]
+		ch <- prometheus.MustNewConstMetric(c.accepted, counter, float64(l.Accepted), l.Name)
+		ch <- prometheus.MustNewConstMetric(c.active, gauge, float64(l.Active), l.Name)
+		for r, n := range l.Refused {
+			ch <- prometheus.MustNewConstMetric(c.refused, counter, float64(n), l.Name, RefuseReason(r).String())
+		}
+	}
 	ch <- prometheus.MustNewConstMetric(c.queued, gauge, float64(s.Queued))
 	ch <- prometheus.MustNewConstHistogram(c.duration, s.Durations.Count(), s.Durations.Sum().Seconds(), s.Durations.cumulative())
 	for k, n := range s.Sniff {
@@ -235,9 +241,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.storeCalls, counter, float64(s.StoreCalls))
 	ch <- prometheus.MustNewConstMetric(c.storeErrors, counter, float64(s.StoreErrors))
-	for r, n := range s.Refused {
-		ch <- prometheus.MustNewConstMetric(c.refused, counter, float64(n), RefuseReason(r).String())
-	}
 	for a, n := range s.Answers {
 		ch <- prometheus.MustNewConstMetric(c.answers, counter, float64(n), Answer(a).String())
 	}

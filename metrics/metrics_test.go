@@ -22,7 +22,11 @@ type fixedSource struct {
 func (f *fixedSource) Collect(s *Snapshot) {
 	f.calls++
 	for i := range f.loops {
-		s.Counters.Add(&f.loops[i])
+		c := f.loops[i] // a loop counts accepted, active and refused per listener
+		lc := ListenerCounters{Accepted: c.Accepted, Active: c.Active, Refused: c.Refused}
+		c.Accepted, c.Active, c.Refused = 0, 0, [NumRefuseReasons]uint64{}
+		s.Counters.Add(&c)
+		s.AddListener(testListener, &lc)
 	}
 	for r, row := range f.rows {
 		b := s.AddBackend(row.Pool, row.ID)
@@ -32,6 +36,8 @@ func (f *fixedSource) Collect(s *Snapshot) {
 		}
 	}
 }
+
+const testListener = "127.0.0.1:7777"
 
 func knownSource() *fixedSource {
 	f := &fixedSource{
@@ -89,9 +95,9 @@ func TestScrapeReportsTheSnapshotExactly(t *testing.T) {
 	K := metricstest.Key
 	want := map[string]float64{
 		K("lb_build_info", "version", "v1.2.3", "revision", "unknown", "goversion", runtime.Version()): 1,
-		K("lb_open_fds"):                   42,
-		K("lb_accepted_connections_total"): 30,
-		K("lb_active_connections"):         4,
+		K("lb_open_fds"): 42,
+		K("lb_accepted_connections_total", "listener", testListener): 30,
+		K("lb_active_connections", "listener", testListener):         4,
 
 		K("lb_connection_duration_seconds_count"):                 6,
 		K("lb_connection_duration_seconds_sum"):                   2 * (0.003 + 2 + 7200),
@@ -116,12 +122,12 @@ func TestScrapeReportsTheSnapshotExactly(t *testing.T) {
 		K("lb_session_store_calls_total"):                   14,
 		K("lb_session_store_errors_total"):                  2,
 
-		K("lb_refused_connections_total", "reason", "none_up"):       6,
-		K("lb_refused_connections_total", "reason", "dial_failed"):   2,
-		K("lb_refused_connections_total", "reason", "no_descriptor"): 0,
-		K("lb_refused_connections_total", "reason", "slow_head"):     0,
-		K("lb_answers_total", "code", "503"):                         6,
-		K("lb_answers_total", "code", "502"):                         2,
+		K("lb_refused_connections_total", "listener", testListener, "reason", "none_up"):       6,
+		K("lb_refused_connections_total", "listener", testListener, "reason", "dial_failed"):   2,
+		K("lb_refused_connections_total", "listener", testListener, "reason", "no_descriptor"): 0,
+		K("lb_refused_connections_total", "listener", testListener, "reason", "slow_head"):     0,
+		K("lb_answers_total", "code", "503"):                                                   6,
+		K("lb_answers_total", "code", "502"):                                                   2,
 
 		K("lb_backend_connections_total", "pool", "web", "backend", "web-1"):                        10,
 		K("lb_backend_active_connections", "pool", "web", "backend", "web-1"):                       2,
@@ -175,7 +181,7 @@ func TestScrapeReportsTheSnapshotExactly(t *testing.T) {
 
 	// A second scrape reports the same values: the Snapshot is reset, not added to.
 	v2 := scrape(t, m)
-	if a, b := v[K("lb_accepted_connections_total")], v2[K("lb_accepted_connections_total")]; a != b {
+	if a, b := v[K("lb_accepted_connections_total", "listener", testListener)], v2[K("lb_accepted_connections_total", "listener", testListener)]; a != b {
 		t.Errorf("accepted: first scrape %v, second %v", a, b)
 	}
 	if src.calls != 2 {
@@ -199,7 +205,7 @@ func TestForgetPoolDropsItsProbeSeries(t *testing.T) {
 
 func TestWithoutSourceOnlyProcessWideMetrics(t *testing.T) {
 	v := scrape(t, New(Options{}))
-	if _, ok := v["lb_accepted_connections_total"]; ok {
+	if _, ok := v[metricstest.Key("lb_accepted_connections_total", "listener", testListener)]; ok {
 		t.Error("lb_accepted_connections_total reported with no Source")
 	}
 	n, ok := v["lb_open_fds"]
@@ -215,8 +221,8 @@ func TestOpenFDsErrorLeavesOutOnlyThatMetric(t *testing.T) {
 	if _, ok := v["lb_open_fds"]; ok {
 		t.Error("lb_open_fds reported although counting failed")
 	}
-	if v["lb_accepted_connections_total"] != 30 {
-		t.Errorf("lb_accepted_connections_total = %v, want 30: one failing metric must not cost the others", v["lb_accepted_connections_total"])
+	if v[metricstest.Key("lb_accepted_connections_total", "listener", testListener)] != 30 {
+		t.Errorf("lb_accepted_connections_total = %v, want 30: one failing metric must not cost the others", v[metricstest.Key("lb_accepted_connections_total", "listener", testListener)])
 	}
 }
 
