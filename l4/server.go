@@ -280,7 +280,10 @@ func (s *Server) ServeRoutes(ln net.Listener, routes Routes) error {
 	lis.routes.Store(newRouteSet(routes, *s.pools.Load()))
 	s.lis = append(s.lis, lis)
 	for _, l := range s.loops {
-		l.call(func() { l.acc.listen(lis) })
+		l.call(func() {
+			l.acc.listen(lis)
+			l.stats.listener(lis) // its series are scraped from the start, at 0
+		})
 	}
 	s.mu.Unlock()
 	<-s.closing
