@@ -15,7 +15,7 @@ import (
 type eventLoop struct {
 	calls    chan func()
 	counters metrics.Counters
-	listener metrics.ListenerCounters // of its one listener
+	listener metrics.ListenerCounters            // of its one listener
 	backends map[string]*metrics.BackendCounters // by backend id; an entry is made at the first dial, not per connection
 }
 
