@@ -101,7 +101,7 @@ func (a *App) stats() admin.Stats {
 	}
 	return admin.Stats{
 		Listeners: a.addrs,
-		Accepted:  st.Accepted,
+		Accepted:  snap.Accepted,
 		Active:    st.Active,
 		Sniff:     sniff,
 		Refused:   refused,

@@ -25,6 +25,7 @@ import (
 
 	"lb/accesslog"
 	"lb/config"
+	"lb/health"
 	"lb/l4"
 	"lb/metrics"
 )
@@ -223,14 +224,14 @@ func (a *App) ReopenLogs() {
 // state, which its pool's prober knows.
 func (a *App) Collect(snap *metrics.Snapshot) {
 	a.srv.Collect(snap)
-	pools := *a.pools.Load()
+	probers := map[string]*health.Prober{}
+	for _, p := range *a.pools.Load() {
+		probers[p.cfg.Name] = p.prober
+	}
 	for i := range snap.Backends {
 		b := &snap.Backends[i]
-		for _, p := range pools {
-			if t, ok := p.prober.LastChange(b.ID); ok {
-				b.LastChange = t
-				break
-			}
+		if p := probers[b.Pool]; p != nil {
+			b.LastChange, _ = p.LastChange(b.ID)
 		}
 	}
 }
@@ -268,7 +269,7 @@ func (a *App) logCounters() {
 	var snap metrics.Snapshot
 	a.srv.Collect(&snap)
 	e := a.log.Info().
-		Uint64("accepted", st.Accepted).
+		Uint64("accepted", snap.Accepted).
 		Int64("active", st.Active).
 		Int64("max_conns", st.MaxConns).
 		Int64("pipes_in_use", st.PipesInUse).

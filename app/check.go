@@ -30,6 +30,7 @@ func (o Options) Check() *config.Invalid {
 		config.Bad(ip.Rate < 0 || math.IsNaN(ip.Rate) || math.IsInf(ip.Rate, 0), "per_ip_rate", "connections per second, 0 (no limit) or more, e.g. 10 or 0.5"),
 		config.Bad(ip.Burst < 0, "per_ip_burst", "0 (the rate rounded up) or more"),
 		config.Bad(ip.Burst > 0 && ip.Rate == 0, "per_ip_burst", "--per-ip-rate beside it: the burst is the token bucket's size"),
+		config.Bad(ip.IPv6Prefix < 1 || ip.IPv6Prefix > 128, "per_ip_ipv6_prefix", "a prefix length from 1 to 128, e.g. 64"),
 		config.Bad(o.DrainTimeout < 0, "drain_timeout", "a duration of 0 or more, e.g. 10s"),
 		config.Bad(o.SlowStart < 0, "slow_start", "0 (off) or a duration, e.g. 30s"),
 		config.Bad(o.Threads < 1 || o.Threads > runtime.NumCPU(), "threads", fmt.Sprintf("1 to %d, the CPUs lb may use", runtime.NumCPU())),

@@ -58,7 +58,7 @@ func (a *App) healthOf(cfg config.Pool) health.Config {
 	h := cfg.Health
 	return health.Config{
 		Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
-		HTTPPath: h.HTTPPath, Expect: a.o.Expect, Proxy: cfg.SendProxy, OnProbe: a.metrics.ObserveProbe,
+		HTTPPath: h.HTTPPath, Expect: a.o.Expect, Proxy: cfg.SendProxy, OnProbe: a.metrics.ProbeObserver(cfg.Name),
 		Resolver: a.o.Resolver,
 	}
 }

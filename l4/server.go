@@ -71,7 +71,6 @@ type Config struct {
 
 // Stats are counters of a Server.
 type Stats struct {
-	Accepted      uint64 // connections accepted
 	Active        int64  // connections accepted and not yet closed
 	SplicedBytes  uint64 // bytes moved by splice(2) between client and backend, both ways
 	PipesInUse    int64  // splice pipes held now: at most one per loop, plus one per stalled flow
@@ -230,7 +229,6 @@ func (s *Server) Stats() Stats {
 		HeadsUnparsed: s.overHeadMemory.Load(),
 	}
 	for _, l := range s.loops {
-		st.Accepted += l.accepted.Load()
 		st.SplicedBytes += l.spliced.Load()
 		st.IdleTimeouts += l.idleTimeouts.Load()
 	}
@@ -267,7 +265,10 @@ func (s *Server) ServeRoutes(ln net.Listener, routes Routes) error {
 	lis.routes.Store(newRouteSet(routes, *s.pools.Load()))
 	s.lis = append(s.lis, lis)
 	for _, l := range s.loops {
-		l.call(func() { l.acc.listen(lis) })
+		l.call(func() {
+			l.acc.listen(lis)
+			l.stats.listener(lis) // its series are scraped from the start, at 0
+		})
 	}
 	s.mu.Unlock()
 	<-s.closing
