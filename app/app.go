@@ -158,6 +158,12 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 	for i, p := range pools {
 		a.logStart(p, i == 0 && len(pools) > 1)
 	}
+	if a.watch != nil {
+		// A file changed between the load above and the watch being in place has no event
+		// to report it: look once now (a file unchanged costs a read and a hash). Reload logs
+		// its outcome.
+		_ = a.Reload("watch")
+	}
 	return a, nil
 }
 

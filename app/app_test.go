@@ -274,3 +274,33 @@ func TestWatchFollowsTheServersFileOfAConfig(t *testing.T) {
 		t.Errorf("%d reloads, want 1: the other file's change is not lb's", reloads)
 	}
 }
+
+// A change to the servers file made while Start probes, after it read the file and before
+// its watch is in place (so that no event will report it), is applied before Start returns.
+// The backend's HTTP check makes the change, so it is made inside that window every time.
+func TestWatchMissesNoChangeBeforeItIsArmed(t *testing.T) {
+	addrs, _ := listenN(t, 1)
+	servers := filepath.Join(t.TempDir(), "servers.txt")
+	changed := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case changed <- os.WriteFile(servers, []byte(r.Host+" id=a check=http:/h\n"+addrs[0]+" id=b\n"), 0o644):
+		default: // changed once already
+		}
+	}))
+	defer srv.Close()
+	backend := srv.Listener.Addr().String()
+	write(t, servers, backend+" id=a check=http:/h\n")
+	a, _ := startWith(t, Source{ServersFile: servers}, true)
+	select {
+	case err := <-changed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatal("Start returned before its first probe: the check did not change the file")
+	}
+	if got, want := listing(a), fmt.Sprintf("default/a=%s:up default/b=%s:up", backend, addrs[0]); got != want {
+		t.Errorf("when Start returned: %s\nwant %s", got, want)
+	}
+}

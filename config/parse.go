@@ -32,6 +32,9 @@ func (p *parser) errAt(n *yaml.Node, format string, args ...any) *Error {
 	return &Error{File: p.file, Line: n.Line, Col: n.Column, Msg: fmt.Sprintf(format, args...)}
 }
 
+// topKeys are the keys of the config file itself.
+var topKeys = []string{"listeners", "pools"}
+
 // parse reads the YAML nodes into a Config, checking every value where it stands.
 func (p *parser) parse(data []byte) (*Config, error) {
 	var doc yaml.Node
@@ -41,7 +44,7 @@ func (p *parser) parse(data []byte) (*Config, error) {
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil, &Error{File: p.file, Msg: "empty config: want listeners: and pools:"}
 	}
-	top, err := p.mapping(doc.Content[0], "the config", "listeners", "pools")
+	top, err := p.mapping(doc.Content[0], "the config", topKeys...)
 	if err != nil {
 		return nil, err
 	}
@@ -94,8 +97,11 @@ func (p *parser) syntaxError(err error) error {
 	return e
 }
 
+// listenerKeys are the keys of a listener.
+var listenerKeys = []string{"listen", "routes", "status"}
+
 func (p *parser) listener(n *yaml.Node) (Listener, error) {
-	fields, err := p.mapping(n, "a listener", "listen", "routes", "status")
+	fields, err := p.mapping(n, "a listener", listenerKeys...)
 	if err != nil {
 		return Listener{}, err
 	}
@@ -149,8 +155,11 @@ func (p *parser) listener(n *yaml.Node) (Listener, error) {
 	return l, nil
 }
 
+// routeKeys are the keys of a route.
+var routeKeys = []string{"match", "pool"}
+
 func (p *parser) route(n *yaml.Node) (Route, *yaml.Node, error) {
-	fields, err := p.mapping(n, "a route", "match", "pool")
+	fields, err := p.mapping(n, "a route", routeKeys...)
 	if err != nil {
 		return Route{}, nil, err
 	}
@@ -175,6 +184,7 @@ func (p *parser) route(n *yaml.Node) (Route, *yaml.Node, error) {
 	return r, poolNode, nil
 }
 
+// matchKeys are the keys of a route's match.
 var matchKeys = []string{"sni", "alpn", "host", "path_prefix", "h2c", "protocol", "source"}
 
 func (p *parser) match(n *yaml.Node) (route.Match, error) {
@@ -295,6 +305,7 @@ func parseSource(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
+// poolKeys are the keys of a pool.
 var poolKeys = []string{"servers", "servers_file", "balance", "health", "sticky_cookie", "sticky_cookie_attrs", "session_cookie", "send_proxy", "connect_timeout", "idle_timeout"}
 
 func (p *parser) pools(n *yaml.Node) ([]Pool, error) {
@@ -424,6 +435,7 @@ func (Pool) wantOf(key string) string {
 	return ""
 }
 
+// healthKeys are the keys of a pool's health.
 var healthKeys = []string{"interval", "timeout", "rise", "fall", "http"}
 
 func (p *parser) health(n *yaml.Node, h Health, nodes map[string]*yaml.Node) (Health, error) {

@@ -29,7 +29,9 @@ func TestImage(t *testing.T) {
 	}
 	tag := "localhost/lb-deploy-test:" + strings.ToLower(time.Now().UTC().Format("20060102t150405.000000000"))
 	tag = strings.ReplaceAll(tag, ".", "-")
-	build := exec.Command(podman, "build", "--target", "local", "--pull=never",
+	// --no-cache: a layer cached by another build of the same Dockerfile and context (a
+	// concurrent test run) would carry that build's labels, not this one's.
+	build := exec.Command(podman, "build", "--no-cache", "--target", "local", "--pull=never",
 		"--build-arg", "BINARY=lb-test", "--build-arg", "VERSION=v0.0.0-test", "--build-arg", "COMMIT=0123abc",
 		"-f", "../Dockerfile", "-t", tag, ctxDir)
 	if out, err := build.CombinedOutput(); err != nil {

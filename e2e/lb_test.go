@@ -114,6 +114,13 @@ func startLB(t *testing.T, env []string, args ...string) *lbProcess {
 // startLBWith is startLB with lb run by a wrapper command, such as prlimit.
 func startLBWith(t *testing.T, wrapper, env []string, args ...string) *lbProcess {
 	t.Helper()
+	return startLBWithin(t, startDeadline, wrapper, env, args...)
+}
+
+// startLBWithin is startLBWith waiting up to within for lb's "listening" line, for a start
+// whose length grows with its input.
+func startLBWithin(t *testing.T, within time.Duration, wrapper, env []string, args ...string) *lbProcess {
+	t.Helper()
 	argv := append(append(append([]string{}, wrapper...), lbBin), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(append(lbEnv(), "LB_LOG_FORMAT=json"), env...)
@@ -135,9 +142,9 @@ func startLBWith(t *testing.T, wrapper, env []string, args ...string) *lbProcess
 		p.kill()
 	})
 
-	listening, ok := p.log.waitFor(0, startDeadline, func(e logEntry) bool { return e.Message == "listening" })
+	listening, ok := p.log.waitFor(0, within, func(e logEntry) bool { return e.Message == "listening" })
 	if !ok {
-		t.Fatalf("lb %s: no \"listening\" line within %v (exited: %v)", strings.Join(args, " "), startDeadline, p.exited())
+		t.Fatalf("lb %s: no \"listening\" line within %v (exited: %v)", strings.Join(args, " "), within, p.exited())
 	}
 	if listening.Listen == "" {
 		t.Fatalf("lb logged \"listening\" without a listen address: %s", listening.raw)

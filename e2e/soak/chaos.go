@@ -13,6 +13,9 @@ type event struct {
 	pool       string // the lb it hit: "http" or "echo"
 	target     string
 	start, end time.Time
+	// killed is when the killed process had exited (was reaped): until then its listening
+	// socket may still take a connection, which its exit then resets. Zero for other faults.
+	killed time.Time
 }
 
 // chaos injects one fault at a time, so every pool always has a backend up.
@@ -64,6 +67,7 @@ func (c *chaos) run(stop <-chan struct{}) {
 func (c *chaos) kill(kind, pool string, p *proc) event {
 	e := event{kind: kind, pool: pool, target: p.name, start: time.Now()}
 	p.kill()
+	e.killed = time.Now()
 	time.Sleep(300*time.Millisecond + time.Duration(c.rng.Int64N(int64(1200*time.Millisecond)))) // the outage
 	if err := p.start(); err != nil {
 		c.err = err
@@ -112,9 +116,10 @@ func (c *chaos) restore() error {
 	return nil
 }
 
-// Slack around a fault: an operation in flight when a backend is killed may be cut
-// (killSlack covers the kill taking effect); a sticky or session series may be re-balanced
-// while its backend, or Redis, is down and until health has brought it back (upGrace).
+// Slack around a fault: an operation in flight when a backend is killed may be cut, until
+// the process has exited and a moment after (killSlack covers the kill taking effect); a
+// sticky or session series may be re-balanced while its backend, or Redis, is down and
+// until health has brought it back (upGrace).
 const (
 	killSlack = 100 * time.Millisecond
 	upGrace   = 4 * time.Second // health: two good probes a second apart, and the probe in progress
@@ -128,7 +133,7 @@ func excused(o op, e event) bool {
 	case e.pool != o.pool:
 		return false
 	case e.kind == "kill backend":
-		return overlaps(e.start, e.start.Add(killSlack)) || stickiness && overlaps(e.start, e.end.Add(upGrace))
+		return overlaps(e.start, e.killed.Add(killSlack)) || stickiness && overlaps(e.start, e.end.Add(upGrace))
 	case e.kind == "kill redis":
 		return o.kind == "session" && overlaps(e.start, e.end.Add(upGrace))
 	case e.kind == "squeeze fds":

@@ -29,6 +29,10 @@ type config struct {
 	clients  int
 	lb       string
 	keep     bool
+	// sessionTimeout is lb's --session-timeout. The soak checks that sessions stay put, not
+	// how fast Redis answers: lb's 50 ms default, met on an idle machine, is not on a busy CI
+	// runner, where sessions were then re-balanced with no fault to explain it.
+	sessionTimeout time.Duration
 }
 
 func main() {
@@ -38,6 +42,7 @@ func main() {
 	flag.IntVar(&cfg.clients, "clients", 24, "concurrent clients")
 	flag.StringVar(&cfg.lb, "lb", "", "the lb binary (default: go build ./cmd/lb)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the work directory (logs of lb and the backends)")
+	flag.DurationVar(&cfg.sessionTimeout, "session-timeout", time.Second, "lb's --session-timeout: the bound on each session store call")
 	flag.Parse()
 	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
@@ -81,7 +86,7 @@ func run(cfg config) error {
 	}
 	fmt.Printf("soak: seed %d, %d clients, %v\n", cfg.seed, cfg.clients, cfg.duration)
 
-	r, err := newRig(work, repo, cfg.lb)
+	r, err := newRig(work, repo, cfg.lb, cfg.sessionTimeout)
 	if err != nil {
 		return err
 	}
@@ -171,7 +176,7 @@ func run(cfg config) error {
 	return nil
 }
 
-func newRig(work, repo, lb string) (*rig, error) {
+func newRig(work, repo, lb string, sessionTimeout time.Duration) (*rig, error) {
 	r := &rig{}
 	var err error
 	if r.redis, err = redisProc(work); err != nil {
@@ -189,7 +194,8 @@ func newRig(work, repo, lb string) (*rig, error) {
 		r.nginx, r.echo = append(r.nginx, n), append(r.echo, e)
 	}
 	r.httpLB, err = lbProc(work, lb, "lb-http", r.nginx, "--sticky-cookie", "lb_srv",
-		"--session-cookie", "PHPSESSID", "--session-store", "redis://"+r.redis.addr+"/0")
+		"--session-cookie", "PHPSESSID", "--session-store", "redis://"+r.redis.addr+"/0",
+		"--session-timeout", sessionTimeout.String())
 	if err != nil {
 		return nil, err
 	}
