@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"lb/internal/probetarget"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,7 +21,7 @@ import (
 // TestAdminOverControl drives the API through a real HTTP client against a real Control:
 // what a call says is what the ring then does.
 func TestAdminOverControl(t *testing.T) {
-	a := listenN(t, 3)
+	a := targets(t, 3)
 	r, err := ring.New(ring.Backend{ID: "a", Addr: a[0], Weight: 1}, ring.Backend{ID: "b", Addr: a[1], Weight: 1})
 	must(t, err)
 	p := health.NewProber(r, health.Config{Timeout: time.Second, Rise: 3}, zerolog.Nop())
@@ -47,7 +47,7 @@ func TestAdminOverControl(t *testing.T) {
 	if st, out := call("POST", "/backends", `{"addr": "`+a[2]+`", "id": "c", "weight": 2}`); st != 201 || out["state"] != "up" || out["weight"] != 2.0 {
 		t.Errorf("POST /backends = %d %v; want 201, up at its first good probe, weight 2", st, out)
 	}
-	if st, out := call("POST", "/backends", `{"addr": "`+refused(t)+`", "id": "d"}`); st != 201 || out["state"] != "down" {
+	if st, out := call("POST", "/backends", `{"addr": "`+probetarget.Refused(t)+`", "id": "d"}`); st != 201 || out["state"] != "down" {
 		t.Errorf("POST /backends of a dead address = %d %v; want 201 and down", st, out)
 	}
 	if st, out := call("POST", "/backends/a/drain", ""); st != 200 || out["state"] != "draining" {
@@ -94,40 +94,6 @@ func TestAdminOverControl(t *testing.T) {
 	}
 }
 
-// listenN starts n loopback listeners that accept and close, as health probes need, and
-// closes them when the test ends.
-func listenN(t *testing.T, n int) []string {
-	t.Helper()
-	addrs := make([]string, n)
-	for i := range addrs {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		must(t, err)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		t.Cleanup(func() { ln.Close(); <-done })
-		addrs[i] = ln.Addr().String()
-	}
-	return addrs
-}
-
-// refused is a loopback address where nothing listens.
-func refused(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // states returns id=state:weight of every backend, in ring order.
 func states(c *control.Control) string {
 	var out []string
@@ -142,4 +108,10 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// targets starts n loopback listeners that accept and close, as health probes need.
+func targets(t *testing.T, n int) []string {
+	addrs, _ := probetarget.Listen(t, n)
+	return addrs
 }

@@ -3,7 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
-	"net"
+	"lb/internal/probetarget"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,40 +18,6 @@ import (
 	"lb/l4"
 	"lb/ring"
 )
-
-// listenN starts n loopback listeners that accept and close, as probes need; each reports
-// the first bytes of its connections on seen.
-func listenN(t *testing.T, n int) (addrs []string, seen chan string) {
-	t.Helper()
-	seen = make(chan string, 100)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-				buf := make([]byte, 64)
-				k, _ := c.Read(buf)
-				select {
-				case seen <- string(buf[:k]):
-				default:
-				}
-				c.Close()
-			}
-		}()
-		t.Cleanup(func() { ln.Close(); <-done })
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs, seen
-}
 
 func write(t *testing.T, path, text string) {
 	t.Helper()
@@ -106,7 +72,7 @@ func listing(a *App) string {
 // changed under the same id, and its probes then send the header: nothing of the old
 // definition is silently kept.
 func TestReloadReplacesChangedServers(t *testing.T) {
-	addrs, seen := listenN(t, 3)
+	addrs, seen := probetarget.Listen(t, 3)
 	servers := filepath.Join(t.TempDir(), "servers.txt")
 	write(t, servers, addrs[0]+" id=a\n"+addrs[1]+" id=b\n")
 	a, _ := start(t, Source{ServersFile: servers})
@@ -143,7 +109,7 @@ func awaitFirstBytes(t *testing.T, seen chan string, prefix string) {
 // A pool's send_proxy reaches its probes: a backend behind PROXY protocol is probed as the
 // data path speaks to it.
 func TestProbesSpeakThePoolsProxy(t *testing.T) {
-	addrs, seen := listenN(t, 1)
+	addrs, seen := probetarget.Listen(t, 1)
 	servers := filepath.Join(t.TempDir(), "servers.txt")
 	write(t, servers, addrs[0]+" id=a\n")
 	start(t, Source{ServersFile: servers, Defaults: config.Pool{SendProxy: "v1"}})
@@ -167,7 +133,7 @@ pools:
 // A kept pool takes its new balancing, health and sticky settings and keeps its backends'
 // state; a new pool appears in the admin API, and a pool gone leaves it.
 func TestReloadAppliesAKeptPoolsSettings(t *testing.T) {
-	addrs, _ := listenN(t, 2)
+	addrs, _ := probetarget.Listen(t, 2)
 	path := filepath.Join(t.TempDir(), "lb.yaml")
 	poolB := "  b:\n    servers: [" + addrs[1] + " id=b1]\n"
 	routeB := "      - {match: {host: b.test}, pool: b}\n"
@@ -203,7 +169,7 @@ func TestReloadAppliesAKeptPoolsSettings(t *testing.T) {
 
 // A file that does not load changes nothing, and the log says where.
 func TestReloadOfABadFileChangesNothing(t *testing.T) {
-	addrs, _ := listenN(t, 2)
+	addrs, _ := probetarget.Listen(t, 2)
 	servers := filepath.Join(t.TempDir(), "servers.txt")
 	write(t, servers, addrs[0]+" id=a\n")
 	a, logs := start(t, Source{ServersFile: servers})
@@ -224,7 +190,7 @@ func TestReloadOfABadFileChangesNothing(t *testing.T) {
 // Probe checks what lb serve would check: a pool's HTTP health check (a 500 is down) and
 // its PROXY header, for each pool of the file.
 func TestProbeFollowsThePoolsCheck(t *testing.T) {
-	addrs, seen := listenN(t, 1)
+	addrs, seen := probetarget.Listen(t, 1)
 	sick := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 	}))
@@ -248,7 +214,7 @@ func TestProbeFollowsThePoolsCheck(t *testing.T) {
 // --watch follows the servers file a config file names, not only the config file: an edit of
 // it is applied (and one of another file of the directory is not).
 func TestWatchFollowsTheServersFileOfAConfig(t *testing.T) {
-	addrs, _ := listenN(t, 2)
+	addrs, _ := probetarget.Listen(t, 2)
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "servers.txt"), addrs[0]+" id=a\n")
 	path := filepath.Join(dir, "lb.yaml")
@@ -279,7 +245,7 @@ func TestWatchFollowsTheServersFileOfAConfig(t *testing.T) {
 // its watch is in place (so that no event will report it), is applied before Start returns.
 // The backend's HTTP check makes the change, so it is made inside that window every time.
 func TestWatchMissesNoChangeBeforeItIsArmed(t *testing.T) {
-	addrs, _ := listenN(t, 1)
+	addrs, _ := probetarget.Listen(t, 1)
 	servers := filepath.Join(t.TempDir(), "servers.txt")
 	changed := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -3,7 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
-	"net"
+	"lb/internal/probetarget"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,44 +15,6 @@ import (
 	"lb/ring"
 	"lb/serversfile"
 )
-
-// listenN starts n loopback listeners that accept and close, as health probes need, and
-// closes them when the test ends.
-func listenN(t *testing.T, n int) []string {
-	t.Helper()
-	addrs := make([]string, n)
-	for i := range addrs {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-		t.Cleanup(func() { ln.Close(); <-done })
-		addrs[i] = ln.Addr().String()
-	}
-	return addrs
-}
-
-// refused is a loopback address where nothing listens.
-func refused(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
 
 // setup writes lines as the servers file, builds the ring from it as lb serve does, probes
 // it once and returns a Control of it.
@@ -91,14 +53,14 @@ func states(c *Control) string {
 }
 
 func TestReloadAppliesTheDifference(t *testing.T) {
-	a := listenN(t, 4)
-	dead := refused(t)
+	a := targets(t, 4)
+	dead := probetarget.Refused(t)
 	c, r, _ := setup(t, a[0]+" id=keep", a[1]+" id=drained", a[2]+" id=gone", a[3]+" id=heavy weight=1")
 	c.Drain("drained")
 	kept := r.Start("keep") // an open connection, to see it survive
 	defer kept.End()
 
-	ln := listenN(t, 1)[0]
+	ln := targets(t, 1)[0]
 	ch, err := c.Apply(context.Background(), parse(t, a[0]+" id=keep", a[1]+" id=drained", a[3]+" id=heavy weight=5", ln+" id=new", dead+" id=dead"))
 	if err != nil {
 		t.Fatal(err)
@@ -124,11 +86,11 @@ func TestReloadAppliesTheDifference(t *testing.T) {
 // PROXY version or check under the same id replaces it (probed, the old one draining with
 // its connections), while a new weight or maxconn is applied in place.
 func TestApplyReplacesAChangedServer(t *testing.T) {
-	a := listenN(t, 4)
+	a := targets(t, 4)
 	c, r, _ := setup(t, a[0]+" id=addr", a[1]+" id=proxy", a[2]+" id=check", a[3]+" id=limits weight=1 maxconn=5")
 	held := r.Start("proxy") // open on the old proxy backend: it must not be cut
 	defer held.End()
-	moved := listenN(t, 1)[0]
+	moved := targets(t, 1)[0]
 	ch, err := c.Apply(context.Background(), parse(t, moved+" id=addr", a[1]+" id=proxy proxy=v2", a[2]+" id=check check=tcp", a[3]+" id=limits weight=4 maxconn=9"))
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +112,7 @@ func TestApplyReplacesAChangedServer(t *testing.T) {
 
 // Apply leaves alone the backends another owner (discovery) keeps in the ring.
 func TestApplyLeavesDiscoveredBackends(t *testing.T) {
-	a := listenN(t, 2)
+	a := targets(t, 2)
 	c, r, _ := setup(t, a[0]+" id=fixed")
 	if err := r.Add(ring.Backend{ID: "found", Addr: a[1], Weight: 1}); err != nil {
 		t.Fatal(err)
@@ -198,7 +160,7 @@ func must(t *testing.T, err error) {
 // TestRemoveDrainsFirst checks DELETE's order: a backend with open connections stays listed,
 // draining and removing, until the last one ends; one without goes at once; enable cancels.
 func TestRemoveDrainsFirst(t *testing.T) {
-	a := listenN(t, 3)
+	a := targets(t, 3)
 	c, r, _ := setup(t, a[0]+" id=busy", a[1]+" id=idle", a[2]+" id=back")
 	conn := r.Start("busy")
 	if !c.Remove("busy") || !c.Remove("idle") || c.Remove("nobody") {
@@ -231,7 +193,7 @@ func TestRemoveDrainsFirst(t *testing.T) {
 // TestRemoveAfterBoundsTheWait: a backend whose connections never end leaves the ring after
 // RemoveAfter; its connection is still counted (the data path never closes it).
 func TestRemoveAfterBoundsTheWait(t *testing.T) {
-	a := listenN(t, 2)
+	a := targets(t, 2)
 	c, r, _ := setup(t, a[0]+" id=stuck", a[1]+" id=other")
 	c.cfg.RemoveAfter = 50 * time.Millisecond
 	conn := r.Start("stuck")
@@ -245,4 +207,10 @@ func TestRemoveAfterBoundsTheWait(t *testing.T) {
 		t.Fatalf("right after Remove: %s; want stuck still listed, draining", states(c))
 	}
 	waitFor(t, 5*time.Second, "stuck removed after RemoveAfter", func() bool { return states(c) == "other=up:1" })
+}
+
+// targets starts n loopback listeners that accept and close, as health probes need.
+func targets(t *testing.T, n int) []string {
+	addrs, _ := probetarget.Listen(t, n)
+	return addrs
 }
