@@ -1,10 +1,13 @@
 // Package redistest runs a real redis-server for tests: on a free loopback port, in the
-// test's temp dir, without persistence, stopped when the test ends.
+// test's temp dir, without persistence, stopped when the test ends. Besides a lone server
+// (Start), it starts a replica of one (StartReplica) and a Sentinel that monitors one
+// (StartSentinel), for tests of failover.
 package redistest
 
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -30,11 +33,63 @@ type Server struct {
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed once cmd has been waited for
 	stopped bool
+	args    func(*Server) []string // redis-server's arguments, nil: serverArgs
 }
 
 // Start starts a redis-server for the test and stops it at the end of the test. It skips the
 // test when redis-server is not installed, unless CI=true, where it fails.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t, nil)
+}
+
+// StartReplica starts a redis-server that replicates master (--replicaof), as Start does.
+// It does not wait for the first sync: poll INFO replication (Reply) for that.
+func StartReplica(t testing.TB, master *Server) *Server {
+	t.Helper()
+	return start(t, func(r *Server) []string {
+		return append(r.serverArgs(), "--replicaof", "127.0.0.1", strconv.Itoa(master.port))
+	})
+}
+
+// SentinelConfig is how a Sentinel watches its master.
+type SentinelConfig struct {
+	Master          string        // the name it monitors it under; default "m"
+	DownAfter       time.Duration // down-after-milliseconds; default 500ms
+	FailoverTimeout time.Duration // failover-timeout; default 2s
+}
+
+// StartSentinel starts a Redis Sentinel (redis-server CONF --sentinel) that monitors master
+// with a quorum of 1, so that it fails over on its own. The Sentinel rewrites its config
+// file in the test's temp dir.
+func StartSentinel(t testing.TB, master *Server, cfg SentinelConfig) *Server {
+	t.Helper()
+	if cfg.Master == "" {
+		cfg.Master = "m"
+	}
+	if cfg.DownAfter <= 0 {
+		cfg.DownAfter = 500 * time.Millisecond
+	}
+	if cfg.FailoverTimeout <= 0 {
+		cfg.FailoverTimeout = 2 * time.Second
+	}
+	return start(t, func(r *Server) []string {
+		conf := filepath.Join(r.dir, "sentinel.conf")
+		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
+			"sentinel monitor %s 127.0.0.1 %d 1\n"+
+			"sentinel down-after-milliseconds %s %d\n"+
+			"sentinel failover-timeout %s %d\n",
+			r.port, r.dir, cfg.Master, master.port, cfg.Master, cfg.DownAfter.Milliseconds(), cfg.Master, cfg.FailoverTimeout.Milliseconds())
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return []string{conf, "--sentinel"}
+	})
+}
+
+// start starts redis-server with the arguments args gives for r (r.port set), or those of
+// a lone server.
+func start(t testing.TB, args func(r *Server) []string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -43,7 +98,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("redis-server not found on PATH: install it (apt-get install redis-server) to run this test (%v)", err)
 	}
-	r := &Server{t: t, bin: bin, dir: t.TempDir()}
+	r := &Server{t: t, bin: bin, dir: t.TempDir(), args: args}
 	t.Cleanup(r.Stop)
 	// A port found free can be taken before redis-server binds it: try a few.
 	for range 3 {
@@ -64,8 +119,11 @@ func (r *Server) start() bool {
 		r.t.Fatal(err)
 	}
 	defer logf.Close()
-	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir)
+	args := r.serverArgs()
+	if r.args != nil {
+		args = r.args(r)
+	}
+	r.cmd = exec.Command(r.bin, args...)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	// A test process killed before its cleanup (a timed-out mutant, a ^C) takes its
 	// redis-server with it.
@@ -89,6 +147,13 @@ func (r *Server) start() bool {
 	}
 	r.Stop()
 	return false
+}
+
+// serverArgs are the arguments of a lone redis-server on r.port.
+func (r *Server) serverArgs() []string {
+	// A master sends its first sync to a replica at once, not after 5 s waiting for more.
+	return []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir,
+		"--repl-diskless-sync-delay", "0"}
 }
 
 func waitExit(cmd *exec.Cmd, exited chan struct{}) {
@@ -188,4 +253,73 @@ func (r *Server) Do(args ...string) string {
 		line = strings.TrimSuffix(line, "\r\n")
 	}
 	return line
+}
+
+// Port is the server's port on loopback.
+func (r *Server) Port() int { return r.port }
+
+// Reply sends one command on a fresh connection and returns the whole answer, flattened: a
+// bulk or simple string as one element, an array as its elements in order (nested arrays
+// flattened too), an integer as its digits, a nil as no element. An error reply fails the
+// test. It fails the test if the server does not answer within a second.
+func (r *Server) Reply(args ...string) []string {
+	r.t.Helper()
+	c, err := net.DialTimeout("tcp", r.Addr(), time.Second)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	cmd := fmt.Sprintf("*%d\r\n", len(args))
+	for _, a := range args {
+		cmd += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(cmd)); err != nil {
+		r.t.Fatal(err)
+	}
+	out, err := readReply(bufio.NewReader(c), nil)
+	if err != nil {
+		r.t.Fatalf("%s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// readReply appends the RESP2 reply on br to out.
+func readReply(br *bufio.Reader, out []string) ([]string, error) {
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return out, err
+	}
+	line = strings.TrimSuffix(line, "\r\n")
+	if line == "" {
+		return out, fmt.Errorf("empty reply line")
+	}
+	switch kind, rest := line[0], line[1:]; kind {
+	case '+', ':':
+		return append(out, rest), nil
+	case '-':
+		return out, fmt.Errorf("error reply: %s", rest)
+	case '$':
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < 0 {
+			return out, err // $-1: nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return out, err
+		}
+		return append(out, string(buf[:n])), nil
+	case '*':
+		n, err := strconv.Atoi(rest)
+		if err != nil {
+			return out, err
+		}
+		for range n {
+			if out, err = readReply(br, out); err != nil {
+				return out, err
+			}
+		}
+		return out, nil
+	}
+	return out, fmt.Errorf("unknown reply %q", line)
 }
