@@ -205,3 +205,41 @@ func sync1(f func()) func() {
 		}
 	}
 }
+
+// TestRedisCluster: a store on redis+cluster:// with one seed node learns sessions on
+// every master of a 3-node Redis Cluster (their keys hash to slots all over), a store
+// seeded with every node finds them, and the cluster's secret is shared.
+func TestRedisCluster(t *testing.T) {
+	nodes := redistest.StartCluster(t, 3)
+	ctx := context.Background()
+	one := newRedisStore(t, RedisConfig{URL: "redis+cluster://" + nodes[0].Addr(), Cluster: "c"}, zerolog.Nop())
+	var addrs []string
+	for _, n := range nodes {
+		addrs = append(addrs, n.Addr())
+	}
+	all := newRedisStore(t, RedisConfig{URL: "redis+cluster://" + strings.Join(addrs, ","), Cluster: "c"}, zerolog.Nop())
+
+	const n = 60
+	for i := range n {
+		mustSet(t, one, fmt.Sprintf("k%d", i), fmt.Sprintf("b%d", i%4))
+	}
+	for i := range n {
+		wantID(t, all, fmt.Sprintf("k%d", i), fmt.Sprintf("b%d", i%4))
+	}
+	for _, node := range nodes {
+		if keys := node.Do("DBSIZE"); keys == ":0" {
+			t.Errorf("node %s holds no key of %d sessions: the store did not spread them", node.Addr(), n)
+		}
+	}
+	if err := all.Ping(ctx); err != nil {
+		t.Error(err)
+	}
+	a, err := one.ClusterSecret(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := all.ClusterSecret(ctx)
+	if err != nil || !bytes.Equal(a, b) {
+		t.Fatalf("two stores of the cluster got secrets %q and %q (%v); want the same", a, b, err)
+	}
+}

@@ -6,6 +6,7 @@ package redistest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -85,6 +86,42 @@ func StartSentinel(t testing.TB, master *Server, cfg SentinelConfig) *Server {
 		}
 		return []string{conf, "--sentinel"}
 	})
+}
+
+// StartCluster starts a Redis Cluster of n masters (3 or more, no replicas), slots spread
+// by redis-cli --cluster create, and waits until every node reports cluster_state:ok. Each
+// node's bus listens on a free port of its own (cluster-port).
+func StartCluster(t testing.TB, n int) []*Server {
+	t.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Skipf("redis-cli not found on PATH: install it (apt-get install redis-tools) to run this test (%v)", err)
+	}
+	nodes := make([]*Server, n)
+	create := []string{"--cluster", "create"}
+	for i := range nodes {
+		nodes[i] = start(t, func(r *Server) []string {
+			return append(r.serverArgs(), "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(freeport.Get(t)),
+				"--cluster-config-file", filepath.Join(r.dir, "nodes.conf"), "--cluster-node-timeout", "2000")
+		})
+		create = append(create, nodes[i].Addr())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cli, append(create, "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, node := range nodes {
+		for !strings.Contains(strings.Join(node.Reply("CLUSTER", "INFO"), ""), "cluster_state:ok") {
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster node %s not ok after 10s: %q", node.Addr(), node.Reply("CLUSTER", "INFO"))
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval
+		}
+	}
+	return nodes
 }
 
 // start starts redis-server with the arguments args gives for r (r.port set), or those of
