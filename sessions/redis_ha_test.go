@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -33,33 +32,6 @@ func await(t *testing.T, what string, within time.Duration, cond func() bool) {
 	}
 }
 
-// sentinelRedis starts a master, its replica in sync, and a Sentinel that monitors the
-// master as "m" and knows the replica, so that it can fail over to it.
-func sentinelRedis(t *testing.T) (master, replica, sentinel *redistest.Server) {
-	master = redistest.Start(t)
-	replica = redistest.StartReplica(t, master)
-	await(t, "the replica to sync", waitFor, func() bool {
-		return strings.Contains(strings.Join(replica.Reply("INFO", "replication"), ""), "master_link_status:up")
-	})
-	sentinel = redistest.StartSentinel(t, master, redistest.SentinelConfig{Master: "m", DownAfter: 500 * time.Millisecond})
-	await(t, "the Sentinel to find the replica", waitFor, func() bool {
-		fields := sentinel.Reply("SENTINEL", "replicas", "m")
-		i := slices.Index(fields, "flags")
-		return i >= 0 && i+1 < len(fields) && fields[i+1] == "slave"
-	})
-	return master, replica, sentinel
-}
-
-// masterPort is the port Sentinel names for the master "m".
-func masterPort(sentinel *redistest.Server) int {
-	addr := sentinel.Reply("SENTINEL", "get-master-addr-by-name", "m")
-	if len(addr) != 2 {
-		return 0
-	}
-	port, _ := strconv.Atoi(addr[1])
-	return port
-}
-
 // call is one store call of the traffic during a failover.
 type call struct {
 	at   time.Time // when it returned
@@ -74,8 +46,8 @@ type call struct {
 // cluster's secret is the same, and every Set that succeeded after the kill is kept. It
 // logs how long calls failed.
 func TestRedisSentinelFailover(t *testing.T) {
-	master, replica, sentinel := sentinelRedis(t)
-	url := "redis+sentinel://" + sentinel.Addr() + "/m/0"
+	set := redistest.StartSentinelSet(t, redistest.SentinelConfig{DownAfter: 500 * time.Millisecond})
+	master, replica, url := set.Master, set.Replica, set.URL()
 	ctx := context.Background()
 	// Learning and checking go through a store with the tests' Timeout, which a loaded
 	// machine meets; the traffic measured goes through one with the default.
@@ -136,7 +108,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	killedAt := time.Now()
 	killed.Store(true)
 	master.Stop() // SIGKILL
-	await(t, "Sentinel to promote the replica", failoverWait, func() bool { return masterPort(sentinel) == replica.Port() })
+	set.AwaitPromotion(failoverWait)
 	promoted := time.Since(killedAt)
 	await(t, "calls to succeed through the new master", failoverWait, func() bool { return okAfterKill.Load() >= 20 })
 	stopTraffic()

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -359,4 +360,61 @@ func readReply(br *bufio.Reader, out []string) ([]string, error) {
 		return out, nil
 	}
 	return out, fmt.Errorf("unknown reply %q", line)
+}
+
+// SentinelSet is a master, one replica of it and a Sentinel that monitors the master as
+// "m" with a quorum of 1: what a failover needs.
+type SentinelSet struct {
+	Master, Replica, Sentinel *Server
+}
+
+// StartSentinelSet starts a SentinelSet, Sentinel watching with cfg (its Master is "m"),
+// and returns once the replica is in sync and the Sentinel knows it, so that it can fail
+// over to it at once.
+func StartSentinelSet(t testing.TB, cfg SentinelConfig) *SentinelSet {
+	t.Helper()
+	cfg.Master = "m"
+	s := &SentinelSet{Master: Start(t)}
+	s.Replica = StartReplica(t, s.Master)
+	await(t, "the replica to sync", startDeadline, func() bool {
+		return strings.Contains(strings.Join(s.Replica.Reply("INFO", "replication"), ""), "master_link_status:up")
+	})
+	s.Sentinel = StartSentinel(t, s.Master, cfg)
+	await(t, "the Sentinel to find the replica", startDeadline, func() bool {
+		fields := s.Sentinel.Reply("SENTINEL", "replicas", "m")
+		i := slices.Index(fields, "flags")
+		return i >= 0 && i+1 < len(fields) && fields[i+1] == "slave"
+	})
+	return s
+}
+
+// URL is the store URL of the set: redis+sentinel://SENTINEL/m/0.
+func (s *SentinelSet) URL() string { return "redis+sentinel://" + s.Sentinel.Addr() + "/m/0" }
+
+// MasterPort is the port the Sentinel names for the master now, 0 if it names none.
+func (s *SentinelSet) MasterPort() int {
+	addr := s.Sentinel.Reply("SENTINEL", "get-master-addr-by-name", "m")
+	if len(addr) != 2 {
+		return 0
+	}
+	port, _ := strconv.Atoi(addr[1])
+	return port
+}
+
+// AwaitPromotion waits, up to within, until the Sentinel names the replica as the master.
+func (s *SentinelSet) AwaitPromotion(within time.Duration) {
+	s.Sentinel.t.Helper()
+	await(s.Sentinel.t, "Sentinel to promote the replica", within, func() bool { return s.MasterPort() == s.Replica.port })
+}
+
+// await polls cond until it holds, failing the test after within.
+func await(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after %v for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
 }
