@@ -3,6 +3,7 @@ package sessions
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -180,7 +181,8 @@ func sync1(f func()) func() {
 
 // TestRedisCluster: a store on redis+cluster:// with one seed node learns sessions on
 // every master of a 3-node Redis Cluster (their keys hash to slots all over), a store
-// seeded with every node finds them, and the cluster's secret is shared.
+// seeded with every node finds them, and the cluster's secret is shared. With a node
+// killed, every call still ends within Timeout, and those of its slots fail.
 func TestRedisCluster(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3)
 	ctx := context.Background()
@@ -214,4 +216,30 @@ func TestRedisCluster(t *testing.T) {
 	if err != nil || !bytes.Equal(a, b) {
 		t.Fatalf("two stores of the cluster got secrets %q and %q (%v); want the same", a, b, err)
 	}
+
+	nodes[1].Stop()
+	failed := 0
+	var slowest, total time.Duration
+	for i := range n {
+		start := time.Now()
+		_, _, err := all.Get(ctx, fmt.Sprintf("k%d", i))
+		took := time.Since(start)
+		if err != nil {
+			slowest, total = max(slowest, took), total+took
+		}
+		if took > testTimeout+callSlack {
+			t.Errorf("Get of k%d with a node killed took %v; want at most Timeout %v (+%v)", i, took, testTimeout, callSlack)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrUnavailable) {
+				t.Errorf("Get of k%d with a node killed: %v; want ErrUnavailable", i, err)
+			}
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Errorf("no Get of %d failed with one node of three killed", n)
+	}
+	t.Logf("one node of three killed: %d of %d Gets failed, after %v on average, the slowest after %v (Timeout %v)",
+		failed, n, total/time.Duration(max(failed, 1)), slowest, testTimeout)
 }

@@ -200,7 +200,9 @@ func parseCluster(rest string, tlsOn bool) (*redis.ClusterOptions, error) {
 // row, go-redis fails calls at once and probes Redis in the background every second.
 // Through Sentinel, a dial first asks a Sentinel where the master is, within the same
 // bound. A Cluster client still follows MOVED and ASK redirects (a slot that moved), up
-// to three, within the same bound.
+// to three, within the same bound; it also tries a node that did not answer again, then
+// another one, backing off between tries, so a call for the slots of a dead node fails
+// when its bound runs out (about 100 ms with a 300 ms bound, measured), not at once.
 func (t redisTarget) client(timeout time.Duration) redis.UniversalClient {
 	noMaint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	switch {
