@@ -21,10 +21,11 @@ LABEL org.opencontainers.image.title="lb" \
       org.opencontainers.image.created="${DATE}"
 # 65532 is distroless's "nonroot"; scratch has no /etc/passwd, so the user is numeric.
 USER 65532:65532
-# 7777: the listener; 9090: the admin endpoint (/readyz, /healthz, /metrics).
+# 7777: the listener; 9090: the metrics listener (/metrics, /healthz, /readyz; no token, nothing
+# else). The admin API is off unless --admin-listen (and --admin-token) are given.
 EXPOSE 7777 9090
 ENTRYPOINT ["/lb"]
-CMD ["serve", "--servers", "/etc/lb/servers.txt", "--listen", ":7777", "--admin-listen", ":9090", "--log-format", "json"]
+CMD ["serve", "--servers", "/etc/lb/servers.txt", "--listen", ":7777", "--metrics-listen", ":9090", "--log-format", "json"]
 
 # local: the runtime image around a binary built beforehand, e.g. by deploy/release.sh.
 FROM runtime AS local
@@ -40,7 +41,7 @@ ARG VERSION
 ARG COMMIT
 ARG DATE
 RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT} -X main.date=${DATE}" \
+      -ldflags "-s -w -X lb/version.version=${VERSION} -X lb/version.commit=${COMMIT} -X lb/version.date=${DATE}" \
       -o /out/lb ./cmd/lb
 
 # image (the default target): lb built from this tree.

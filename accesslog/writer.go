@@ -91,13 +91,16 @@ func (w *asyncWriter) droppedLines() uint64 {
 	return w.dropped
 }
 
-// run writes the buffered lines out until close, then once more.
+// run writes the buffered lines out until close, then once more. A failing destination
+// (a full disk) is reported twice: when a write first fails, and when one works again or
+// the log closes, with the count of lines lost meanwhile. Only a write decides: a wake-up
+// with nothing to write leaves the state as it was.
 func (w *asyncWriter) run() {
 	defer close(w.done)
 	var spare []byte
 	var reported uint64 // dropped lines already logged
 	var lastReport time.Time
-	failing := false
+	var out outage
 	for {
 		var reopened chan error
 		select {
@@ -109,13 +112,14 @@ func (w *asyncWriter) run() {
 		dropped, closed := w.dropped, w.closed
 		w.mu.Unlock()
 
-		err := w.writeLines(spare)
-		if err != nil && !failing {
-			w.log.Error().Err(err).Msg("cannot write the access log; lines are lost until it works again")
-		} else if err == nil && failing {
-			w.log.Info().Msg("access log writes work again")
+		if len(spare) > 0 {
+			lost, err := w.writeLines(spare)
+			out.wrote(w.log, lost, err)
+			w.err = err
 		}
-		failing, w.err = err != nil, err
+		if closed {
+			out.closing(w.log)
+		}
 		if dropped > reported && (time.Since(lastReport) > 10*time.Second || closed) {
 			w.log.Warn().Uint64("dropped", dropped-reported).Msg("access log lines dropped: the destination is slower than connections close")
 			reported, lastReport = dropped, time.Now()
@@ -129,15 +133,47 @@ func (w *asyncWriter) run() {
 	}
 }
 
-// writeLines writes b, whole lines, to dst one line at a time when dst is a ConsoleWriter
-// (it reads one JSON event per Write), else at once.
-func (w *asyncWriter) writeLines(b []byte) error {
-	if len(b) == 0 {
-		return nil
+// outage is the writer's failing state: set by the first write that fails, cleared by the
+// next that works, and only by a write.
+type outage struct {
+	failing bool
+	since   time.Time
+	lost    uint64 // lines lost to failed writes since
+}
+
+// wrote takes the result of one write of lines, of which lost were not written, and logs
+// the outage's start and end.
+func (o *outage) wrote(log zerolog.Logger, lost uint64, err error) {
+	switch {
+	case err != nil && !o.failing:
+		log.Error().Err(err).Msg("cannot write the access log; lines are lost until it works again")
+		o.failing, o.since, o.lost = true, time.Now(), lost
+	case err != nil:
+		o.lost += lost
+	case o.failing:
+		log.Info().Uint64("lost", o.lost).Dur("after", time.Since(o.since)).Msg("access log writes work again")
+		*o = outage{}
 	}
+}
+
+// closing reports an outage still on when the log closes.
+func (o *outage) closing(log zerolog.Logger) {
+	if o.failing {
+		log.Error().Uint64("lost", o.lost).Dur("after", time.Since(o.since)).Msg("access log closed while its writes failed")
+		*o = outage{}
+	}
+}
+
+// writeLines writes b, whole lines, to dst one line at a time when dst is a ConsoleWriter
+// (it reads one JSON event per Write), else at once. It returns how many lines were not
+// written whole, and the first error.
+func (w *asyncWriter) writeLines(b []byte) (lost uint64, err error) {
 	if _, ok := w.dst.(*output); ok {
-		_, err := w.dst.Write(b)
-		return err
+		n, err := w.dst.Write(b)
+		if err != nil {
+			lost = uint64(bytes.Count(b[n:], []byte{'\n'}))
+		}
+		return lost, err
 	}
 	var first error
 	for len(b) > 0 {
@@ -145,12 +181,15 @@ func (w *asyncWriter) writeLines(b []byte) error {
 		if i < 0 {
 			i = len(b) - 1
 		}
-		if _, err := w.dst.Write(b[:i+1]); err != nil && first == nil {
-			first = err
+		if _, err := w.dst.Write(b[:i+1]); err != nil {
+			lost++
+			if first == nil {
+				first = err
+			}
 		}
 		b = b[i+1:]
 	}
-	return first
+	return lost, first
 }
 
 // reopenFile has the writer's goroutine write what is buffered, then reopen the file.

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -79,8 +78,9 @@ type Config struct {
 
 // Server answers the admin listener's requests. Create it with New; it is an http.Handler.
 type Server struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg     Config
+	mux     *http.ServeMux
+	handler http.Handler // mux behind the guards (guard.go)
 }
 
 // New returns the admin handler for cfg.
@@ -102,11 +102,28 @@ func New(cfg Config) *Server {
 	if cfg.Metrics != nil {
 		s.mux.Handle("GET /metrics", s.auth(cfg.Metrics.ServeHTTP))
 	}
+	s.handler = hostGuard(cfg.Token, crossOrigin(jsonGuard(s.mux)))
 	return s
 }
 
-// ServeHTTP answers one request.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP answers one request. Without a token it answers only requests whose Host is a
+// loopback name or address (or the listener's own); from a browser it takes no cross-origin
+// change; a body it takes only as JSON (see guard.go).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// MetricsHandler is the handler of a metrics-only listener, as HAProxy's Prometheus frontend
+// is: GET /metrics (when Config.Metrics is set), /healthz and /readyz, without a token and
+// whatever the Host; 404 for any other path and 405 for any other method. It reads and
+// changes nothing else.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Metrics != nil {
+		mux.Handle("GET /metrics", s.cfg.Metrics)
+	}
+	return mux
+}
 
 // auth lets a request through when no token is set or it brings the token.
 func (s *Server) auth(next http.HandlerFunc) http.Handler {
@@ -159,23 +176,13 @@ func (s *Server) add(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &nb) {
 		return
 	}
-	// Written as a servers-file line, the body gets exactly the file's checks and messages.
-	line := nb.Addr
-	switch {
-	case nb.Addr == "" || strings.ContainsAny(nb.Addr, " \t\r\n#"):
+	if nb.Addr == "" {
 		writeError(w, http.StatusBadRequest, `"addr": want host:port or http://host:port, e.g. {"addr": "127.0.0.1:8000"}`)
 		return
-	case strings.ContainsAny(nb.ID, " \t\r\n#="):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf(`"id" %q: want 1-64 letters, digits, '-', '_' or '.'`, nb.ID))
-		return
 	}
-	if nb.ID != "" {
-		line += " id=" + nb.ID
-	}
-	if nb.Weight != 0 {
-		line += fmt.Sprintf(" weight=%d", nb.Weight)
-	}
-	b, err := serversfile.ParseLine(line)
+	// The servers file's rules and messages, each field checked whole: no option the API does
+	// not name (proxy=, check=, maxconn=) can ride in on a field.
+	b, err := serversfile.NewBackend(nb.Addr, nb.ID, nb.Weight)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return

@@ -82,7 +82,10 @@ func newTable() *table {
 // do sends one request to h and returns the status and body.
 func do(t *testing.T, h http.Handler, method, path, token, body string) (int, string) {
 	t.Helper()
-	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req := httptest.NewRequest(method, "http://127.0.0.1:9090"+path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -108,8 +111,11 @@ func TestAPI(t *testing.T) {
 		{"POST", "/backends", `{"addr": "127.0.0.1:8001"}`, 409, `duplicate backend`},
 		{"POST", "/backends", `{"addr": "127.0.0.1:99999"}`, 400, `bad port \"99999\": want 1-65535`},
 		{"POST", "/backends", `{"addr": "127.0.0.1:8005", "weight": 5000}`, 400, `bad weight \"5000\": want 1-1000`},
-		{"POST", "/backends", `{"addr": "127.0.0.1:8005", "id": "a b"}`, 400, `\"id\" \"a b\": want 1-64 letters`},
-		{"POST", "/backends", `{"addr": "127.0.0.1:8005 id=x"}`, 400, `\"addr\": want host:port`},
+		{"POST", "/backends", `{"addr": "127.0.0.1:8005", "id": "a b"}`, 400, `bad id \"a b\": want 1-64 letters`},
+		{"POST", "/backends", `{"addr": "127.0.0.1:8005 id=x"}`, 400, `bad port \"8005 id=x\"`},
+		{"POST", "/backends", `{"addr": "127.0.0.1:8005\u000bproxy=v2"}`, 400, `bad port \"8005\\vproxy=v2\"`},
+		{"POST", "/backends", `{"addr": "127.0.0.1:8005", "id": "x\u000bmaxconn=1"}`, 400, `bad id \"x\\vmaxconn=1\"`},
+		{"POST", "/backends", `{"addr": ""}`, 400, `\"addr\": want host:port`},
 		{"POST", "/backends", `{"addr": "127.0.0.1:8005", "port": 1}`, 400, `unknown field \"port\"`},
 		{"POST", "/backends", `{"addr": `, 400, `bad JSON body`},
 		{"POST", "/backends/a/drain", "", 200, `"state": "draining"`},
@@ -202,7 +208,7 @@ func TestTokenGuardsAllButProbesAndPage(t *testing.T) {
 
 func TestPageIsSelfContained(t *testing.T) {
 	h := New(Config{Backends: newTable()})
-	req := httptest.NewRequest("GET", "/", nil)
+	req := httptest.NewRequest("GET", "http://localhost/", nil)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	body := rec.Body.String()

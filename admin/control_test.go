@@ -33,6 +33,9 @@ func TestAdminOverControl(t *testing.T) {
 		t.Helper()
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer t0k")
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		res, err := http.DefaultClient.Do(req)
 		must(t, err)
 		defer res.Body.Close()

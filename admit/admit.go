@@ -32,7 +32,15 @@ type Config struct {
 	// the connections lb holds (--max-conns), so that an address with an open connection is
 	// never the only kind left in a full shard.
 	MaxEntries int
+	// IPv6Prefix is how many leading bits of an IPv6 client's address are its key, 1 to 128
+	// (0: DefaultIPv6Prefix): the addresses of one /64, which a client can rotate through at
+	// will, share their limits. IPv4 addresses, and IPv4-mapped IPv6 ones, are keyed whole.
+	IPv6Prefix int
 }
+
+// DefaultIPv6Prefix is Config.IPv6Prefix when 0: a /64, the smallest network usually
+// routed to one customer.
+const DefaultIPv6Prefix = 64
 
 // DefaultMaxEntries is the table's bound when Config.MaxEntries is 0.
 const DefaultMaxEntries = 1 << 16
@@ -120,14 +128,18 @@ const none = -1
 // New returns a table for cfg, or nil when cfg sets no limit. It panics on a negative
 // field or on Rate without Burst: callers validate flags first.
 func New(cfg Config) *Table {
-	if cfg.MaxConns < 0 || cfg.Rate < 0 || cfg.Burst < 0 || cfg.MaxEntries < 0 || cfg.Rate > 0 && cfg.Burst == 0 {
-		panic("admit: negative limit, or Rate without Burst")
+	if cfg.MaxConns < 0 || cfg.Rate < 0 || cfg.Burst < 0 || cfg.MaxEntries < 0 || cfg.Rate > 0 && cfg.Burst == 0 ||
+		cfg.IPv6Prefix < 0 || cfg.IPv6Prefix > 128 {
+		panic("admit: negative limit, Rate without Burst, or an IPv6 prefix outside 0..128")
 	}
 	if cfg.MaxConns == 0 && cfg.Rate == 0 {
 		return nil
 	}
 	if cfg.MaxEntries == 0 {
 		cfg.MaxEntries = DefaultMaxEntries
+	}
+	if cfg.IPv6Prefix == 0 {
+		cfg.IPv6Prefix = DefaultIPv6Prefix
 	}
 	t := &Table{cfg: cfg, perShard: max(1, (cfg.MaxEntries+shardCount-1)/shardCount), seed: rand.Uint64()}
 	for i := range t.shards {
@@ -140,8 +152,28 @@ func New(cfg Config) *Table {
 // Bound is the most addresses the table ever holds: MaxEntries rounded up to its shards.
 func (t *Table) Bound() int { return t.perShard * shardCount }
 
-// keyOf is the address as 16 bytes, IPv4 and v4-mapped IPv6 alike, without its zone.
-func keyOf(ip netip.Addr) [16]byte { return ip.Unmap().As16() }
+// keyOf is the key of ip's limits as 16 bytes, without its zone: an IPv4 address (or a
+// v4-mapped IPv6 one) whole, an IPv6 address cut to its first cfg.IPv6Prefix bits.
+func (t *Table) keyOf(ip netip.Addr) [16]byte {
+	ip = ip.Unmap()
+	k := ip.As16()
+	if ip.Is4() {
+		return k
+	}
+	bits := t.cfg.IPv6Prefix
+	for i := range k {
+		switch {
+		case bits >= 8:
+			bits -= 8
+		case bits > 0:
+			k[i] &= ^byte(0xff >> bits)
+			bits = 0
+		default:
+			k[i] = 0
+		}
+	}
+	return k
+}
 
 func (t *Table) shardOf(k *[16]byte) *shard {
 	// Multiplying carries every input bit into the top bits, which pick the shard: IPv4
@@ -160,7 +192,7 @@ func (t *Table) Admit(ip netip.Addr, now time.Time) (Ticket, Verdict) {
 	if t == nil {
 		return Ticket{}, Verdict{}
 	}
-	k := keyOf(ip)
+	k := t.keyOf(ip)
 	s := t.shardOf(&k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -222,7 +254,9 @@ func (tk Ticket) Held() bool { return tk.held }
 // ReleaseAddr is Release of a held ticket of ip, for a caller that keeps the address rather
 // than the ticket.
 func (t *Table) ReleaseAddr(ip netip.Addr) {
-	t.Release(Ticket{key: keyOf(ip), held: true})
+	if t != nil {
+		t.Release(Ticket{key: t.keyOf(ip), held: true})
+	}
 }
 
 // Release gives back the connection tk holds, once, when it closes.

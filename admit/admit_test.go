@@ -337,3 +337,51 @@ func BenchmarkAdmitNewAddress(b *testing.B) {
 		b.Fatalf("table holds %d, over %d", tab.Len(), tab.Bound())
 	}
 }
+
+// TestIPv6ClientsKeyedOnTheirPrefix: two addresses of one /64 share a limit, addresses of
+// different /64s do not; with IPv6Prefix 128 every address is its own client, and IPv4
+// (plain or v4-mapped) is keyed whole whatever the prefix.
+func TestIPv6ClientsKeyedOnTheirPrefix(t *testing.T) {
+	a := netip.MustParseAddr("2001:db8:1:2::1")
+	sameNet := netip.MustParseAddr("2001:db8:1:2:ffff:ffff:ffff:ffff")
+	otherNet := netip.MustParseAddr("2001:db8:1:3::1")
+	for _, c := range []struct {
+		prefix                  int
+		sameShares, otherShares bool
+	}{
+		{0, true, false}, // the default, /64
+		{64, true, false},
+		{48, true, true},
+		{63, true, true}, // 2001:db8:1:2:: and 2001:db8:1:3:: differ in the 64th bit only
+		{128, false, false},
+	} {
+		tab := New(Config{MaxConns: 1, IPv6Prefix: c.prefix})
+		first, v := tab.Admit(a, t0)
+		if !v.Allowed() {
+			t.Fatalf("/%d: the first connection refused: %v", c.prefix, v)
+		}
+		if _, v := tab.Admit(sameNet, t0); v.Allowed() == c.sameShares {
+			t.Errorf("/%d: %v of the same /64: %v, want shared limit %v", c.prefix, sameNet, v, c.sameShares)
+		}
+		if _, v := tab.Admit(otherNet, t0); v.Allowed() == c.otherShares {
+			t.Errorf("/%d: %v: %v, want shared limit %v", c.prefix, otherNet, v, c.otherShares)
+		}
+		tab.Release(first)
+	}
+	// Release by address: the key is the prefix, so another address of the /64 frees it.
+	tab := New(Config{MaxConns: 1})
+	tab.Admit(a, t0)
+	tab.ReleaseAddr(sameNet)
+	if _, v := tab.Admit(a, t0); !v.Allowed() {
+		t.Errorf("after ReleaseAddr of the same /64: %v, want allowed", v)
+	}
+	// IPv4 keeps its whole address, mapped or not, under any IPv6 prefix.
+	tab = New(Config{MaxConns: 1, IPv6Prefix: 8})
+	tab.Admit(addr4(1), t0)
+	if _, v := tab.Admit(addr4(2), t0); !v.Allowed() {
+		t.Errorf("a second IPv4 address with /8 for IPv6: %v, want allowed", v)
+	}
+	if _, v := tab.Admit(netip.AddrFrom16(addr4(1).As16()), t0); v.Allowed() {
+		t.Errorf("the v4-mapped form of a held IPv4 address: allowed, want over its limit")
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"runtime"
 	"time"
 
@@ -15,21 +14,50 @@ import (
 	"lb/ring"
 )
 
-// listenAdmin binds the admin address; nil when it is off. An address that cannot be bound
-// is bad input: the operator fixes --admin-listen.
-func listenAdmin(o Admin) (net.Listener, error) {
-	if o.Listen == "" {
-		return nil, nil
-	}
-	ln, err := net.Listen("tcp", o.Listen)
-	if err != nil {
-		return nil, InputError{fmt.Errorf("--admin-listen %s: %w (is another process using it? pick another address)", o.Listen, err)}
-	}
-	return ln, nil
+// adminListeners are the admin and the metrics listener; either may be nil.
+type adminListeners struct {
+	admin, metrics net.Listener
 }
 
-// serveAdmin serves the admin API on ln until the returned stop is called; stop waits.
-func (a *App) serveAdmin(ln net.Listener) (stop func()) {
+// Close closes both listeners (a unix: socket file goes with its listener).
+func (l *adminListeners) Close() error {
+	var errs []error
+	for _, ln := range []net.Listener{l.admin, l.metrics} {
+		if ln != nil {
+			errs = append(errs, ln.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// listenAdmin binds the admin and metrics addresses (admin.Listen: host:port or unix:PATH,
+// connections capped); nil when both are off. An address that cannot be bound is bad input:
+// the operator fixes the flag.
+func listenAdmin(o Admin) (*adminListeners, error) {
+	if o.Listen == "" && o.Metrics == "" {
+		return nil, nil
+	}
+	l := &adminListeners{}
+	for _, f := range []struct {
+		flag, addr string
+		ln         *net.Listener
+	}{{"--admin-listen", o.Listen, &l.admin}, {"--metrics-listen", o.Metrics, &l.metrics}} {
+		if f.addr == "" {
+			continue
+		}
+		ln, err := admin.Listen(f.addr)
+		if err != nil {
+			l.Close()
+			return nil, InputError{fmt.Errorf("%s %s: %w (is another process using it? pick another address)", f.flag, f.addr, err)}
+		}
+		*f.ln = ln
+	}
+	return l, nil
+}
+
+// serveAdmin serves the admin API on the admin listener, and its MetricsHandler on the
+// metrics listener, until the returned stop is called; stop waits for them.
+func (a *App) serveAdmin(l *adminListeners) (stop func()) {
 	h := admin.New(admin.Config{
 		Backends:  backends{a},
 		Token:     a.o.Admin.Token,
@@ -39,22 +67,21 @@ func (a *App) serveAdmin(ln net.Listener) (stop func()) {
 		Version:   a.o.Version,
 		Log:       a.log,
 	})
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error().Err(err).Msg("admin listener stopped")
-		}
-	}()
-	a.log.Info().Str("admin_listen", ln.Addr().String()).Msg("admin listener: status page, /healthz, /readyz, /backends")
+	var eps []*admin.Endpoint
+	if l.admin != nil {
+		eps = append(eps, admin.Serve(l.admin, h, a.log))
+		a.log.Info().Str("admin_listen", l.admin.Addr().String()).Msg("admin listener: status page, /healthz, /readyz, /backends")
+	}
+	if l.metrics != nil {
+		eps = append(eps, admin.Serve(l.metrics, h.MetricsHandler(), a.log))
+		a.log.Info().Str("metrics_listen", l.metrics.Addr().String()).Msg("metrics listener: /metrics, /healthz, /readyz")
+	}
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		if srv.Shutdown(ctx) != nil {
-			srv.Close()
+		for _, ep := range eps {
+			ep.Shutdown(ctx)
 		}
-		<-done
 	}
 }
 
@@ -74,7 +101,7 @@ func (a *App) stats() admin.Stats {
 	}
 	return admin.Stats{
 		Listeners: a.addrs,
-		Accepted:  st.Accepted,
+		Accepted:  snap.Accepted,
 		Active:    st.Active,
 		Sniff:     sniff,
 		Refused:   refused,

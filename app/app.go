@@ -25,6 +25,7 @@ import (
 
 	"lb/accesslog"
 	"lb/config"
+	"lb/health"
 	"lb/l4"
 	"lb/metrics"
 )
@@ -116,7 +117,7 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 		l4cfg.Pools = append(l4cfg.Pools, p.l4Pool(a.store))
 	}
 	l4cfg.ReservedFDs = reserved(pools, o, len(a.lns))
-	l4cfg.Log, l4cfg.AccessLog = a.log, a.accessLog
+	l4cfg.Log, l4cfg.AccessLog, l4cfg.Resolver = a.log, a.accessLog, o.Resolver
 	// The probes above had every CPU; from here, l4 runs one event loop per GOMAXPROCS.
 	runtime.GOMAXPROCS(o.Threads)
 	if a.srv, err = l4.New(l4cfg); err != nil {
@@ -179,7 +180,7 @@ func (a *App) openStore(ctx context.Context, cfg *config.Config) (*sessionStore,
 	}
 	for _, p := range cfg.Pools {
 		if p.SessionCookie != "" {
-			s, err := openSessions(ctx, a.o.Sessions, a.log)
+			s, err := openSessions(ctx, a.o.Sessions, a.o.Resolver, a.log)
 			if err != nil {
 				return nil, err
 			}
@@ -223,14 +224,14 @@ func (a *App) ReopenLogs() {
 // state, which its pool's prober knows.
 func (a *App) Collect(snap *metrics.Snapshot) {
 	a.srv.Collect(snap)
-	pools := *a.pools.Load()
+	probers := map[string]*health.Prober{}
+	for _, p := range *a.pools.Load() {
+		probers[p.cfg.Name] = p.prober
+	}
 	for i := range snap.Backends {
 		b := &snap.Backends[i]
-		for _, p := range pools {
-			if t, ok := p.prober.LastChange(b.ID); ok {
-				b.LastChange = t
-				break
-			}
+		if p := probers[b.Pool]; p != nil {
+			b.LastChange, _ = p.LastChange(b.ID)
 		}
 	}
 }
@@ -268,7 +269,7 @@ func (a *App) logCounters() {
 	var snap metrics.Snapshot
 	a.srv.Collect(&snap)
 	e := a.log.Info().
-		Uint64("accepted", st.Accepted).
+		Uint64("accepted", snap.Accepted).
 		Int64("active", st.Active).
 		Int64("max_conns", st.MaxConns).
 		Int64("pipes_in_use", st.PipesInUse).

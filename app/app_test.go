@@ -238,7 +238,7 @@ func TestProbeFollowsThePoolsCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	results := Probe(context.Background(), cfg, health.DefaultStatus)
+	results := Probe(context.Background(), cfg, health.DefaultStatus, nil)
 	if len(results) != 2 || results[0].Pool != "a" || results[0].Up || results[0].Status != 500 || results[1].Pool != "b" || !results[1].Up {
 		t.Errorf("probe = %+v; want pool a's backend down with 500, pool b's up", results)
 	}

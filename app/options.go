@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -21,7 +22,7 @@ type Options struct {
 	Watch        bool
 	Threads      int           // event loops, and GOMAXPROCS once probes are done
 	DrainTimeout time.Duration // how long Shutdown lets open connections finish; also a removed backend's wait
-	// L4 is the data path's settings; Start fills in Pools, ReservedFDs, Log and AccessLog.
+	// L4 is the data path's settings; Start fills in Pools, ReservedFDs, Log, AccessLog and Resolver.
 	L4        l4.Config
 	SlowStart time.Duration      // every pool's ramp; 0: off
 	Expect    health.StatusRange // the statuses an HTTP check counts as up
@@ -30,6 +31,9 @@ type Options struct {
 	Admin     Admin
 	Version   string // for /metrics and the admin API
 	Log       zerolog.Logger
+	// Resolver looks up backend names and discover= lines, for the data path, the probes and
+	// discovery alike, and the Redis session store's host; nil: the system's.
+	Resolver *net.Resolver
 }
 
 // Source is where the configuration comes from, and what a reload reads again: a config
@@ -69,10 +73,11 @@ func (s Source) File() string {
 	return s.ServersFile
 }
 
-// Admin is the admin listener's settings.
+// Admin is the admin and metrics listeners' settings.
 type Admin struct {
-	Listen string // host:port; "": off
-	Token  string // required with every request but /healthz and /readyz when set
+	Listen  string // host:port or unix:PATH; "": off
+	Token   string // required with every request but /healthz and /readyz when set
+	Metrics string // host:port or unix:PATH of the metrics-only listener; "": off
 }
 
 // InputError is a mistake the operator fixes in the flags or files: lb exits with status 2.

@@ -43,7 +43,7 @@ func (a *App) newPool(cfg config.Pool, named bool) (*pool, error) {
 	}
 	p := &pool{cfg: cfg, ring: r, log: log}
 	p.prober = health.NewProber(r, a.healthOf(cfg), log)
-	p.disc = discover.New(r, sourcesOf(cfg), discover.Config{Every: a.o.L4.ResolveEvery}, log)
+	p.disc = discover.New(r, sourcesOf(cfg), discover.Config{Every: a.o.L4.ResolveEvery, Resolver: a.o.Resolver}, log)
 	p.ctl = control.New(control.Config{
 		Ring: r, Prober: p.prober, Pool: cfg.Name, Traffic: a.traffic, RemoveAfter: a.o.DrainTimeout,
 		Discovered: p.disc.Owns, Log: log,
@@ -58,7 +58,8 @@ func (a *App) healthOf(cfg config.Pool) health.Config {
 	h := cfg.Health
 	return health.Config{
 		Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
-		HTTPPath: h.HTTPPath, Expect: a.o.Expect, Proxy: cfg.SendProxy, OnProbe: a.metrics.ObserveProbe,
+		HTTPPath: h.HTTPPath, Expect: a.o.Expect, Proxy: cfg.SendProxy, OnProbe: a.metrics.ProbeObserver(cfg.Name),
+		Resolver: a.o.Resolver,
 	}
 }
 

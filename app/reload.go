@@ -126,6 +126,7 @@ func (a *App) reload(ctx context.Context) (control.Changes, error) {
 	}
 	for _, p := range running {
 		p.stop()
+		a.metrics.ForgetPool(p.cfg.Name)
 		ch.Removed += p.ring.Len()
 	}
 	a.cfg = next

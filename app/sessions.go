@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -50,7 +51,7 @@ type sessionStore struct {
 // a random one and a Redis store the cluster's, which the first replica creates in Redis:
 // if Redis cannot be reached for it, lb does not start, since replicas with different
 // secrets would not find each other's sessions.
-func openSessions(ctx context.Context, so Sessions, log zerolog.Logger) (*sessionStore, error) {
+func openSessions(ctx context.Context, so Sessions, resolver *net.Resolver, log zerolog.Logger) (*sessionStore, error) {
 	secret := []byte(so.Secret)
 	if !so.Redis() {
 		if len(secret) == 0 {
@@ -59,7 +60,7 @@ func openSessions(ctx context.Context, so Sessions, log zerolog.Logger) (*sessio
 		}
 		return &sessionStore{sessions.NewMemoryStore(so.MaxEntries, so.TTL), sessions.NewKeyer(secret), func() {}}, nil
 	}
-	rs, err := sessions.NewRedisStore(sessions.RedisConfig{URL: so.Store, Cluster: so.Cluster, TTL: so.TTL, Timeout: so.Timeout}, log)
+	rs, err := sessions.NewRedisStore(sessions.RedisConfig{URL: so.Store, Cluster: so.Cluster, TTL: so.TTL, Timeout: so.Timeout, Resolver: resolver}, log)
 	if err != nil {
 		return nil, InputError{fmt.Errorf("--session-store: %w", err)}
 	}
@@ -90,12 +91,13 @@ func (s *sessionStore) close() {
 	s.Close()
 }
 
-// PingSessions checks that a Redis session store answers within timeout; nil for memory.
-func PingSessions(ctx context.Context, so Sessions, timeout time.Duration) error {
+// PingSessions checks that a Redis session store answers within timeout, its host looked up
+// through resolver (nil: the system's); nil for memory.
+func PingSessions(ctx context.Context, so Sessions, timeout time.Duration, resolver *net.Resolver) error {
 	if !so.Redis() {
 		return nil
 	}
-	rs, err := sessions.NewRedisStore(sessions.RedisConfig{URL: so.Store, Cluster: so.Cluster, Timeout: timeout}, zerolog.Nop())
+	rs, err := sessions.NewRedisStore(sessions.RedisConfig{URL: so.Store, Cluster: so.Cluster, Timeout: timeout, Resolver: resolver}, zerolog.Nop())
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ import (
 
 // FuzzParse feeds Parse any bytes: it never panics, every refusal is an *Error with a
 // message, and every Config it accepts is complete (a table per listener, routes that name
-// existing pools, backends in every pool). Seeds: the README example and the test configs,
+// existing pools, backends in every pool). Seeds: the example of docs/configuration.md and the test configs,
 // plus testdata/fuzz/FuzzParse.
 func FuzzParse(f *testing.F) {
 	example, err := os.ReadFile("../testdata/routing/lb.yaml")

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,4 +85,64 @@ func TestImage(t *testing.T) {
 			t.Errorf("the image's lb --version printed %q", run)
 		}
 	})
+}
+
+// The image's ENTRYPOINT and CMD, run as a process with the image's environment (none but
+// PATH) and a servers file where the image reads it: lb serves, and the metrics listener
+// answers /metrics and /readyz without a token, as Prometheus and Kubernetes call them.
+func TestImageDefaultCommandServes(t *testing.T) {
+	data, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entrypoint, cmd []string
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "ENTRYPOINT "); ok {
+			must(t, json.Unmarshal([]byte(rest), &entrypoint))
+		}
+		if rest, ok := strings.CutPrefix(line, "CMD "); ok {
+			must(t, json.Unmarshal([]byte(rest), &cmd))
+		}
+	}
+	if !slices.Equal(entrypoint, []string{"/lb"}) || len(cmd) == 0 {
+		t.Fatalf("Dockerfile: ENTRYPOINT %q CMD %q; want /lb and a command", entrypoint, cmd)
+	}
+	servers := filepath.Join(t.TempDir(), "servers.txt")
+	writeFile(t, servers, httpBackend(t)+"\n")
+	listen, metrics := freeAddr(t), freeAddr(t)
+	args := slices.Clone(cmd)
+	for i, a := range args {
+		switch a {
+		case "/etc/lb/servers.txt":
+			args[i] = servers
+		case ":7777":
+			args[i] = listen
+		case ":9090":
+			args[i] = metrics
+		}
+	}
+	if slices.Equal(args, cmd) {
+		t.Fatalf("CMD %q names none of /etc/lb/servers.txt, :7777, :9090", cmd)
+	}
+	lb := serve(t, args, nil)
+	if status := get(t, listen); status != "HTTP/1.1 200 OK" {
+		t.Fatalf("GET through the image's lb: %q\n%s", status, lb.all())
+	}
+	for _, path := range []string{"/metrics", "/readyz", "/healthz"} {
+		res, err := http.Get("http://" + metrics + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 200 {
+			t.Errorf("GET %s on the metrics listener: %d, want 200 without a token", path, res.StatusCode)
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

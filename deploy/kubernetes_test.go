@@ -187,9 +187,12 @@ func TestLBDeployment(t *testing.T) {
 		path  string
 	}{{"readiness", c.ReadinessProbe, "/readyz"}, {"liveness", c.LivenessProbe, "/healthz"}}
 	for _, p := range probes {
-		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "admin" {
-			t.Errorf("%s probe: %+v, want GET %s on the admin port", p.name, p.probe, p.path)
+		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "metrics" {
+			t.Errorf("%s probe: %+v, want GET %s on the metrics port (no token there)", p.name, p.probe, p.path)
 		}
+	}
+	if listen, _ := arg(c.Args, "metrics-listen"); listen != ":9100" || admin["metrics"] != 9100 {
+		t.Errorf("--metrics-listen %q and the metrics port %d disagree; want :9100 and 9100", listen, admin["metrics"])
 	}
 	if listen, _ := arg(c.Args, "admin-listen"); listen != ":9090" || admin["admin"] != 9090 {
 		t.Errorf("--admin-listen %q and the admin port %d disagree; want :9090 and 9090", listen, admin["admin"])
@@ -198,8 +201,8 @@ func TestLBDeployment(t *testing.T) {
 		t.Errorf("--listen %q and the http port %d disagree; want :7777 and 7777", listen, admin["http"])
 	}
 	ann := d.Spec.Template.Annotations
-	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != "9090" || ann["prometheus.io/path"] != "/metrics" {
-		t.Errorf("prometheus annotations %v: want scrape true, port 9090, path /metrics", ann)
+	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != "9100" || ann["prometheus.io/path"] != "/metrics" {
+		t.Errorf("prometheus annotations %v: want scrape true, port 9100 (the metrics listener, which needs no token), path /metrics", ann)
 	}
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
 		t.Errorf("lb resource requests %v: want cpu and memory", c.Resources.Requests)

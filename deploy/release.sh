@@ -23,7 +23,7 @@ mkdir -p "$out"
 for arch in amd64 arm64; do
   bin="lb-$version-linux-$arch"
   CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath \
-    -ldflags "-s -w -X main.version=$version -X main.commit=$commit -X main.date=$date" \
+    -ldflags "-s -w -X lb/version.version=$version -X lb/version.commit=$commit -X lb/version.date=$date" \
     -o "$out/$bin" ./cmd/lb
   echo "built $out/$bin"
 done

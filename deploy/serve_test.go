@@ -21,12 +21,13 @@ type served struct {
 	done chan struct{}
 }
 
-// serve starts lbBin with args and env (added to this process's environment) and returns
-// once it logs that it listens; the test stops it (SIGTERM) when it ends.
+// serve starts lbBin with args and only env (and PATH), as a unit or an image gives a
+// process a clean environment, and returns once it logs that it listens; the test stops it
+// (SIGTERM) when it ends.
 func serve(t *testing.T, args, env []string) *served {
 	t.Helper()
 	s := &served{cmd: exec.Command(lbBin, args...), done: make(chan struct{})}
-	s.cmd.Env = append(os.Environ(), env...)
+	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -2,8 +2,8 @@
 // every A/AAAA address of a name (a Kubernetes headless Service's pods), or the targets of
 // an SRV name (Consul, Kubernetes named ports).
 //
-// It runs off the data path: lookups happen on its own goroutines and change the ring
-// through Add, AddDown and Remove, which never block a pick. An address that appears is
+// It runs off the data path: a dnswatch.Watcher looks names up on its own goroutines, and
+// the ring changes through Add, AddDown and Remove, which never block a pick. An address that appears is
 // added down, for the health prober to bring up; one that vanishes is removed, which drains
 // it: picks stop, and connections already open to it finish. A lookup that fails, or finds
 // nothing, keeps the last good set and is retried after a second, doubling up to the period.
@@ -21,10 +21,12 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"lb/dnswatch"
 	"lb/ring"
 	"lb/serversfile"
 )
@@ -48,7 +50,8 @@ func (s Source) String() string {
 	return s.Name + " discover=srv"
 }
 
-// Config tunes a Discoverer. Zero fields take the defaults shown.
+// Config tunes a Discoverer. Zero fields take the defaults shown (dnswatch's for Every,
+// Timeout and Resolver).
 type Config struct {
 	Every    time.Duration // between lookups of a name; default 30s
 	Timeout  time.Duration // bound on one name's lookups; default 5s
@@ -62,6 +65,7 @@ type Discoverer struct {
 	ring    *ring.Ring
 	cfg     Config
 	log     zerolog.Logger
+	watch   *dnswatch.Watcher[map[string]target]
 	sources []*source
 	update  chan []Source // SetSources to Run: the latest list wins
 
@@ -69,15 +73,13 @@ type Discoverer struct {
 	owned map[string]bool // ids of the backends the sources have put in the ring; under mu
 }
 
-// source is the state of one Source, touched only by the goroutine that calls Init and Run
-// (lookups run on their own goroutines and hand back their answers).
+// source is the state of one Source, touched only by the goroutine that calls Init and Run,
+// but for good, which its lookups replace.
 type source struct {
 	Source
-	good    map[string]target // the last good answer, by address (ip:port)
-	owned   map[string]owned  // what this source has put in the ring, by address
-	due     time.Time
-	retry   time.Duration
-	failing bool
+	name  *dnswatch.Name[map[string]target]
+	good  atomic.Pointer[map[string]target] // the last good answer, by address (ip:port)
+	owned map[string]owned                  // what this source has put in the ring, by address
 }
 
 type target struct {
@@ -92,27 +94,36 @@ type owned struct {
 
 // New returns a Discoverer for sources that changes r. It looks nothing up before Init.
 func New(r *ring.Ring, sources []Source, cfg Config, log zerolog.Logger) *Discoverer {
-	if cfg.Every <= 0 {
-		cfg.Every = 30 * time.Second
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 5 * time.Second
-	}
 	if cfg.Check <= 0 {
 		cfg.Check = time.Second
 	}
-	if cfg.Resolver == nil {
-		cfg.Resolver = net.DefaultResolver
-	}
 	d := &Discoverer{ring: r, cfg: cfg, log: log, update: make(chan []Source, 1), owned: map[string]bool{}}
+	d.watch = dnswatch.New[map[string]target](dnswatch.Config{Every: cfg.Every, Timeout: cfg.Timeout, Resolver: cfg.Resolver})
 	for _, s := range sources {
-		d.sources = append(d.sources, newSource(s))
+		d.sources = append(d.sources, d.newSource(s))
 	}
 	return d
 }
 
-func newSource(s Source) *source {
-	return &source{Source: s, good: map[string]target{}, owned: map[string]owned{}}
+// newSource watches s's name: each good answer replaces the source's good set.
+func (d *Discoverer) newSource(s Source) *source {
+	src := &source{Source: s, owned: map[string]owned{}}
+	src.good.Store(&map[string]target{})
+	what := s.String() // not src's: Run changes its Line and File
+	src.name = d.watch.Watch(func(ctx context.Context, r *net.Resolver) (map[string]target, error) {
+		return lookup(ctx, r, s)
+	}, func(found map[string]target, err error, changed bool) {
+		switch {
+		case err == nil:
+			src.good.Store(&found)
+			if changed {
+				d.log.Info().Str("source", what).Int("found", len(found)).Msg("discovering backends again")
+			}
+		case changed:
+			d.log.Warn().Err(err).Str("source", what).Int("keeping", len(*src.good.Load())).Msg("cannot discover backends; keeping the last ones found")
+		}
+	})
+	return src
 }
 
 // SetSources replaces the sources, as after a reload of the servers file; Run applies the
@@ -143,7 +154,7 @@ func (d *Discoverer) replace(sources []Source) {
 	for _, s := range sources {
 		i := slices.IndexFunc(d.sources, func(old *source) bool { return old != nil && same(old.Source, s) })
 		if i < 0 {
-			next = append(next, newSource(s))
+			next = append(next, d.newSource(s))
 			continue
 		}
 		kept := d.sources[i]
@@ -155,6 +166,7 @@ func (d *Discoverer) replace(sources []Source) {
 		if gone == nil {
 			continue
 		}
+		d.watch.Forget(gone.name)
 		for addr, o := range gone.owned {
 			d.ring.Remove(o.id)
 			d.own(o.id, false)
@@ -164,34 +176,30 @@ func (d *Discoverer) replace(sources []Source) {
 	d.sources = next
 }
 
-// Resolver returns a resolver that sends every query to the DNS server at addr (host:port,
-// e.g. Consul's 127.0.0.1:8600), over UDP or, for long answers, TCP.
-func Resolver(addr string) *net.Resolver {
-	var dialer net.Dialer
-	return &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, addr)
-		},
-	}
-}
-
 // Init looks every source up once and adds what it finds to the ring, down (every SRV
 // priority: the first Run check keeps the lowest one that has a backend up). Call it before
 // the prober's first round, which then brings up those that answer. It returns when every
 // lookup has ended or ctx is done, and reports how many backends it added.
 func (d *Discoverer) Init(ctx context.Context) int {
-	d.lookupDue(ctx, time.Now())
+	d.watch.LookupDue(ctx)
+	if ctx.Err() != nil {
+		return 0 // stopping: the lookups cut short say nothing of the names
+	}
 	n := 0
 	for _, s := range d.sources {
+		d.apply(s)
 		n += len(s.owned)
 	}
 	return n
 }
 
-// Run looks sources up again as they fall due and checks SRV priorities every Check, until
-// ctx is done; it returns once no lookup of its own runs.
+// Run looks sources up again as they fall due and, every Check, brings the ring in step
+// with what they found and checks SRV priorities, until ctx is done; it returns once no
+// lookup of its own runs.
 func (d *Discoverer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { d.watch.Run(ctx) })
 	tick := time.NewTicker(d.cfg.Check)
 	defer tick.Stop()
 	for {
@@ -200,42 +208,11 @@ func (d *Discoverer) Run(ctx context.Context) {
 			return
 		case sources := <-d.update:
 			d.replace(sources)
-			d.lookupDue(ctx, time.Now())
-		case now := <-tick.C:
-			d.lookupDue(ctx, now)
+		case <-tick.C:
 		}
-	}
-}
-
-// lookupDue looks up the sources that are due, concurrently, then brings the ring in step
-// with every source's last good answer.
-func (d *Discoverer) lookupDue(ctx context.Context, now time.Time) {
-	type answer struct {
-		found map[string]target
-		err   error
-	}
-	answers := make([]*answer, len(d.sources))
-	var wg sync.WaitGroup
-	for i, s := range d.sources {
-		if now.Before(s.due) {
-			continue
+		for _, s := range d.sources {
+			d.apply(s)
 		}
-		answers[i] = &answer{}
-		wg.Go(func() {
-			lctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
-			defer cancel()
-			answers[i].found, answers[i].err = d.lookup(lctx, s.Source)
-		})
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		return // stopping: the lookups cut short say nothing of the names
-	}
-	for i, s := range d.sources {
-		if a := answers[i]; a != nil {
-			d.record(s, a.found, a.err)
-		}
-		d.apply(s)
 	}
 }
 
@@ -243,11 +220,11 @@ func (d *Discoverer) lookupDue(ctx context.Context, now time.Time) {
 // server restarting empty does not take every backend away.
 var errNothing = errors.New("no address found")
 
-// lookup asks DNS for the backends of s, by address (ip:port).
-func (d *Discoverer) lookup(ctx context.Context, s Source) (map[string]target, error) {
+// lookup asks r for the backends of s, by address (ip:port).
+func lookup(ctx context.Context, r *net.Resolver, s Source) (map[string]target, error) {
 	found := map[string]target{}
 	if s.Mode == "a" {
-		ips, err := d.cfg.Resolver.LookupNetIP(ctx, "ip", s.Name)
+		ips, err := r.LookupNetIP(ctx, "ip", s.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -255,7 +232,7 @@ func (d *Discoverer) lookup(ctx context.Context, s Source) (map[string]target, e
 			found[netip.AddrPortFrom(ip.Unmap(), uint16(s.Port)).String()] = target{weight: max(1, s.Weight)}
 		}
 	} else {
-		_, srvs, err := d.cfg.Resolver.LookupSRV(ctx, "", "", s.Name)
+		_, srvs, err := r.LookupSRV(ctx, "", "", s.Name)
 		if err != nil {
 			return nil, err
 		}
@@ -263,7 +240,7 @@ func (d *Discoverer) lookup(ctx context.Context, s Source) (map[string]target, e
 			if srv.Target == "." || srv.Port == 0 {
 				continue // "no service here" (RFC 2782)
 			}
-			ips, err := d.cfg.Resolver.LookupNetIP(ctx, "ip", srv.Target)
+			ips, err := r.LookupNetIP(ctx, "ip", srv.Target)
 			if err != nil {
 				return nil, fmt.Errorf("SRV target %s: %w", srv.Target, err)
 			}
@@ -283,33 +260,13 @@ func (d *Discoverer) lookup(ctx context.Context, s Source) (map[string]target, e
 	return found, nil
 }
 
-// record keeps a lookup's answer as the source's good set, or, on failure, keeps the last
-// one and schedules a retry. Failures are logged when they begin, and the recovery once.
-func (d *Discoverer) record(s *source, found map[string]target, err error) {
-	now := time.Now()
-	if err != nil {
-		s.retry = min(max(2*s.retry, time.Second), d.cfg.Every)
-		s.due = now.Add(s.retry)
-		if !s.failing {
-			s.failing = true
-			d.log.Warn().Err(err).Str("source", s.String()).Int("keeping", len(s.good)).Msg("cannot discover backends; keeping the last ones found")
-		}
-		return
-	}
-	if s.failing {
-		s.failing = false
-		d.log.Info().Str("source", s.String()).Int("found", len(found)).Msg("discovering backends again")
-	}
-	s.good, s.retry, s.due = found, 0, now.Add(d.cfg.Every)
-}
-
 // apply adds to the ring what s should have there and is missing, and removes what it has
 // there and should not: for SRV, the priorities up to the lowest with a backend up (all of
 // them while none is up, so that every one gets probed).
 func (d *Discoverer) apply(s *source) {
-	want := s.good
+	want := *s.good.Load()
 	if s.Mode == "srv" {
-		want = d.usable(s)
+		want = d.usable(s, want)
 	}
 	for addr, o := range s.owned {
 		if t, ok := want[addr]; !ok || t.weight != o.weight {
@@ -349,9 +306,9 @@ func (d *Discoverer) add(addr string, weight int) (string, error) {
 
 // usable is the part of an SRV source's good set to keep in the ring: every priority up to
 // and including the lowest that has a backend up, or all of them while none is up.
-func (d *Discoverer) usable(s *source) map[string]target {
+func (d *Discoverer) usable(s *source, good map[string]target) map[string]target {
 	best, found := 0, false
-	for addr, t := range s.good {
+	for addr, t := range good {
 		o, ok := s.owned[addr]
 		if !ok || (found && t.priority >= best) {
 			continue
@@ -361,10 +318,10 @@ func (d *Discoverer) usable(s *source) map[string]target {
 		}
 	}
 	if !found {
-		return s.good
+		return good
 	}
-	want := make(map[string]target, len(s.good))
-	for addr, t := range s.good {
+	want := make(map[string]target, len(good))
+	for addr, t := range good {
 		if t.priority <= best {
 			want[addr] = t
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"lb/dnswatch"
 	"lb/internal/dnstest"
 	"lb/ring"
 	"lb/serversfile"
@@ -62,7 +63,7 @@ func TestAddressesComeAndGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := New(r, []Source{{Mode: "a", Name: "app.test", Port: 8080, Weight: 3}},
-		Config{Every: 50 * time.Millisecond, Check: 10 * time.Millisecond, Resolver: Resolver(srv.Addr)}, zerolog.Nop())
+		Config{Every: 50 * time.Millisecond, Check: 10 * time.Millisecond, Resolver: dnswatch.Resolver(srv.Addr)}, zerolog.Nop())
 	if n := d.Init(context.Background()); n != 2 {
 		t.Fatalf("Init added %d backends, want 2", n)
 	}
@@ -123,7 +124,7 @@ func TestSRVPrioritiesAndWeights(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := New(r, []Source{{Mode: "srv", Name: "_http._tcp.app.test"}},
-		Config{Every: 50 * time.Millisecond, Check: 10 * time.Millisecond, Resolver: Resolver(srv.Addr)}, zerolog.Nop())
+		Config{Every: 50 * time.Millisecond, Check: 10 * time.Millisecond, Resolver: dnswatch.Resolver(srv.Addr)}, zerolog.Nop())
 	if n := d.Init(context.Background()); n != 3 {
 		t.Fatalf("Init added %d backends, want all 3 priorities' (none is up yet)", n)
 	}
@@ -173,7 +174,7 @@ func TestSetSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	one := Source{Mode: "a", Name: "one.test", Port: 80}
-	d := New(r, []Source{one}, Config{Every: time.Hour, Check: 10 * time.Millisecond, Resolver: Resolver(srv.Addr)}, zerolog.Nop())
+	d := New(r, []Source{one}, Config{Every: time.Hour, Check: 10 * time.Millisecond, Resolver: dnswatch.Resolver(srv.Addr)}, zerolog.Nop())
 	d.Init(context.Background())
 	id := inRing(r)["127.0.0.41:80"].ID
 	r.SetUp(id, true)
@@ -197,9 +198,11 @@ func BenchmarkApplyUnchanged(b *testing.B) {
 	r, _ := ring.New()
 	d := New(r, []Source{{Mode: "a", Name: "x", Port: 80}}, Config{}, zerolog.Nop())
 	s := d.sources[0]
+	good := map[string]target{}
 	for i := range 100 {
-		s.good[fmt.Sprintf("10.0.0.%d:80", i)] = target{weight: 1}
+		good[fmt.Sprintf("10.0.0.%d:80", i)] = target{weight: 1}
 	}
+	s.good.Store(&good)
 	d.apply(s)
 	b.ReportAllocs()
 	for b.Loop() {

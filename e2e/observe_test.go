@@ -48,31 +48,31 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), startDeadline)
 	defer cancel()
 	key := metricstest.Key
-	v, err := metricstest.Wait(ctx, url, func(v metricstest.Values) bool { return v[key("lb_active_connections")] == 0 })
+	v, err := metricstest.Wait(ctx, url, func(v metricstest.Values) bool { return v[key("lb_active_connections", "listener", lb.Addr)] == 0 })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := v[key("lb_accepted_connections_total")]; got != 30 {
+	if got := v[key("lb_accepted_connections_total", "listener", lb.Addr)]; got != 30 {
 		t.Errorf("accepted %v, want 30", got)
 	}
 	for i := range ngx {
 		id := fmt.Sprintf("web-%d", i+1)
-		if got := v[key("lb_connections_total", "backend", id)]; got != 10 {
+		if got := v[key("lb_backend_connections_total", "backend", id, "pool", "default")]; got != 10 {
 			t.Errorf("%s: %v connections, want 10", id, got)
 		}
-		if got := v[key("lb_backend_bytes_sent_total", "backend", id)]; got != float64(10*len(req)) {
+		if got := v[key("lb_backend_sent_bytes_total", "backend", id, "pool", "default")]; got != float64(10*len(req)) {
 			t.Errorf("%s: %v bytes sent, want %d", id, got, 10*len(req))
 		}
-		if got := v[key("lb_backend_bytes_received_total", "backend", id)]; got != float64(down[i]) {
+		if got := v[key("lb_backend_received_bytes_total", "backend", id, "pool", "default")]; got != float64(down[i]) {
 			t.Errorf("%s: %v bytes received, want %d, what its clients read", id, got, down[i])
 		}
-		if got := v[key("lb_http_connections_total", "backend", id, "method", "GET")]; got != 10 {
+		if got := v[key("lb_backend_http_connections_total", "backend", id, "method", "GET", "pool", "default")]; got != 10 {
 			t.Errorf("%s: %v GET connections, want 10", id, got)
 		}
-		if got := v[key("lb_health_probe_duration_seconds_count", "backend", id)]; got < 1 {
+		if got := v[key("lb_health_probe_duration_seconds_count", "pool", "default")]; got < 1 {
 			t.Errorf("%s: %v probes timed, want the first one at least", id, got)
 		}
-		if got := v[key("lb_backend_up", "backend", id)]; got != 1 {
+		if got := v[key("lb_backend_up", "backend", id, "pool", "default")]; got != 1 {
 			t.Errorf("%s: up %v, want 1", id, got)
 		}
 	}
@@ -89,12 +89,12 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		io.ReadAll(c)
 		c.Close()
 	}
-	v, err = metricstest.Wait(ctx, url, func(v metricstest.Values) bool { return v[key("lb_active_connections")] == 0 })
+	v, err = metricstest.Wait(ctx, url, func(v metricstest.Values) bool { return v[key("lb_active_connections", "listener", lb.Addr)] == 0 })
 	if err != nil {
 		t.Fatal(err)
 	}
-	dialErrs := v[key("lb_backend_dial_errors_total", "backend", "web-1")]
-	retries := v[key("lb_backend_retries_total", "backend", "web-2")] + v[key("lb_backend_retries_total", "backend", "web-3")]
+	dialErrs := v[key("lb_backend_dial_errors_total", "backend", "web-1", "pool", "default")]
+	retries := v[key("lb_backend_retries_total", "backend", "web-2", "pool", "default")] + v[key("lb_backend_retries_total", "backend", "web-3", "pool", "default")]
 	if dialErrs < 1 || retries != dialErrs {
 		t.Errorf("web-1: %v dial errors, %v retries on the others: want at least 1, and as many retries", dialErrs, retries)
 	}

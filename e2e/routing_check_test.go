@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// lb check: the README's example is valid (exit 0); a config error exits 2 naming the
+// lb check: the example of docs/configuration.md is valid (exit 0); a config error exits 2 naming the
 // file, line and column, for lb check and lb probe alike.
 func TestCheckConfig(t *testing.T) {
 	stdout, stderr, status := runLB(t, "check", "--config", "../testdata/routing/lb.yaml")

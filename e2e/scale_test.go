@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,4 +128,58 @@ func TestSignalDuringStartUp(t *testing.T) {
 	if _, served := p.log.waitFor(0, 0, func(e logEntry) bool { return e.Message == "listening" }); served {
 		t.Errorf("lb started serving after SIGTERM:\n%s", p.log.String())
 	}
+}
+
+// TestMetricsScrapeAtTwentyThousandBackends: lb on 20,000 backends (all down) serves
+// /metrics in under 4 MB, and three scrapes grow its resident memory by less than 50 MB.
+// It logs each scrape's size and time, and lb's VmRSS before and after.
+func TestMetricsScrapeAtTwentyThousandBackends(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20,000 probes: skipped with -short")
+	}
+	const n = 20_000
+	admin := fmt.Sprintf("127.0.0.1:%d", freeport.Get(t))
+	lb := startLB(t, nil, "serve", "-f", manyBackends(t, n), "--listen", "127.0.0.1:0", "--admin-listen", admin)
+	rss := func() int64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", lb.cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				var v int64
+				fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), &v)
+				return v << 10
+			}
+		}
+		t.Fatal("no VmRSS")
+		return 0
+	}
+	before := rss()
+	for i := range 3 {
+		start := time.Now()
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		took := time.Since(start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("scrape %d: %d bytes, %d lines, %v", i+1, len(body), strings.Count(string(body), "\n"), took)
+		if len(body) >= 4<<20 {
+			t.Errorf("scrape %d of %d backends: %d bytes, want under 4 MB", i+1, n, len(body))
+		}
+		if !strings.Contains(string(body), `lb_pool_backends{pool="default",state="down"} 20000`) {
+			t.Errorf("scrape %d does not count 20,000 backends down", i+1)
+		}
+	}
+	after := rss()
+	t.Logf("lb's VmRSS: %d MB before the scrapes, %d MB after", before>>20, after>>20)
+	if after-before > 50<<20 {
+		t.Errorf("three scrapes grew lb's memory by %d MB, want under 50", (after-before)>>20)
+	}
+	lb.stop(t)
 }

@@ -12,7 +12,7 @@ import (
 // TestSoak runs the soak (e2e/soak) on the lb binary for a minute: a random mix of clients
 // while backends, Redis and lb's descriptors are taken away and given back. It fails on any
 // failure no fault explains, on lost or changed bytes, and on descriptors or memory that do
-// not come back. LB_SOAK sets the duration (README: an hour).
+// not come back. LB_SOAK sets the duration (docs/testing.md: an hour).
 func TestSoak(t *testing.T) {
 	slow(t, "a minute of load and chaos")
 	for _, tool := range []string{"nginx", "socat", "redis-server"} {

@@ -90,10 +90,10 @@ func proxyHeader(version string) []byte {
 // check probes b once: a TCP connect, then the PROXY header of version proxy, if any, then, for an
 // HTTP check, GET path with b's address as Host, wanting a status in want. All of it must
 // be done within timeout. It returns the HTTP status (0 for TCP) and nil when b is up.
-func check(ctx context.Context, b ring.Backend, proxy, path string, want StatusRange, timeout time.Duration) (int, error) {
+func check(ctx context.Context, b ring.Backend, proxy, path string, want StatusRange, timeout time.Duration, r *net.Resolver) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var d net.Dialer
+	d := net.Dialer{Resolver: r}
 	c, err := d.DialContext(ctx, "tcp", b.Addr)
 	if err != nil {
 		return 0, err

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"lb/dnswatch"
+	"lb/internal/dnstest"
 	"lb/internal/logtest"
 	"lb/ring"
 )
@@ -226,4 +228,21 @@ func FuzzParseStatusRange(f *testing.F) {
 			t.Fatalf("ParseStatusRange(%q) = %v, whose String %q reads back as %v, %v", s, r, r.String(), again, err)
 		}
 	})
+}
+
+// A backend's name is looked up through Config.Resolver: a name only that DNS server knows
+// is probed up.
+func TestCheckNameThroughResolver(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // the kernel holds the connection in the backlog: connect succeeds
+	dns := dnstest.Start(t)
+	dns.SetA("app.test", "127.0.0.1")
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	cfg := Config{Timeout: waitFor, Resolver: dnswatch.Resolver(dns.Addr)}
+	if res := ProbeAllWith(context.Background(), []ring.Backend{{ID: "a", Addr: "app.test:" + port}}, cfg)[0]; !res.Up {
+		t.Fatalf("app.test through the resolver: %+v, want up", res)
+	}
 }

@@ -11,6 +11,7 @@ package health
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -40,6 +41,9 @@ type Config struct {
 	// OnProbe, if set, hears how long each probe took, failed ones included (metrics). It
 	// must be safe for concurrent use and not block.
 	OnProbe func(id string, latency time.Duration)
+
+	// Resolver looks up the backends' names; nil: net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // Prober probes the backends of one ring and sets their up/down state in it. Its methods
@@ -427,7 +431,7 @@ const MaxProbes = 256
 // probe checks b once (see check).
 func probe(ctx context.Context, b ring.Backend, cfg Config) Result {
 	start := time.Now()
-	status, err := check(ctx, b, proxyOf(b, cfg.Proxy), checkOf(b, cfg.HTTPPath), cfg.Expect, cfg.Timeout)
+	status, err := check(ctx, b, proxyOf(b, cfg.Proxy), checkOf(b, cfg.HTTPPath), cfg.Expect, cfg.Timeout, cfg.Resolver)
 	return Result{Backend: b, Latency: time.Since(start), Status: status, Err: err, Up: err == nil}
 }
 

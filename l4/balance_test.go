@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"lb/metrics"
 	"lb/proxyhdr"
 	"lb/ring"
 )
@@ -163,8 +164,14 @@ func TestMaxConnQueuesThenRefuses(t *testing.T) {
 	if status, _ := get(t, ln.Addr().String(), ""); status != 503 {
 		t.Fatalf("with the only backend at its maxconn past the queue timeout: %d, want 503", status)
 	}
+	if snap := collect(s); snap.Refused[metrics.RefuseQueueTimeout] != 1 || snap.Refused[metrics.RefuseNoneUp] != 0 {
+		t.Errorf("refused %v: want the queue timeout counted as queue_timeout, not none_up", snap.Refused)
+	}
 	second := request()
 	waitFor(t, "the second connection queued", func() bool { return phaseCount(s, queued) == 1 })
+	if snap := collect(s); snap.Queued != 1 {
+		t.Errorf("Queued %d with one connection waiting for a slot, want 1", snap.Queued)
+	}
 	gate <- struct{}{} // the first is answered; once it closes, its slot goes to the second
 	gate <- struct{}{}
 	for i, c := range []net.Conn{first, second} {

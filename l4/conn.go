@@ -33,6 +33,7 @@ const (
 
 var (
 	errNoneUp       = errors.New("no backend is up")
+	errQueueTimeout = errors.New("every backend up stayed at its maxconn for --queue-timeout")
 	errDialFailed   = errors.New("every backend dial failed")
 	errNoDescriptor = errors.New("no descriptor for the backend socket in time")
 	errOverLimit    = errors.New("over a per-address limit")
@@ -74,7 +75,8 @@ type conn struct {
 	rh         *respHead      // while lb reads the backend's first response head (resphead.go)
 
 	// For metrics and the access log (observe.go).
-	bc *metrics.BackendCounters // the backend's counters on this loop, once it took the connection
+	bc *metrics.BackendCounters  // the backend's counters on this loop, once it took the connection
+	lc *metrics.ListenerCounters // its listener's counters on this loop, from admit on
 
 	slot       int32
 	gen        uint32 // tells a stale epoll event from one for the slot's new tenant
@@ -123,6 +125,9 @@ func (l *loop) admit(a accepted) {
 	c := l.conns.add()
 	c.ends[clientSide].fd, c.ends[backendSide].fd = a.fd, -1
 	c.start, c.client, c.lis = l.now, a.client, a.lis
+	c.lc = l.stats.listener(a.lis)
+	c.lc.Accepted++
+	c.lc.Active++
 	if c.awaitProxy = l.s.cfg.AcceptProxy.Contains(a.client.Addr()); !c.awaitProxy {
 		l.admitClient(c)
 	}
@@ -224,7 +229,7 @@ func (l *loop) preSniff(c *conn) bool {
 // badProxy closes a trusted balancer's connection whose PROXY header is malformed, cut short
 // or missing.
 func (l *loop) badProxy(c *conn, err error) {
-	l.refused(metrics.RefuseBadProxy, false)
+	l.refused(c, metrics.RefuseBadProxy, false)
 	l.close(c, err)
 }
 
@@ -276,7 +281,7 @@ func (l *loop) dial(c *conn) {
 			l.s.endShortage()
 		}
 		if rt.dialed {
-			l.stats.backend(b.ID).Retries++
+			l.stats.backend(c.pool, b.ID).Retries++
 		}
 		rt.dialed = true
 		if err != nil {
@@ -449,7 +454,7 @@ func (l *loop) dropBackend(c *conn, err error) {
 
 // dialFailed reports a failed dial of b, at sa if the connect was started.
 func (l *loop) dialFailed(c *conn, id, addr string, sa *sockaddr, err error) {
-	l.stats.backend(id).DialErrors++
+	l.stats.backend(c.pool, id).DialErrors++
 	if sa != nil {
 		l.dials.failed(addr, sa)
 	}
@@ -485,7 +490,7 @@ func (l *loop) expire(c *conn) {
 			return
 		}
 		if l.s.cfg.CloseSlowHeads {
-			l.refused(metrics.RefuseSlowHead, false)
+			l.refused(c, metrics.RefuseSlowHead, false)
 			l.close(c, os.ErrDeadlineExceeded)
 			return
 		}
@@ -498,7 +503,7 @@ func (l *loop) expire(c *conn) {
 	case starved:
 		l.refuse(c, errNoDescriptor)
 	case queued:
-		l.refuse(c, errNoneUp) // no slot came free in time
+		l.refuse(c, errQueueTimeout) // no slot came free in time
 	case dialing:
 		l.redial(c, opError("connect", os.ErrDeadlineExceeded))
 	case replaying:
@@ -523,6 +528,8 @@ func (l *loop) refuse(c *conn, why error) {
 		reason = metrics.RefuseDialFailed
 	case errors.Is(why, errNoDescriptor):
 		reason = metrics.RefuseNoDescriptor
+	case errors.Is(why, errQueueTimeout):
+		reason = metrics.RefuseQueueTimeout
 	case errors.Is(why, errOverLimit) && c.overLimit == admit.OverRate:
 		reason = metrics.RefuseIPRate
 	case errors.Is(why, errOverLimit):
@@ -531,7 +538,7 @@ func (l *loop) refuse(c *conn, why error) {
 		reason = metrics.RefuseNoRoute
 	}
 	http := c.kind == httpsniff.KindHTTP1 || httpsniff.StartsLikeHTTP1(c.rt.first.bytes())
-	l.refused(reason, http)
+	l.refused(c, reason, http)
 	if !http {
 		l.close(c, why)
 		return

@@ -654,6 +654,7 @@ func TestLastBytesLeaveWithTheFIN(t *testing.T) {
 				s.active.Add(1)
 				s.conns.Add(1)
 				c := l.conns.add()
+				c.lc = l.stats.listener(nil) // as admit gives it one
 				c.ends[clientSide], c.ends[backendSide] = end{fd: srcFD}, end{fd: dstFD}
 				c.phase, c.pool = splicing, (*s.pools.Load())[0] // the sweep reads its pool's idle timeout
 				if l.pump(c, clientSide, true) {

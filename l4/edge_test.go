@@ -42,6 +42,7 @@ func TestQueuedMeetsADescriptorShortage(t *testing.T) {
 	var from, to phase
 	l.call(func() {
 		c := l.conns.add()
+		c.lc = l.stats.listener(nil) // as admit gives it one
 		c.ends[clientSide].fd, c.ends[backendSide].fd = -1, -1
 		c.pool = (*s.pools.Load())[0]
 		c.rt = l.routings.get()

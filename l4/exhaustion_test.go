@@ -170,10 +170,10 @@ func TestAcceptStopsAtTheLimit(t *testing.T) {
 	third := dial(t, s.addr) // the kernel completes the handshake: it waits in the backlog
 	third.Write([]byte("three"))
 	waitFor(t, "accepting to stop at the limit (or, the bug, a third accept)", func() bool {
-		return logs.Count("connection limit reached: new clients wait in the listen backlog") == 1 || s.Stats().Accepted > 2
+		return logs.Count("connection limit reached: new clients wait in the listen backlog") == 1 || collect(s.Server).Accepted > 2
 	})
-	if st := s.Stats(); st.Accepted != 2 || st.Active != 2 {
-		t.Fatalf("at the limit: accepted %d, active %d; want 2 and 2", st.Accepted, st.Active)
+	if st, snap := s.Stats(), collect(s.Server); snap.Accepted != 2 || st.Active != 2 {
+		t.Fatalf("at the limit: accepted %d, active %d; want 2 and 2", snap.Accepted, st.Active)
 	}
 	first.Close()
 	got := make([]byte, 5)

@@ -28,7 +28,6 @@ type loop struct {
 	done chan struct{}
 
 	// Counters read by Stats.
-	accepted     atomic.Uint64
 	spliced      atomic.Uint64
 	idleTimeouts atomic.Uint64
 
@@ -63,7 +62,7 @@ func newLoop(s *Server) (*loop, error) {
 		acc:   acceptor{s: s, epfd: p.epfd},
 		pipes: loopPipes{pool: &s.pipes},
 		dials: dialCache{r: s.resolver, addrs: map[string]*dialAddr{}},
-		stats: loopStats{backends: map[string]*metrics.BackendCounters{}},
+		stats: loopStats{backends: map[backendKey]*metrics.BackendCounters{}, listeners: map[*listener]*metrics.ListenerCounters{}},
 		buf:   make([]byte, copySize),
 	}, nil
 }
@@ -125,7 +124,6 @@ func (l *loop) accept(lfd int) {
 		if !ok {
 			break
 		}
-		l.accepted.Add(1)
 		l.admit(a)
 	}
 	l.nextSweep = min(l.nextSweep, l.acc.wakeAt())

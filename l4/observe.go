@@ -24,15 +24,31 @@ var _ metrics.Source = (*Server)(nil)
 // loopStats are a loop's counters.
 type loopStats struct {
 	metrics.Counters
-	backends map[string]*metrics.BackendCounters // by backend id: made at the first dial, not per connection
+	backends  map[backendKey]*metrics.BackendCounters // made at the first dial, not per connection
+	listeners map[*listener]*metrics.ListenerCounters // made at the first accept; nil: a connection without one (tests)
 }
 
-// backend returns the counters of the backend with this id.
-func (st *loopStats) backend(id string) *metrics.BackendCounters {
-	b := st.backends[id]
+// listener returns the counters of lis.
+func (st *loopStats) listener(lis *listener) *metrics.ListenerCounters {
+	lc := st.listeners[lis]
+	if lc == nil {
+		lc = new(metrics.ListenerCounters)
+		st.listeners[lis] = lc
+	}
+	return lc
+}
+
+// backendKey names a backend within its pool: one id may be in two pools, and each counts
+// its own traffic.
+type backendKey struct{ pool, id string }
+
+// backend returns the counters of the backend with this id in pool p.
+func (st *loopStats) backend(p *pool, id string) *metrics.BackendCounters {
+	k := backendKey{p.Name, id}
+	b := st.backends[k]
 	if b == nil {
 		b = new(metrics.BackendCounters)
-		st.backends[id] = b
+		st.backends[k] = b
 	}
 	return b
 }
@@ -43,17 +59,24 @@ func (st *loopStats) backend(id string) *metrics.BackendCounters {
 func (s *Server) Collect(snap *metrics.Snapshot) {
 	for _, p := range *s.pools.Load() {
 		for _, b := range p.Ring.Snapshot() {
-			snap.AddBackend(b.ID).Up = b.Up
+			snap.AddBackend(p.Name, b.ID).Up = b.Up
 		}
 	}
-	snap.Counters.Active += s.active.Load()
 	for _, l := range s.loops {
-		snap.Counters.Accepted += l.accepted.Load()
 		l.call(func() {
 			snap.Counters.Add(&l.stats.Counters)
+			for lis, lc := range l.stats.listeners {
+				name := ""
+				if lis != nil {
+					name = lis.name
+				}
+				snap.AddListener(name, lc)
+			}
+			snap.Queued += int64(l.queued)
 			for i := range snap.Backends {
-				if b := l.stats.backends[snap.Backends[i].ID]; b != nil {
-					snap.Backends[i].BackendCounters.Add(b)
+				row := &snap.Backends[i]
+				if b := l.stats.backends[backendKey{row.Pool, row.ID}]; b != nil {
+					row.BackendCounters.Add(b)
 				}
 			}
 		})
@@ -89,7 +112,7 @@ func (l *loop) sniffed(c *conn) {
 // the first bytes went.
 func (l *loop) handedOver(c *conn) {
 	rt := c.rt
-	c.bc = l.stats.backend(c.backend)
+	c.bc = l.stats.backend(c.pool, c.backend)
 	c.bc.Connections++
 	c.bc.Active++
 	if c.kind == httpsniff.KindHTTP1 && rt.sniffErr == nil {
@@ -105,8 +128,8 @@ func (l *loop) handedOver(c *conn) {
 }
 
 // refused counts a connection no backend took.
-func (l *loop) refused(why metrics.RefuseReason, answered bool) {
-	l.stats.Refused[why]++
+func (l *loop) refused(c *conn, why metrics.RefuseReason, answered bool) {
+	c.lc.Refused[why]++
 	if !answered {
 		return
 	}
@@ -128,6 +151,7 @@ func (l *loop) closing(c *conn, err error) {
 	if c.admitted {
 		l.s.admit.ReleaseAddr(c.client.Addr())
 	}
+	c.lc.Active--
 	d := time.Duration(l.now - c.start)
 	l.stats.Durations.Observe(d)
 	up, down := c.ends[clientSide].moved, c.ends[backendSide].moved
@@ -177,7 +201,7 @@ func (l *loop) closing(c *conn, err error) {
 func (c *conn) cause(err error) accesslog.Cause {
 	switch {
 	case c.phase == refusing,
-		errors.Is(err, errNoneUp), errors.Is(err, errDialFailed), errors.Is(err, errNoDescriptor),
+		errors.Is(err, errNoneUp), errors.Is(err, errQueueTimeout), errors.Is(err, errDialFailed), errors.Is(err, errNoDescriptor),
 		errors.Is(err, errOverLimit), errors.Is(err, errNoRoute),
 		errors.Is(err, proxyhdr.ErrMalformed), errors.Is(err, proxyhdr.ErrNotProxy),
 		c.phase == sniffing && errors.Is(err, os.ErrDeadlineExceeded):

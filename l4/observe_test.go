@@ -3,6 +3,7 @@
 package l4
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"lb/accesslog"
 	"lb/metrics"
 	"lb/ring"
+	"lb/route"
 )
 
 // collect is one scrape's view of s.
@@ -199,5 +201,55 @@ func TestPassiveCheckCountsAResetBeforeTheFirstByte(t *testing.T) {
 	}
 	if n := failures.Load(); n != 1 {
 		t.Fatalf("%d failures reported, want 1: the reset before any byte only", n)
+	}
+}
+
+// TestSameBackendIDInTwoPoolsCountsApart: one id in two pools is two rows, each with its
+// pool's traffic, not their sum.
+func TestSameBackendIDInTwoPoolsCountsApart(t *testing.T) {
+	var pools []Pool
+	for _, name := range []string{"a", "b"} {
+		r, err := ring.New(ring.Backend{ID: "web", Addr: startBackend(t, httpName(name)).addr(), Weight: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pools = append(pools, Pool{Name: name, Ring: r})
+	}
+	cfg := testConfig()
+	cfg.Pools = pools
+	host := func(s string) route.Match {
+		n, err := route.ParseName(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return route.Match{Host: []route.Name{n}}
+	}
+	table, err := route.New([]route.Route{{Match: host("a.test"), Pool: 0}, {Match: host("b.test"), Pool: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listenLoopback(t)
+	go s.ServeRoutes(ln, Routes{Table: table})
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	for i := range 3 {
+		for _, h := range []string{"a.test", "b.test", "b.test"} {
+			c := dial(t, ln.Addr().String())
+			fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: %s\r\n\r\n", i, h)
+			io.ReadAll(c)
+			c.Close()
+		}
+	}
+	waitFor(t, "every connection closed", func() bool { return s.Stats().Active == 0 })
+	snap := collect(s)
+	got := map[string]uint64{}
+	for _, b := range snap.Backends {
+		got[b.Pool+"/"+b.ID] = b.Connections
+	}
+	if len(snap.Backends) != 2 || got["a/web"] != 3 || got["b/web"] != 6 {
+		t.Errorf("rows %v, want a/web 3 and b/web 6", got)
 	}
 }

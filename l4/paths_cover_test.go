@@ -382,7 +382,7 @@ func TestPathsNamedBackends(t *testing.T) {
 
 	saved := lookupIP
 	t.Cleanup(func() { lookupIP = saved })
-	lookupIP = func(ctx context.Context, host string) ([]netip.Addr, error) {
+	lookupIP = func(ctx context.Context, _ *net.Resolver, host string) ([]netip.Addr, error) {
 		switch host {
 		case "one.test":
 			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil

@@ -43,6 +43,7 @@ func TestEnterCountsAMoveOffTheTable(t *testing.T) {
 	l := s.loops[0]
 	l.call(func() {
 		c := l.conns.add()
+		c.lc = l.stats.listener(nil) // as admit gives it one
 		c.pool = (*s.pools.Load())[0]
 		l.enter(c, closed)    // from unused: in the table
 		l.enter(c, lookingUp) // from closed: not in it

@@ -228,3 +228,40 @@ func readProxy(br *bufio.Reader) (proxyhdr.Header, error) {
 		}
 	}
 }
+
+// TestPerIPLimitKeysIPv6OnItsPrefix: IPv6 clients declared by a trusted PROXY header are
+// limited per /64: a second address of the holder's /64 gets 429, one of another /64 goes
+// through.
+func TestPerIPLimitKeysIPv6OnItsPrefix(t *testing.T) {
+	cfg := testConfig()
+	cfg.PerIP = admit.Config{MaxConns: 1}
+	cfg.AcceptProxy = proxyhdr.Trusted{netip.MustParsePrefix("127.0.0.0/8")}
+	s := startServer(t, cfg, startBackend(t, echo).addr())
+	lbAddr := netip.MustParseAddrPort("[2001:db8:ffff::1]:80")
+	as := func(client string) net.Conn {
+		c := dial(t, s.addr)
+		c.Write(proxyhdr.AppendV1(nil, netip.MustParseAddrPort(client), lbAddr))
+		return c
+	}
+	holder := as("[2001:db8:1:2::1]:40000")
+	io.WriteString(holder, "hold")
+	if _, err := io.ReadFull(holder, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		client string
+		status int
+	}{
+		{"[2001:db8:1:2:aaaa:bbbb:cccc:dddd]:40001", 429}, // the holder's /64
+		{"[2001:db8:1:3::1]:40002", 0},                    // another /64: echoed
+	} {
+		c := as(tc.client)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if got := strings.Contains(line, "429"); got != (tc.status == 429) {
+			t.Errorf("client %s: %q; want 429 %v", tc.client, line, tc.status == 429)
+		}
+	}
+	holder.Close()
+}

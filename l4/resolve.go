@@ -15,27 +15,24 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"lb/dnswatch"
 	"lb/ring"
 )
 
-// Backend names (app.internal:8080) are looked up off the loops: a lookup can take seconds,
-// and a loop waiting for one would stall every connection it owns. Loops dial the last
-// address found. Each name is looked up again every ResolveEvery, so a backend that moves is
-// followed; a name whose lookup fails keeps its last address and is retried after
-// resolveRetry, doubling up to ResolveEvery, never once per connection. A name with several
-// addresses is one backend: lb dials one of them, and the next when a dial fails.
+// Backend names (app.internal:8080) are looked up off the loops, by a dnswatch.Watcher: a
+// lookup can take seconds, and a loop waiting for one would stall every connection it owns.
+// Loops dial the last address found. Each name is looked up again every ResolveEvery, so a
+// backend that moves is followed; a name whose lookup fails keeps its last address and is
+// retried after dnswatch.FirstRetry, doubling up to ResolveEvery, never once per connection.
+// A name with several addresses is one backend: lb dials one of them, and the next when a
+// dial fails.
 
 // lookupIP is the DNS lookup; a test replaces it.
-var lookupIP = func(ctx context.Context, host string) ([]netip.Addr, error) {
-	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+var lookupIP = func(ctx context.Context, r *net.Resolver, host string) ([]netip.Addr, error) {
+	return r.LookupNetIP(ctx, "ip", host)
 }
 
-const (
-	defaultResolveEvery = 30 * time.Second
-	resolveRetry        = time.Second
-	lookupTimeout       = 5 * time.Second
-	firstLookupWait     = 2 * time.Second // New waits this long for the ring's names
-)
+const firstLookupWait = 2 * time.Second // New waits this long at most for the rings' names
 
 var errUnresolved = errors.New("backend name not resolved yet")
 
@@ -44,19 +41,16 @@ type dialAddr struct {
 	addr string // host:port as configured
 	host string // empty for an IP address, which is never looked up
 	port uint16
-	sa   atomic.Pointer[sockaddr] // nil until the name first resolves
-	err  atomic.Pointer[error]    // why the last lookup failed; nil after a success
-	ip   netip.Addr               // the address sa holds
+	sa   atomic.Pointer[sockaddr]     // nil until the name first resolves
+	err  atomic.Pointer[error]        // why the last lookup failed; nil after a success
+	name *dnswatch.Name[[]netip.Addr] // nil for an IP address
 
 	gone atomic.Bool // the resolver forgot it (an IP address no ring has): loops drop it too
 
 	// Guarded by resolver.mu.
-	absent  bool         // in no ring at the last look: forgotten if still so at the next
-	ips     []netip.Addr // the last lookup's answers, in the order dials move through them
-	due     time.Time
-	retry   time.Duration
-	busy    bool          // a lookup is in flight
-	settled chan struct{} // closed after the first lookup
+	ip     netip.Addr   // the address sa holds
+	absent bool         // in no ring at the last look: forgotten if still so at the next
+	ips    []netip.Addr // the last lookup's answers, in the order dials move through them
 }
 
 // dialable returns the address to dial, or why there is none.
@@ -71,27 +65,33 @@ func (d *dialAddr) dialable() (*sockaddr, error) {
 }
 
 type resolver struct {
-	every   time.Duration
-	rings   []*ring.Ring // under mu: names no longer in one are not looked up; none: every name is
-	log     zerolog.Logger
-	kick    chan struct{}
-	ctx     context.Context // canceled by stop: lookups in flight give up
-	cancel  context.CancelFunc
-	done    chan struct{} // run has returned
-	lookups sync.WaitGroup
+	watch *dnswatch.Watcher[[]netip.Addr]
+	log   zerolog.Logger
+	stop  func() // ends the lookups and returns when none runs any more
 
 	mu    sync.Mutex
+	rings []*ring.Ring // names no longer in one are not looked up; none: every name is
 	addrs map[string]*dialAddr
 }
 
-func newResolver(every time.Duration, rings []*ring.Ring, log zerolog.Logger) *resolver {
-	if every <= 0 {
-		every = defaultResolveEvery
+// newResolver returns a resolver whose lookups run until stop. It looks up the names in
+// rings first, and waits firstLookupWait at most for them.
+func newResolver(cfg dnswatch.Config, rings []*ring.Ring, log zerolog.Logger) *resolver {
+	r := &resolver{rings: rings, log: log, addrs: map[string]*dialAddr{}}
+	cfg.BeforeRound = r.sweep
+	r.watch = dnswatch.New[[]netip.Addr](cfg)
+	for _, rg := range rings {
+		for _, b := range rg.Snapshot() {
+			r.addr(b.Addr)
+		}
 	}
+	first, cancel := context.WithTimeout(context.Background(), firstLookupWait)
+	r.watch.LookupDue(first) // a lookup it cuts short is not a failure: Run starts it again
+	cancel()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &resolver{every: every, rings: rings, log: log, kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), addrs: map[string]*dialAddr{}}
-	go r.run()
+	var wg sync.WaitGroup
+	wg.Go(func() { r.watch.Run(ctx) })
+	r.stop = func() { cancel(); wg.Wait() }
 	return r
 }
 
@@ -103,7 +103,7 @@ func (r *resolver) addr(addr string) *dialAddr {
 	if d := r.addrs[addr]; d != nil {
 		return d
 	}
-	d := &dialAddr{addr: addr, settled: make(chan struct{})}
+	d := &dialAddr{addr: addr}
 	r.addrs[addr] = d
 	host, port, err := net.SplitHostPort(addr)
 	p, perr := strconv.ParseUint(port, 10, 16)
@@ -117,60 +117,25 @@ func (r *resolver) addr(addr string) *dialAddr {
 	switch {
 	case err != nil:
 		d.err.Store(&err)
-		close(d.settled)
-		return d
 	case iperr == nil: // an IP address: never looked up
 		d.ip, d.port = ip.Unmap(), uint16(p)
 		d.sa.Store(newSockaddr(netip.AddrPortFrom(d.ip, d.port)))
-		close(d.settled)
-		return d
+	default:
+		d.port, d.host = uint16(p), host
+		d.name = r.watch.Watch(func(ctx context.Context, res *net.Resolver) ([]netip.Addr, error) {
+			ips, err := lookupIP(ctx, res, host)
+			if err == nil && len(ips) == 0 {
+				err = errors.New("no address for " + host)
+			}
+			return ips, err
+		}, func(ips []netip.Addr, err error, changed bool) { r.record(d, ips, err, changed) })
 	}
-	d.port = uint16(p)
-	d.host = host
-	r.wake()
 	return d
 }
 
-// wake has run look at the names again now.
-func (r *resolver) wake() {
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
-
-// waitSettled waits until every name in addrs had its first lookup, or until wait passes.
-func (r *resolver) waitSettled(addrs []*dialAddr, wait time.Duration) {
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for _, d := range addrs {
-		select {
-		case <-d.settled:
-		case <-timer.C:
-			return
-		}
-	}
-}
-
-// run starts the lookups that are due, until stop.
-func (r *resolver) run() {
-	defer close(r.done)
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		next := r.startDue(time.Now())
-		timer.Reset(next)
-		select {
-		case <-r.ctx.Done():
-			return
-		case <-r.kick:
-		case <-timer.C:
-		}
-	}
-}
-
-// startDue starts a lookup of every name that is due and returns the wait until the next.
-func (r *resolver) startDue(now time.Time) time.Duration {
+// sweep runs before every round of lookups: names in no ring are paused, and IP addresses
+// in none are forgotten.
+func (r *resolver) sweep() {
 	var inRing map[string]bool
 	r.mu.Lock()
 	rings := r.rings
@@ -185,92 +150,53 @@ func (r *resolver) startDue(now time.Time) time.Duration {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	next := r.every
 	for key, d := range r.addrs {
-		if d.host == "" && inRing != nil && !inRing[d.addr] {
+		out := inRing != nil && !inRing[d.addr]
+		switch {
+		case d.name != nil:
+			// A name removed from the ring: no queries for it. Its entry stays: if the name
+			// comes back, it is looked up again within every, and dialed at its last address.
+			r.watch.Pause(d.name, out)
+		case out && d.absent:
 			// An IP address in no ring, at two looks in a row (so not one just added): it is
 			// forgotten, by the loops too, so that addresses that come and go (pods found in
 			// DNS) do not pile up. If it comes back, it is a new entry, made at once.
-			if d.absent {
-				delete(r.addrs, key)
-				d.gone.Store(true)
-			}
-			d.absent = true
-			continue
+			delete(r.addrs, key)
+			d.gone.Store(true)
 		}
-		d.absent = false
-		switch {
-		case d.host == "" || d.busy:
-		case inRing != nil && !inRing[d.addr]:
-			// A name removed from the ring: no queries for it. Its entry stays: if the name
-			// comes back, it is looked up again within every, and dialed at its last address.
-		case !now.Before(d.due):
-			d.busy = true
-			r.lookups.Add(1)
-			go r.lookup(d)
-		default:
-			next = min(next, d.due.Sub(now))
-		}
+		d.absent = out
 	}
-	return next
 }
 
-func (r *resolver) lookup(d *dialAddr) {
-	defer r.lookups.Done()
-	ctx, cancel := context.WithTimeout(r.ctx, lookupTimeout)
-	ips, err := lookupIP(ctx, d.host)
-	cancel()
-	if err != nil && r.ctx.Err() != nil {
-		return // stopping: not the name's fault
+// record keeps the outcome of a lookup of d and logs what changed. It picks the address
+// to dial under the lock: a failed dial (dialFailed) may have moved it.
+func (r *resolver) record(d *dialAddr, ips []netip.Addr, err error, changed bool) {
+	r.mu.Lock()
+	from, ip := d.ip, netip.Addr{}
+	if err != nil {
+		d.err.Store(&err)
+	} else {
+		ip, d.ips = choose(ips, d.ip), ips
+		r.dialTo(d, ip)
+		d.err.Store(nil)
 	}
+	r.mu.Unlock()
 	// Logged after the lock is let go: a loop may be waiting for it, and a log write can block.
-	if ev, msg := r.record(d, ips, err); ev != nil {
+	ev, msg := (*zerolog.Event)(nil), ""
+	switch {
+	case err != nil && !changed: // reported when the failures began
+	case err != nil && from.IsValid():
+		ev, msg = r.log.Warn().Err(err).Stringer("dialing", from), "cannot resolve backend; dialing its last address"
+	case err != nil:
+		ev, msg = r.log.Warn().Err(err), "cannot resolve backend; it gets no connections until it resolves"
+	case changed:
+		ev, msg = r.log.Info().Stringer("ip", ip), "backend resolves again"
+	case from.IsValid() && ip != from:
+		ev, msg = r.log.Info().Stringer("from", from).Stringer("to", ip), "backend address changed"
+	}
+	if ev != nil {
 		ev.Str("addr", d.addr).Msg(msg)
 	}
-	r.wake() // run's timer did not count this name while its lookup was under way
-}
-
-// record stores the outcome of a lookup of d and returns the log line it calls for, if any.
-// It picks the address to dial under the lock: a failed dial (dialFailed) may have moved it.
-func (r *resolver) record(d *dialAddr, ips []netip.Addr, err error) (ev *zerolog.Event, msg string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var ip netip.Addr
-	if err == nil {
-		if ip = choose(ips, d.ip); !ip.IsValid() {
-			err = errors.New("no address for " + d.host)
-		}
-	}
-	d.busy = false
-	first := d.sa.Load() == nil && d.err.Load() == nil
-	if first {
-		defer close(d.settled)
-	}
-	if err != nil {
-		switch {
-		case d.err.Load() != nil: // reported when the failures began
-		case d.ip.IsValid():
-			ev, msg = r.log.Warn().Err(err).Stringer("dialing", d.ip), "cannot resolve backend; dialing its last address"
-		default:
-			ev, msg = r.log.Warn().Err(err), "cannot resolve backend; it gets no connections until it resolves"
-		}
-		d.err.Store(&err)
-		d.retry = min(max(2*d.retry, resolveRetry), r.every)
-		d.due = time.Now().Add(d.retry)
-		return ev, msg
-	}
-	switch {
-	case d.err.Load() != nil:
-		ev, msg = r.log.Info().Stringer("ip", ip), "backend resolves again"
-	case !first && ip != d.ip:
-		ev, msg = r.log.Info().Stringer("from", d.ip).Stringer("to", ip), "backend address changed"
-	}
-	d.ips = ips
-	r.dialTo(d, ip)
-	d.err.Store(nil)
-	d.retry = 0
-	d.due = time.Now().Add(r.every)
-	return ev, msg
 }
 
 func (r *resolver) dialTo(d *dialAddr, ip netip.Addr) {
@@ -317,19 +243,12 @@ func choose(ips []netip.Addr, current netip.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-// stop ends the lookups and returns when none runs any more.
-func (r *resolver) stop() {
-	r.cancel()
-	<-r.done
-	r.lookups.Wait()
-}
-
 // setRings makes rings the ones whose names are looked up.
 func (r *resolver) setRings(rings []*ring.Ring) {
 	r.mu.Lock()
 	r.rings = rings
 	r.mu.Unlock()
-	r.wake()
+	r.watch.Wake()
 }
 
 // dialCache is a loop's view of the resolver: the entries its connections have dialed, by

@@ -18,15 +18,16 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"lb/dnswatch"
 	"lb/internal/logtest"
 	"lb/ring"
 )
 
 // fakeDNS replaces lookupIP for one test: answer gives the addresses of a name.
-func fakeDNS(t *testing.T, answer func(ctx context.Context, host string) ([]netip.Addr, error)) *atomic.Int64 {
+func fakeDNS(t testing.TB, answer func(ctx context.Context, host string) ([]netip.Addr, error)) *atomic.Int64 {
 	var calls atomic.Int64
 	saved := lookupIP
-	lookupIP = func(ctx context.Context, host string) ([]netip.Addr, error) {
+	lookupIP = func(ctx context.Context, _ *net.Resolver, host string) ([]netip.Addr, error) {
 		calls.Add(1)
 		return answer(ctx, host)
 	}
@@ -164,10 +165,7 @@ func TestFailedLookupKeepsLastAddressAndIsNotRetriedPerConnection(t *testing.T) 
 	// the address it had once its lookups fail.
 	failing.Store(true)
 	app := s.resolver.addr("app.test:" + strconv.Itoa(port))
-	s.resolver.mu.Lock()
-	app.due = time.Time{} // look it up again now
-	s.resolver.mu.Unlock()
-	s.resolver.kick <- struct{}{}
+	s.resolver.watch.Refresh(app.name) // look it up again now
 	waitFor(t, "app.test's lookup to fail", func() bool { return app.err.Load() != nil })
 	before := calls.Load()
 	seen := map[string]int{}
@@ -184,7 +182,7 @@ func TestFailedLookupKeepsLastAddressAndIsNotRetriedPerConnection(t *testing.T) 
 	}
 }
 
-// A failed lookup is retried after resolveRetry, not at the next ResolveEvery: a backend
+// A failed lookup is retried after dnswatch.FirstRetry, not at the next ResolveEvery: a backend
 // whose DNS record is not there yet when lb starts gets connections a second later.
 func TestFailedLookupRetriedAfterASecond(t *testing.T) {
 	var fail atomic.Bool
@@ -195,13 +193,13 @@ func TestFailedLookupRetriedAfterASecond(t *testing.T) {
 		}
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	})
-	r := newResolver(time.Hour, nil, zerolog.Nop())
+	r := newResolver(dnswatch.Config{Every: time.Hour}, nil, zerolog.Nop())
 	defer r.stop()
 	d := r.addr("app.test:80")
-	<-d.settled
+	waitFor(t, "the first lookup to fail", func() bool { return d.err.Load() != nil })
 	failed := time.Now()
 	for d.sa.Load() == nil {
-		if time.Since(failed) > resolveRetry+3*time.Second {
+		if time.Since(failed) > dnswatch.FirstRetry+3*time.Second {
 			t.Fatal("a failed name was not looked up again a second later")
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -263,7 +261,7 @@ func TestIPv6ZoneBecomesScopeID(t *testing.T) {
 	if err != nil {
 		t.Skip("no lo interface")
 	}
-	r := newResolver(time.Hour, nil, zerolog.Nop())
+	r := newResolver(dnswatch.Config{Every: time.Hour}, nil, zerolog.Nop())
 	defer r.stop()
 	for _, addr := range []string{"[fe80::1%lo]:80", "[fe80::1%" + strconv.Itoa(lo.Index) + "]:80"} {
 		sa, err := r.addr(addr).dialable()
@@ -287,10 +285,10 @@ func TestDialFailuresDuringLookups(t *testing.T) {
 	calls := fakeDNS(t, func(ctx context.Context, host string) ([]netip.Addr, error) {
 		return slices.Clone(two), nil
 	})
-	r := newResolver(time.Millisecond, nil, zerolog.Nop())
+	r := newResolver(dnswatch.Config{Every: time.Millisecond}, nil, zerolog.Nop())
 	defer r.stop()
 	d := r.addr("app.test:80")
-	<-d.settled
+	waitFor(t, "the name to resolve", func() bool { return d.sa.Load() != nil })
 	dialing := func() netip.Addr {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -331,7 +329,7 @@ func TestFailingNameLoggedOnce(t *testing.T) {
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	})
 	log, logger := logtest.New()
-	r := newResolver(10*time.Millisecond, nil, logger) // retries every 10 ms
+	r := newResolver(dnswatch.Config{Every: 10 * time.Millisecond}, nil, logger) // retries every 10 ms
 	defer r.stop()
 	d := r.addr("app.test:80")
 	waitFor(t, "five failed lookups", func() bool { return calls.Load() >= 5 })
@@ -363,11 +361,11 @@ func TestRemovedNameNotLookedUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newResolver(5*time.Millisecond, []*ring.Ring{rg}, zerolog.Nop())
+	r := newResolver(dnswatch.Config{Every: 5 * time.Millisecond}, []*ring.Ring{rg}, zerolog.Nop())
 	defer r.stop()
 	d := r.addr(app.Addr)
 	r.addr(other.Addr)
-	<-d.settled
+	waitFor(t, "the name to resolve", func() bool { return d.sa.Load() != nil })
 	waitFor(t, "the name to be looked up again every 5 ms", func() bool { return count("app.test") >= 3 })
 
 	rg.Remove(app.ID)
@@ -376,10 +374,7 @@ func TestRemovedNameNotLookedUp(t *testing.T) {
 	// looked up. With no lookup of it in flight then, none can start.
 	mark := count("other.test")
 	waitFor(t, "a round of lookups since the removal, and none of the name in flight", func() bool {
-		r.mu.Lock()
-		busy := d.busy
-		r.mu.Unlock()
-		return count("other.test") >= mark+2 && !busy
+		return count("other.test") >= mark+2 && !r.watch.Busy(d.name)
 	})
 	before, mark := count("app.test"), count("other.test")
 	waitFor(t, "ten lookups of the name still in the ring", func() bool { return count("other.test") >= mark+10 })
@@ -391,4 +386,40 @@ func TestRemovedNameNotLookedUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the name, back in the ring, to be looked up again", func() bool { return count("app.test") > before })
+}
+
+// BenchmarkConnect is a loop's dial of a backend, by its IP address and by a name already
+// resolved: the lookup of the address to dial may not allocate.
+func BenchmarkConnect(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // never accepts: dials end in its backlog
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	fakeDNS(b, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	})
+	rg, err := ring.New(ring.Backend{ID: "app", Addr: "app.test:" + port})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := newResolver(dnswatch.Config{Every: time.Hour}, []*ring.Ring{rg}, zerolog.Nop()) // looks the ring's names up first
+	defer r.stop()
+	if r.addr("app.test:"+port).sa.Load() == nil {
+		b.Fatal("app.test not resolved by newResolver")
+	}
+	dc := dialCache{r: r, addrs: map[string]*dialAddr{}}
+	for name, addr := range map[string]string{"ip": ln.Addr().String(), "name": "app.test:" + port} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				fd, _, err := dc.connect(addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				sysClose(fd)
+			}
+		})
+	}
 }

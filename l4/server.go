@@ -17,6 +17,7 @@ import (
 
 	"lb/accesslog"
 	"lb/admit"
+	"lb/dnswatch"
 	"lb/proxyhdr"
 	"lb/ring"
 )
@@ -39,6 +40,7 @@ type Config struct {
 	ConnectTimeout time.Duration // per backend dial; > 0
 	IdleTimeout    time.Duration // close a routed connection with no traffic either way for this long; 0: never
 	ResolveEvery   time.Duration // how often backend names are looked up again; 0: 30s
+	Resolver       *net.Resolver // where backend names are looked up; nil: net.DefaultResolver
 	// OnDialFailure, if set, hears of every failed backend dial (health counts it as a failed
 	// probe). It runs on a loop: it must not block.
 	OnDialFailure func(ring.Backend)
@@ -69,7 +71,6 @@ type Config struct {
 
 // Stats are counters of a Server.
 type Stats struct {
-	Accepted      uint64 // connections accepted
 	Active        int64  // connections accepted and not yet closed
 	SplicedBytes  uint64 // bytes moved by splice(2) between client and backend, both ways
 	PipesInUse    int64  // splice pipes held now: at most one per loop, plus one per stalled flow
@@ -200,14 +201,7 @@ func New(cfg Config) (*Server, error) {
 	for _, p := range pools {
 		rings = append(rings, p.Ring)
 	}
-	s.resolver = newResolver(cfg.ResolveEvery, rings, cfg.Log)
-	var named []*dialAddr
-	for _, rg := range rings {
-		for _, b := range rg.Snapshot() {
-			named = append(named, s.resolver.addr(b.Addr))
-		}
-	}
-	s.resolver.waitSettled(named, firstLookupWait)
+	s.resolver = newResolver(dnswatch.Config{Every: cfg.ResolveEvery, Resolver: cfg.Resolver}, rings, cfg.Log)
 	for range runtime.GOMAXPROCS(0) {
 		l, err := newLoop(s)
 		if err != nil {
@@ -235,7 +229,6 @@ func (s *Server) Stats() Stats {
 		HeadsUnparsed: s.overHeadMemory.Load(),
 	}
 	for _, l := range s.loops {
-		st.Accepted += l.accepted.Load()
 		st.SplicedBytes += l.spliced.Load()
 		st.IdleTimeouts += l.idleTimeouts.Load()
 	}
@@ -272,7 +265,10 @@ func (s *Server) ServeRoutes(ln net.Listener, routes Routes) error {
 	lis.routes.Store(newRouteSet(routes, *s.pools.Load()))
 	s.lis = append(s.lis, lis)
 	for _, l := range s.loops {
-		l.call(func() { l.acc.listen(lis) })
+		l.call(func() {
+			l.acc.listen(lis)
+			l.stats.listener(lis) // its series are scraped from the start, at 0
+		})
 	}
 	s.mu.Unlock()
 	<-s.closing

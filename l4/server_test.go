@@ -211,6 +211,7 @@ func spliceConn(l *loop, clientEnd, backendEnd end) *conn {
 	l.s.active.Add(1)
 	l.s.conns.Add(1)
 	c := l.conns.add()
+	c.lc = l.stats.listener(nil) // as admit gives it one
 	c.ends[clientSide], c.ends[backendSide] = clientEnd, backendEnd
 	c.phase, c.pool = splicing, (*l.s.pools.Load())[0] // the sweep reads its pool's idle timeout
 	return c

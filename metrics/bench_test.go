@@ -39,7 +39,7 @@ func newLoopsSource(loops, backends int) *loopsSource {
 
 func (s *loopsSource) Collect(snap *Snapshot) {
 	for i, id := range s.ids {
-		b := snap.AddBackend(id)
+		b := snap.AddBackend("default", id)
 		b.Up = true
 		for l := range s.loops {
 			b.BackendCounters.Add(&s.loops[l].backends[i])
@@ -76,8 +76,9 @@ func BenchmarkScrape(b *testing.B) {
 		b.Run(strconv.Itoa(n)+"backends", func(b *testing.B) {
 			m := New(Options{Version: "bench"})
 			m.SetSource(newLoopsSource(2, n))
+			probe := m.ProbeObserver("default")
 			for i := range n {
-				m.ObserveProbe("web-"+strconv.Itoa(i), time.Millisecond)
+				probe("web-"+strconv.Itoa(i), time.Millisecond)
 			}
 			h := m.Handler()
 			req := httptest.NewRequest("GET", "/metrics", nil)

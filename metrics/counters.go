@@ -66,10 +66,11 @@ const (
 	RefuseIPRate                           // its address opened connections faster than --per-ip-rate (HTTP clients also get a 429)
 	RefuseBadProxy                         // a trusted balancer's PROXY header was malformed, truncated or missing
 	RefuseNoRoute                          // no route of its listener matched (HTTP clients get the listener's status, 503 by default)
+	RefuseQueueTimeout                     // every backend up stayed at its maxconn for --queue-timeout (HTTP clients also get a 503)
 	NumRefuseReasons
 )
 
-var refuseNames = [NumRefuseReasons]string{"none_up", "dial_failed", "no_descriptor", "slow_head", "per_ip_conns", "per_ip_rate", "bad_proxy_header", "no_route"}
+var refuseNames = [NumRefuseReasons]string{"none_up", "dial_failed", "no_descriptor", "slow_head", "per_ip_conns", "per_ip_rate", "bad_proxy_header", "no_route", "queue_timeout"}
 
 // String returns the label value of r (a constant string).
 func (r RefuseReason) String() string {
@@ -101,7 +102,7 @@ func (a Answer) String() string {
 }
 
 // Method is the method of a connection's first HTTP/1.x request, the method label of
-// lb_http_connections_total. Methods outside the standard nine count as MethodOther, so the
+// lb_backend_http_connections_total. Methods outside the standard nine count as MethodOther, so the
 // label's values are bounded whatever clients send.
 type Method uint8
 
@@ -155,6 +156,7 @@ type Counters struct {
 	StoreErrors uint64                   // of those, the ones that failed or timed out
 	Refused     [NumRefuseReasons]uint64 // by RefuseReason
 	Answers     [NumAnswers]uint64       // by Answer
+	Queued      int64                    // connections waiting for a backend slot now (a Source fills it at a scrape)
 }
 
 // Add adds o into c. It does not allocate.
@@ -176,6 +178,7 @@ func (c *Counters) Add(o *Counters) {
 	for i := range c.Answers {
 		c.Answers[i] += o.Answers[i]
 	}
+	c.Queued += o.Queued
 }
 
 // BackendCounters are the counters of one backend on one loop, or their sum. Bytes are
@@ -204,9 +207,32 @@ func (b *BackendCounters) Add(o *BackendCounters) {
 	}
 }
 
+// ListenerCounters are the counters of one listener on one loop, or their sum.
+type ListenerCounters struct {
+	Accepted uint64                   // connections accepted
+	Active   int64                    // of those, not yet closed
+	Refused  [NumRefuseReasons]uint64 // by RefuseReason
+}
+
+// Add adds o into l. It does not allocate.
+func (l *ListenerCounters) Add(o *ListenerCounters) {
+	l.Accepted += o.Accepted
+	l.Active += o.Active
+	for i := range l.Refused {
+		l.Refused[i] += o.Refused[i]
+	}
+}
+
+// Listener is one listener's row in a Snapshot.
+type Listener struct {
+	Name string // the listener label: its address as lb listens on it
+	ListenerCounters
+}
+
 // Backend is one backend's row in a Snapshot.
 type Backend struct {
-	ID         string    // the label value: the servers file's id=, or the short hash of the address
+	Pool       string    // the pool label: the name of the backend's pool ("default" with the flags' one pool)
+	ID         string    // the backend label: the servers file's id=, or the short hash of the address
 	Up         bool      // as the health checks see it now
 	LastChange time.Time // when it last went up or down; zero: never (not exported then)
 	BackendCounters
@@ -218,19 +244,40 @@ type Backend struct {
 // has grown to the number of backends.
 type Snapshot struct {
 	Counters
-	Backends []Backend
+	Listeners []Listener // the lb_accepted, lb_active and lb_refused series, by listener
+	Backends  []Backend
 }
 
-// Reset zeroes s and empties Backends, keeping its capacity.
+// Reset zeroes s and empties Listeners and Backends, keeping their capacity.
 func (s *Snapshot) Reset() {
 	s.Counters = Counters{}
+	clear(s.Listeners)
+	s.Listeners = s.Listeners[:0]
 	clear(s.Backends) // drop the ID strings of the last scrape
 	s.Backends = s.Backends[:0]
 }
 
-// AddBackend appends a zeroed row for id and returns it, for the Source to fill. The
-// pointer is valid until the next AddBackend. IDs must be distinct within a Snapshot.
-func (s *Snapshot) AddBackend(id string) *Backend {
-	s.Backends = append(s.Backends, Backend{ID: id})
+// AddListener adds o into the row of listener name, made if missing, and into the
+// Counters' Accepted, Active and Refused, which sum every listener.
+func (s *Snapshot) AddListener(name string, o *ListenerCounters) {
+	s.Accepted += o.Accepted
+	s.Active += o.Active
+	for i := range s.Refused {
+		s.Refused[i] += o.Refused[i]
+	}
+	for i := range s.Listeners {
+		if s.Listeners[i].Name == name {
+			s.Listeners[i].Add(o)
+			return
+		}
+	}
+	s.Listeners = append(s.Listeners, Listener{Name: name, ListenerCounters: *o})
+}
+
+// AddBackend appends a zeroed row for backend id of pool and returns it, for the Source to
+// fill. The pointer is valid until the next AddBackend. A (pool, id) pair must be distinct
+// within a Snapshot, and a pool's rows must be added one after another.
+func (s *Snapshot) AddBackend(pool, id string) *Backend {
+	s.Backends = append(s.Backends, Backend{Pool: pool, ID: id})
 	return &s.Backends[len(s.Backends)-1]
 }

@@ -15,6 +15,7 @@ import (
 type eventLoop struct {
 	calls    chan func()
 	counters metrics.Counters
+	listener metrics.ListenerCounters            // of its one listener
 	backends map[string]*metrics.BackendCounters // by backend id; an entry is made at the first dial, not per connection
 }
 
@@ -26,7 +27,7 @@ func (l *eventLoop) run() {
 
 // closeConn is the close stage: plain increments, on the loop.
 func (l *eventLoop) closeConn(b *metrics.BackendCounters, method []byte, up, down uint64, d time.Duration) {
-	l.counters.Active--
+	l.listener.Active--
 	l.counters.Durations.Observe(d)
 	l.counters.Sniff[metrics.SniffHTTP1]++
 	b.Active--
@@ -43,12 +44,13 @@ type server struct {
 
 func (s *server) Collect(snap *metrics.Snapshot) {
 	for _, id := range s.ids {
-		snap.AddBackend(id).Up = true
+		snap.AddBackend("web", id).Up = true
 	}
 	for _, l := range s.loops {
 		done := make(chan struct{})
 		l.calls <- func() { // runs on the loop: only it reads its integers
 			snap.Counters.Add(&l.counters)
+			snap.AddListener("127.0.0.1:7777", &l.listener)
 			for i := range snap.Backends {
 				if b := l.backends[snap.Backends[i].ID]; b != nil {
 					snap.Backends[i].BackendCounters.Add(b)
@@ -74,8 +76,8 @@ func Example() {
 		l.calls <- func() {
 			b := &metrics.BackendCounters{}
 			l.backends["web-1"] = b
-			l.counters.Accepted++
-			l.counters.Active++
+			l.listener.Accepted++
+			l.listener.Active++
 			b.Connections++
 			b.Active++
 			l.closeConn(b, []byte("GET"), 80, 1200, 4*time.Millisecond)
@@ -89,20 +91,20 @@ func Example() {
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	for _, line := range []string{
-		"lb_accepted_connections_total 2",
-		`lb_connections_total{backend="web-1"} 2`,
-		`lb_backend_bytes_received_total{backend="web-1"} 2400`,
-		`lb_http_connections_total{backend="web-1",method="GET"} 2`,
-		`lb_connections_total{backend="web-2"} 0`,
+		`lb_accepted_connections_total{listener="127.0.0.1:7777"} 2`,
+		`lb_backend_connections_total{backend="web-1",pool="web"} 2`,
+		`lb_backend_received_bytes_total{backend="web-1",pool="web"} 2400`,
+		`lb_backend_http_connections_total{backend="web-1",method="GET",pool="web"} 2`,
+		`lb_backend_connections_total{backend="web-2",pool="web"} 0`,
 	} {
 		fmt.Println(contains(rec.Body.String(), line), line)
 	}
 	// Output:
-	// true lb_accepted_connections_total 2
-	// true lb_connections_total{backend="web-1"} 2
-	// true lb_backend_bytes_received_total{backend="web-1"} 2400
-	// true lb_http_connections_total{backend="web-1",method="GET"} 2
-	// true lb_connections_total{backend="web-2"} 0
+	// true lb_accepted_connections_total{listener="127.0.0.1:7777"} 2
+	// true lb_backend_connections_total{backend="web-1",pool="web"} 2
+	// true lb_backend_received_bytes_total{backend="web-1",pool="web"} 2400
+	// true lb_backend_http_connections_total{backend="web-1",method="GET",pool="web"} 2
+	// true lb_backend_connections_total{backend="web-2",pool="web"} 0
 }
 
 func contains(body, line string) bool { return slices.Contains(strings.Split(body, "\n"), line) }

@@ -34,7 +34,16 @@ type Options struct {
 	Version string // lb's version, the version label of lb_build_info
 	// OpenFDs counts lb's open descriptors for lb_open_fds; nil counts /proc/self/fd.
 	OpenFDs func() (int, error)
+	// BackendSeries is how many backends of each pool get their own traffic series (the
+	// lb_backend_* counters), in the pool's order; 0: DefaultBackendSeries. Every backend
+	// has its lb_backend_up, and every pool its lb_pool_* sums over all of its backends.
+	BackendSeries int
 }
+
+// DefaultBackendSeries is Options.BackendSeries when 0: past 1,000 backends in a pool, a
+// scrape's size and lb's memory at a scrape stay bounded (about 80 bytes a backend for
+// lb_backend_up), and the pool's sums tell its traffic.
+const DefaultBackendSeries = 1000
 
 // Metrics is lb's Prometheus registry: the lb_* collector over a Source, health probe
 // durations, and the Go runtime and process collectors. Its methods are safe for concurrent
@@ -54,13 +63,16 @@ func New(opts Options) *Metrics {
 	if opts.OpenFDs == nil {
 		opts.OpenFDs = countFDs
 	}
+	if opts.BackendSeries <= 0 {
+		opts.BackendSeries = DefaultBackendSeries
+	}
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		probes: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "lb_health_probe_duration_seconds",
-			Help:    "Time a TCP health probe of the backend took, failed ones included.",
+			Help:    "Time the health probes (TCP or HTTP) of the pool's backends took, failed ones included.",
 			Buckets: ProbeBuckets,
-		}, []string{"backend"}),
+		}, []string{"pool"}),
 		c: newCollector(opts),
 	}
 	m.reg.MustRegister(
@@ -88,17 +100,18 @@ func (m *Metrics) Handler() http.Handler {
 // without HTTP.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// ObserveProbe records how long one health probe of a backend took. It is cheap (a map
-// lookup under a read lock and an atomic add) and safe for concurrent use: call it from the
-// prober's goroutines after every probe.
-func (m *Metrics) ObserveProbe(backendID string, d time.Duration) {
-	m.probes.WithLabelValues(backendID).Observe(d.Seconds())
+// ProbeObserver returns the function that records how long one health probe of a backend
+// of pool took (health.Config.OnProbe): one histogram per pool, whatever its size. The
+// function is an atomic add, safe for concurrent use from the prober's goroutines.
+func (m *Metrics) ProbeObserver(pool string) func(backendID string, d time.Duration) {
+	h := m.probes.WithLabelValues(pool)
+	return func(_ string, d time.Duration) { h.Observe(d.Seconds()) }
 }
 
-// ForgetBackend drops the probe histogram of a backend removed from the ring, so its series
-// leaves the scrape.
-func (m *Metrics) ForgetBackend(backendID string) {
-	m.probes.DeleteLabelValues(backendID)
+// ForgetPool drops the probe histogram of a pool a reload removed, so its series leaves the
+// scrape.
+func (m *Metrics) ForgetPool(pool string) {
+	m.probes.DeleteLabelValues(pool)
 }
 
 // countFDs counts the entries of /proc/self/fd, less the one it opens to read them.
@@ -116,61 +129,82 @@ func countFDs() (int, error) {
 type collector struct {
 	opts Options
 
-	mu   sync.Mutex // one scrape at a time uses snap
-	src  Source
-	snap Snapshot
+	mu    sync.Mutex // one scrape at a time uses snap and pools
+	src   Source
+	snap  Snapshot
+	pools []poolSum
 
 	buildInfo, openFDs                                       *prometheus.Desc
-	accepted, active, duration                               *prometheus.Desc
+	accepted, active, queued, duration                       *prometheus.Desc
 	sniff, sticky, storeCalls, storeErrors, refused, answers *prometheus.Desc
+	poolBackends, poolConns, poolActive                      *prometheus.Desc
+	poolReceived, poolSent, poolDialErrors, poolRetries      *prometheus.Desc
 	conns, backendActive, bytesReceived, bytesSent           *prometheus.Desc
 	dialErrors, retries, up, lastChange, httpConns           *prometheus.Desc
 	revision                                                 string
 }
 
+// poolSum is a pool's row of sums at a scrape.
+type poolSum struct {
+	name     string
+	up, down int
+	BackendCounters
+}
+
 func newCollector(opts Options) *collector {
-	be := []string{"backend"}
+	be := []string{"pool", "backend"}
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &collector{
-		opts:          opts,
-		revision:      revision(),
-		buildInfo:     d("lb_build_info", "Always 1; the labels say which lb runs.", "version", "revision", "goversion"),
-		openFDs:       d("lb_open_fds", "Descriptors lb holds open: two per connection, pipes, listeners, probes."),
-		accepted:      d("lb_accepted_connections_total", "Client connections accepted."),
-		active:        d("lb_active_connections", "Client connections accepted and not yet closed."),
-		duration:      d("lb_connection_duration_seconds", "Lifetime of closed client connections, accept to close."),
-		sniff:         d("lb_sniff_total", "What sniffing made of the first bytes of a connection.", "kind"),
-		sticky:        d("lb_sticky_decisions_total", "Sticky routing decisions (with --sticky-cookie or --session-cookie).", "result"),
-		storeCalls:    d("lb_session_store_calls_total", "Session store lookups and records."),
-		storeErrors:   d("lb_session_store_errors_total", "Session store calls that failed or timed out; the ring decided instead."),
-		refused:       d("lb_refused_connections_total", "Connections lb closed or answered itself, without a backend.", "reason"),
-		answers:       d("lb_answers_total", "HTTP answers lb wrote itself.", "code"),
-		conns:         d("lb_connections_total", "Connections handed to the backend.", be...),
-		backendActive: d("lb_backend_active_connections", "Connections open to the backend.", be...),
-		bytesReceived: d("lb_backend_bytes_received_total", "Bytes lb read from the backend (downloads).", be...),
-		bytesSent:     d("lb_backend_bytes_sent_total", "Bytes lb wrote to the backend (uploads, replayed heads included).", be...),
-		dialErrors:    d("lb_backend_dial_errors_total", "Dials to the backend that failed.", be...),
-		retries:       d("lb_backend_retries_total", "Dials to the backend made after a dial to another backend failed.", be...),
-		up:            d("lb_backend_up", "1 if the health checks see the backend up, else 0.", be...),
-		lastChange:    d("lb_backend_last_change_timestamp_seconds", "When the backend last went up or down, in Unix seconds.", be...),
-		httpConns:     d("lb_http_connections_total", "Connections whose first request head parsed as HTTP/1.x, by its method.", "backend", "method"),
+		opts:           opts,
+		revision:       revision(),
+		buildInfo:      d("lb_build_info", "Always 1; the labels say which lb runs.", "version", "revision", "goversion"),
+		openFDs:        d("lb_open_fds", "Descriptors lb holds open: two per connection, pipes, listeners, probes."),
+		accepted:       d("lb_accepted_connections_total", "Client connections the listener accepted.", "listener"),
+		active:         d("lb_active_connections", "Client connections the listener accepted and lb has not closed yet.", "listener"),
+		queued:         d("lb_queued_connections", "Client connections waiting for a backend slot now: every backend up of their pool is at its maxconn."),
+		duration:       d("lb_connection_duration_seconds", "Lifetime of closed client connections, accept to close."),
+		sniff:          d("lb_sniff_total", "Client connections by what sniffing made of their first bytes.", "kind"),
+		sticky:         d("lb_sticky_decisions_total", "Sticky routing decisions (with --sticky-cookie or --session-cookie), by result.", "result"),
+		storeCalls:     d("lb_session_store_calls_total", "Session store lookups and records."),
+		storeErrors:    d("lb_session_store_errors_total", "Session store calls that failed or timed out; the ring decided instead."),
+		refused:        d("lb_refused_connections_total", "Client connections of the listener that lb closed or answered itself, without a backend, by reason.", "listener", "reason"),
+		answers:        d("lb_answers_total", "HTTP answers lb wrote itself, by status code.", "code"),
+		poolBackends:   d("lb_pool_backends", "Backends of the pool, by state: up or down as the health checks see them.", "pool", "state"),
+		poolConns:      d("lb_pool_connections_total", "Client connections handed to a backend of the pool (the dial succeeded).", "pool"),
+		poolActive:     d("lb_pool_active_connections", "Connections open to the pool's backends.", "pool"),
+		poolReceived:   d("lb_pool_received_bytes_total", "Bytes lb read from the pool's backends (downloads), of closed connections.", "pool"),
+		poolSent:       d("lb_pool_sent_bytes_total", "Bytes lb wrote to the pool's backends (uploads, replayed heads included), of closed connections.", "pool"),
+		poolDialErrors: d("lb_pool_dial_errors_total", "Dials to the pool's backends that failed.", "pool"),
+		poolRetries:    d("lb_pool_retries_total", "Dials to the pool's backends made after a dial to another backend failed.", "pool"),
+		conns:          d("lb_backend_connections_total", "Client connections handed to the backend (the dial succeeded).", be...),
+		backendActive:  d("lb_backend_active_connections", "Connections open to the backend.", be...),
+		bytesReceived:  d("lb_backend_received_bytes_total", "Bytes lb read from the backend (downloads), of closed connections.", be...),
+		bytesSent:      d("lb_backend_sent_bytes_total", "Bytes lb wrote to the backend (uploads, replayed heads included), of closed connections.", be...),
+		dialErrors:     d("lb_backend_dial_errors_total", "Dials to the backend that failed.", be...),
+		retries:        d("lb_backend_retries_total", "Dials to the backend made after a dial to another backend failed.", be...),
+		up:             d("lb_backend_up", "1 if the health checks see the backend up, else 0.", be...),
+		lastChange:     d("lb_backend_last_change_timestamp_seconds", "When the backend last went up or down, in Unix seconds.", be...),
+		httpConns:      d("lb_backend_http_connections_total", "Client connections handed to the backend whose first request head parsed as HTTP/1.x, by its method.", "pool", "backend", "method"),
 	}
 }
 
 // Describe sends every lb_* descriptor.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.buildInfo, c.openFDs, c.accepted, c.active, c.duration, c.sniff, c.sticky,
-		c.storeCalls, c.storeErrors, c.refused, c.answers, c.conns, c.backendActive,
-		c.bytesReceived, c.bytesSent, c.dialErrors, c.retries, c.up, c.lastChange, c.httpConns,
+		c.buildInfo, c.openFDs, c.accepted, c.active, c.queued, c.duration, c.sniff, c.sticky,
+		c.storeCalls, c.storeErrors, c.refused, c.answers,
+		c.poolBackends, c.poolConns, c.poolActive, c.poolReceived, c.poolSent, c.poolDialErrors, c.poolRetries,
+		c.conns, c.backendActive, c.bytesReceived, c.bytesSent, c.dialErrors, c.retries, c.up, c.lastChange, c.httpConns,
 	} {
 		ch <- d
 	}
 }
 
-// Collect fills the Snapshot from the Source and sends it as const metrics.
+// Collect fills the Snapshot from the Source and sends it as const metrics: the global
+// counters, a row of sums per pool, lb_backend_up for every backend, and the traffic series
+// of the first Options.BackendSeries backends of each pool.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
 	ch <- prometheus.MustNewConstMetric(c.buildInfo, gauge, 1, c.opts.Version, c.revision, runtime.Version())
@@ -189,8 +223,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s.Reset()
 	c.src.Collect(s)
 
-	ch <- prometheus.MustNewConstMetric(c.accepted, counter, float64(s.Accepted))
-	ch <- prometheus.MustNewConstMetric(c.active, gauge, float64(s.Active))
+	for i := range s.Listeners {
+		l := &s.Listeners[i]
+		ch <- prometheus.MustNewConstMetric(c.accepted, counter, float64(l.Accepted), l.Name)
+		ch <- prometheus.MustNewConstMetric(c.active, gauge, float64(l.Active), l.Name)
+		for r, n := range l.Refused {
+			ch <- prometheus.MustNewConstMetric(c.refused, counter, float64(n), l.Name, RefuseReason(r).String())
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.queued, gauge, float64(s.Queued))
 	ch <- prometheus.MustNewConstHistogram(c.duration, s.Durations.Count(), s.Durations.Sum().Seconds(), s.Durations.cumulative())
 	for k, n := range s.Sniff {
 		ch <- prometheus.MustNewConstMetric(c.sniff, counter, float64(n), SniffKind(k).String())
@@ -200,28 +241,58 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.storeCalls, counter, float64(s.StoreCalls))
 	ch <- prometheus.MustNewConstMetric(c.storeErrors, counter, float64(s.StoreErrors))
-	for r, n := range s.Refused {
-		ch <- prometheus.MustNewConstMetric(c.refused, counter, float64(n), RefuseReason(r).String())
-	}
 	for a, n := range s.Answers {
 		ch <- prometheus.MustNewConstMetric(c.answers, counter, float64(n), Answer(a).String())
 	}
+
+	c.pools = c.pools[:0]
+	inPool := 0 // rows of the current pool so far
 	for i := range s.Backends {
 		b := &s.Backends[i]
-		ch <- prometheus.MustNewConstMetric(c.conns, counter, float64(b.Connections), b.ID)
-		ch <- prometheus.MustNewConstMetric(c.backendActive, gauge, float64(b.Active), b.ID)
-		ch <- prometheus.MustNewConstMetric(c.bytesReceived, counter, float64(b.BytesReceived), b.ID)
-		ch <- prometheus.MustNewConstMetric(c.bytesSent, counter, float64(b.BytesSent), b.ID)
-		ch <- prometheus.MustNewConstMetric(c.dialErrors, counter, float64(b.DialErrors), b.ID)
-		ch <- prometheus.MustNewConstMetric(c.retries, counter, float64(b.Retries), b.ID)
-		ch <- prometheus.MustNewConstMetric(c.up, gauge, boolValue(b.Up), b.ID)
-		if !b.LastChange.IsZero() {
-			ch <- prometheus.MustNewConstMetric(c.lastChange, gauge, float64(b.LastChange.UnixNano())/1e9, b.ID)
+		if len(c.pools) == 0 || c.pools[len(c.pools)-1].name != b.Pool {
+			c.pools = append(c.pools, poolSum{name: b.Pool})
+			inPool = 0
 		}
-		for m, n := range b.HTTP {
-			if n > 0 { // ten methods for each of thousands of backends would be mostly zeros
-				ch <- prometheus.MustNewConstMetric(c.httpConns, counter, float64(n), b.ID, Method(m).String())
-			}
+		p := &c.pools[len(c.pools)-1]
+		p.BackendCounters.Add(&b.BackendCounters)
+		if b.Up {
+			p.up++
+		} else {
+			p.down++
+		}
+		ch <- prometheus.MustNewConstMetric(c.up, gauge, boolValue(b.Up), b.Pool, b.ID)
+		if inPool++; inPool <= c.opts.BackendSeries {
+			c.backendSeries(ch, b)
+		}
+	}
+	for i := range c.pools {
+		p := &c.pools[i]
+		ch <- prometheus.MustNewConstMetric(c.poolBackends, gauge, float64(p.up), p.name, "up")
+		ch <- prometheus.MustNewConstMetric(c.poolBackends, gauge, float64(p.down), p.name, "down")
+		ch <- prometheus.MustNewConstMetric(c.poolConns, counter, float64(p.Connections), p.name)
+		ch <- prometheus.MustNewConstMetric(c.poolActive, gauge, float64(p.Active), p.name)
+		ch <- prometheus.MustNewConstMetric(c.poolReceived, counter, float64(p.BytesReceived), p.name)
+		ch <- prometheus.MustNewConstMetric(c.poolSent, counter, float64(p.BytesSent), p.name)
+		ch <- prometheus.MustNewConstMetric(c.poolDialErrors, counter, float64(p.DialErrors), p.name)
+		ch <- prometheus.MustNewConstMetric(c.poolRetries, counter, float64(p.Retries), p.name)
+	}
+}
+
+// backendSeries sends the traffic series of one backend.
+func (c *collector) backendSeries(ch chan<- prometheus.Metric, b *Backend) {
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
+	ch <- prometheus.MustNewConstMetric(c.conns, counter, float64(b.Connections), b.Pool, b.ID)
+	ch <- prometheus.MustNewConstMetric(c.backendActive, gauge, float64(b.Active), b.Pool, b.ID)
+	ch <- prometheus.MustNewConstMetric(c.bytesReceived, counter, float64(b.BytesReceived), b.Pool, b.ID)
+	ch <- prometheus.MustNewConstMetric(c.bytesSent, counter, float64(b.BytesSent), b.Pool, b.ID)
+	ch <- prometheus.MustNewConstMetric(c.dialErrors, counter, float64(b.DialErrors), b.Pool, b.ID)
+	ch <- prometheus.MustNewConstMetric(c.retries, counter, float64(b.Retries), b.Pool, b.ID)
+	if !b.LastChange.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.lastChange, gauge, float64(b.LastChange.UnixNano())/1e9, b.Pool, b.ID)
+	}
+	for m, n := range b.HTTP {
+		if n > 0 { // ten methods for each of many backends would be mostly zeros
+			ch <- prometheus.MustNewConstMetric(c.httpConns, counter, float64(n), b.Pool, b.ID, Method(m).String())
 		}
 	}
 }

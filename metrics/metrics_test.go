@@ -22,10 +22,14 @@ type fixedSource struct {
 func (f *fixedSource) Collect(s *Snapshot) {
 	f.calls++
 	for i := range f.loops {
-		s.Counters.Add(&f.loops[i])
+		c := f.loops[i] // a loop counts accepted, active and refused per listener
+		lc := ListenerCounters{Accepted: c.Accepted, Active: c.Active, Refused: c.Refused}
+		c.Accepted, c.Active, c.Refused = 0, 0, [NumRefuseReasons]uint64{}
+		s.Counters.Add(&c)
+		s.AddListener(testListener, &lc)
 	}
 	for r, row := range f.rows {
-		b := s.AddBackend(row.ID)
+		b := s.AddBackend(row.Pool, row.ID)
 		b.Up, b.LastChange = row.Up, row.LastChange
 		for l := range f.perLoop {
 			b.BackendCounters.Add(&f.perLoop[l][r])
@@ -33,11 +37,13 @@ func (f *fixedSource) Collect(s *Snapshot) {
 	}
 }
 
+const testListener = "127.0.0.1:7777"
+
 func knownSource() *fixedSource {
 	f := &fixedSource{
 		rows: []Backend{
-			{ID: "web-1", Up: true, LastChange: time.Unix(1700000000, 500_000_000)},
-			{ID: "b4eb8c70", Up: false},
+			{Pool: "web", ID: "web-1", Up: true, LastChange: time.Unix(1700000000, 500_000_000)},
+			{Pool: "web", ID: "b4eb8c70", Up: false},
 		},
 	}
 	for l := range f.loops {
@@ -82,15 +88,16 @@ func TestScrapeReportsTheSnapshotExactly(t *testing.T) {
 	m := New(Options{Version: "v1.2.3", OpenFDs: func() (int, error) { return 42, nil }})
 	src := knownSource()
 	m.SetSource(src)
-	m.ObserveProbe("web-1", 3*time.Millisecond)
-	m.ObserveProbe("web-1", 700*time.Millisecond)
+	probe := m.ProbeObserver("web")
+	probe("web-1", 3*time.Millisecond)
+	probe("web-1", 700*time.Millisecond)
 	v := scrape(t, m)
 	K := metricstest.Key
 	want := map[string]float64{
 		K("lb_build_info", "version", "v1.2.3", "revision", "unknown", "goversion", runtime.Version()): 1,
-		K("lb_open_fds"):                   42,
-		K("lb_accepted_connections_total"): 30,
-		K("lb_active_connections"):         4,
+		K("lb_open_fds"): 42,
+		K("lb_accepted_connections_total", "listener", testListener): 30,
+		K("lb_active_connections", "listener", testListener):         4,
 
 		K("lb_connection_duration_seconds_count"):                 6,
 		K("lb_connection_duration_seconds_sum"):                   2 * (0.003 + 2 + 7200),
@@ -115,31 +122,38 @@ func TestScrapeReportsTheSnapshotExactly(t *testing.T) {
 		K("lb_session_store_calls_total"):                   14,
 		K("lb_session_store_errors_total"):                  2,
 
-		K("lb_refused_connections_total", "reason", "none_up"):       6,
-		K("lb_refused_connections_total", "reason", "dial_failed"):   2,
-		K("lb_refused_connections_total", "reason", "no_descriptor"): 0,
-		K("lb_refused_connections_total", "reason", "slow_head"):     0,
-		K("lb_answers_total", "code", "503"):                         6,
-		K("lb_answers_total", "code", "502"):                         2,
+		K("lb_refused_connections_total", "listener", testListener, "reason", "none_up"):       6,
+		K("lb_refused_connections_total", "listener", testListener, "reason", "dial_failed"):   2,
+		K("lb_refused_connections_total", "listener", testListener, "reason", "no_descriptor"): 0,
+		K("lb_refused_connections_total", "listener", testListener, "reason", "slow_head"):     0,
+		K("lb_answers_total", "code", "503"):                                                   6,
+		K("lb_answers_total", "code", "502"):                                                   2,
 
-		K("lb_connections_total", "backend", "web-1"):                        10,
-		K("lb_backend_active_connections", "backend", "web-1"):               2,
-		K("lb_backend_bytes_received_total", "backend", "web-1"):             2000,
-		K("lb_backend_bytes_sent_total", "backend", "web-1"):                 400,
-		K("lb_backend_dial_errors_total", "backend", "web-1"):                0,
-		K("lb_backend_retries_total", "backend", "web-1"):                    2,
-		K("lb_backend_up", "backend", "web-1"):                               1,
-		K("lb_backend_last_change_timestamp_seconds", "backend", "web-1"):    1700000000.5,
-		K("lb_http_connections_total", "backend", "web-1", "method", "GET"):  8,
-		K("lb_http_connections_total", "backend", "web-1", "method", "POST"): 2,
+		K("lb_backend_connections_total", "pool", "web", "backend", "web-1"):                        10,
+		K("lb_backend_active_connections", "pool", "web", "backend", "web-1"):                       2,
+		K("lb_backend_received_bytes_total", "pool", "web", "backend", "web-1"):                     2000,
+		K("lb_backend_sent_bytes_total", "pool", "web", "backend", "web-1"):                         400,
+		K("lb_backend_dial_errors_total", "pool", "web", "backend", "web-1"):                        0,
+		K("lb_backend_retries_total", "pool", "web", "backend", "web-1"):                            2,
+		K("lb_backend_up", "pool", "web", "backend", "web-1"):                                       1,
+		K("lb_backend_last_change_timestamp_seconds", "pool", "web", "backend", "web-1"):            1700000000.5,
+		K("lb_backend_http_connections_total", "pool", "web", "backend", "web-1", "method", "GET"):  8,
+		K("lb_backend_http_connections_total", "pool", "web", "backend", "web-1", "method", "POST"): 2,
 
-		K("lb_connections_total", "backend", "b4eb8c70"):         0,
-		K("lb_backend_dial_errors_total", "backend", "b4eb8c70"): 4,
-		K("lb_backend_up", "backend", "b4eb8c70"):                0,
+		K("lb_backend_connections_total", "pool", "web", "backend", "b4eb8c70"): 0,
+		K("lb_backend_dial_errors_total", "pool", "web", "backend", "b4eb8c70"): 4,
+		K("lb_backend_up", "pool", "web", "backend", "b4eb8c70"):                0,
 
-		K("lb_health_probe_duration_seconds_count", "backend", "web-1"):                 2,
-		K("lb_health_probe_duration_seconds_bucket", "backend", "web-1", "le", "0.005"): 1,
-		K("lb_health_probe_duration_seconds_bucket", "backend", "web-1", "le", "1"):     2,
+		K("lb_health_probe_duration_seconds_count", "pool", "web"):                 2,
+		K("lb_health_probe_duration_seconds_bucket", "pool", "web", "le", "0.005"): 1,
+		K("lb_health_probe_duration_seconds_bucket", "pool", "web", "le", "1"):     2,
+
+		K("lb_pool_backends", "pool", "web", "state", "up"):   1,
+		K("lb_pool_backends", "pool", "web", "state", "down"): 1,
+		K("lb_pool_connections_total", "pool", "web"):         10,
+		K("lb_pool_dial_errors_total", "pool", "web"):         4,
+		K("lb_pool_received_bytes_total", "pool", "web"):      2000,
+		K("lb_queued_connections"):                            0,
 	}
 	for k, w := range want {
 		got, ok := v[k]
@@ -152,8 +166,8 @@ func TestScrapeReportsTheSnapshotExactly(t *testing.T) {
 		}
 	}
 	for _, absent := range []string{
-		K("lb_backend_last_change_timestamp_seconds", "backend", "b4eb8c70"), // never changed
-		K("lb_http_connections_total", "backend", "web-1", "method", "PUT"),  // zero: not sent
+		K("lb_backend_last_change_timestamp_seconds", "pool", "web", "backend", "b4eb8c70"),        // never changed
+		K("lb_backend_http_connections_total", "pool", "web", "backend", "web-1", "method", "PUT"), // zero: not sent
 	} {
 		if _, ok := v[absent]; ok {
 			t.Errorf("%s is in the scrape; want it left out", absent)
@@ -167,7 +181,7 @@ func TestScrapeReportsTheSnapshotExactly(t *testing.T) {
 
 	// A second scrape reports the same values: the Snapshot is reset, not added to.
 	v2 := scrape(t, m)
-	if a, b := v[K("lb_accepted_connections_total")], v2[K("lb_accepted_connections_total")]; a != b {
+	if a, b := v[K("lb_accepted_connections_total", "listener", testListener)], v2[K("lb_accepted_connections_total", "listener", testListener)]; a != b {
 		t.Errorf("accepted: first scrape %v, second %v", a, b)
 	}
 	if src.calls != 2 {
@@ -175,23 +189,23 @@ func TestScrapeReportsTheSnapshotExactly(t *testing.T) {
 	}
 }
 
-func TestForgetBackendDropsItsProbeSeries(t *testing.T) {
+func TestForgetPoolDropsItsProbeSeries(t *testing.T) {
 	m := New(Options{})
-	m.ObserveProbe("gone", time.Millisecond)
-	m.ObserveProbe("kept", time.Millisecond)
-	m.ForgetBackend("gone")
+	m.ProbeObserver("gone")("a", time.Millisecond)
+	m.ProbeObserver("kept")("a", time.Millisecond)
+	m.ForgetPool("gone")
 	v := scrape(t, m)
-	if _, ok := v[metricstest.Key("lb_health_probe_duration_seconds_count", "backend", "gone")]; ok {
-		t.Error("a forgotten backend's probe histogram is still scraped")
+	if _, ok := v[metricstest.Key("lb_health_probe_duration_seconds_count", "pool", "gone")]; ok {
+		t.Error("a forgotten pool's probe histogram is still scraped")
 	}
-	if got := v[metricstest.Key("lb_health_probe_duration_seconds_count", "backend", "kept")]; got != 1 {
-		t.Errorf("kept backend's probe count = %v, want 1", got)
+	if got := v[metricstest.Key("lb_health_probe_duration_seconds_count", "pool", "kept")]; got != 1 {
+		t.Errorf("kept pool's probe count = %v, want 1", got)
 	}
 }
 
 func TestWithoutSourceOnlyProcessWideMetrics(t *testing.T) {
 	v := scrape(t, New(Options{}))
-	if _, ok := v["lb_accepted_connections_total"]; ok {
+	if _, ok := v[metricstest.Key("lb_accepted_connections_total", "listener", testListener)]; ok {
 		t.Error("lb_accepted_connections_total reported with no Source")
 	}
 	n, ok := v["lb_open_fds"]
@@ -207,8 +221,8 @@ func TestOpenFDsErrorLeavesOutOnlyThatMetric(t *testing.T) {
 	if _, ok := v["lb_open_fds"]; ok {
 		t.Error("lb_open_fds reported although counting failed")
 	}
-	if v["lb_accepted_connections_total"] != 30 {
-		t.Errorf("lb_accepted_connections_total = %v, want 30: one failing metric must not cost the others", v["lb_accepted_connections_total"])
+	if v[metricstest.Key("lb_accepted_connections_total", "listener", testListener)] != 30 {
+		t.Errorf("lb_accepted_connections_total = %v, want 30: one failing metric must not cost the others", v[metricstest.Key("lb_accepted_connections_total", "listener", testListener)])
 	}
 }
 

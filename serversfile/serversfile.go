@@ -206,8 +206,8 @@ func parseLine(fields []string) (ring.Backend, string) {
 			if b.ID != "" {
 				return b, "id given twice: keep one"
 			}
-			if !validID(val) {
-				return b, fmt.Sprintf("bad id %q: want 1-%d letters, digits, '-', '_' or '.'", val, maxIDLen)
+			if reason := idReason(val); reason != "" {
+				return b, reason
 			}
 			b.ID = val
 		case ok && key == "proxy":
@@ -391,6 +391,14 @@ func validHostname(h string) bool {
 	return true
 }
 
+// idReason says what is wrong with an id= value, or "" when it is a valid id.
+func idReason(id string) string {
+	if validID(id) {
+		return ""
+	}
+	return fmt.Sprintf("bad id %q: want 1-%d letters, digits, '-', '_' or '.'", id, maxIDLen)
+}
+
 func validZone(zone string) bool {
 	return zone == "" || validID(zone)
 }
@@ -431,6 +439,34 @@ func ParseLine(line string) (ring.Backend, error) {
 	}
 	if b.ID == "" {
 		b.ID = addrID(b.Addr, 4)
+	}
+	return b, nil
+}
+
+// NewBackend is the backend of a servers-file line given as its parts: addr as the line's
+// first field, and the values of id= and weight= (""/0: not given). Each part is checked by
+// the rules and with the messages of Parse, whole: a part that holds a space, a control
+// byte or anything else the file would split on is refused, never read as further options.
+// So nothing can be set through it that the admin API does not name (proxy=, check=,
+// maxconn=). A backend without an id gets the 8-digit id of its address, as in ParseLine.
+func NewBackend(addr, id string, weight int) (ring.Backend, error) {
+	a, reason := parseAddr(addr)
+	if reason != "" {
+		return ring.Backend{}, errors.New(reason)
+	}
+	b := ring.Backend{Addr: a, ID: id, Weight: weight}
+	if id != "" {
+		if reason := idReason(id); reason != "" {
+			return ring.Backend{}, errors.New(reason)
+		}
+	} else {
+		b.ID = addrID(a, 4)
+	}
+	switch {
+	case weight == 0:
+		b.Weight = 1
+	case weight < 1 || weight > maxWeight:
+		return ring.Backend{}, fmt.Errorf("bad weight \"%d\": want 1-%d", weight, maxWeight)
 	}
 	return b, nil
 }

@@ -247,3 +247,49 @@ func FuzzParseLine(f *testing.F) {
 		}
 	})
 }
+
+// TestNewBackendTakesOnlyItsParts: each part is checked whole, so whitespace that
+// strings.Fields splits on (\v, \f, U+0085, U+00A0) cannot smuggle proxy=, maxconn= or
+// check= into the backend, as it could through a line built from the parts.
+func TestNewBackendTakesOnlyItsParts(t *testing.T) {
+	b, err := NewBackend("HTTP://LocalHost:8000/", "web-1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFile, err := Parse("f", strings.NewReader("http://localhost:8000 id=web-1 weight=3\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b != fromFile[0] {
+		t.Errorf("NewBackend = %+v, the file gives %+v", b, fromFile[0])
+	}
+	if b, err := NewBackend("127.0.0.1:8000", "", 0); err != nil || b.Weight != 1 || b.ID != addrID("127.0.0.1:8000", 4) {
+		t.Errorf("NewBackend without id and weight = %+v, %v; want weight 1 and the address's id", b, err)
+	}
+	for _, sep := range []string{"\v", "\f", "\u0085", "\u00a0", " ", "\t"} {
+		for _, opt := range []string{"proxy=v2", "maxconn=1", "check=http:/x"} {
+			if b, err := NewBackend("127.0.0.1:8000"+sep+opt, "", 0); err == nil {
+				t.Errorf("NewBackend(addr %q) = %+v; want it refused", "127.0.0.1:8000"+sep+opt, b)
+			}
+			if b, err := NewBackend("127.0.0.1:8000", "x"+sep+opt, 0); err == nil || !strings.Contains(err.Error(), "bad id") {
+				t.Errorf("NewBackend(id %q) = %+v, %v; want a bad id", "x"+sep+opt, b, err)
+			}
+		}
+	}
+	for _, c := range []struct {
+		addr, id string
+		weight   int
+		want     string
+	}{
+		{"", "", 0, "missing host"},
+		{"127.0.0.1:99999", "", 0, `bad port "99999": want 1-65535`},
+		{"127.0.0.1:80", "", 1001, `bad weight "1001": want 1-1000`},
+		{"127.0.0.1:80", "", -1, `bad weight "-1": want 1-1000`},
+		{"127.0.0.1:80", "a/b", 0, `bad id "a/b"`},
+		{"https://example.com:443", "", 0, "cannot terminate TLS"},
+	} {
+		if _, err := NewBackend(c.addr, c.id, c.weight); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("NewBackend(%q, %q, %d) = %v, want an error containing %q", c.addr, c.id, c.weight, err, c.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ type RedisConfig struct {
 	TTL       time.Duration // sliding expiry of a session; default DefaultTTL
 	Timeout   time.Duration // bound on every call, dial included; default 50ms
 	CacheSize int           // entries of the local cache of Get hits; 0 (default): no cache
+	Resolver  *net.Resolver // looks up the hosts of URL (and those Sentinel or Cluster names); nil: net.DefaultResolver
 }
 
 // DefaultRedisTimeout is the bound on a call when RedisConfig.Timeout is not set: enough for
@@ -93,7 +95,7 @@ func NewRedisStore(cfg RedisConfig, log zerolog.Logger) (*RedisStore, error) {
 	quietRedis.Do(func() { redis.SetLogger(discardLogger{}) })
 
 	s := &RedisStore{
-		rdb:     target.client(cfg.Timeout),
+		rdb:     target.client(cfg.Timeout, cfg.Resolver),
 		prefix:  "lb:" + cfg.Cluster + ":s:",
 		ttl:     cfg.TTL,
 		timeout: cfg.Timeout,

@@ -14,6 +14,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"lb/dnswatch"
+	"lb/internal/dnstest"
 	"lb/internal/logtest"
 	"lb/internal/redistest"
 )
@@ -543,4 +545,22 @@ func TestRedisKeepClusterSecret(t *testing.T) {
 	}
 	cancel()
 	<-kept
+}
+
+// The Redis host is looked up through RedisConfig.Resolver: a name only that DNS server
+// knows reaches Redis.
+func TestRedisHostThroughResolver(t *testing.T) {
+	r := redistest.Start(t)
+	dns := dnstest.Start(t)
+	dns.SetA("redis.test", "127.0.0.1")
+	_, port, _ := net.SplitHostPort(r.Addr())
+	s := newRedisStore(t, RedisConfig{URL: "redis://redis.test:" + port + "/0", Resolver: dnswatch.Resolver(dns.Addr)}, zerolog.Nop())
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping through the resolver: %v", err)
+	}
+	if dns.Queries() == 0 {
+		t.Fatal("Redis was reached with no query to the resolver")
+	}
 }

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -193,7 +194,8 @@ func parseCluster(rest string, tlsOn bool) (*redis.ClusterOptions, error) {
 	return opt, nil
 }
 
-// client returns the client for t, every call bounded by timeout.
+// client returns the client for t, every call bounded by timeout, host names looked up
+// through resolver (nil: the system's).
 //
 // One attempt per call, each step bounded by timeout, so a call never outlives it: the
 // dial, the wait for a pooled connection, the command. After PoolSize dials failed in a
@@ -203,11 +205,12 @@ func parseCluster(rest string, tlsOn bool) (*redis.ClusterOptions, error) {
 // to three, within the same bound; it also tries a node that did not answer again, then
 // another one, backing off between tries, so a call for the slots of a dead node fails
 // when its bound runs out (about 100 ms with a 300 ms bound, measured), not at once.
-func (t redisTarget) client(timeout time.Duration) redis.UniversalClient {
+func (t redisTarget) client(timeout time.Duration, resolver *net.Resolver) redis.UniversalClient {
 	noMaint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	switch {
 	case t.failover != nil:
 		o := t.failover
+		o.Dialer = dialer(timeout, resolver, o.TLSConfig) // the Sentinels' and the data nodes'
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = timeout, timeout, timeout, timeout
 		o.ContextTimeoutEnabled = true
 		o.MaxRetries = -1
@@ -216,6 +219,7 @@ func (t redisTarget) client(timeout time.Duration) redis.UniversalClient {
 		return redis.NewFailoverClient(o)
 	case t.cluster != nil:
 		o := t.cluster
+		o.Dialer = dialer(timeout, resolver, o.TLSConfig)
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = timeout, timeout, timeout, timeout
 		o.ContextTimeoutEnabled = true
 		o.MaxRetries = -1
@@ -225,6 +229,7 @@ func (t redisTarget) client(timeout time.Duration) redis.UniversalClient {
 		return redis.NewClusterClient(o)
 	}
 	o := t.single
+	o.Dialer = dialer(timeout, resolver, o.TLSConfig)
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = timeout, timeout, timeout, timeout
 	o.ContextTimeoutEnabled = true
 	o.MaxRetries = -1
@@ -232,6 +237,20 @@ func (t redisTarget) client(timeout time.Duration) redis.UniversalClient {
 	o.DisableIdentity = true
 	o.MaintNotificationsConfig = noMaint
 	return redis.NewClient(o)
+}
+
+// dialer is go-redis's own dialer but for the resolver; nil (go-redis's) without one.
+func dialer(timeout time.Duration, resolver *net.Resolver, tlsConfig *tls.Config) func(context.Context, string, string) (net.Conn, error) {
+	if resolver == nil {
+		return nil
+	}
+	d := &net.Dialer{Timeout: timeout, Resolver: resolver}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if tlsConfig == nil {
+			return d.DialContext(ctx, network, addr)
+		}
+		return (&tls.Dialer{NetDialer: d, Config: tlsConfig}).DialContext(ctx, network, addr)
+	}
 }
 
 // sentinelPassword matches the value of the sentinel_password parameter.

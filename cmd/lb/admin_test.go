@@ -24,12 +24,16 @@ func TestAdminFlagsRefused(t *testing.T) {
 		want string
 	}{
 		{[]string{"--admin-listen", "127.0.0.1:90x"}, "--admin-listen 127.0.0.1:90x: want host:port"},
-		{[]string{"--admin-listen", ":9090"}, "--admin-listen :9090 is not a loopback address: set --admin-token"},
+		{[]string{"--admin-listen", ":9090"}, "--admin-listen :9090: want a loopback address (127.0.0.1, [::1]) or unix:PATH, or set --admin-token"},
 		{[]string{"--admin-listen", "0.0.0.0:0"}, "set --admin-token"},
 		{[]string{"--admin-listen", "[::]:0"}, "set --admin-token"},
 		{[]string{"--admin-listen", "admin.example:9090"}, "set --admin-token"},
 		{[]string{"--admin-listen", "127.0.0.1:0", "--admin-token", "two words"}, "--admin-token: want one word"},
 		{[]string{"--admin-listen", taken.Addr().String()}, "--admin-listen " + taken.Addr().String() + ": listen tcp"},
+		{[]string{"--admin-listen", "unix:"}, "--admin-listen unix:: want host:port or unix:PATH"},
+		{[]string{"--metrics-listen", "9100"}, "--metrics-listen 9100: want host:port or unix:PATH"},
+		{[]string{"--admin-listen", "127.0.0.1:9555", "--metrics-listen", "127.0.0.1:9555"}, "give the metrics listener its own address"},
+		{[]string{"--metrics-listen", taken.Addr().String()}, "--metrics-listen " + taken.Addr().String() + ": listen tcp"},
 	}
 	for _, tc := range cases {
 		args := append([]string{"serve", "-f", servers, "--listen", listen}, tc.args...)
@@ -43,6 +47,8 @@ func TestAdminFlagsRefused(t *testing.T) {
 		{"--admin-listen", "[::1]:0"},
 		{"--admin-listen", "localhost:0"},
 		{"--admin-listen", "0.0.0.0:0", "--admin-token", "s3cret"},
+		{"--admin-listen", "unix:/run/lb/admin.sock"},                  // no token: only lb's user can connect
+		{"--admin-listen", "127.0.0.1:0", "--metrics-listen", ":9100"}, // metrics need no token anywhere
 	} {
 		o, err := parse(t, ok...)
 		if err != nil || o.Admin.Listen != ok[1] {

@@ -8,18 +8,19 @@ import (
 	"testing"
 )
 
-// The example config of the README is testdata/routing/lb.yaml, and lb check accepts it.
-func TestCheckReadmeExample(t *testing.T) {
+// The example config of docs/configuration.md is testdata/routing/lb.yaml, and lb check
+// accepts it.
+func TestCheckDocsExample(t *testing.T) {
 	example, err := os.ReadFile("../../testdata/routing/lb.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme, err := os.ReadFile("../../README.md")
+	doc, err := os.ReadFile(configDocs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(readme), "```yaml\n"+string(example)+"```\n") {
-		t.Fatal("README's Routing section does not show testdata/routing/lb.yaml as it is: copy it over")
+	if !strings.Contains(string(doc), "```yaml\n"+string(example)+"```\n") {
+		t.Fatalf("%s does not show testdata/routing/lb.yaml as it is: copy it over", configDocs)
 	}
 	out, err := run(t, "check", "--config", "../../testdata/routing/lb.yaml")
 	if err != nil || !strings.Contains(out, "ok: 2 listeners, 4 pools, 6 backends") {

@@ -20,6 +20,7 @@ var (
 	perIPMaxConnsFlag = &cli.IntFlag{Name: "per-ip-max-conns", Usage: "connections one client address may hold open at once; over it an HTTP client gets 429 (0: no limit)"}
 	perIPRateFlag     = &cli.Float64Flag{Name: "per-ip-rate", Usage: "new connections per second one client address may open, on average; over it an HTTP client gets 429 with Retry-After (0: no limit)"}
 	perIPBurstFlag    = &cli.IntFlag{Name: "per-ip-burst", Usage: "new connections one client address may open at once before --per-ip-rate paces it (0: the rate rounded up, at least 1)"}
+	perIPv6PrefixFlag = &cli.IntFlag{Name: "per-ip-ipv6-prefix", Value: admit.DefaultIPv6Prefix, Usage: "the per-ip limits count an IPv6 client by the first `N` bits of its address (1 to 128): a client rotating addresses in its /64 is one client; IPv4 is counted by the whole address"}
 	queueTimeoutFlag  = &cli.DurationFlag{Name: "queue-timeout", Value: time.Second, Usage: "when every backend is at its maxconn, how long a connection waits for a slot before it gets 503"}
 )
 
@@ -32,9 +33,10 @@ func parseClientOptions(c *cli.Context, o *app.Options) (err error) {
 		return badInput{fmt.Errorf("--accept-proxy: %w", err)}
 	}
 	perIP := admit.Config{
-		MaxConns: c.Int("per-ip-max-conns"),
-		Rate:     c.Float64("per-ip-rate"),
-		Burst:    c.Int("per-ip-burst"),
+		MaxConns:   c.Int("per-ip-max-conns"),
+		Rate:       c.Float64("per-ip-rate"),
+		Burst:      c.Int("per-ip-burst"),
+		IPv6Prefix: c.Int("per-ip-ipv6-prefix"),
 	}
 	o.L4.QueueTimeout = c.Duration("queue-timeout")
 	if r := perIP.Rate; r > 0 && perIP.Burst == 0 {

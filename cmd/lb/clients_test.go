@@ -27,6 +27,8 @@ func TestClientFlagsBadInput(t *testing.T) {
 		{"per-ip-rate", "many", "per-ip-rate"}, // urfave/cli's own parse error
 		{"per-ip-burst", "-1", "0 (the rate rounded up) or more"},
 		{"per-ip-burst", "5", "--per-ip-rate beside it"},
+		{"per-ip-ipv6-prefix", "0", "a prefix length from 1 to 128"},
+		{"per-ip-ipv6-prefix", "129", "a prefix length from 1 to 128"},
 		{"queue-timeout", "0s", "a duration above 0"},
 	}
 	for _, tc := range cases {
@@ -58,7 +60,7 @@ func TestClientFlags(t *testing.T) {
 	}
 	c := o.L4
 	if o.Source.Defaults.SendProxy != "v2" || c.AcceptProxy.String() != "10.0.0.0/8,2001:db8::1/128" || c.QueueTimeout != 250*time.Millisecond ||
-		c.PerIP != (admit.Config{MaxConns: 20, Rate: 2.5, Burst: 3}) {
+		c.PerIP != (admit.Config{MaxConns: 20, Rate: 2.5, Burst: 3, IPv6Prefix: 64}) {
 		t.Errorf("flags: %+v (trusted %s)", c, c.AcceptProxy)
 	}
 	if !c.AcceptProxy.Contains(netip.MustParseAddr("10.9.8.7")) {
@@ -72,13 +74,14 @@ func TestClientFlags(t *testing.T) {
 	t.Setenv("LB_ACCEPT_PROXY", "192.0.2.0/24")
 	t.Setenv("LB_PER_IP_MAX_CONNS", "3")
 	t.Setenv("LB_QUEUE_TIMEOUT", "2s")
+	t.Setenv("LB_PER_IP_IPV6_PREFIX", "56")
 	o, err = parse(t)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c = o.L4
 	if o.Source.Defaults.SendProxy != "v1" || c.AcceptProxy.String() != "192.0.2.0/24" || c.QueueTimeout != 2*time.Second ||
-		c.PerIP != (admit.Config{MaxConns: 3, Rate: 0.5, Burst: 4}) {
+		c.PerIP != (admit.Config{MaxConns: 3, Rate: 0.5, Burst: 4, IPv6Prefix: 56}) {
 		t.Errorf("from LB_* variables: %+v", c)
 	}
 }

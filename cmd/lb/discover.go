@@ -7,22 +7,20 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"lb/discover"
+	"lb/dnswatch"
 )
 
 var resolverFlag = &cli.StringFlag{Name: "resolver", Usage: "`HOST:PORT` of the DNS server to ask for backend names and discover= lines (e.g. Consul's 127.0.0.1:8600) instead of the system's"}
 
-// useResolver sends every DNS query of lb (backend names, discover= lines, the session
-// store's host) to the server at addr; empty leaves the system's. It replaces
-// net.DefaultResolver, which every lookup of the process goes through, l4's included.
-func useResolver(addr string) error {
+// resolverOf is the resolver that sends lb's lookups of backend names, discover= lines and
+// the Redis host to the DNS server at addr; nil, the system's, for "".
+func resolverOf(addr string) (*net.Resolver, error) {
 	if addr == "" {
-		return nil
+		return nil, nil
 	}
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil || ap.Port() == 0 {
-		return badInput{fmt.Errorf("--resolver %s: want an IP address and port, e.g. 127.0.0.1:8600 or [::1]:53", addr)}
+		return nil, badInput{fmt.Errorf("--resolver %s: want an IP address and port, e.g. 127.0.0.1:8600 or [::1]:53", addr)}
 	}
-	net.DefaultResolver = discover.Resolver(ap.String())
-	return nil
+	return dnswatch.Resolver(ap.String()), nil
 }

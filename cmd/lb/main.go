@@ -5,24 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
 
 	"lb/app"
 	"lb/config"
 	"lb/serversfile"
-)
-
-// Stamped at build time by the release build (deploy/release.sh):
-//
-//	-ldflags "-X main.version=v1.2.0 -X main.commit=$(git rev-parse HEAD) -X main.date=2026-11-30T04:00:00Z"
-//
-// Unstamped, they come from the module's build info (go build records the commit and its time).
-var (
-	version = ""
-	commit  = ""
-	date    = ""
+	"lb/version"
 )
 
 // Exit statuses: 0 done, 1 a runtime failure or a backend down (probe), 2 bad input.
@@ -43,7 +32,7 @@ func newApp() *cli.App {
 	return &cli.App{
 		Name:                 "lb",
 		Usage:                "a Layer-4 TCP load balancer that sniffs HTTP for routing",
-		Version:              buildVersion(),
+		Version:              version.String(),
 		EnableBashCompletion: true,
 		Commands: []*cli.Command{serveCommand(), probeCommand(), checkCommand(), demoCommand(), backendsCommand(),
 			stateCommand("drain", "stop new connections to a backend of a running lb; open ones finish (POST /backends/ID/drain)"),
@@ -76,36 +65,4 @@ func exitCode(err error) int {
 		return exitBadInput
 	}
 	return exitFailure
-}
-
-// buildVersion is what lb --version prints after "lb version": the version, the commit and
-// the build date, e.g. "v1.2.0 commit 84853d4c1a2b built 2026-11-30T04:00:00Z".
-func buildVersion() string {
-	v, c, d := version, commit, date
-	if info, ok := debug.ReadBuildInfo(); ok {
-		if v == "" {
-			v = info.Main.Version
-		}
-		for _, s := range info.Settings {
-			switch {
-			case s.Key == "vcs.revision" && c == "":
-				c = s.Value
-			case s.Key == "vcs.time" && d == "":
-				d = s.Value + " (commit time)"
-			}
-		}
-	}
-	if v == "" {
-		v = "unknown"
-	}
-	if len(c) > 12 {
-		c = c[:12]
-	}
-	if c == "" {
-		c = "unknown"
-	}
-	if d == "" {
-		d = "unknown"
-	}
-	return v + " commit " + c + " built " + d
 }

@@ -23,7 +23,8 @@ func probeCommand() *cli.Command {
 		),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			if err := useResolver(c.String("resolver")); err != nil {
+			resolver, err := resolverOf(c.String("resolver"))
+			if err != nil {
 				return err
 			}
 			expect, err := parseExpect(c)
@@ -52,13 +53,13 @@ func probeCommand() *cli.Command {
 			if err != nil {
 				return badInput{err}
 			}
-			results := app.Probe(c.Context, cfg, expect)
+			results := app.Probe(c.Context, cfg, expect, resolver)
 			so := app.Sessions{Store: c.String("session-store"), Cluster: c.String("cluster-name")}
 			var storeErr error
 			for _, p := range cfg.Pools {
 				fmt.Fprintf(c.App.Writer, "%ssticky: %s\n", poolPrefix(cfg, p), app.Sticky(p, so))
 				if p.SessionCookie != "" && storeErr == nil {
-					if storeErr = app.PingSessions(c.Context, so, timeout); storeErr != nil {
+					if storeErr = app.PingSessions(c.Context, so, timeout, resolver); storeErr != nil {
 						fmt.Fprintf(c.App.Writer, "session store: unreachable: %v\n", storeErr)
 					}
 				}

@@ -22,19 +22,23 @@ import (
 	"lb/health"
 	"lb/l4"
 	"lb/ring"
+	"lb/version"
 )
 
-// withEnv gives every flag an LB_<NAME> environment variable. It returns copies: cli sets
-// a flag's value when it parses, and the flags shared by several commands are package
-// variables, which would otherwise carry one run's values into the next.
+// withEnv gives every flag an LB_<NAME> environment variable and its help group
+// (flagCategories). It returns copies: cli sets a flag's value when it parses, and the
+// flags shared by several commands are package variables, which would otherwise carry one
+// run's values into the next.
 func withEnv(flags ...cli.Flag) []cli.Flag {
 	out := make([]cli.Flag, len(flags))
 	for i, f := range flags {
-		c := reflect.New(reflect.TypeOf(f).Elem()) // every cli flag is a pointer to a struct with EnvVars
-		c.Elem().Set(reflect.ValueOf(f).Elem())
+		c := reflect.New(reflect.TypeOf(f).Elem()).Elem() // every cli flag is a pointer to a struct with EnvVars and Category
+		c.Set(reflect.ValueOf(f).Elem())
 		env := "LB_" + strings.ToUpper(strings.ReplaceAll(f.Names()[0], "-", "_"))
-		c.Elem().FieldByName("EnvVars").Set(reflect.ValueOf([]string{env}))
-		out[i] = c.Interface().(cli.Flag)
+		c.FieldByName("EnvVars").Set(reflect.ValueOf([]string{env}))
+		cat := c.FieldByName("Category")
+		cat.SetString(categoryOf(f.Names()[0], cat.String()))
+		out[i] = c.Addr().Interface().(cli.Flag)
 	}
 	return out
 }
@@ -44,10 +48,10 @@ var (
 	clusterFlag       = &cli.StringFlag{Name: "cluster-name", Value: "default", Usage: "namespace of the sessions in Redis: replicas with the same name share them"}
 	sessionCookieFlag = &cli.StringFlag{Name: "session-cookie", Usage: "`NAME` of the application's session cookie (e.g. PHPSESSID) to learn from the backends' first responses: later requests carrying it go to the same backend while it is up"}
 	sessionStoreFlag  = &cli.StringFlag{Name: "session-store", Value: "memory", Usage: "where learned sessions live: memory (this process) or redis://[user:password@]host:port/db, redis+sentinel://[user:password@]host:port[,host:port...]/master[/db] or redis+cluster://[user:password@]host:port[,host:port...] (shared by every replica of --cluster-name)"}
-	serversFlag       = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "`FILE` of backends, one per line: host:port or http://host:port, optional weight=N id=NAME"}
+	serversFlag       = &cli.StringFlag{Name: "servers", Aliases: []string{"f"}, Value: "servers.txt", Usage: "`FILE` of backends, one per line: host:port or http://host:port, then optional weight=N id=NAME maxconn=N check= proxy= discover= (docs/configuration.md)"}
 	listenFlag        = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
 	portFlag          = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
-	watchFlag         = &cli.BoolFlag{Name: "watch", Usage: "reload the servers file when it changes (SIGHUP reloads it too)"}
+	watchFlag         = &cli.BoolFlag{Name: "watch", Usage: "reload the servers file, or the --config file, when its content changes (SIGHUP reloads either at any time)"}
 
 	// Health checks, shared by serve and probe.
 	healthHTTPFlag   = &cli.StringFlag{Name: "health-http", Usage: "`PATH` to check with an HTTP/1.1 GET instead of a TCP connect, e.g. /health (a servers-file check= wins)"}
@@ -81,14 +85,14 @@ func parseExpect(c *cli.Context) (health.StatusRange, error) {
 }
 
 // checked is bad, a setting out of range, as the flag that set it: nil when bad is. The
-// message shows the value given, but for --session-store, which may hold a password.
+// message shows the value given, but for those that may hold a secret.
 func checked(c *cli.Context, bad *config.Invalid) error {
 	if bad == nil {
 		return nil
 	}
 	flag := strings.NewReplacer("health.rise", "rise", "health.fall", "fall", ".", "-", "_", "-").Replace(bad.Key)
 	given := fmt.Sprint(" ", c.Value(flag))
-	if flag == "session-store" {
+	if flag == "session-store" || flag == "admin-token" {
 		given = ""
 	}
 	return badInput{fmt.Errorf("--%s%s: want %s", flag, given, bad.Want)}
@@ -103,14 +107,14 @@ func routingFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "idle-timeout", Value: 5 * time.Minute, Usage: "close a connection with no traffic either way for this long (0: never)"},
 		&cli.DurationFlag{Name: "resolve-every", Value: 30 * time.Second, Usage: "look backend host names up again this often, off the data path; a name that fails keeps its last address"},
 		&cli.DurationFlag{Name: "drain-timeout", Value: 10 * time.Second, Usage: "on SIGINT/SIGTERM, let open connections finish this long, then close them"},
-		&cli.DurationFlag{Name: "health-interval", Value: 2 * time.Second, Usage: "time between TCP health probes of each backend"},
-		&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "TCP health probe dial timeout"},
+		&cli.DurationFlag{Name: "health-interval", Value: 2 * time.Second, Usage: "time between health probes (TCP or HTTP) of each backend"},
+		&cli.DurationFlag{Name: "health-timeout", Value: time.Second, Usage: "bound on each health probe: the TCP connect, or the HTTP check's connect and answer"},
 		&cli.IntFlag{Name: "rise", Value: 2, Usage: "consecutive good probes that bring a down backend up"},
 		&cli.IntFlag{Name: "fall", Value: 3, Usage: "consecutive failed probes (or dials) that take an up backend down"},
 		&cli.IntFlag{Name: "max-sniff-memory", Usage: "`MIB` of buffers all connections together may hold for request heads (and sticky response heads); past it a head goes on unparsed (0: 4 KiB a connection of --max-conns, 16 to 256 MiB)"},
 		&cli.IntFlag{Name: "max-conns", Usage: "connections lb holds at most; past it new clients wait in the listen backlog (0: derived from the open-files limit, two descriptors a connection)"},
-		sendProxyFlag, acceptProxyFlag, perIPMaxConnsFlag, perIPRateFlag, perIPBurstFlag, queueTimeoutFlag, // clients.go
-		&cli.IntFlag{Name: "threads", Value: defaultThreads(), Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
+		sendProxyFlag, acceptProxyFlag, perIPMaxConnsFlag, perIPRateFlag, perIPBurstFlag, perIPv6PrefixFlag, queueTimeoutFlag, // clients.go
+		&cli.IntFlag{Name: "threads", Value: defaultThreads(), DefaultText: "half the CPUs", Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
 		stickyCookieFlag,
 		&cli.StringFlag{Name: "sticky-cookie-attrs", Value: "Path=/; HttpOnly; SameSite=Lax", Usage: "attributes of the inserted sticky cookie"},
 		sessionCookieFlag, sessionStoreFlag,
@@ -138,7 +142,7 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if err := useResolver(c.String("resolver")); err != nil {
+			if o.Resolver, err = resolverOf(c.String("resolver")); err != nil {
 				return err
 			}
 			if o.Source, err = sourceOf(c, o); err != nil {
@@ -195,7 +199,7 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 			MaxEntries: c.Int("session-max-entries"),
 			Cluster:    c.String("cluster-name"),
 		},
-		Version: buildVersion(),
+		Version: version.String(),
 	}
 	d := &o.Source.Defaults
 	*d = config.Pool{
@@ -215,25 +219,16 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 	if o.Source.Listen = c.String("listen"); o.Source.Listen == "" {
 		o.Source.Listen = ":" + strconv.Itoa(port)
 	}
-	checks := []struct {
-		bad  bool
-		flag string
-		want string
-	}{ // the message shows the value given, but for --session-store, which may hold a password
-		{c.String("sniff-timeout-action") != "route" && c.String("sniff-timeout-action") != "close", "sniff-timeout-action", "route or close"},
-		{port < 0 || port > 65535, "port", "a port from 1 to 65535 (0: any free port)"},
-		{!config.ValidListen(o.Source.Listen), "listen", "host:port with a port from 0 to 65535, e.g. 127.0.0.1:7777, [::1]:7777 or :7777"},
-		{c.String("access-log-format") != "json" && c.String("access-log-format") != "console", "access-log-format", "json or console"},
-		{c.IsSet("session-store") && d.SessionCookie == "", "session-store", "--session-cookie NAME beside it: the store keeps learned sessions, and without the cookie there are none"},
-	}
-	for _, ch := range checks {
-		if ch.bad {
-			given := fmt.Sprint(" ", c.Value(ch.flag))
-			if ch.flag == "session-store" {
-				given = ""
-			}
-			return o, badInput{fmt.Errorf("--%s%s: want %s", ch.flag, given, ch.want)}
-		}
+	// The flags' own rules (those of a setting are Options.Check's), keyed as checked names flags.
+	action := c.String("sniff-timeout-action")
+	if err := checked(c, config.First(
+		config.Bad(action != "route" && action != "close", "sniff_timeout_action", "route or close"),
+		config.Bad(port < 0 || port > 65535, "port", "a port from 1 to 65535 (0: any free port)"),
+		config.Bad(!config.ValidListen(o.Source.Listen), "listen", "host:port with a port from 0 to 65535, e.g. 127.0.0.1:7777, [::1]:7777 or :7777"),
+		config.Bad(c.String("access-log-format") != "json" && c.String("access-log-format") != "console", "access_log_format", "json or console"),
+		config.Bad(c.IsSet("session-store") && d.SessionCookie == "", "session_store", "--session-cookie NAME beside it: the store keeps learned sessions, and without the cookie there are none"),
+	)); err != nil {
+		return o, err
 	}
 	if err := parseClientOptions(c, &o); err != nil {
 		return o, err
@@ -250,8 +245,8 @@ func parseOptions(c *cli.Context) (app.Options, error) {
 	}
 	o.Log = log
 	o.AccessLog = accesslog.Config{Dest: c.String("access-log"), Format: c.String("access-log-format"), Log: log}
-	o.Admin, err = parseAdminOptions(c)
-	return o, err
+	o.Admin = parseAdminOptions(c)
+	return o, checked(c, o.Check())
 }
 
 func newLogger(level, format string) (zerolog.Logger, error) {

@@ -22,7 +22,7 @@ type Values map[string]float64
 
 // Key names a sample: the metric name, then its labels as name="value" pairs sorted by
 // name, in braces; just the name when it has no labels. Give labels as name, value pairs:
-// Key("lb_connections_total", "backend", "web-1") is `lb_connections_total{backend="web-1"}`.
+// Key("lb_backend_up", "backend", "web-1") is `lb_backend_up{backend="web-1"}`.
 func Key(name string, labels ...string) string {
 	if len(labels)%2 != 0 {
 		panic("metricstest.Key: labels come in name, value pairs")
