@@ -13,6 +13,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"lb/dnswatch"
+	"lb/internal/dnstest"
 	"lb/internal/logtest"
 	"lb/internal/redistest"
 )
@@ -242,4 +244,30 @@ func TestRedisCluster(t *testing.T) {
 	}
 	t.Logf("one node of three killed: %d of %d Gets failed, after %v on average, the slowest after %v (Timeout %v)",
 		failed, n, total/time.Duration(max(failed, 1)), slowest, testTimeout)
+}
+
+// The Sentinels' and the Cluster nodes' hosts are looked up through RedisConfig.Resolver:
+// names only that DNS server knows reach them.
+func TestRedisHAHostsThroughResolver(t *testing.T) {
+	set := redistest.StartSentinelSet(t, redistest.SentinelConfig{})
+	nodes := redistest.StartCluster(t, 3)
+	dns := dnstest.Start(t)
+	dns.SetA("sentinel.test", "127.0.0.1")
+	dns.SetA("node.test", "127.0.0.1")
+	for _, url := range []string{
+		fmt.Sprintf("redis+sentinel://sentinel.test:%d/m/0", set.Sentinel.Port()),
+		fmt.Sprintf("redis+cluster://node.test:%d", nodes[0].Port()),
+	} {
+		before := dns.Queries()
+		s := newRedisStore(t, RedisConfig{URL: url, Resolver: dnswatch.Resolver(dns.Addr)}, zerolog.Nop())
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		err := s.Set(ctx, "k", "b1")
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: Set through the resolver: %v", url, err)
+		}
+		if dns.Queries() == before {
+			t.Fatalf("%s: Redis was reached with no query to the resolver", url)
+		}
+	}
 }
