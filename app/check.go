@@ -9,6 +9,7 @@ import (
 
 	"lb/admin"
 	"lb/config"
+	"lb/sessions"
 )
 
 // Check reports the first setting of o out of its range, nil when all are allowed. Keys
@@ -34,7 +35,7 @@ func (o Options) Check() *config.Invalid {
 		config.Bad(o.DrainTimeout < 0, "drain_timeout", "a duration of 0 or more, e.g. 10s"),
 		config.Bad(o.SlowStart < 0, "slow_start", "0 (off) or a duration, e.g. 30s"),
 		config.Bad(o.Threads < 1 || o.Threads > runtime.NumCPU(), "threads", fmt.Sprintf("1 to %d, the CPUs lb may use", runtime.NumCPU())),
-		config.Bad(s.Store != "memory" && !strings.HasPrefix(s.Store, "redis://") && !strings.HasPrefix(s.Store, "rediss://"), "session_store", "memory or redis://host:port/db"),
+		config.Bad(s.Store != "memory" && !sessions.IsRedisURL(s.Store), "session_store", "memory, redis://host:port/db, redis+sentinel://host:port[,host:port...]/master[/db] or redis+cluster://host:port[,host:port...]"),
 		config.Bad(s.TTL <= 0, "session_ttl", "a duration above 0, e.g. 30m"),
 		config.Bad(s.Timeout <= 0, "session_timeout", "a duration above 0, e.g. 50ms"),
 		config.Bad(s.MaxEntries < 1, "session_max_entries", "1 or more"),

@@ -15,7 +15,7 @@ import (
 // Sessions are the settings of the store of learned sessions, opened when a pool learns
 // sessions (its SessionCookie).
 type Sessions struct {
-	Store      string // "memory" or a redis:// or rediss:// URL
+	Store      string // "memory" or a Redis URL: redis[s]://, redis[s]+sentinel://, redis[s]+cluster://
 	TTL        time.Duration
 	Secret     string // of the keyed hash sessions are stored under; "": generated, or the cluster's in Redis
 	Timeout    time.Duration

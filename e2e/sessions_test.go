@@ -206,3 +206,111 @@ func TestSessionStoreCLI(t *testing.T) {
 func unusedAddr(t *testing.T) string {
 	return fmt.Sprintf("127.0.0.1:%d", freeport.Get(t))
 }
+
+// TestSessionsSurviveSentinelFailover: two lb replicas share sessions in a Redis that Sentinel
+// manages (--session-store redis+sentinel://), with the default --session-timeout. The
+// master is killed in the middle of a request loop: no request fails (the ring decides while
+// the store fails), and once Sentinel has promoted the replica, a session learned before is
+// routed to its backend again through either replica, and a new one is learned and shared.
+func TestSessionsSurviveSentinelFailover(t *testing.T) {
+	slow(t, "a request loop across a Sentinel failover")
+	ngx := startNginx(t, 3)
+	set := redistest.StartSentinelSet(t, redistest.SentinelConfig{DownAfter: 500 * time.Millisecond})
+	servers := writeServersFile(t, ngx[0].Addr, ngx[1].Addr, ngx[2].Addr)
+	replica := func() *lbProcess {
+		return startLB(t, nil, "serve", "-f", servers, "--listen", "127.0.0.1:0", "--session-cookie", "PHPSESSID",
+			"--session-store", set.URL(), "--cluster-name", "e2e")
+	}
+	a, b := replica(), replica()
+
+	old := stickyClient(t)
+	first, err := backendOf(old, "http://"+a.Addr+"/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// lb stores a session off the request's path: wait until the master has it, then until
+	// the replica has it too, so that the failover cannot lose it.
+	if !waitUntil(5*time.Second, func() bool { return len(set.Master.Reply("KEYS", "lb:e2e:s:*")) > 0 }) {
+		t.Fatal("the session learned through replica A never reached the Redis master")
+	}
+	if got := set.Master.Reply("WAIT", "1", "2000"); len(got) != 1 || got[0] != "1" {
+		t.Fatalf("WAIT 1 2000 = %q; want 1 replica", got)
+	}
+
+	// A request loop through both replicas, the old session and new ones, while the master dies.
+	var mu sync.Mutex
+	var failed []string
+	requests, moved := 0, 0 // moved: requests of the old session that reached another backend
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			c := old
+			if i%3 == 0 {
+				c = stickyClient(t)
+			}
+			n, err := backendOf(c, "http://"+[]*lbProcess{a, b}[i%2].Addr+"/app")
+			mu.Lock()
+			requests++
+			if err != nil {
+				failed = append(failed, fmt.Sprintf("request %d: %v", i, err))
+			} else if c == old && n != first {
+				moved++
+			}
+			mu.Unlock()
+		}
+	}()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return requests }
+	if !waitUntil(5*time.Second, func() bool { return count() >= 20 }) {
+		t.Fatalf("request loop stalled before the failover: %d requests", count())
+	}
+	killed := time.Now()
+	set.Master.Stop() // SIGKILL
+	set.AwaitPromotion(20 * time.Second)
+	promoted := time.Since(killed)
+	for _, p := range []*lbProcess{a, b} {
+		if _, ok := p.log.waitFor(0, 10*time.Second, func(e logEntry) bool { return e.Message == "session store back" }); !ok {
+			t.Fatal("a replica did not log \"session store back\" after Sentinel promoted the replica")
+		}
+	}
+	back := time.Since(killed)
+	after := count()
+	if !waitUntil(10*time.Second, func() bool { return count() >= after+30 }) {
+		t.Fatalf("request loop stalled after the failover: %d requests", count()-after)
+	}
+	close(stop)
+	<-done
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d requests failed across the failover:\n%v", len(failed), requests, failed)
+	}
+	t.Logf("%d requests across the failover, none failed; Sentinel promoted the replica %v after the kill, both replicas were back by %v; %d requests of the old session went to another backend meanwhile",
+		requests, promoted.Round(time.Millisecond), back.Round(time.Millisecond), moved)
+
+	for i := range 20 {
+		via := []*lbProcess{a, b}[i%2]
+		if n, err := backendOf(old, "http://"+via.Addr+"/app"); err != nil || n != first {
+			t.Fatalf("request %d of the session learned before the failover went to backend %d (%v); want %d", i, n, err, first)
+		}
+	}
+	fresh := stickyClient(t)
+	second, err := backendOf(fresh, "http://"+a.Addr+"/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// lb stores it off the request's path: B finds it once the new master has it.
+	if !waitUntil(5*time.Second, func() bool { n, err := backendOf(fresh, "http://"+b.Addr+"/app"); return err == nil && n == second }) {
+		t.Fatal("replica B never routed a session learned through A after the failover to its backend")
+	}
+	for i := range 10 {
+		if n, err := backendOf(fresh, "http://"+b.Addr+"/app"); err != nil || n != second {
+			t.Fatalf("request %d through replica B of a session learned through A after the failover went to backend %d (%v); want %d", i, n, err, second)
+		}
+	}
+	a.stop(t)
+	b.stop(t)
+}

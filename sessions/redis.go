@@ -4,30 +4,27 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 	"github.com/rs/zerolog"
 )
 
 // RedisConfig configures a RedisStore. Fields out of range take the defaults shown.
 type RedisConfig struct {
-	URL       string        // redis://[user:password@]host:port/db; required
+	URL       string        // redis://, redis+sentinel:// or redis+cluster:// (see NewRedisStore); required
 	Cluster   string        // key namespace: replicas that share sessions share it; default "default"
 	TTL       time.Duration // sliding expiry of a session; default DefaultTTL
 	Timeout   time.Duration // bound on every call, dial included; default 50ms
 	CacheSize int           // entries of the local cache of Get hits; 0 (default): no cache
-	Resolver  *net.Resolver // looks up the host of URL; nil: net.DefaultResolver
+	Resolver  *net.Resolver // looks up the hosts of URL (and those Sentinel or Cluster names); nil: net.DefaultResolver
 }
 
 // DefaultRedisTimeout is the bound on a call when RedisConfig.Timeout is not set: enough for
@@ -56,7 +53,7 @@ const cacheMaxAge = time.Second
 // unless that replica had the same key cached with an older id: that can only happen when a
 // session moves to another backend, and lasts at most a second. Misses are never cached.
 type RedisStore struct {
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	prefix  string // "lb:<cluster>:s:"
 	ttl     time.Duration
 	timeout time.Duration
@@ -69,19 +66,22 @@ type RedisStore struct {
 // at start-up is one more outage, reported on the first call (see Ping). An unusable URL is
 // an error that quotes it, password redacted.
 //
+// cfg.URL names one server (redis://), a master found through Redis Sentinel
+// (redis+sentinel://sentinel:port[,sentinel:port...]/master[/db]) or a Redis Cluster
+// (redis+cluster://node:port[,node:port...]); rediss schemes use TLS. The user and password
+// before the hosts are the data nodes', in every form; see parseRedisURL. Through Sentinel,
+// the store follows the master when Sentinel fails over: calls fail, within Timeout, only
+// until a Sentinel names the new master.
+//
 // go-redis logs through a global logger, which NewRedisStore silences: its lines would
 // come once per failed dial, and the store reports outages itself.
 func NewRedisStore(cfg RedisConfig, log zerolog.Logger) (*RedisStore, error) {
 	if cfg.URL == "" {
-		return nil, errors.New("no session store URL: want redis://host:port/db")
+		return nil, errors.New("no session store URL: want " + wantRedisURL)
 	}
-	opt, err := redis.ParseURL(cfg.URL)
+	target, err := parseRedisURL(cfg.URL)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // its message quotes the URL, password included
-		}
-		return nil, fmt.Errorf("session store URL %q: %w; want redis://host:port/db", RedactURL(cfg.URL), err)
+		return nil, err
 	}
 	if cfg.Cluster == "" {
 		cfg.Cluster = "default"
@@ -94,32 +94,12 @@ func NewRedisStore(cfg RedisConfig, log zerolog.Logger) (*RedisStore, error) {
 	}
 	quietRedis.Do(func() { redis.SetLogger(discardLogger{}) })
 
-	// One attempt per call, each step bounded by Timeout, so a call never outlives it: the
-	// dial, the wait for a pooled connection, the command. After PoolSize dials failed in a
-	// row, go-redis fails calls at once and probes Redis in the background every second.
-	opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout, cfg.Timeout
-	opt.ContextTimeoutEnabled = true
-	opt.MaxRetries = -1
-	opt.DialerRetries = 1
-	// No extra round trips when connecting.
-	opt.DisableIdentity = true
-	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	if cfg.Resolver != nil { // go-redis's own dialer, but for the resolver
-		d := &net.Dialer{Timeout: opt.DialTimeout, Resolver: cfg.Resolver}
-		opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if opt.TLSConfig == nil {
-				return d.DialContext(ctx, network, addr)
-			}
-			return (&tls.Dialer{NetDialer: d, Config: opt.TLSConfig}).DialContext(ctx, network, addr)
-		}
-	}
-
 	s := &RedisStore{
-		rdb:     redis.NewClient(opt),
+		rdb:     target.client(cfg.Timeout, cfg.Resolver),
 		prefix:  "lb:" + cfg.Cluster + ":s:",
 		ttl:     cfg.TTL,
 		timeout: cfg.Timeout,
-		reach:   reachability{log: log.With().Str("store", "redis").Str("addr", opt.Addr).Logger(), now: time.Now},
+		reach:   reachability{log: log.With().Str("store", "redis").Str("addr", target.where).Logger(), now: time.Now},
 	}
 	if cfg.CacheSize > 0 {
 		s.cache = &lru{}
@@ -346,23 +326,3 @@ var quietRedis sync.Once
 type discardLogger struct{}
 
 func (discardLogger) Printf(context.Context, string, ...any) {}
-
-// RedactURL hides the password of a Redis URL, even one that does not parse, for logs.
-func RedactURL(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
-	}
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return raw
-	}
-	at := strings.LastIndexByte(rest, '@')
-	if at < 0 {
-		return raw
-	}
-	user, _, hasPassword := strings.Cut(rest[:at], ":")
-	if !hasPassword {
-		return raw
-	}
-	return scheme + "://" + user + ":xxxxx" + rest[at:]
-}

@@ -149,6 +149,7 @@ func TestBadInputIsExit2BeforeAnythingStarts(t *testing.T) {
 		{"sticky-cookie-attrs", "Path=/\r\nX-Injected: 1"},
 		{"session-cookie", "a b"},
 		{"session-store", "mysql://db/0"},
+		{"session-store", "sentinel://s:26379/m"},
 		{"session-ttl", "0s"},
 		{"session-timeout", "0s"},
 		{"session-max-entries", "0"},
@@ -219,6 +220,11 @@ func TestGoodFlagEdges(t *testing.T) {
 	}
 	if _, err := parse(t, "--max-header-bytes", "1048576", "--session-cookie", "sid", "--session-store", "redis://r:6379/0"); err != nil {
 		t.Errorf("--max-header-bytes 1048576 (the most allowed): %v", err)
+	}
+	for _, store := range []string{"redis+sentinel://:pw@s1:26379,s2:26379/mymaster/0", "rediss+cluster://n1:6379,n2:6379"} {
+		if o, err := parse(t, "--session-cookie", "sid", "--session-store", store); err != nil || o.Sessions.Store != store {
+			t.Errorf("--session-store %s: store %q, %v", store, o.Sessions.Store, err)
+		}
 	}
 	if _, err := parse(t, "--port", "65535", "--threads", strconv.Itoa(runtime.NumCPU()), "--listen", "[::1]:0"); err != nil {
 		t.Errorf("--port 65535, --threads %d and --listen [::1]:0 (the most allowed): %v", runtime.NumCPU(), err)

@@ -1,14 +1,19 @@
 // Package redistest runs a real redis-server for tests: on a free loopback port, in the
-// test's temp dir, without persistence, stopped when the test ends.
+// test's temp dir, without persistence, stopped when the test ends. Besides a lone server
+// (Start), it starts a replica of one (StartReplica) and a Sentinel that monitors one
+// (StartSentinel), for tests of failover.
 package redistest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,11 +35,99 @@ type Server struct {
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed once cmd has been waited for
 	stopped bool
+	args    func(*Server) []string // redis-server's arguments, nil: serverArgs
 }
 
 // Start starts a redis-server for the test and stops it at the end of the test. It skips the
 // test when redis-server is not installed, unless CI=true, where it fails.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return start(t, nil)
+}
+
+// StartReplica starts a redis-server that replicates master (--replicaof), as Start does.
+// It does not wait for the first sync: poll INFO replication (Reply) for that.
+func StartReplica(t testing.TB, master *Server) *Server {
+	t.Helper()
+	return start(t, func(r *Server) []string {
+		return append(r.serverArgs(), "--replicaof", "127.0.0.1", strconv.Itoa(master.port))
+	})
+}
+
+// SentinelConfig is how a Sentinel watches its master.
+type SentinelConfig struct {
+	Master          string        // the name it monitors it under; default "m"
+	DownAfter       time.Duration // down-after-milliseconds; default 500ms
+	FailoverTimeout time.Duration // failover-timeout; default 2s
+}
+
+// StartSentinel starts a Redis Sentinel (redis-server CONF --sentinel) that monitors master
+// with a quorum of 1, so that it fails over on its own. The Sentinel rewrites its config
+// file in the test's temp dir.
+func StartSentinel(t testing.TB, master *Server, cfg SentinelConfig) *Server {
+	t.Helper()
+	if cfg.Master == "" {
+		cfg.Master = "m"
+	}
+	if cfg.DownAfter <= 0 {
+		cfg.DownAfter = 500 * time.Millisecond
+	}
+	if cfg.FailoverTimeout <= 0 {
+		cfg.FailoverTimeout = 2 * time.Second
+	}
+	return start(t, func(r *Server) []string {
+		conf := filepath.Join(r.dir, "sentinel.conf")
+		text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
+			"sentinel monitor %s 127.0.0.1 %d 1\n"+
+			"sentinel down-after-milliseconds %s %d\n"+
+			"sentinel failover-timeout %s %d\n",
+			r.port, r.dir, cfg.Master, master.port, cfg.Master, cfg.DownAfter.Milliseconds(), cfg.Master, cfg.FailoverTimeout.Milliseconds())
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return []string{conf, "--sentinel"}
+	})
+}
+
+// StartCluster starts a Redis Cluster of n masters (3 or more, no replicas), slots spread
+// by redis-cli --cluster create, and waits until every node reports cluster_state:ok. Each
+// node's bus listens on a free port of its own (cluster-port).
+func StartCluster(t testing.TB, n int) []*Server {
+	t.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Skipf("redis-cli not found on PATH: install it (apt-get install redis-tools) to run this test (%v)", err)
+	}
+	nodes := make([]*Server, n)
+	create := []string{"--cluster", "create"}
+	for i := range nodes {
+		nodes[i] = start(t, func(r *Server) []string {
+			return append(r.serverArgs(), "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(freeport.Get(t)),
+				"--cluster-config-file", filepath.Join(r.dir, "nodes.conf"), "--cluster-node-timeout", "2000")
+		})
+		create = append(create, nodes[i].Addr())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cli, append(create, "--cluster-yes")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, node := range nodes {
+		for !strings.Contains(strings.Join(node.Reply("CLUSTER", "INFO"), ""), "cluster_state:ok") {
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster node %s not ok after 10s: %q", node.Addr(), node.Reply("CLUSTER", "INFO"))
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval
+		}
+	}
+	return nodes
+}
+
+// start starts redis-server with the arguments args gives for r (r.port set), or those of
+// a lone server.
+func start(t testing.TB, args func(r *Server) []string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -43,7 +136,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("redis-server not found on PATH: install it (apt-get install redis-server) to run this test (%v)", err)
 	}
-	r := &Server{t: t, bin: bin, dir: t.TempDir()}
+	r := &Server{t: t, bin: bin, dir: t.TempDir(), args: args}
 	t.Cleanup(r.Stop)
 	// A port found free can be taken before redis-server binds it: try a few.
 	for range 3 {
@@ -64,8 +157,11 @@ func (r *Server) start() bool {
 		r.t.Fatal(err)
 	}
 	defer logf.Close()
-	r.cmd = exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", r.dir)
+	args := r.serverArgs()
+	if r.args != nil {
+		args = r.args(r)
+	}
+	r.cmd = exec.Command(r.bin, args...)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	// A test process killed before its cleanup (a timed-out mutant, a ^C) takes its
 	// redis-server with it.
@@ -89,6 +185,13 @@ func (r *Server) start() bool {
 	}
 	r.Stop()
 	return false
+}
+
+// serverArgs are the arguments of a lone redis-server on r.port.
+func (r *Server) serverArgs() []string {
+	// A master sends its first sync to a replica at once, not after 5 s waiting for more.
+	return []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir,
+		"--repl-diskless-sync-delay", "0"}
 }
 
 func waitExit(cmd *exec.Cmd, exited chan struct{}) {
@@ -188,4 +291,130 @@ func (r *Server) Do(args ...string) string {
 		line = strings.TrimSuffix(line, "\r\n")
 	}
 	return line
+}
+
+// Port is the server's port on loopback.
+func (r *Server) Port() int { return r.port }
+
+// Reply sends one command on a fresh connection and returns the whole answer, flattened: a
+// bulk or simple string as one element, an array as its elements in order (nested arrays
+// flattened too), an integer as its digits, a nil as no element. An error reply fails the
+// test. It fails the test if the server does not answer within a second.
+func (r *Server) Reply(args ...string) []string {
+	r.t.Helper()
+	c, err := net.DialTimeout("tcp", r.Addr(), time.Second)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	cmd := fmt.Sprintf("*%d\r\n", len(args))
+	for _, a := range args {
+		cmd += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(cmd)); err != nil {
+		r.t.Fatal(err)
+	}
+	out, err := readReply(bufio.NewReader(c), nil)
+	if err != nil {
+		r.t.Fatalf("%s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// readReply appends the RESP2 reply on br to out.
+func readReply(br *bufio.Reader, out []string) ([]string, error) {
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return out, err
+	}
+	line = strings.TrimSuffix(line, "\r\n")
+	if line == "" {
+		return out, fmt.Errorf("empty reply line")
+	}
+	switch kind, rest := line[0], line[1:]; kind {
+	case '+', ':':
+		return append(out, rest), nil
+	case '-':
+		return out, fmt.Errorf("error reply: %s", rest)
+	case '$':
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < 0 {
+			return out, err // $-1: nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return out, err
+		}
+		return append(out, string(buf[:n])), nil
+	case '*':
+		n, err := strconv.Atoi(rest)
+		if err != nil {
+			return out, err
+		}
+		for range n {
+			if out, err = readReply(br, out); err != nil {
+				return out, err
+			}
+		}
+		return out, nil
+	}
+	return out, fmt.Errorf("unknown reply %q", line)
+}
+
+// SentinelSet is a master, one replica of it and a Sentinel that monitors the master as
+// "m" with a quorum of 1: what a failover needs.
+type SentinelSet struct {
+	Master, Replica, Sentinel *Server
+}
+
+// StartSentinelSet starts a SentinelSet, Sentinel watching with cfg (its Master is "m"),
+// and returns once the replica is in sync and the Sentinel knows it, so that it can fail
+// over to it at once.
+func StartSentinelSet(t testing.TB, cfg SentinelConfig) *SentinelSet {
+	t.Helper()
+	cfg.Master = "m"
+	s := &SentinelSet{Master: Start(t)}
+	s.Replica = StartReplica(t, s.Master)
+	await(t, "the replica to sync", startDeadline, func() bool {
+		return strings.Contains(strings.Join(s.Replica.Reply("INFO", "replication"), ""), "master_link_status:up")
+	})
+	s.Sentinel = StartSentinel(t, s.Master, cfg)
+	await(t, "the Sentinel to find the replica", startDeadline, func() bool {
+		fields := s.Sentinel.Reply("SENTINEL", "replicas", "m")
+		i := slices.Index(fields, "flags")
+		return i >= 0 && i+1 < len(fields) && fields[i+1] == "slave"
+	})
+	return s
+}
+
+// URL is the store URL of the set: redis+sentinel://SENTINEL/m/0.
+func (s *SentinelSet) URL() string { return "redis+sentinel://" + s.Sentinel.Addr() + "/m/0" }
+
+// MasterPort is the port the Sentinel names for the master now, 0 if it names none.
+func (s *SentinelSet) MasterPort() int {
+	addr := s.Sentinel.Reply("SENTINEL", "get-master-addr-by-name", "m")
+	if len(addr) != 2 {
+		return 0
+	}
+	port, _ := strconv.Atoi(addr[1])
+	return port
+}
+
+// AwaitPromotion waits, up to within, until the Sentinel names the replica as the master.
+func (s *SentinelSet) AwaitPromotion(within time.Duration) {
+	s.Sentinel.t.Helper()
+	await(s.Sentinel.t, "Sentinel to promote the replica", within, func() bool { return s.MasterPort() == s.Replica.port })
+}
+
+// await polls cond until it holds, failing the test after within.
+func await(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting after %v for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
 }
