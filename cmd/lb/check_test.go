@@ -28,6 +28,28 @@ func TestCheckDocsExample(t *testing.T) {
 	}
 }
 
+// README's lb.yaml (a pool with send_proxy, an HTTP check and a discover= line) is one lb
+// check accepts, as it would be pasted.
+func TestCheckReadmeExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "cat > lb.yaml <<'EOF'\n")
+	example, _, closed := strings.Cut(rest, "\nEOF\n")
+	if !ok || !closed {
+		t.Fatal("README has no cat > lb.yaml <<'EOF' ... EOF example")
+	}
+	path := filepath.Join(t.TempDir(), "lb.yaml")
+	if err := os.WriteFile(path, []byte(example+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, "check", "--config", path)
+	if err != nil || !strings.Contains(out, "ok: 1 listeners, 1 pools, 1 backends") {
+		t.Fatalf("lb check of README's lb.yaml: %v\n%s", err, out)
+	}
+}
+
 func TestCheckErrors(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "lb.yaml")
