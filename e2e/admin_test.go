@@ -90,6 +90,12 @@ func TestAdminCLIAndWatch(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling the condition, with the deadline above
 	}
 
+	// The reload's log line can reach us after the listing shows its work (lb's stderr is
+	// read on its own goroutine): wait for it, so that the wait below starts after it.
+	if _, ok := lb.log.waitFor(0, startDeadline, func(e logEntry) bool { return e.Message == "config reloaded" }); !ok {
+		t.Fatalf("no \"config reloaded\" line for the save")
+	}
+
 	// A bad save changes nothing and says where.
 	mark := lb.log.len()
 	if err := os.WriteFile(servers, []byte(ng[2].Addr+" id=n3\n127.0.0.1:70000\n"), 0o644); err != nil {
