@@ -193,7 +193,9 @@ func TestMetricsScrapeAtTwentyThousandBackends(t *testing.T) {
 	}
 	after := rss()
 	t.Logf("lb's VmRSS: %d MB before the scrapes, %d MB after", before>>20, after>>20)
-	if after-before > 50<<20 {
+	// Under -race, lb is built with the race detector, whose shadow memory multiplies every
+	// allocation: its RSS says nothing of lb's. The plain run (go test ./e2e) holds the bound.
+	if !raceEnabled && after-before > 50<<20 {
 		t.Errorf("three scrapes grew lb's memory by %d MB, want under 50", (after-before)>>20)
 	}
 	lb.stop(t)
