@@ -49,7 +49,9 @@ type call struct {
 // cluster's secret is the same, and every Set that succeeded after the kill is kept. It
 // logs how long calls failed.
 func TestRedisSentinelFailover(t *testing.T) {
-	set := redistest.StartSentinelSet(t, redistest.SentinelConfig{DownAfter: 500 * time.Millisecond})
+	// 2 s, not less: on a busy machine a master slow to answer Sentinel's PINGs for half a
+	// second was taken for dead before the test killed it.
+	set := redistest.StartSentinelSet(t, redistest.SentinelConfig{DownAfter: 2 * time.Second})
 	master, replica, url := set.Master, set.Replica, set.URL()
 	ctx := context.Background()
 	// Learning and checking go through a store with the tests' Timeout, which a loaded
@@ -70,8 +72,12 @@ func TestRedisSentinelFailover(t *testing.T) {
 	if got := master.Reply("WAIT", "1", "2000"); !slices.Equal(got, []string{"1"}) {
 		t.Fatalf("WAIT 1 2000 = %q; want 1 replica", got)
 	}
-	if got := replica.Do("GET", "lb:ha:s:old7"); got != "b1" {
-		t.Fatalf("the replica holds %q for old7; want b1", got)
+	deadline := time.Now().Add(5 * time.Second)
+	for got := replica.Do("GET", "lb:ha:s:old7"); got != "b1"; got = replica.Do("GET", "lb:ha:s:old7") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the replica holds %q for old7 5 s after WAIT; want b1", got)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the replica, bounded by the deadline
 	}
 
 	// Traffic: a Get of a session learned before and a Set of a new one, every 5 ms.
