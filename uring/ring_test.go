@@ -491,3 +491,37 @@ func TestConnectSendClose(t *testing.T) {
 		t.Fatal("listener saw no EOF by the deadline")
 	}
 }
+
+// TestRegisteredFiles: a send names a registered slot instead of a descriptor; once the
+// slot is emptied the same SQE fails with -EBADF.
+func TestRegisteredFiles(t *testing.T) {
+	r := newRing(t, Options{Entries: 4})
+	a, b := tcpPair(t)
+	if err := r.RegisterFiles([]int32{-1, -1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.UpdateFiles(1, []int32{int32(a)}); err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("fixed")
+	send := func() CQE {
+		s := r.GetSQE()
+		s.PrepSend(1, msg, 0)
+		s.Flags |= SQEFixedFile
+		s.UserData = 1
+		return reap(t, r, 1)[0]
+	}
+	if c := send(); c.Res != int32(len(msg)) {
+		t.Fatalf("send on slot 1: %+v (%v)", c, c.Err())
+	}
+	p := make([]byte, 16)
+	if n, err := unix.Read(b, p); err != nil || string(p[:n]) != "fixed" {
+		t.Fatalf("peer read %q, %v", p[:n], err)
+	}
+	if err := r.UpdateFiles(1, []int32{-1}); err != nil {
+		t.Fatal(err)
+	}
+	if c := send(); !errors.Is(c.Err(), unix.EBADF) {
+		t.Fatalf("send on an emptied slot: %+v, want -EBADF", c)
+	}
+}

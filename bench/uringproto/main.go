@@ -64,6 +64,7 @@ type side struct {
 	off     int     // bytes of q[0] already sent
 	sending bool
 	armed   bool // a multishot recv is armed
+	eof     bool // the peer on this side finished sending
 }
 
 type pair struct {
@@ -83,6 +84,18 @@ type proxy struct {
 	free     []int
 	starved  [][2]int // pair and side whose recv ended with -ENOBUFS, rearmed after recycling
 	recycled bool
+	maxPairs int // with registered files: the table holds this many pairs; 0 without
+}
+
+// target fills an SQE's descriptor for side sd of pair idx: its registered slot when
+// files are registered, its fd otherwise.
+func (p *proxy) target(s *uring.SQE, idx, sd int) {
+	if p.maxPairs > 0 {
+		s.Fd = int32(2*idx + sd)
+		s.Flags |= uring.SQEFixedFile
+		return
+	}
+	s.Fd = int32(p.pairs[idx].sides[sd].fd)
 }
 
 func main() {
@@ -91,9 +104,10 @@ func main() {
 	bufs := flag.Int("bufs", 1024, "provided buffers (a power of two)")
 	bufSize := flag.Int("bufsize", 16<<10, "bytes per provided buffer")
 	plain := flag.Bool("plain", false, "no SINGLE_ISSUER / DEFER_TASKRUN")
+	fixed := flag.Bool("fixed", false, "registered files: a pair's two sockets in slots 2i and 2i+1")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile here until SIGINT/SIGTERM")
 	flag.Parse()
-	if err := run(*listen, *backends, *bufs, *bufSize, *plain, *cpuprofile); err != nil {
+	if err := run(*listen, *backends, *bufs, *bufSize, *plain, *fixed, *cpuprofile); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -108,7 +122,7 @@ func sockaddr(s string) (unix.RawSockaddrInet4, error) {
 	return sa, nil
 }
 
-func run(listen, backends string, bufs, bufSize int, plain bool, cpuprofile string) error {
+func run(listen, backends string, bufs, bufSize int, plain, fixed bool, cpuprofile string) error {
 	if cpuprofile != "" {
 		f, err := os.Create(cpuprofile)
 		if err != nil {
@@ -163,6 +177,20 @@ func run(listen, backends string, bufs, bufSize int, plain bool, cpuprofile stri
 	if err != nil {
 		return err
 	}
+	if fixed {
+		var lim unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			return err
+		}
+		slots := make([]int32, min(lim.Cur, 1<<16)&^1)
+		for i := range slots {
+			slots[i] = -1
+		}
+		if err := p.r.RegisterFiles(slots); err != nil {
+			return err
+		}
+		p.maxPairs = len(slots) / 2
+	}
 	p.armAccept()
 	cqes := make([]uring.CQE, 512)
 	for {
@@ -209,6 +237,7 @@ func (p *proxy) armRecv(idx, sd int) {
 	}
 	s := p.sqe()
 	s.PrepMultishotRecv(pr.sides[sd].fd, p.br.Group())
+	p.target(s, idx, sd)
 	s.UserData = userData(opRecv, sd, idx)
 	pr.sides[sd].armed = true
 	pr.refs++
@@ -259,6 +288,14 @@ func (p *proxy) open(cfd int) {
 		p.pairs = append(p.pairs, pair{})
 		idx = len(p.pairs) - 1
 	}
+	if p.maxPairs > 0 {
+		if idx >= p.maxPairs || p.r.UpdateFiles(uint32(2*idx), []int32{int32(cfd), int32(bfd)}) != nil {
+			unix.Close(cfd)
+			unix.Close(bfd)
+			p.free = append(p.free, idx)
+			return
+		}
+	}
 	pr := &p.pairs[idx]
 	q0, q1 := pr.sides[0].q[:0], pr.sides[1].q[:0]
 	*pr = pair{used: true}
@@ -266,6 +303,7 @@ func (p *proxy) open(cfd int) {
 	pr.sides[backend] = side{fd: bfd, q: q1}
 	s := p.sqe()
 	s.PrepConnect(bfd, &p.backends[p.next])
+	p.target(s, idx, backend)
 	p.next = (p.next + 1) % len(p.backends)
 	s.UserData = userData(opConnect, backend, idx)
 	pr.refs++
@@ -294,7 +332,24 @@ func (p *proxy) received(c *uring.CQE, idx, sd int) {
 		}
 	case errors.Is(c.Err(), unix.ENOBUFS) && !pr.closing:
 		p.starved = append(p.starved, [2]int{idx, sd}) // rearmed once buffers come back
-	default: // EOF or error: end the pair
+	case c.Res == 0 && !pr.closing: // EOF: pass it on once what came before is sent
+		pr.sides[sd].eof = true
+		p.halfClose(idx, sd)
+	default: // error: end the pair
+		p.close(idx)
+	}
+}
+
+// halfClose passes side sd's EOF to the other side once sd's queue is sent, and ends the
+// pair when both sides are done.
+func (p *proxy) halfClose(idx, sd int) {
+	pr := &p.pairs[idx]
+	s := &pr.sides[sd]
+	if !s.eof || len(s.q) > 0 {
+		return
+	}
+	_ = unix.Shutdown(pr.sides[1-sd].fd, unix.SHUT_WR)
+	if o := &pr.sides[1-sd]; o.eof && len(o.q) == 0 {
 		p.close(idx)
 	}
 }
@@ -307,6 +362,7 @@ func (p *proxy) send(idx, sd int) {
 	b := p.br.Buf(ch.bid, ch.n)[s.off:]
 	e := p.sqe()
 	e.PrepSend(pr.sides[1-sd].fd, b, unix.MSG_NOSIGNAL)
+	p.target(e, idx, 1-sd)
 	e.UserData = userData(opSend, sd, idx)
 	s.sending = true
 	pr.refs++
@@ -331,6 +387,8 @@ func (p *proxy) sent(c *uring.CQE, idx, sd int) {
 	s.q = s.q[:copy(s.q, s.q[1:])]
 	if len(s.q) > 0 {
 		p.send(idx, sd)
+	} else if s.eof {
+		p.halfClose(idx, sd)
 	}
 }
 
@@ -359,8 +417,12 @@ func (p *proxy) close(idx int) {
 			p.recycle(ch.bid)
 		}
 		pr.sides[i].q = pr.sides[i].q[:0]
-		unix.Close(pr.sides[i].fd)
 	}
+	if p.maxPairs > 0 {
+		_ = p.r.UpdateFiles(uint32(2*idx), []int32{-1, -1})
+	}
+	unix.Close(pr.sides[client].fd)
+	unix.Close(pr.sides[backend].fd)
 	pr.used = false
 	p.free = append(p.free, idx)
 }
