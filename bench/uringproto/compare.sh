@@ -26,21 +26,25 @@ nginx -c $W/backends.nginx.conf || exit 2
 haproxy -f $W/haproxy.cfg || exit 2
 $LB serve -f $W/servers.txt --listen 127.0.0.1:29400 ${LB_ARGS:-} >$W/lb.log 2>&1 & pids+=($!); lb_pid=$!
 $PROTO -listen 127.0.0.1:29500 -backends 127.0.0.1:29001,127.0.0.1:29002 ${PROTO_ARGS:-} >$W/proto.log 2>&1 & pids+=($!); proto_pid=$!
+$PROTO -fixed -listen 127.0.0.1:29501 -backends 127.0.0.1:29001,127.0.0.1:29002 ${PROTO_ARGS:-} >$W/protofixed.log 2>&1 & pids+=($!); fixed_pid=$!
 sleep 1
-declare -A port=([haproxy]=29100 [lb]=29400 [uring]=29500)
-systems=${ONLY:-"uring lb haproxy"}
+declare -A port=([haproxy]=29100 [lb]=29400 [uring]=29500 [uringfixed]=29501)
+systems=${ONLY:-"uring uringfixed lb haproxy"}
 for s in $systems; do
   curl -fsS -o /dev/null --max-time 3 http://127.0.0.1:${port[$s]}/ || { echo "$s does not answer on ${port[$s]}"; exit 1; }
 done
-pids_of() { case $1 in haproxy) cat $W/haproxy.pid ;; lb) echo $lb_pid ;; uring) echo $proto_pid ;; esac; }
+pids_of() { case $1 in haproxy) cat $W/haproxy.pid ;; lb) echo $lb_pid ;; uring) echo $proto_pid ;; uringfixed) echo $fixed_pid ;; esac; }
+# context switches of every thread (voluntary + involuntary)
+switches() { local t=0; for p in "$@"; do t=$((t + $(cat /proc/$p/task/*/status | awk '/ctxt_switches/ {s+=$2} END {print s}'))); done; echo $t; }
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
 hz=$(getconf CLK_TCK)
 wrkrun() { wrk -t2 -c50 -d${1}s http://127.0.0.1:${port[$2]}/ 2>&1 | awk '/^ *[0-9]+ requests in/ {r=$1} /Requests\/sec/ {printf "%s %.0f", r, $2}'; }
-echo "round system r/s requests cpu_us/req syscalls/req load"
+echo "round system r/s requests cpu_us/req switches/req syscalls/req load" | tee $W/rows.txt
 for r in $(seq $ROUNDS); do
   for s in $systems; do
     p=$(pids_of $s)
-    t0=$(ticks $p); read -r reqs rps < <(wrkrun $DUR $s); t1=$(ticks $p)
+    t0=$(ticks $p); c0=$(switches $p); read -r reqs rps < <(wrkrun $DUR $s); t1=$(ticks $p); c1=$(switches $p)
+    cs=$(awk -v d=$((c1 - c0)) -v n=$reqs 'BEGIN {printf "%.3f", d / n}')
     cpu=$(awk -v d=$((t1 - t0)) -v hz=$hz -v n=$reqs 'BEGIN {printf "%.2f", d / hz * 1e6 / n}')
     sc=-
     if [ "$PERF" = 1 ]; then
@@ -50,7 +54,17 @@ for r in $(seq $ROUNDS); do
       wait $pp
       sc=$(awk -F, -v n=$preqs '/raw_syscalls/ {printf "%.2f", $1 / n}' $W/perf.out)
     fi
-    echo "$r $s $rps $reqs $cpu $sc $(cut -d' ' -f1 /proc/loadavg)"
+    echo "$r $s $rps $reqs $cpu $cs $sc $(cut -d' ' -f1 /proc/loadavg)" | tee -a $W/rows.txt
     sleep 0.5
   done
+done
+
+med() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo
+printf '%-11s %9s %11s %12s %13s  %s\n' system "r/s" "cpu us/req" "switch/req" "syscalls/req" "r/s and cpu/req vs lb"
+for s in $systems; do
+  col() { awk -v s=$s -v c=$1 '$2 == s {print $c}' $W/rows.txt | med; }
+  rps=$(col 3); cpu=$(col 5); cs=$(col 6); sc=$(col 7)
+  lrps=$(awk '$2 == "lb" {print $3}' $W/rows.txt | med); lcpu=$(awk '$2 == "lb" {print $5}' $W/rows.txt | med)
+  printf '%-11s %9s %11s %12s %13s  %s\n' $s $rps $cpu $cs $sc "$(awk -v a=$rps -v b=$lrps -v c=$cpu -v d=$lcpu 'BEGIN {if (b > 0 && d > 0) printf "x%.2f r/s, x%.2f cpu", a / b, c / d}')"
 done
