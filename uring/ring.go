@@ -8,8 +8,11 @@
 // locked to its OS thread (runtime.LockOSThread) before New, since the kernel ties the
 // ring to the creating thread.
 //
-// Memory named by an SQE (a buffer to send, a sockaddr, a timespec) belongs to the
-// kernel until the operation's CQE is reaped: the caller keeps it alive and unchanged.
+// Memory named by an SQE (a buffer to send or receive into) belongs to the kernel until
+// the operation's CQE is reaped: the caller keeps it alive and unchanged, and it must not
+// be on a goroutine stack, which the runtime moves when it grows: use heap objects that
+// escape (or mmap'd memory, as BufRing does). A sockaddr or timespec is copied by the
+// kernel when the SQE is submitted, so it must stay put only until then.
 //
 // The bookkeeping follows the protocol of the kernel's uapi header and liburing: the
 // application writes SQEs and publishes the SQ tail with a release store; the kernel

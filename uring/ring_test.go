@@ -11,6 +11,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// escaped holds what tests hand to the kernel, so it lives on the heap, where the runtime
+// does not move it, rather than on a stack that may move (tests do not run in parallel).
+var escaped []any
+
+func heapBytes(b []byte) []byte {
+	c := append([]byte(nil), b...)
+	escaped = append(escaped, c)
+	return c
+}
+
+func heapTimespec(ns int64) *Timespec {
+	ts := new(Timespec)
+	*ts = NewTimespec(ns)
+	escaped = append(escaped, ts)
+	return ts
+}
+
 // newRing sets up a ring or skips the test where io_uring is unavailable.
 func newRing(t *testing.T, o Options) *Ring {
 	t.Helper()
@@ -196,7 +213,7 @@ func TestCQOverflow(t *testing.T) {
 func TestEAGAIN(t *testing.T) {
 	r := newRing(t, Options{Entries: 4})
 	a, _ := tcpPair(t)
-	b := make([]byte, 16)
+	b := heapBytes(make([]byte, 16))
 	s := r.GetSQE()
 	s.PrepRecv(a, b, unix.MSG_DONTWAIT)
 	s.UserData = 1
@@ -212,15 +229,15 @@ func TestEAGAIN(t *testing.T) {
 func TestECANCELED(t *testing.T) {
 	r := newRing(t, Options{Entries: 8})
 	a, _ := tcpPair(t)
-	b := make([]byte, 16)
-	ts := NewTimespec(int64(20 * time.Millisecond))
+	b := heapBytes(make([]byte, 16))
+	ts := heapTimespec(int64(20 * time.Millisecond))
 
 	s := r.GetSQE()
 	s.PrepRecv(a, b, 0)
 	s.UserData = 1
 	s.Flags |= SQEIOLink
 	s = r.GetSQE()
-	s.PrepLinkTimeout(&ts)
+	s.PrepLinkTimeout(ts)
 	s.UserData = 2
 	byUD := map[uint64]CQE{}
 	for _, c := range reap(t, r, 2) {
@@ -253,7 +270,7 @@ func TestECANCELED(t *testing.T) {
 		t.Fatalf("cancel request: %+v, want res 0", c)
 	}
 	runtime.KeepAlive(b)
-	runtime.KeepAlive(&ts)
+	runtime.KeepAlive(ts)
 }
 
 // TestShortSend: a send larger than what the socket buffers can take while the peer does
@@ -469,7 +486,7 @@ func TestConnectSendClose(t *testing.T) {
 	s.PrepConnect(fd, &sa)
 	s.UserData = 1
 	s.Flags |= SQEIOLink
-	msg := []byte("ping over io_uring")
+	msg := heapBytes([]byte("ping over io_uring"))
 	s = r.GetSQE()
 	s.PrepSend(fd, msg, 0)
 	s.UserData = 2
@@ -503,7 +520,7 @@ func TestRegisteredFiles(t *testing.T) {
 	if err := r.UpdateFiles(1, []int32{int32(a)}); err != nil {
 		t.Fatal(err)
 	}
-	msg := []byte("fixed")
+	msg := heapBytes([]byte("fixed"))
 	send := func() CQE {
 		s := r.GetSQE()
 		s.PrepSend(1, msg, 0)
