@@ -264,20 +264,8 @@ func (r *Server) Log() string {
 // content, for a bulk string): a look at Redis that goes around the code under test.
 func (r *Server) Do(args ...string) string {
 	r.t.Helper()
-	c, err := net.DialTimeout("tcp", r.Addr(), time.Second)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	cmd := fmt.Sprintf("*%d\r\n", len(args))
-	for _, a := range args {
-		cmd += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(cmd)); err != nil {
-		r.t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
+	br, done := r.send(args)
+	defer done()
 	line, err := br.ReadString('\n')
 	if err != nil {
 		r.t.Fatal(err)
@@ -293,6 +281,26 @@ func (r *Server) Do(args ...string) string {
 	return line
 }
 
+// send writes one command on a fresh connection, bounded by a second, and returns the reader
+// of its answer and what closes the connection.
+func (r *Server) send(args []string) (*bufio.Reader, func()) {
+	r.t.Helper()
+	c, err := net.DialTimeout("tcp", r.Addr(), time.Second)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(time.Second))
+	cmd := fmt.Sprintf("*%d\r\n", len(args))
+	for _, a := range args {
+		cmd += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := c.Write([]byte(cmd)); err != nil {
+		c.Close()
+		r.t.Fatal(err)
+	}
+	return bufio.NewReader(c), func() { c.Close() }
+}
+
 // Port is the server's port on loopback.
 func (r *Server) Port() int { return r.port }
 
@@ -302,20 +310,9 @@ func (r *Server) Port() int { return r.port }
 // test. It fails the test if the server does not answer within a second.
 func (r *Server) Reply(args ...string) []string {
 	r.t.Helper()
-	c, err := net.DialTimeout("tcp", r.Addr(), time.Second)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	cmd := fmt.Sprintf("*%d\r\n", len(args))
-	for _, a := range args {
-		cmd += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(cmd)); err != nil {
-		r.t.Fatal(err)
-	}
-	out, err := readReply(bufio.NewReader(c), nil)
+	br, done := r.send(args)
+	defer done()
+	out, err := readReply(br, nil)
 	if err != nil {
 		r.t.Fatalf("%s: %v", strings.Join(args, " "), err)
 	}
