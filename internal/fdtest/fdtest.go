@@ -3,47 +3,23 @@
 package fdtest
 
 import (
-	"os"
-	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-// Squeeze fills every free descriptor number below the highest in use and lowers the
-// process's soft open-files limit to just above it, so the next socket, pipe or accept fails
-// with EMFILE; it returns what puts both back.
+// Squeeze lowers the process's soft open-files limit to zero, so the next socket, pipe or
+// accept fails with EMFILE while every descriptor already open keeps working; it returns what
+// puts the limit back. A limit below every number in use, rather than filling the free numbers,
+// holds even when another goroutine closes a descriptor meanwhile: a freed low number would
+// otherwise be the next one handed out.
 func Squeeze(t testing.TB) (restore func()) {
 	t.Helper()
 	var old unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
 		t.Fatal(err)
 	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	highest := 0
-	for _, e := range ents {
-		if fd, err := strconv.Atoi(e.Name()); err == nil {
-			highest = max(highest, fd)
-		}
-	}
-	var fillers []int
-	for {
-		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fd > highest {
-			unix.Close(fd)
-			break
-		}
-		fillers = append(fillers, fd)
-	}
-	tight := old
-	tight.Cur = uint64(highest + 1)
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &tight); err != nil {
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: 0, Max: old.Max}); err != nil {
 		t.Fatal(err)
 	}
 	restored := false
@@ -54,9 +30,6 @@ func Squeeze(t testing.TB) (restore func()) {
 		restored = true
 		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
 			t.Fatal(err)
-		}
-		for _, fd := range fillers {
-			unix.Close(fd)
 		}
 	}
 	t.Cleanup(restore)
