@@ -71,9 +71,12 @@ type Config struct {
 	// Accepting reports whether lb accepts connections; GET /readyz needs it and a backend up.
 	// Nil counts as accepting.
 	Accepting func() bool
-	Version   string
-	Started   time.Time // when lb started, for uptime; zero: when New was called
-	Log       zerolog.Logger
+	// Upgrade, when set, serves POST /upgrade: it returns once a new lb process has taken
+	// over, or why none did.
+	Upgrade func() error
+	Version string
+	Started time.Time // when lb started, for uptime; zero: when New was called
+	Log     zerolog.Logger
 }
 
 // Server answers the admin listener's requests. Create it with New; it is an http.Handler.
@@ -99,6 +102,9 @@ func New(cfg Config) *Server {
 	s.mux.Handle("PATCH /backends/{id}", s.auth(s.setWeight))
 	s.mux.Handle("DELETE /backends/{id}", s.auth(s.remove))
 	s.mux.Handle("GET /stats", s.auth(s.stats))
+	if cfg.Upgrade != nil {
+		s.mux.Handle("POST /upgrade", s.auth(s.upgrade))
+	}
 	if cfg.Metrics != nil {
 		s.mux.Handle("GET /metrics", s.auth(cfg.Metrics.ServeHTTP))
 	}
@@ -253,6 +259,15 @@ func (s *Server) answer(w http.ResponseWriter, status int, id string) {
 
 func (s *Server) notFound(w http.ResponseWriter, id string) {
 	writeError(w, http.StatusNotFound, fmt.Sprintf("no backend has id %q: GET /backends lists them", id))
+}
+
+// upgrade starts the binary at lb's path in place of this process (as SIGUSR2 does).
+func (s *Server) upgrade(w http.ResponseWriter, _ *http.Request) {
+	if err := s.cfg.Upgrade(); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"upgraded": true})
 }
 
 func (s *Server) stats(w http.ResponseWriter, _ *http.Request) {

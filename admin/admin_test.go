@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -176,10 +177,11 @@ func TestReadyNeedsAcceptingAndABackendUp(t *testing.T) {
 func TestTokenGuardsAllButProbesAndPage(t *testing.T) {
 	tab := newTable()
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "lb_up 1\n") })
-	h := New(Config{Backends: tab, Token: "s3cret", Metrics: metrics})
+	upgrades := 0
+	h := New(Config{Backends: tab, Token: "s3cret", Metrics: metrics, Upgrade: func() error { upgrades++; return nil }})
 	open := []string{"GET /healthz", "GET /readyz", "GET /"}
 	guarded := []string{"GET /backends", "POST /backends", "POST /backends/a/drain", "POST /backends/a/enable",
-		"PATCH /backends/a", "DELETE /backends/a", "GET /stats", "GET /metrics"}
+		"PATCH /backends/a", "DELETE /backends/a", "GET /stats", "GET /metrics", "POST /upgrade"}
 	for _, r := range open {
 		method, path, _ := strings.Cut(r, " ")
 		if status, _ := do(t, h, method, path, "", ""); status != 200 {
@@ -195,14 +197,31 @@ func TestTokenGuardsAllButProbesAndPage(t *testing.T) {
 			}
 		}
 	}
-	if tab.List()[0].State != control.Up || len(tab.List()) != 2 {
-		t.Fatalf("refused calls changed the backends: %+v", tab.List())
+	if tab.List()[0].State != control.Up || len(tab.List()) != 2 || upgrades != 0 {
+		t.Fatalf("refused calls changed the backends (%+v) or upgraded (%d)", tab.List(), upgrades)
 	}
 	if status, body := do(t, h, "GET", "/metrics", "s3cret", ""); status != 200 || body != "lb_up 1\n" {
 		t.Errorf("GET /metrics with the token = %d %q, want the metrics handler's answer", status, body)
 	}
 	if status, _ := do(t, h, "POST", "/backends/a/drain", "s3cret", ""); status != 200 || tab.List()[0].State != control.Draining {
 		t.Errorf("drain with the token = %d, state %s; want 200 and draining", status, tab.List()[0].State)
+	}
+}
+
+// TestUpgrade: POST /upgrade answers once the upgrade is done, or with why it failed (500);
+// an lb without upgrades in place has no such path.
+func TestUpgrade(t *testing.T) {
+	var failure error
+	h := New(Config{Backends: newTable(), Upgrade: func() error { return failure }})
+	if status, body := do(t, h, "POST", "/upgrade", "", ""); status != 200 || !strings.Contains(body, `"upgraded": true`) {
+		t.Errorf("POST /upgrade = %d %s, want 200 upgraded", status, body)
+	}
+	failure = errors.New("child exited: exit status 2")
+	if status, body := do(t, h, "POST", "/upgrade", "", ""); status != 500 || !strings.Contains(body, "child exited") {
+		t.Errorf("a failed upgrade: %d %s, want 500 saying why", status, body)
+	}
+	if status, _ := do(t, New(Config{Backends: newTable()}), "POST", "/upgrade", "", ""); status != 404 && status != 405 {
+		t.Errorf("POST /upgrade without Upgrade = %d, want 404 or 405", status)
 	}
 }
 

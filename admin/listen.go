@@ -47,23 +47,33 @@ func IsUnix(addr string) (string, bool) {
 // Unix socket whose file has mode 0600 (only lb's user can connect), made anew: a stale
 // socket file left at PATH by an lb that died is removed first, while a socket some process
 // still listens on, or a file that is not a socket, is an error. Closing the listener
-// removes the socket file. The listener holds at most MaxConns connections at once.
-func Listen(addr string) (net.Listener, error) {
-	var ln net.Listener
-	var err error
+// removes the socket file. The listener holds at most MaxConns connections at once. via, if
+// not nil, gets the socket instead, calling bind only if it has none to give (an upgrade in
+// place hands over the old process's).
+func Listen(addr string, via Via) (net.Listener, error) {
+	network, bind := "tcp", bindTCP
 	if path, ok := IsUnix(addr); ok {
-		ln, err = listenUnix(path)
-	} else {
-		ln, err = net.Listen("tcp", addr)
+		network, addr, bind = "unix", path, listenUnix
 	}
+	if via == nil {
+		via = func(network, addr string, bind func(network, addr string) (net.Listener, error)) (net.Listener, error) {
+			return bind(network, addr)
+		}
+	}
+	ln, err := via(network, addr, bind)
 	if err != nil {
 		return nil, err
 	}
 	return &capped{Listener: ln}, nil
 }
 
+// Via gets a listening socket for network and addr: bind makes a new one.
+type Via func(network, addr string, bind func(network, addr string) (net.Listener, error)) (net.Listener, error)
+
+func bindTCP(network, addr string) (net.Listener, error) { return net.Listen(network, addr) }
+
 // listenUnix binds a Unix socket at path with mode 0600.
-func listenUnix(path string) (net.Listener, error) {
+func listenUnix(_, path string) (net.Listener, error) {
 	if path == "" {
 		return nil, errors.New("unix: wants a path, e.g. unix:/run/lb/admin.sock")
 	}

@@ -50,7 +50,7 @@ func TestUnixSocket(t *testing.T) {
 		t.Fatalf("the stale socket file is not there to test with: %v", err)
 	}
 
-	ln, err := Listen("unix:" + path)
+	ln, err := Listen("unix:"+path, nil)
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
@@ -58,7 +58,7 @@ func TestUnixSocket(t *testing.T) {
 	if err != nil || fi.Mode().Type() != fs.ModeSocket || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket file %v, %v; want a socket of mode 0600", fi.Mode(), err)
 	}
-	if _, err := Listen("unix:" + path); err == nil || !strings.Contains(err.Error(), "listens on this socket already") {
+	if _, err := Listen("unix:"+path, nil); err == nil || !strings.Contains(err.Error(), "listens on this socket already") {
 		t.Errorf("Listen on a live socket: %v; want it refused", err)
 	}
 	serve(t, ln, New(Config{Backends: newTable()}))
@@ -78,13 +78,13 @@ func TestUnixSocket(t *testing.T) {
 
 	file := filepath.Join(dir, "not-a-socket")
 	os.WriteFile(file, []byte("keep me"), 0o644)
-	if _, err := Listen("unix:" + file); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen("unix:"+file, nil); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("Listen on a regular file: %v; want it refused", err)
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep me" {
 		t.Errorf("Listen touched a file that is not a socket: %q", b)
 	}
-	if _, err := Listen("unix:"); err == nil {
+	if _, err := Listen("unix:", nil); err == nil {
 		t.Error("Listen(unix:) with no path: want an error")
 	}
 }
@@ -92,7 +92,7 @@ func TestUnixSocket(t *testing.T) {
 // TestConnectionCap opens MaxConns idle connections and then extra ones: the extra ones are
 // closed at once, the idle ones within ReadHeaderTimeout, and then a request is served.
 func TestConnectionCap(t *testing.T) {
-	ln, err := Listen("127.0.0.1:0")
+	ln, err := Listen("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func (l *adminListeners) Close() error {
 // listenAdmin binds the admin and metrics addresses (admin.Listen: host:port or unix:PATH,
 // connections capped); nil when both are off. An address that cannot be bound is bad input:
 // the operator fixes the flag.
-func listenAdmin(o Admin) (*adminListeners, error) {
+func listenAdmin(o Admin, via admin.Via) (*adminListeners, error) {
 	if o.Listen == "" && o.Metrics == "" {
 		return nil, nil
 	}
@@ -45,7 +45,7 @@ func listenAdmin(o Admin) (*adminListeners, error) {
 		if f.addr == "" {
 			continue
 		}
-		ln, err := admin.Listen(f.addr)
+		ln, err := admin.Listen(f.addr, via)
 		if err != nil {
 			l.Close()
 			return nil, InputError{fmt.Errorf("%s %s: %w (is another process using it? pick another address)", f.flag, f.addr, err)}
@@ -58,7 +58,12 @@ func listenAdmin(o Admin) (*adminListeners, error) {
 // serveAdmin serves the admin API on the admin listener, and its MetricsHandler on the
 // metrics listener, until the returned stop is called; stop waits for them.
 func (a *App) serveAdmin(l *adminListeners) (stop func()) {
+	var upgrade func() error
+	if a.o.Upgrade != nil {
+		upgrade = a.Upgrade
+	}
 	h := admin.New(admin.Config{
+		Upgrade:   upgrade,
 		Backends:  backends{a},
 		Token:     a.o.Admin.Token,
 		Stats:     a.stats,

@@ -35,16 +35,18 @@ var ErrStopped = errors.New("stopped while starting")
 
 // App is a running lb. Its methods are safe for concurrent use.
 type App struct {
-	o         Options
-	log       zerolog.Logger
-	metrics   *metrics.Metrics
-	srv       *l4.Server
-	accessLog *accesslog.Logger
-	lns       []net.Listener
-	addrs     []string // the listeners' bound addresses, in config order
-	failed    chan error
-	accepting atomic.Bool
-	pools     atomic.Pointer[[]*pool] // the pools of the last load or reload: what the admin API and /metrics see
+	o            Options
+	log          zerolog.Logger
+	metrics      *metrics.Metrics
+	srv          *l4.Server
+	accessLog    *accesslog.Logger
+	lns          []net.Listener
+	addrs        []string // the listeners' bound addresses, in config order
+	failed       chan error
+	accepting    atomic.Bool
+	upgraded     chan struct{} // closed once a new process took over (Upgrade)
+	upgradedOnce sync.Once
+	pools        atomic.Pointer[[]*pool] // the pools of the last load or reload: what the admin API and /metrics see
 
 	mu      sync.Mutex // one reload (or shutdown) at a time; guards what follows
 	cfg     *config.Config
@@ -60,7 +62,7 @@ type App struct {
 // kernel's backlog. A mistake in the flags or files is an InputError; if ctx ends first,
 // Start undoes what it did and returns ErrStopped.
 func Start(ctx context.Context, o Options) (_ *App, err error) {
-	a := &App{o: o, log: o.Log, failed: make(chan error, 1)}
+	a := &App{o: o, log: o.Log, failed: make(chan error, 1), upgraded: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			a.unwind()
@@ -88,15 +90,16 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 			a.log.Error().Err(err).Msg("access log")
 		}
 	})
+	a.later(o.Upgrade.stop)
 	for _, l := range cfg.Listeners {
-		ln, err := net.Listen("tcp", l.Listen)
+		ln, err := o.Upgrade.via("tcp", l.Listen, net.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s: %w (is another process using it? change --listen or the config's listen)", l.Listen, err)
 		}
 		a.later(func() { ln.Close() })
 		a.lns, a.addrs = append(a.lns, ln), append(a.addrs, ln.Addr().String())
 	}
-	adminLn, err := listenAdmin(o.Admin)
+	adminLn, err := listenAdmin(o.Admin, o.Upgrade.via)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +148,15 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 		})
 	}
 	a.accepting.Store(true)
+	if o.PIDFile != "" {
+		if err := writePIDFile(o.PIDFile); err != nil {
+			return nil, InputError{err}
+		}
+		a.later(func() { removePIDFile(o.PIDFile) })
+	}
+	if err := o.Upgrade.ready(); err != nil {
+		return nil, err
+	}
 	if adminLn != nil {
 		a.later(a.serveAdmin(adminLn))
 	}

@@ -31,6 +31,12 @@ type Options struct {
 	Admin     Admin
 	Version   string // for /metrics and the admin API
 	Log       zerolog.Logger
+	// Upgrade hands the listening sockets to the binary that replaces this one (SIGUSR2, lb
+	// upgrade), and takes them from the one this replaces; nil: no upgrades in place.
+	Upgrade *Upgrader
+	// PIDFile, if not "", holds the pid of the process that serves: written once this one
+	// accepts (by the new process of an upgrade as it takes over), removed as it stops.
+	PIDFile string
 	// Resolver looks up backend names and discover= lines, for the data path, the probes and
 	// discovery alike, and the Redis session store's host; nil: the system's.
 	Resolver *net.Resolver

@@ -3,9 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
-	"text/tabwriter"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -30,7 +27,7 @@ func parseAdminOptions(c *cli.Context) app.Admin {
 	return app.Admin{Listen: c.String("admin-listen"), Token: c.String("admin-token"), Metrics: c.String("metrics-listen")}
 }
 
-// The client commands: lb backends, lb drain ID, lb enable ID.
+// The client commands: lb backends, lb drain ID, lb enable ID, lb upgrade.
 
 var clientAdminListenFlag = &cli.StringFlag{Name: "admin-listen", Value: "127.0.0.1:9090", Usage: "`ADDR` of lb's admin listener: host:port or unix:PATH"}
 
@@ -38,43 +35,45 @@ func clientFlags() []cli.Flag {
 	return withEnv(clientAdminListenFlag, adminTokenFlag)
 }
 
+// clientCommand is a command that calls a running lb's admin API.
+func clientCommand(name, usage, args string, action cli.ActionFunc) *cli.Command {
+	return &cli.Command{Name: name, Usage: usage, ArgsUsage: args, Flags: clientFlags(), OnUsageError: usageError, Action: action}
+}
+
 func backendsCommand() *cli.Command {
-	return &cli.Command{
-		Name:         "backends",
-		Usage:        "list the backends of a running lb (GET /backends on --admin-listen)",
-		Flags:        clientFlags(),
-		OnUsageError: usageError,
-		Action: func(c *cli.Context) error {
-			list, err := adminClient(c).Backends(c.Context)
-			if err != nil {
-				return clientError(err)
-			}
-			printBackends(c.App.Writer, list)
-			return nil
-		},
-	}
+	return clientCommand("backends", "list the backends of a running lb (GET /backends on --admin-listen)", "", func(c *cli.Context) error {
+		list, err := adminClient(c).Backends(c.Context)
+		if err != nil {
+			return clientError(err)
+		}
+		admin.PrintBackends(c.App.Writer, list)
+		return nil
+	})
 }
 
 // stateCommand is lb drain or lb enable.
 func stateCommand(name, usage string) *cli.Command {
-	return &cli.Command{
-		Name:         name,
-		Usage:        usage,
-		ArgsUsage:    "ID",
-		Flags:        clientFlags(),
-		OnUsageError: usageError,
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return badInput{fmt.Errorf("lb %s takes one backend id, after the flags: lb %s [--admin-listen ADDR] ID (lb backends lists the ids)", name, name)}
-			}
-			b, err := adminClient(c).SetState(c.Context, c.Args().First(), name)
-			if err != nil {
-				return clientError(err)
-			}
-			printBackends(c.App.Writer, []control.Backend{b})
-			return nil
-		},
-	}
+	return clientCommand(name, usage, "ID", func(c *cli.Context) error {
+		if c.NArg() != 1 {
+			return badInput{fmt.Errorf("lb %s takes one backend id, after the flags: lb %s [--admin-listen ADDR] ID (lb backends lists the ids)", name, name)}
+		}
+		b, err := adminClient(c).SetState(c.Context, c.Args().First(), name)
+		if err != nil {
+			return clientError(err)
+		}
+		admin.PrintBackends(c.App.Writer, []control.Backend{b})
+		return nil
+	})
+}
+
+func upgradeCommand() *cli.Command {
+	return clientCommand("upgrade", "replace a running lb by the binary at its path, refusing no connection (POST /upgrade, as SIGUSR2 does)", "", func(c *cli.Context) error {
+		if err := adminClient(c).Upgrade(c.Context); err != nil {
+			return clientError(err)
+		}
+		fmt.Fprintln(c.App.Writer, "upgraded: the new lb serves")
+		return nil
+	})
 }
 
 func adminClient(c *cli.Context) admin.Client {
@@ -89,21 +88,4 @@ func clientError(err error) error {
 		return badInput{err}
 	}
 	return err
-}
-
-// printBackends writes the table of lb backends, in the style of lb probe's.
-func printBackends(w io.Writer, list []control.Backend) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "BACKEND\tID\tSTATE\tWEIGHT\tACTIVE\tTOTAL\tLAST PROBE\tERROR")
-	for _, b := range list {
-		probe, errText := "-", ""
-		if p := b.LastProbe; p != nil {
-			probe = fmt.Sprintf("%.2fms %s ago", p.LatencyMS, time.Since(p.At).Round(time.Second))
-			if !p.OK {
-				probe, errText = fmt.Sprintf("failed %s ago", time.Since(p.At).Round(time.Second)), p.Error
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", b.Addr, b.ID, b.State, b.Weight, b.Active, b.Connections, probe, errText)
-	}
-	tw.Flush()
 }

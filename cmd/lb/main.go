@@ -20,7 +20,12 @@ const (
 	exitBadInput = 2
 )
 
+// upgrades is whether lb serve can be upgraded in place: in the binary, not in the tests
+// that run its commands in their own process.
+var upgrades bool
+
 func main() {
+	upgrades = true
 	app := newApp()
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "lb:", err)
@@ -34,7 +39,7 @@ func newApp() *cli.App {
 		Usage:                "a Layer-4 TCP load balancer that sniffs HTTP for routing",
 		Version:              version.String(),
 		EnableBashCompletion: true,
-		Commands: []*cli.Command{serveCommand(), probeCommand(), checkCommand(), demoCommand(), backendsCommand(),
+		Commands: []*cli.Command{serveCommand(), probeCommand(), checkCommand(), demoCommand(), backendsCommand(), upgradeCommand(),
 			stateCommand("drain", "stop new connections to a backend of a running lb; open ones finish (POST /backends/ID/drain)"),
 			stateCommand("enable", "let a drained backend of a running lb take new connections again (POST /backends/ID/enable)")},
 		OnUsageError: usageError,

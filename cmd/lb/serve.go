@@ -52,6 +52,7 @@ var (
 	listenFlag        = &cli.StringFlag{Name: "listen", Usage: "`ADDR` to listen on, e.g. 127.0.0.1:7777 or [::1]:7777 (overrides --port)"}
 	portFlag          = &cli.IntFlag{Name: "port", Aliases: []string{"p"}, Value: 7777, Usage: "`PORT` to listen on, all interfaces"}
 	watchFlag         = &cli.BoolFlag{Name: "watch", Usage: "reload the servers file, or the --config file, when its content changes (SIGHUP reloads either at any time)"}
+	pidFileFlag       = &cli.StringFlag{Name: "pid-file", Usage: "`FILE` to hold the pid of the lb that serves: written at start, and by the new process of an upgrade (SIGUSR2, lb upgrade) as it takes over"}
 
 	// Health checks, shared by serve and probe.
 	healthHTTPFlag   = &cli.StringFlag{Name: "health-http", Usage: "`PATH` to check with an HTTP/1.1 GET instead of a TCP connect, e.g. /health (a servers-file check= wins)"}
@@ -135,7 +136,7 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:         "serve",
 		Usage:        "balance TCP connections over the backends of a servers file or the pools of a config file",
-		Flags:        withEnv(append(append(append([]cli.Flag{configFlag, serversFlag, listenFlag, portFlag, watchFlag, resolverFlag}, routingFlags()...), balanceFlags()...), adminFlags()...)...),
+		Flags:        withEnv(append(append(append([]cli.Flag{configFlag, serversFlag, listenFlag, portFlag, watchFlag, pidFileFlag, resolverFlag}, routingFlags()...), balanceFlags()...), adminFlags()...)...),
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
 			o, err := parseOptions(c)
@@ -149,6 +150,11 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			o.Watch = c.Bool("watch")
+			if o.PIDFile = c.String("pid-file"); upgrades {
+				if o.Upgrade, err = app.NewUpgrader(); err != nil {
+					return err
+				}
+			}
 			return serve(c.Context, o, nil)
 		},
 	}
@@ -266,18 +272,17 @@ func newLogger(level, format string) (zerolog.Logger, error) {
 	return log.Level(lvl).With().Timestamp().Logger(), nil
 }
 
-// serve runs lb until SIGINT or SIGTERM, then drains for up to the drain timeout and
-// returns nil. SIGHUP reloads the configuration; SIGUSR1 logs the counters and reopens the
-// access log. onListen, if set, hears the first address once lb accepts connections.
+// serve runs lb until SIGINT or SIGTERM, or until a new process took over (SIGUSR2, lb
+// upgrade), then drains for up to the drain timeout. SIGHUP reloads the configuration;
+// SIGUSR1 logs the counters and reopens the access log. onListen, if set, hears the first
+// address once lb accepts connections.
 func serve(parent context.Context, o app.Options, onListen func(addr string)) error {
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// Before lb says it listens: a SIGUSR1 or SIGHUP sent at once must not kill it.
-	usr1, hup := make(chan os.Signal, 1), make(chan os.Signal, 1)
-	signal.Notify(usr1, syscall.SIGUSR1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(usr1)
-	defer signal.Stop(hup)
+	sig := make(chan os.Signal, 8) // room for a few different signals sent at once
+	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGHUP, syscall.SIGUSR2)
+	defer signal.Stop(sig)
 
 	a, err := app.Start(ctx, o)
 	if errors.Is(err, app.ErrStopped) {
@@ -292,19 +297,26 @@ func serve(parent context.Context, o app.Options, onListen func(addr string)) er
 	}
 	for {
 		select {
-		case <-ctx.Done():
-			stop() // a second signal ends lb at once
-			drain, cancel := context.WithTimeout(context.Background(), o.DrainTimeout)
-			defer cancel()
-			a.Shutdown(drain)
-			return nil
-		case <-usr1:
-			a.ReopenLogs()
-		case <-hup:
-			a.Reload("SIGHUP")
+		case s := <-sig:
+			switch s {
+			case syscall.SIGUSR1:
+				a.ReopenLogs()
+			case syscall.SIGHUP:
+				a.Reload("SIGHUP")
+			default:
+				go a.Upgrade() // SIGUSR2; logs how it went, and closes Upgraded if it worked
+			}
+			continue
 		case err := <-a.Failed():
 			a.Shutdown(context.Background())
 			return err
+		case <-ctx.Done():
+			stop() // a second signal ends lb at once
+		case <-a.Upgraded():
 		}
+		drain, cancel := context.WithTimeout(context.Background(), o.DrainTimeout)
+		defer cancel()
+		a.Shutdown(drain)
+		return nil
 	}
 }
