@@ -279,8 +279,11 @@ func readBatch(uc *net.UnixConn, buf []byte, n int) ([]moveRecord, error) {
 
 // decodeBatch decodes a run of records.
 func decodeBatch(b []byte) ([]moveRecord, error) {
+	if len(b)%recordSize != 0 {
+		return nil, fmt.Errorf("%w: %d bytes is no whole number of records", errBadBatch, len(b))
+	}
 	recs := make([]moveRecord, 0, len(b)/recordSize)
-	for len(b) >= recordSize {
+	for len(b) > 0 {
 		r, err := decodeRecord(b[:recordSize])
 		if err != nil {
 			return nil, err
