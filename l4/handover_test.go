@@ -486,3 +486,58 @@ func FuzzHandoverRecord(f *testing.F) {
 		}
 	})
 }
+
+// wireBytes is what moving n connections puts on the Unix socket: per batch its header, a
+// record per connection, the SCM_RIGHTS message with two descriptors per connection, and
+// the ack.
+func wireBytes(n int) int {
+	total := 0
+	for ; n > 0; n -= batchConns {
+		k := min(n, batchConns)
+		total += batchHeader + k*recordSize + unix.CmsgSpace(2*k*4) + ackSize
+	}
+	return total
+}
+
+// BenchmarkHandover moves 1,000 held connections from one server to the other and back, a
+// hand-over per iteration.
+func BenchmarkHandover(b *testing.B) {
+	const n = 1000
+	backend := startBackend(b, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+	ln := listenLoopback(b)
+	servers := [2]*testServer{serveOn(b, testConfig(), ln, backend.addr())}
+	clients := make([]net.Conn, 0, n)
+	closeClients := func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+	for range n {
+		c, err := net.Dial("tcp", servers[0].addr)
+		if err != nil {
+			closeClients()
+			b.Fatal(err)
+		}
+		clients = append(clients, c)
+		c.Write([]byte("x")) // not HTTP: routed at once
+	}
+	waitFor(b, "every connection splicing", func() bool { return phasesOf(servers[0].Server)[splicing] == n })
+	servers[1] = serveOn(b, testConfig(), sharedListener(b, servers[0].addr, ln), backend.addr())
+	b.Cleanup(closeClients) // before the servers' Shutdown, which waits for them
+	b.ResetTimer()
+	moved := 0
+	for i := range b.N {
+		from, to := servers[i%2], servers[1-i%2]
+		su, ru := unixPair(b)
+		adopted := make(chan error, 1)
+		go func() { _, err := to.Adopt(ru); adopted <- err }()
+		m, kept, err := from.Handover(context.Background(), su)
+		if err := errors.Join(err, <-adopted); err != nil || m != n || kept != 0 {
+			b.Fatalf("moved %d, kept %d: %v", m, kept, err)
+		}
+		moved += m
+	}
+	b.ReportMetric(float64(moved)/b.Elapsed().Seconds(), "conns/s")
+	b.ReportMetric(float64(wireBytes(n))/n, "bytes/conn")
+	b.ReportMetric(0, "ns/op") // an op is a whole hand-over of n: conns/s says it better
+}
