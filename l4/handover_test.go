@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,11 +15,14 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"lb/accesslog"
 	"lb/ring"
 )
 
@@ -162,6 +166,12 @@ func TestHandoverMovesKeepAliveClients(t *testing.T) {
 	moved, kept, err := u.handOver(t, context.Background())
 	if err != nil || moved != n || kept != 0 {
 		t.Fatalf("Handover: moved %d, kept %d, %v; want %d, 0, nil", moved, kept, err, n)
+	}
+	if _, active := listenerRow(u.a.Server, u.a.addr); active != 0 {
+		t.Errorf("A's listener: %d active after the hand-over, want 0", active)
+	}
+	if row := backendRow(collect(u.a.Server), "b0"); row.Active != 0 || row.BytesReceived == 0 {
+		t.Errorf("A's backend row: %d active, %d bytes received; want 0 and the answers' bytes", row.Active, row.BytesReceived)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -386,7 +396,8 @@ func keepAliveClients(t *testing.T, s *testServer, n int) ([]*net.TCPConn, []*bu
 }
 
 // TestHandoverHalfClosed: a connection whose client already sent its FIN moves, and the
-// backend's late answer and FIN reach the client through B.
+// backend's late answer and FIN reach the client through B. B writes the one access log line
+// of its whole life, with the bytes moved in A; A writes none.
 func TestHandoverHalfClosed(t *testing.T) {
 	gotEOF, answer := make(chan string, 1), make(chan struct{})
 	backend := startBackend(t, func(c *net.TCPConn) {
@@ -396,7 +407,11 @@ func TestHandoverHalfClosed(t *testing.T) {
 		c.Write([]byte("late answer"))
 		c.CloseWrite()
 	})
-	u := startUpgrade(t, testConfig(), backend.addr())
+	cfgA, cfgB := testConfig(), testConfig()
+	logA, pathA := openAccessLog(t)
+	logB, pathB := openAccessLog(t)
+	cfgA.AccessLog, cfgB.AccessLog = logA, logB
+	u := startUpgrade(t, cfgA, backend.addr())
 	c := dial(t, u.a.addr)
 	c.Write([]byte("question"))
 	c.CloseWrite()
@@ -405,7 +420,7 @@ func TestHandoverHalfClosed(t *testing.T) {
 	}
 	waitFor(t, "the connection to splice in A", func() bool { return phasesOf(u.a.Server)[splicing] == 1 })
 
-	u.newB(t, testConfig())
+	u.newB(t, cfgB)
 	moved, kept, err := u.handOver(t, context.Background())
 	close(answer)
 	if err != nil || moved != 1 || kept != 0 {
@@ -419,6 +434,55 @@ func TestHandoverHalfClosed(t *testing.T) {
 	if _, active := listenerRow(u.b.Server, u.b.addr); active != 0 {
 		t.Errorf("B's listener: %d active", active)
 	}
+	if lines := accessLines(t, logA, pathA); len(lines) != 0 {
+		t.Errorf("A logged %v for a connection it handed over", lines)
+	}
+	lines := accessLines(t, logB, pathB)
+	if len(lines) != 1 {
+		t.Fatalf("B logged %d lines, want 1: %v", len(lines), lines)
+	}
+	want := map[string]any{"client": c.LocalAddr().String(), "listener": u.a.addr, "backend": "b0", "sniff": "other",
+		"bytes_up": float64(len("question")), "bytes_down": float64(len("late answer")), "cause": "client_closed"}
+	for k, v := range want {
+		if lines[0][k] != v {
+			t.Errorf("B's line: %s = %v, want %v (%v)", k, lines[0][k], v, lines[0])
+		}
+	}
+}
+
+func openAccessLog(t *testing.T) (*accesslog.Logger, string) {
+	t.Helper()
+	path := t.TempDir() + "/access.log"
+	log, err := accesslog.Open(accesslog.Config{Dest: path, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	return log, path
+}
+
+// accessLines closes log and returns its lines, decoded.
+func accessLines(t *testing.T, log *accesslog.Logger, path string) []map[string]any {
+	t.Helper()
+	if err := log.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		lines = append(lines, m)
+	}
+	return lines
 }
 
 // TestHandoverRecordRoundTrip: a record decodes to what was encoded; one of another size or
