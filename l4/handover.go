@@ -250,6 +250,9 @@ func (s *Server) Adopt(uc *net.UnixConn) (int, error) {
 		}
 		if err != nil {
 			closeFDs(fds)
+			if n > 0 {
+				uc.Write(make([]byte, ackSize)) // none taken: the sender puts them back now, not at uc's close
+			}
 			return adopted, fmt.Errorf("l4: adopt: %w", err)
 		}
 		took, err := s.adoptBatch(s.loops[i%len(s.loops)], uc, recs, fds)

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -498,6 +499,36 @@ func accessLines(t *testing.T, log *accesslog.Logger, path string) []map[string]
 		lines = append(lines, m)
 	}
 	return lines
+}
+
+// TestAdoptRefusesAMalformedBatch: a batch that says it holds more records than a batch may,
+// or whose records do not decode, is an error; nothing is adopted, and the sender is told
+// so (an ack of 0) at once.
+func TestAdoptRefusesAMalformedBatch(t *testing.T) {
+	s := startServer(t, testConfig())
+	bad := sampleRecord()
+	rec, _ := appendRecord(nil, &bad)
+	rec[0] = recordVersion + 1
+	for name, msg := range map[string][]byte{
+		"too many records": binary.LittleEndian.AppendUint32(nil, batchConns+1),
+		"no record":        binary.LittleEndian.AppendUint32(nil, 0),
+		"unknown version":  append(binary.LittleEndian.AppendUint32(nil, 1), rec...),
+	} {
+		su, ru := unixPair(t)
+		if _, err := su.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.Adopt(ru); n != 0 || err == nil {
+			t.Errorf("%s: adopted %d, %v; want 0 and an error", name, n, err)
+		}
+		var ack [ackSize]byte
+		if _, err := io.ReadFull(su, ack[:]); err != nil || ack != [ackSize]byte{} {
+			t.Errorf("%s: ack %v (%v), want 0", name, ack, err)
+		}
+	}
+	if got := s.Stats().Active; got != 0 {
+		t.Errorf("%d connections adopted from malformed batches", got)
+	}
 }
 
 // TestHandoverRecordRoundTrip: a record decodes to what was encoded; one of another size or
