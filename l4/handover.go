@@ -231,7 +231,9 @@ func (l *loop) letGo(c *conn) {
 // accepted again. At MaxConns, or short of descriptors for a batch's sockets, Adopt takes
 // the first of a batch only and acks that: the rest stay with the sender.
 //
-// The server must be serving. Adopt leaves uc open: closing it is the caller's.
+// A connection's listener is looked up among those ServeRoutes has registered when its batch
+// comes (ServeRoutes registers one before it blocks, on the caller's goroutine): one not
+// found there is counted under no listener. Adopt leaves uc open: closing it is the caller's.
 func (s *Server) Adopt(uc *net.UnixConn) (int, error) {
 	buf := make([]byte, batchHeader+batchConns*recordSize)
 	oob := make([]byte, unix.CmsgSpace(2*batchConns*4))
@@ -248,6 +250,9 @@ func (s *Server) Adopt(uc *net.UnixConn) (int, error) {
 		}
 		if err != nil {
 			closeFDs(fds)
+			if n > 0 {
+				uc.Write(make([]byte, ackSize)) // none taken: the sender puts them back now, not at uc's close
+			}
 			return adopted, fmt.Errorf("l4: adopt: %w", err)
 		}
 		took, err := s.adoptBatch(s.loops[i%len(s.loops)], uc, recs, fds)

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,10 +68,9 @@ func sharedListener(t testing.TB, addr string, ln net.Listener) net.Listener {
 
 // upgrade is an old server A and a new one B on the same listening socket and backends.
 type upgrade struct {
-	a, b   *testServer
-	ln     net.Listener
-	addrs  []string
-	au, bu *net.UnixConn // A's and B's ends of the hand-over socket
+	a, b  *testServer
+	ln    net.Listener
+	addrs []string
 }
 
 // startUpgrade starts A; start B with newB once A holds the test's connections (B accepts
@@ -78,28 +78,36 @@ type upgrade struct {
 func startUpgrade(t *testing.T, cfgA Config, addrs ...string) *upgrade {
 	t.Helper()
 	ln := listenLoopback(t)
-	au, bu := unixPair(t)
-	return &upgrade{a: serveOn(t, cfgA, ln, addrs...), ln: ln, addrs: addrs, au: au, bu: bu}
+	return &upgrade{a: serveOn(t, cfgA, ln, addrs...), ln: ln, addrs: addrs}
 }
 
 func (u *upgrade) newB(t *testing.T, cfg Config) {
 	t.Helper()
 	u.b = serveOn(t, cfg, sharedListener(t, u.a.addr, u.ln), u.addrs...)
+	// Adopt finds a connection's listener among those the server serves: Serve's goroutine
+	// must have registered it.
+	waitFor(t, "B to serve the shared listener", func() bool {
+		u.b.mu.Lock()
+		defer u.b.mu.Unlock()
+		return u.b.listenerAt(u.a.addr) != nil
+	})
 }
 
-// handOver runs A's Handover against B's Adopt and checks that B adopted what A moved.
+// handOver runs A's Handover against B's Adopt, over a socketpair of its own, and checks
+// that B adopted what A moved.
 func (u *upgrade) handOver(t *testing.T, ctx context.Context) (moved, kept int, err error) {
 	t.Helper()
+	au, bu := unixPair(t)
 	type result struct {
 		n   int
 		err error
 	}
 	adopted := make(chan result, 1)
 	go func() {
-		n, err := u.b.Adopt(u.bu)
+		n, err := u.b.Adopt(bu)
 		adopted <- result{n, err}
 	}()
-	moved, kept, err = u.a.Handover(ctx, u.au)
+	moved, kept, err = u.a.Handover(ctx, au)
 	r := <-adopted // Handover shut the socket for writing: Adopt has returned or will
 	if err == nil && (r.err != nil || r.n != moved) {
 		t.Fatalf("B adopted %d (%v), A moved %d", r.n, r.err, moved)
@@ -265,8 +273,9 @@ func pendingBytes(s *Server) bool {
 	return held
 }
 
-// TestHandoverFlushesAPipeFirst: a connection whose pipe holds bytes for a slow reader moves
-// once they are written, and the reader gets every byte.
+// TestHandoverFlushesAPipeFirst: a connection whose pipe holds bytes for a slow reader does
+// not move while they wait there, moves once they are written, and the reader gets every
+// byte.
 func TestHandoverFlushesAPipeFirst(t *testing.T) {
 	blob := randomBytes(t, 16<<20)
 	backend := startBackend(t, func(c *net.TCPConn) {
@@ -281,6 +290,14 @@ func TestHandoverFlushesAPipeFirst(t *testing.T) {
 	c.Write([]byte{'!'})
 	waitFor(t, "A to hold bytes in a pipe for the client", func() bool { return pendingBytes(u.a.Server) })
 
+	// While the client reads nothing the bytes stay in the pipe: the connection stays too.
+	u.newB(t, testConfig())
+	short, cancelShort := context.WithTimeout(context.Background(), 50*flushPoll)
+	defer cancelShort()
+	if moved, kept, err := u.handOver(t, short); err != nil || moved != 0 || kept != 1 || !pendingBytes(u.a.Server) {
+		t.Fatalf("Handover with bytes in the pipe: moved %d, kept %d, %v; want 0, 1, nil, the bytes still there", moved, kept, err)
+	}
+
 	type result struct {
 		moved, kept int
 		err         error
@@ -288,7 +305,6 @@ func TestHandoverFlushesAPipeFirst(t *testing.T) {
 	done := make(chan result, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*ioDeadline)
 	defer cancel()
-	u.newB(t, testConfig())
 	go func() {
 		moved, kept, err := u.handOver(t, ctx)
 		done <- result{moved, kept, err}
@@ -483,6 +499,36 @@ func accessLines(t *testing.T, log *accesslog.Logger, path string) []map[string]
 		lines = append(lines, m)
 	}
 	return lines
+}
+
+// TestAdoptRefusesAMalformedBatch: a batch that says it holds more records than a batch may,
+// or whose records do not decode, is an error; nothing is adopted, and the sender is told
+// so (an ack of 0) at once.
+func TestAdoptRefusesAMalformedBatch(t *testing.T) {
+	s := startServer(t, testConfig())
+	bad := sampleRecord()
+	rec, _ := appendRecord(nil, &bad)
+	rec[0] = recordVersion + 1
+	for name, msg := range map[string][]byte{
+		"too many records": binary.LittleEndian.AppendUint32(nil, batchConns+1),
+		"no record":        binary.LittleEndian.AppendUint32(nil, 0),
+		"unknown version":  append(binary.LittleEndian.AppendUint32(nil, 1), rec...),
+	} {
+		su, ru := unixPair(t)
+		if _, err := su.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.Adopt(ru); n != 0 || err == nil {
+			t.Errorf("%s: adopted %d, %v; want 0 and an error", name, n, err)
+		}
+		var ack [ackSize]byte
+		if _, err := io.ReadFull(su, ack[:]); err != nil || ack != [ackSize]byte{} {
+			t.Errorf("%s: ack %v (%v), want 0", name, ack, err)
+		}
+	}
+	if got := s.Stats().Active; got != 0 {
+		t.Errorf("%d connections adopted from malformed batches", got)
+	}
 }
 
 // TestHandoverRecordRoundTrip: a record decodes to what was encoded; one of another size or
