@@ -238,6 +238,9 @@ func (a *App) Shutdown(ctx context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.accepting.Store(false)
+	// tableflip holds a copy of each listening socket for the next upgrade: closed now, the
+	// kernel refuses new clients once l4 has closed its own, rather than queue them unserved.
+	a.o.Upgrade.stop()
 	a.log.Info().Int64("open", a.srv.Stats().Active).Msg("shutting down: draining connections")
 	if err := a.srv.Shutdown(ctx); err != nil {
 		a.log.Warn().Msg("drain timeout: closed the connections still open")

@@ -79,7 +79,8 @@ func removePIDFile(path string) {
 	}
 }
 
-// stop ends the upgrades: lb is shutting down.
+// stop ends the upgrades and closes tableflip's copies of the listening sockets: lb is
+// shutting down.
 func (u *Upgrader) stop() {
 	if u != nil {
 		u.tf.Stop()
