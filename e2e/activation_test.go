@@ -36,7 +36,7 @@ func TestSocketActivationServesAndUpgrades(t *testing.T) {
 	t.Cleanup(func() { killUpgraded(pidFile, p.cmd.Process.Pid) })
 
 	first := dialUntil(t, addr, startDeadline)
-	defer first.Close()
+	t.Cleanup(func() { first.Close() })
 	if _, err := io.WriteString(first, "GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"); err != nil {
 		t.Fatalf("send to the activated socket before lb started: %v", err)
 	}
@@ -55,6 +55,9 @@ func TestSocketActivationServesAndUpgrades(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || string(body) != "backend-1\n" {
 		t.Fatalf("the client that connected before lb started got %s %q, want 200 backend-1", resp.Status, body)
 	}
+	// lb holds a finished exchange until the client closes its end: held open, it would
+	// keep the upgraded-from process draining for --drain-timeout.
+	first.Close()
 
 	inode := listenInode(t, port)
 	old := p.cmd.Process.Pid
