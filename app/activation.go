@@ -3,6 +3,7 @@ package app
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -18,9 +19,11 @@ import (
 // sockets named admin and metrics (FileDescriptorName=); else by address, the listener
 // whose listen address is the socket's (same port; an empty or unspecified host such as
 // :80 or 0.0.0.0:80 matches any unspecified one such as [::]:80; localhost matches a
-// loopback IP). A socket no listener takes is closed with a warning once lb listens.
+// loopback IP). A socket no listener takes, or one lb cannot serve on (a datagram socket),
+// is closed with a warning once lb listens.
 type Activated struct {
-	socks []socket // not taken yet
+	socks  []socket // not taken yet
+	unused []string // the names of those lb cannot serve on (a datagram socket)
 }
 
 // socket is one inherited listening socket and its name.
@@ -38,31 +41,35 @@ func Activation() *Activated {
 		ln, err := net.FileListener(f)
 		f.Close() // FileListener made its own descriptor
 		if err != nil {
-			// Not a listening stream socket (a datagram socket, an accepted connection):
-			// nothing lb can serve on.
+			a.unused = append(a.unused, f.Name())
 			continue
 		}
 		a.socks = append(a.socks, socket{name: f.Name(), ln: ln})
 	}
-	if len(a.socks) == 0 {
+	if len(a.socks) == 0 && len(a.unused) == 0 {
 		return nil
 	}
 	return &a
 }
 
-// take returns, and removes, the socket for the listener named name on network and addr;
-// nil if none matches.
+// take returns, and removes, the socket for the listener named name on network and addr:
+// the one of that name, else one of that address; nil if none matches.
 func (a *Activated) take(name, network, addr string) *socket {
 	if a == nil {
 		return nil
 	}
-	for i, s := range a.socks {
-		if name != "" && s.name == name || s.ln.Addr().Network() == network && sameAddr(network, addr, s.ln.Addr().String()) {
-			a.socks = append(a.socks[:i], a.socks[i+1:]...)
-			return &s
-		}
+	i := slices.IndexFunc(a.socks, func(s socket) bool { return name != "" && s.name == name })
+	if i < 0 {
+		i = slices.IndexFunc(a.socks, func(s socket) bool {
+			return s.ln.Addr().Network() == network && sameAddr(network, addr, s.ln.Addr().String())
+		})
 	}
-	return nil
+	if i < 0 {
+		return nil
+	}
+	s := a.socks[i]
+	a.socks = slices.Delete(a.socks, i, i+1)
+	return &s
 }
 
 // closeRest closes the sockets no listener took, and warns of each: systemd listens on an
@@ -75,7 +82,10 @@ func (a *Activated) closeRest(log zerolog.Logger) {
 		log.Warn().Str("fd_name", s.name).Str("addr", s.ln.Addr().String()).Msg("systemd passed a socket that no listener matches (by address, or by the name admin or metrics): closed it; make lb.socket's ListenStream= and lb's listen addresses agree")
 		s.ln.Close()
 	}
-	a.socks = nil
+	for _, name := range a.unused {
+		log.Warn().Str("fd_name", name).Msg("systemd passed a socket that is not a listening stream socket: lb serves TCP and Unix stream sockets only; closed it")
+	}
+	a.socks, a.unused = nil, nil
 }
 
 // sameAddr reports whether the listen address want (as configured) names the bound

@@ -52,10 +52,10 @@ func inherited(t *testing.T, name string) socket {
 // A socket goes to the listener of its name, else to the one of its address, once; a
 // socket no listener takes is closed with a warning that names it.
 func TestActivatedMatchesByNameThenAddress(t *testing.T) {
-	admin, web, stray := inherited(t, "admin"), inherited(t, "web"), inherited(t, "stray")
-	a := &Activated{socks: []socket{admin, web, stray}}
-	if s := a.take("admin", "tcp", "127.0.0.1:1"); s == nil || s.ln != admin.ln {
-		t.Fatalf("the admin listener took %v, want the socket named admin", s)
+	web, admin, stray := inherited(t, "web"), inherited(t, "admin"), inherited(t, "stray")
+	a := &Activated{socks: []socket{web, admin, stray}, unused: []string{"udp"}}
+	if s := a.take("admin", "tcp", web.ln.Addr().String()); s == nil || s.ln != admin.ln {
+		t.Fatalf("the admin listener took %v, want the socket named admin before the one of its address", s)
 	}
 	if s := a.take("", "tcp", web.ln.Addr().String()); s == nil || s.ln != web.ln {
 		t.Fatalf("the listener on %s took %v, want the socket of that address", web.ln.Addr(), s)
@@ -72,6 +72,7 @@ func TestActivatedMatchesByNameThenAddress(t *testing.T) {
 	if warn["fd_name"] != "stray" || warn["addr"] != stray.ln.Addr().String() {
 		t.Errorf("warning %v, want fd_name stray and addr %s", warn, stray.ln.Addr())
 	}
+	logs.Await(t, "systemd passed a socket that is not a listening stream socket: lb serves TCP and Unix stream sockets only; closed it", time.Second)
 	if _, err := stray.ln.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("the unmatched socket accepts (%v), want it closed", err)
 	}
