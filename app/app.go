@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -99,6 +100,13 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 		a.later(func() { ln.Close() })
 		a.lns, a.addrs = append(a.lns, ln), append(a.addrs, ln.Addr().String())
 	}
+	handover, err := o.Upgrade.takeHandover() // before ready, which closes what is not taken
+	if err != nil {
+		return nil, err
+	}
+	if handover != nil {
+		a.later(func() { handover.Close() })
+	}
 	adminLn, err := listenAdmin(o.Admin, a.via)
 	if err != nil {
 		return nil, err
@@ -148,6 +156,12 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 			}
 		})
 	}
+	// Serve takes its listener on a goroutine of its own: wait for every one, so that the lb
+	// this one replaces stops accepting only once this one does, and adopted connections
+	// find their listener. (One that fails reports it on Failed: wait a second at most.)
+	for i := 0; a.srv.Listening() < len(a.lns) && i < 1000; i++ {
+		time.Sleep(time.Millisecond)
+	}
 	a.accepting.Store(true)
 	if o.PIDFile != "" {
 		if err := writePIDFile(o.PIDFile); err != nil {
@@ -157,6 +171,9 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 	}
 	if err := o.Upgrade.ready(); err != nil {
 		return nil, err
+	}
+	if handover != nil {
+		a.later(a.adopt(handover))
 	}
 	if adminLn != nil {
 		a.later(a.serveAdmin(adminLn))

@@ -98,11 +98,19 @@ func (a *App) Upgrade() error {
 		return errNoUpgrader
 	}
 	a.log.Info().Str("binary", os.Args[0]).Msg("upgrading: starting the new binary")
-	if err := a.o.Upgrade.tf.Upgrade(); err != nil {
+	c, err := a.o.Upgrade.offerHandover()
+	if err == nil {
+		if err = a.o.Upgrade.tf.Upgrade(); err != nil {
+			c.Close()
+		}
+	}
+	if err != nil {
 		a.log.Error().Err(err).Msg("upgrade failed: serving on")
 		return fmt.Errorf("upgrade failed, the running lb serves on: %w", err)
 	}
 	a.log.Info().Msg("upgraded: the new process accepts; this one stops")
+	a.accepting.Store(false) // /readyz: 503 from here on
+	a.handOver(c)
 	a.upgradedOnce.Do(func() { close(a.upgraded) })
 	return nil
 }

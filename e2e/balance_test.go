@@ -79,15 +79,20 @@ type requestLoop struct {
 	exited   chan struct{}
 }
 
-func startRequestLoop(url string) *requestLoop {
+func startRequestLoop(url string) *requestLoop { return startLoop(url, false) }
+
+// startKeepAliveLoop is startRequestLoop over one kept-alive connection (a new one only
+// when lb or the backend closed it).
+func startKeepAliveLoop(url string) *requestLoop { return startLoop(url, true) }
+
+func startLoop(url string, keepAlive bool) *requestLoop {
 	l := &requestLoop{stopped: make(chan struct{}), exited: make(chan struct{})}
-	go l.run(url)
+	go l.run(url, newClient(keepAlive))
 	return l
 }
 
-func (l *requestLoop) run(url string) {
+func (l *requestLoop) run(url string, client *http.Client) {
 	defer close(l.exited)
-	client := newClient(false)
 	pace := time.NewTicker(5 * time.Millisecond) // at most 200 connections a second
 	defer pace.Stop()
 	for i := 0; ; i++ {

@@ -59,6 +59,7 @@ type end struct {
 	blocked bool   // copied without a pipe, the other end took less than was peeked: wait for it
 	bulk    bool   // the last read filled the copy buffer: splice the next one
 	moved   uint64 // bytes written to the other end
+	carried uint64 // of moved, those the process that handed c over moved (Adopt): counted there
 }
 
 type conn struct {
@@ -595,10 +596,6 @@ func aborted(err error) bool {
 // close closes both sockets of c; err nil means both directions ended cleanly. After an
 // abort (see aborted) it resets them rather than closing them with a FIN.
 func (l *loop) close(c *conn, err error) {
-	c.active.End()
-	if c.bc != nil && l.queued > 0 {
-		l.freed = true // its backend slot may be one a queued connection waits for
-	}
 	l.closing(c, err)
 	l.enter(c, closed)
 	if c.rh != nil {
@@ -627,6 +624,11 @@ func (l *loop) close(c *conn, err error) {
 			Dur("duration", time.Duration(l.now-c.start)).
 			Msg("connection closed")
 	}
+	l.free(c)
+}
+
+// free gives c's slot back, and its place under the connection limit.
+func (l *loop) free(c *conn) {
 	l.conns.remove(c)
 	l.s.active.Add(-1)
 	l.s.conns.Done()

@@ -19,6 +19,7 @@
 //	replay  replay (again from dialed when writable)       the first bytes, before any other byte
 //	splice  flow → forward → responseHead, pump            both ways: drainPipe, spliceIn, copyIn
 //	close   close                                          sockets, the debug line, the slot
+//	move    Handover → take → movedAway; Adopt → adopt       a spliced one to another process (upgrade)
 //
 // One connection, from accept to close: the loop wakes on the listener, acceptor.take
 // accepts the socket and admit gives it a slot and calls sniff, which reads at once. The head
@@ -41,21 +42,33 @@
 //
 //	| phase | client | backend | deadline | next | moves on when |
 //	|---|---|---|---|---|---|
-//	| unused | none | none | none | sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed | admit takes an accepted socket and sniffs at once: the phase is where that ends |
+//	| unused | none | none | none | sniffing, lookingUp, starved, queued, dialing, replaying, splicing, moving, refusing, closed | admit takes an accepted socket and sniffs at once: the phase is where that ends |
 //	| sniffing | read once | none | --sniff-timeout | sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed | client readable: sniff; the head decided, the buffer full or a FIN: route. Deadline: route with what came, or close |
 //	| lookingUp | silent | none | --connect-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | the store answers, or the deadline: dial |
 //	| starved | silent | none | --connect-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | each sweep: dial again. Deadline: refuse (503) |
 //	| queued | silent | none | --queue-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | each sweep: dial again. Deadline: refuse (503) |
 //	| dialing | silent | write | --connect-timeout | starved, queued, dialing, replaying, splicing, refusing, closed | backend writable: replay. Failed, or the deadline: dial the next backend, or refuse |
 //	| replaying | silent | write | --connect-timeout | replaying, splicing, closed | backend writable: replay the rest. Failed, or the deadline: close (bytes went: no other backend) |
-//	| splicing | flows | flows | --idle-timeout | closed | either end: pump. Both directions at EOF, an error, or idle: close |
+//	| splicing | flows | flows | --idle-timeout | moving, closed | either end: pump. Both directions at EOF, an error, or idle: close. Handover: move it if no byte waits in lb |
+//	| moving | out | out | none | splicing, closed | the ack: the other process took c (closed here, no log line), or did not (splicing again). Adopt: the same, after its ack is sent |
 //	| refusing | read | none | 1s | closed | client readable: drain it; its close, or the deadline: close |
 //	| closed | none | none | none | unused | the slot is freed |
 //
 // "read once" is EPOLLONESHOT: once it fired the socket is silent until armed again.
 // "silent" is out of the epoll set, or a spent one-shot. "flows" is what the two flows of a
 // splicing connection wait for (rearm): a socket is readable while its flow can take bytes,
-// and writable while the other flow holds bytes for it.
+// and writable while the other flow holds bytes for it. "out" is out of the epoll set
+// whatever it was before: a moving connection's sockets are on their way to another
+// process, and no event of theirs may run here meanwhile.
+//
+// # Moving to another process
+//
+// On an in-place upgrade (handover.go) the old process sends its spliced connections to the
+// new one: Handover takes those that hold no byte in lb, sends their two sockets and a
+// fixed-size record (handrecord.go) over a Unix socket, and closes its copies once the new
+// process's Adopt has acknowledged them; the new process goes on splicing them from where
+// they were. Connections still sniffing, dialing or reading a response head finish in the
+// old process.
 //
 // # The loops' rules
 //

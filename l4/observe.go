@@ -148,18 +148,10 @@ func (l *loop) refused(c *conn, why metrics.RefuseReason, answered bool) {
 // closing counts c's end and writes its access log line (close stage), before its sockets
 // and state are gone.
 func (l *loop) closing(c *conn, err error) {
-	if c.admitted {
-		l.s.admit.ReleaseAddr(c.client.Addr())
-	}
-	c.lc.Active--
+	l.uncount(c)
 	d := time.Duration(l.now - c.start)
 	l.stats.Durations.Observe(d)
 	up, down := c.ends[clientSide].moved, c.ends[backendSide].moved
-	if c.bc != nil {
-		c.bc.Active--
-		c.bc.BytesSent += up
-		c.bc.BytesReceived += down
-	}
 	if c.errSide == backendSide+1 && c.bc != nil && down == 0 && aborted(err) && c.pool.OnDialFailure != nil {
 		// The backend took the connection and reset or dropped it before its first byte: a
 		// passive health check, counted toward --fall like a failed dial.
@@ -195,6 +187,25 @@ func (l *loop) closing(c *conn, err error) {
 	}
 	log.Log(&e)
 	l.requests.done(c)
+}
+
+// uncount takes c out of the gauges and limits that count it, and adds the bytes it moved
+// here to its backend's counters: at its close, or when another process took it over.
+func (l *loop) uncount(c *conn) {
+	c.active.End()
+	if c.bc != nil && l.queued > 0 {
+		l.freed = true // its backend slot may be one a queued connection waits for
+	}
+	if c.admitted {
+		l.s.admit.ReleaseAddr(c.client.Addr())
+	}
+	c.lc.Active--
+	if c.bc != nil {
+		up, down := &c.ends[clientSide], &c.ends[backendSide]
+		c.bc.Active--
+		c.bc.BytesSent += up.moved - up.carried
+		c.bc.BytesReceived += down.moved - down.carried
+	}
 }
 
 // cause is why c closes with err, for its access log line.

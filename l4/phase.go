@@ -22,6 +22,7 @@ const (
 	dialing                // the backend's connect; nothing written to it yet
 	replaying              // the backend taking the rest of the first bytes
 	splicing               // bytes both ways
+	moving                 // on its way to another process (Handover): the new one's ack
 	refusing               // the refused client's close, after a 503/502
 	closed                 // nothing: its sockets are closed and its slot is free again
 	phases
@@ -37,9 +38,10 @@ const (
 	readable                 // readable or hung up
 	writable                 // writable: a connect done, or room for bytes held back
 	flows                    // what its two flows wait for (rearm)
+	out                      // out of the epoll set, even at EOF or a spent one-shot: nothing may be heard
 )
 
-var interestNames = [...]string{"none", "silent", "read once", "read", "write", "flows"}
+var interestNames = [...]string{"none", "silent", "read once", "read", "write", "flows", "out"}
 
 // deadline is the timeout a phase runs under.
 type deadline uint8
@@ -79,7 +81,7 @@ func to(ps ...phase) uint16 {
 // (TestDocShowsTheTable).
 var rules = [phases]phaseRule{
 	unused: {name: "unused", client: noSocket, backend: noSocket,
-		next: to(sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed),
+		next: to(sniffing, lookingUp, starved, queued, dialing, replaying, splicing, moving, refusing, closed),
 		on:   "admit takes an accepted socket and sniffs at once: the phase is where that ends"},
 	sniffing: {name: "sniffing", client: readOnce, backend: noSocket, deadline: sniffDeadline, routing: true,
 		next: to(sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed),
@@ -100,8 +102,11 @@ var rules = [phases]phaseRule{
 		next: to(replaying, splicing, closed),
 		on:   "backend writable: replay the rest. Failed, or the deadline: close (bytes went: no other backend)"},
 	splicing: {name: "splicing", client: flows, backend: flows, deadline: idleDeadline,
-		next: to(closed),
-		on:   "either end: pump. Both directions at EOF, an error, or idle: close"},
+		next: to(moving, closed),
+		on:   "either end: pump. Both directions at EOF, an error, or idle: close. Handover: move it if no byte waits in lb"},
+	moving: {name: "moving", client: out, backend: out,
+		next: to(splicing, closed),
+		on:   "the ack: the other process took c (closed here, no log line), or did not (splicing again). Adopt: the same, after its ack is sent"},
 	refusing: {name: "refusing", client: readable, backend: noSocket, deadline: refuseDeadline,
 		next: to(closed),
 		on:   "client readable: drain it; its close, or the deadline: close"},
@@ -185,6 +190,8 @@ func (l *loop) enter(c *conn, p phase) bool {
 			if c.ends[side].events != 0 {
 				l.unwatch(c, side)
 			}
+		case out:
+			l.unwatch(c, side)
 		case readOnce, readable, writable:
 			en := &c.ends[side]
 			if ev := want.epollEvents(); en.events != ev || !en.inEpoll {

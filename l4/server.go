@@ -275,6 +275,14 @@ func (s *Server) ServeRoutes(ln net.Listener, routes Routes) error {
 	return ErrServerClosed
 }
 
+// Listening reports how many listeners Serve and ServeRoutes have taken so far: once it
+// counts one, every loop accepts from it.
+func (s *Server) Listening() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.lis)
+}
+
 // Reroute replaces the pools and every listener's routes at once, routes given by the
 // listener's address as it listens: connections routed from now on use them, while open
 // ones keep the pool they were routed to and finish there. A listener left out of routes is

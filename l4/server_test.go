@@ -35,7 +35,7 @@ type testBackend struct {
 	wg    sync.WaitGroup
 }
 
-func startBackend(t *testing.T, handle func(c *net.TCPConn)) *testBackend {
+func startBackend(t testing.TB, handle func(c *net.TCPConn)) *testBackend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -45,7 +45,7 @@ func startBackend(t *testing.T, handle func(c *net.TCPConn)) *testBackend {
 }
 
 // startBackendOn is startBackend on a listener of the test's making (small buffers, say).
-func startBackendOn(t *testing.T, ln net.Listener, handle func(c *net.TCPConn)) *testBackend {
+func startBackendOn(t testing.TB, ln net.Listener, handle func(c *net.TCPConn)) *testBackend {
 	t.Helper()
 	b := &testBackend{ln: ln}
 	b.wg.Add(1)
@@ -116,7 +116,7 @@ func startServer(t *testing.T, cfg Config, addrs ...string) *testServer {
 }
 
 // listenLoopback listens on a free port of 127.0.0.1.
-func listenLoopback(t *testing.T) net.Listener {
+func listenLoopback(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -126,7 +126,7 @@ func listenLoopback(t *testing.T) net.Listener {
 }
 
 // serveOn is startServer on a listener of the test's making.
-func serveOn(t *testing.T, cfg Config, ln net.Listener, addrs ...string) *testServer {
+func serveOn(t testing.TB, cfg Config, ln net.Listener, addrs ...string) *testServer {
 	t.Helper()
 	var backends []ring.Backend
 	for i, a := range addrs {
@@ -193,7 +193,7 @@ func get(t *testing.T, addr, extra string) (status int, body string) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
