@@ -121,14 +121,6 @@ func startLBWith(t *testing.T, wrapper, env []string, args ...string) *lbProcess
 // whose length grows with its input.
 func startLBWithin(t *testing.T, within time.Duration, wrapper, env []string, args ...string) *lbProcess {
 	t.Helper()
-	p := launchLB(t, wrapper, env, args...)
-	p.awaitListening(t, within)
-	return p
-}
-
-// launchLB runs lb as startLBWith does, without waiting for it to listen.
-func launchLB(t *testing.T, wrapper, env []string, args ...string) *lbProcess {
-	t.Helper()
 	argv := append(append(append([]string{}, wrapper...), lbBin), args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(append(lbEnv(), "LB_LOG_FORMAT=json"), env...)
@@ -149,20 +141,16 @@ func launchLB(t *testing.T, wrapper, env []string, args ...string) *lbProcess {
 		}
 		p.kill()
 	})
-	return p
-}
 
-// awaitListening waits up to within for lb's "listening" line and sets Addr from it.
-func (p *lbProcess) awaitListening(t *testing.T, within time.Duration) {
-	t.Helper()
 	listening, ok := p.log.waitFor(0, within, func(e logEntry) bool { return e.Message == "listening" })
 	if !ok {
-		t.Fatalf("lb %s: no \"listening\" line within %v (exited: %v)", strings.Join(p.cmd.Args, " "), within, p.exited())
+		t.Fatalf("lb %s: no \"listening\" line within %v (exited: %v)", strings.Join(args, " "), within, p.exited())
 	}
 	if listening.Listen == "" {
 		t.Fatalf("lb logged \"listening\" without a listen address: %s", listening.raw)
 	}
 	p.Addr = listening.Listen
+	return p
 }
 
 // readAndWait collects stderr line by line, then reaps the process.
