@@ -31,21 +31,21 @@ func (l *adminListeners) Close() error {
 }
 
 // listenAdmin binds the admin and metrics addresses (admin.Listen: host:port or unix:PATH,
-// connections capped); nil when both are off. An address that cannot be bound is bad input:
-// the operator fixes the flag.
-func listenAdmin(o Admin, via admin.Via) (*adminListeners, error) {
+// connections capped) through via, which names them admin and metrics; nil when both are
+// off. An address that cannot be bound is bad input: the operator fixes the flag.
+func listenAdmin(o Admin, via func(name string) admin.Via) (*adminListeners, error) {
 	if o.Listen == "" && o.Metrics == "" {
 		return nil, nil
 	}
 	l := &adminListeners{}
 	for _, f := range []struct {
-		flag, addr string
-		ln         *net.Listener
-	}{{"--admin-listen", o.Listen, &l.admin}, {"--metrics-listen", o.Metrics, &l.metrics}} {
+		flag, name, addr string
+		ln               *net.Listener
+	}{{"--admin-listen", "admin", o.Listen, &l.admin}, {"--metrics-listen", "metrics", o.Metrics, &l.metrics}} {
 		if f.addr == "" {
 			continue
 		}
-		ln, err := admin.Listen(f.addr, via)
+		ln, err := admin.Listen(f.addr, via(f.name))
 		if err != nil {
 			l.Close()
 			return nil, InputError{fmt.Errorf("%s %s: %w (is another process using it? pick another address)", f.flag, f.addr, err)}

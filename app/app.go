@@ -93,7 +93,7 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 	})
 	a.later(o.Upgrade.stop)
 	for _, l := range cfg.Listeners {
-		ln, err := o.Upgrade.via("tcp", l.Listen, net.Listen)
+		ln, err := a.via("")("tcp", l.Listen, net.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s: %w (is another process using it? change --listen or the config's listen)", l.Listen, err)
 		}
@@ -107,13 +107,14 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 	if handover != nil {
 		a.later(func() { handover.Close() })
 	}
-	adminLn, err := listenAdmin(o.Admin, o.Upgrade.via)
+	adminLn, err := listenAdmin(o.Admin, a.via)
 	if err != nil {
 		return nil, err
 	}
 	if adminLn != nil {
 		a.later(func() { adminLn.Close() })
 	}
+	o.Activated.closeRest(a.log)
 	for _, p := range pools {
 		p.init(ctx)
 	}

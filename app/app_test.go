@@ -30,11 +30,11 @@ func write(t *testing.T, path, text string) {
 // the test ends.
 func start(t *testing.T, src Source) (*App, *logtest.Lines) {
 	t.Helper()
-	return startWith(t, src, false)
+	return startWith(t, src, func(*Options) {})
 }
 
-// startWith is start, watching the configuration's files when watch is set.
-func startWith(t *testing.T, src Source, watch bool) (*App, *logtest.Lines) {
+// startWith is start with the options set changes.
+func startWith(t *testing.T, src Source, set func(*Options)) (*App, *logtest.Lines) {
 	t.Helper()
 	logs, log := logtest.New()
 	src.Defaults.Balance = "roundrobin"
@@ -43,11 +43,13 @@ func startWith(t *testing.T, src Source, watch bool) (*App, *logtest.Lines) {
 	if src.Listen == "" {
 		src.Listen = "127.0.0.1:0"
 	}
-	a, err := Start(context.Background(), Options{
-		Source: src, Watch: watch, Threads: 1, Expect: health.DefaultStatus, Log: log,
+	o := Options{
+		Source: src, Threads: 1, Expect: health.DefaultStatus, Log: log,
 		L4:       l4.Config{SniffTimeout: time.Second, MaxHeaderBytes: 4096, ConnectTimeout: time.Second, ResolveEvery: time.Minute},
 		Sessions: Sessions{Store: "memory", TTL: time.Minute, MaxEntries: 10, Timeout: time.Second, Cluster: "t"},
-	})
+	}
+	set(&o)
+	a, err := Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +60,9 @@ func startWith(t *testing.T, src Source, watch bool) (*App, *logtest.Lines) {
 	})
 	return a, logs
 }
+
+// watching has lb watch the configuration's files.
+func watching(o *Options) { o.Watch = true }
 
 // listing is pool/id=addr:state of every backend the admin API lists.
 func listing(a *App) string {
@@ -219,7 +224,7 @@ func TestWatchFollowsTheServersFileOfAConfig(t *testing.T) {
 	write(t, filepath.Join(dir, "servers.txt"), addrs[0]+" id=a\n")
 	path := filepath.Join(dir, "lb.yaml")
 	write(t, path, "listeners:\n  - listen: 127.0.0.1:0\n    routes: [{pool: web}]\npools:\n  web: {servers_file: servers.txt}\n")
-	a, logs := startWith(t, Source{ConfigFile: path}, true)
+	a, logs := startWith(t, Source{ConfigFile: path}, watching)
 	write(t, filepath.Join(dir, "other.txt"), "not lb's\n")
 	write(t, filepath.Join(dir, "servers.txt"), addrs[0]+" id=a\n"+addrs[1]+" id=b\n")
 	deadline := time.Now().Add(10 * time.Second)
@@ -257,7 +262,7 @@ func TestWatchMissesNoChangeBeforeItIsArmed(t *testing.T) {
 	defer srv.Close()
 	backend := srv.Listener.Addr().String()
 	write(t, servers, backend+" id=a check=http:/h\n")
-	a, _ := startWith(t, Source{ServersFile: servers}, true)
+	a, _ := startWith(t, Source{ServersFile: servers}, watching)
 	select {
 	case err := <-changed:
 		if err != nil {

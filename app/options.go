@@ -34,6 +34,8 @@ type Options struct {
 	// Upgrade hands the listening sockets to the binary that replaces this one (SIGUSR2, lb
 	// upgrade), and takes them from the one this replaces; nil: no upgrades in place.
 	Upgrade *Upgrader
+	// Activated are the sockets systemd passed (Activation), served on instead of binding.
+	Activated *Activated
 	// PIDFile, if not "", holds the pid of the process that serves: written once this one
 	// accepts (by the new process of an upgrade as it takes over), removed as it stops.
 	PIDFile string

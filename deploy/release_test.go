@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -120,43 +121,87 @@ func TestSystemdUnit(t *testing.T) {
 	if !slices.Contains(env, "LB_CONFIG=/etc/lb/lb.yaml") {
 		t.Errorf("lb.service environment %q: want LB_CONFIG=/etc/lb/lb.yaml, the config it serves", env)
 	}
-	t.Run("serves", func(t *testing.T) { systemdServes(t, args) })
+	if i := slices.Index(args, "--pid-file"); i < 0 || i+1 == len(args) || args[i+1] != unitSettings(t, "systemd/lb.service")["PIDFile"] {
+		t.Errorf("lb.service's ExecStart %q has no --pid-file of its PIDFile=: systemd would not follow an upgrade's new process", args)
+	}
+	socket := unitSettings(t, "systemd/lb.socket")
+	if socket["Service"] != "lb.service" || !strings.Contains(unit, "\nRequires=lb.socket") {
+		t.Errorf("lb.socket's Service= is %q and lb.service requires lb.socket: %v; want lb.service and true", socket["Service"], strings.Contains(unit, "\nRequires=lb.socket"))
+	}
+	t.Run("serves", func(t *testing.T) { systemdServes(t, args, socket) })
 
-	path := filepath.Join(t.TempDir(), "lb.service")
-	if err := os.WriteFile(path, []byte(strings.ReplaceAll(unit, "/usr/local/bin/lb", lbBin)), 0o644); err != nil {
+	dir := t.TempDir()
+	writeFile(t, dir+"/lb.service", strings.ReplaceAll(unit, "/usr/local/bin/lb", lbBin))
+	sock, err := os.ReadFile("systemd/lb.socket")
+	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
-	if err != nil || strings.Contains(string(out), "lb.service") {
-		t.Fatalf("systemd-analyze verify lb.service: %v\n%s", err, out)
+	writeFile(t, dir+"/lb.socket", string(sock))
+	out, err := exec.Command(analyze, "verify", dir+"/lb.socket", dir+"/lb.service").CombinedOutput()
+	if err != nil || strings.Contains(string(out), "lb.service") || strings.Contains(string(out), "lb.socket") {
+		t.Fatalf("systemd-analyze verify lb.socket lb.service: %v\n%s", err, out)
 	}
 }
 
+// unitSettings reads the KEY=VALUE lines of a unit file (the last of a key wins).
+func unitSettings(t *testing.T, path string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // systemdServes runs the unit's ExecStart with deploy/systemd/lb.yaml as /etc/lb/lb.yaml
-// would be (its listener moved to a free loopback port, its servers file written beside
-// it), as systemd runs it: lb serves the config, systemctl reload (SIGHUP) applies a new
+// would be (its servers file written beside it), as systemd runs it with lb.socket's
+// socket: systemd-socket-activate listens (on a free loopback port, where lb.socket's
+// ListenStream= and lb.yaml's listener have the same port) and starts lb once a client
+// connects. lb serves that client on the socket, systemctl reload (SIGHUP) applies a new
 // servers file, and --watch applies an edit of the servers file too.
-func systemdServes(t *testing.T, args []string) {
+func systemdServes(t *testing.T, args []string, socket map[string]string) {
+	activate := ciRequires(t, "systemd-socket-activate", "systemd")
 	shipped, err := os.ReadFile("systemd/lb.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir, listen := t.TempDir(), freeAddr(t)
-	cfg := strings.Replace(string(shipped), "listen: :80", "listen: "+listen, 1)
+	cfg := strings.Replace(string(shipped), "listen: :"+socket["ListenStream"], "listen: "+listen, 1)
 	if cfg == string(shipped) {
-		t.Fatal("systemd/lb.yaml has no `listen: :80` line to move to a free port")
+		t.Fatalf("systemd/lb.yaml has no `listen: :%s` line, lb.socket's ListenStream=", socket["ListenStream"])
 	}
 	writeFile(t, dir+"/lb.yaml", cfg)
 	writeFile(t, dir+"/servers.txt", httpBackend(t)+" id=one\n")
 	args = slices.Clone(args)
 	for i, a := range args {
-		if a == "--admin-listen" {
+		switch a {
+		case "--admin-listen":
 			args[i+1] = freeAddr(t)
+		case "--pid-file":
+			args[i+1] = dir + "/lb.pid"
 		}
 	}
-	lb := serve(t, args, []string{"LB_CONFIG=" + dir + "/lb.yaml", "LB_LOG_FORMAT=json"})
+	// systemd-socket-activate gives lb only the variables of -E, as a unit gives its own.
+	argv := []string{activate, "--listen=" + listen, "--fdname=" + socket["FileDescriptorName"],
+		"-E", "LB_CONFIG=" + dir + "/lb.yaml", "-E", "LB_LOG_FORMAT=json", lbBin}
+	lb := start(t, append(argv, args...), nil)
+	if !lb.waitLog(0, "Listening on "+listen) {
+		t.Fatalf("systemd-socket-activate did not listen:\n%s", lb.all())
+	}
 	if status := get(t, listen); status != "HTTP/1.1 200 OK" {
-		t.Fatalf("GET through lb: %q, want 200\n%s", status, lb.all())
+		t.Fatalf("GET through lb, connected before it started: %q, want 200\n%s", status, lb.all())
+	}
+	if !lb.waitLog(0, `"fd_name":"`+socket["FileDescriptorName"]+`"`) || !lb.waitLog(0, `"message":"listening"`) {
+		t.Fatalf("lb did not log that it serves on the socket of lb.socket:\n%s", lb.all())
+	}
+	if pid, err := os.ReadFile(dir + "/lb.pid"); err != nil || strings.TrimSpace(string(pid)) != strconv.Itoa(lb.cmd.Process.Pid) {
+		t.Errorf("--pid-file holds %q (%v), want lb's pid %d: systemd's PIDFile= follows it", pid, err, lb.cmd.Process.Pid)
 	}
 	mark := lb.mark()
 	writeFile(t, dir+"/servers.txt", httpBackend(t)+" id=two\n")

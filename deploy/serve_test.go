@@ -26,7 +26,18 @@ type served struct {
 // (SIGTERM) when it ends.
 func serve(t *testing.T, args, env []string) *served {
 	t.Helper()
-	s := &served{cmd: exec.Command(lbBin, args...), done: make(chan struct{})}
+	s := start(t, append([]string{lbBin}, args...), env)
+	if !s.waitLog(0, "listening") {
+		t.Fatalf("lb %s did not start listening:\n%s", strings.Join(args, " "), s.all())
+	}
+	return s
+}
+
+// start runs argv (lb, or a command that runs lb) as serve does, without waiting for lb to
+// listen.
+func start(t *testing.T, argv, env []string) *served {
+	t.Helper()
+	s := &served{cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
 	s.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
@@ -54,9 +65,6 @@ func serve(t *testing.T, args, env []string) *served {
 		}
 		s.cmd.Wait()
 	})
-	if !s.waitLog(0, "listening") {
-		t.Fatalf("lb %s did not start listening:\n%s", strings.Join(args, " "), s.all())
-	}
 	return s
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,6 +34,17 @@ type upgradable struct {
 // test ends.
 func startUpgradable(t *testing.T, args ...string) *upgradable {
 	t.Helper()
+	u := launchUpgradable(t, nil, args...)
+	if !waitUntil(startDeadline, func() bool { return u.pid() == u.first.Process.Pid }) {
+		t.Fatalf("lb wrote no pid file within %v", startDeadline)
+	}
+	return u
+}
+
+// launchUpgradable is startUpgradable with lb run by a wrapper command, without waiting
+// for it to listen.
+func launchUpgradable(t *testing.T, wrapper []string, args ...string) *upgradable {
+	t.Helper()
 	dir := t.TempDir()
 	u := &upgradable{bin: filepath.Join(dir, "lb"), pidFile: filepath.Join(dir, "lb.pid"), logFile: filepath.Join(dir, "lb.log"), reaped: make(chan struct{})}
 	u.install(t, lbBin)
@@ -41,7 +53,8 @@ func startUpgradable(t *testing.T, args ...string) *upgradable {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	u.first = exec.Command(u.bin, append(args, "--pid-file", u.pidFile)...)
+	argv := append(append(append(slices.Clone(wrapper), u.bin), args...), "--pid-file", u.pidFile)
+	u.first = exec.Command(argv[0], argv[1:]...)
 	u.first.Env = append(lbEnv(), "LB_LOG_FORMAT=json")
 	u.first.Stderr, u.first.Stdout = logf, logf
 	if err := u.first.Start(); err != nil {
@@ -58,9 +71,6 @@ func startUpgradable(t *testing.T, args ...string) *upgradable {
 		}
 		<-u.reaped
 	})
-	if !waitUntil(startDeadline, func() bool { return u.pid() == u.first.Process.Pid }) {
-		t.Fatalf("lb wrote no pid file within %v", startDeadline)
-	}
 	return u
 }
 

@@ -150,6 +150,7 @@ func serveCommand() *cli.Command {
 				return err
 			}
 			o.Watch = c.Bool("watch")
+			o.Activated = app.Activation()
 			if o.PIDFile = c.String("pid-file"); upgrades {
 				if o.Upgrade, err = app.NewUpgrader(); err != nil {
 					return err
