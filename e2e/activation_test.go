@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"lb/internal/freeport"
+	"lb/internal/procstat"
 )
 
 // lb started by systemd-socket-activate serves on the socket it passes: a client that
@@ -78,7 +79,7 @@ func TestSocketActivationServesAndUpgrades(t *testing.T) {
 	if err := syscall.Kill(next, syscall.SIGTERM); err != nil {
 		t.Fatalf("stop the upgraded lb: %v", err)
 	}
-	if !waitUntil(stopDeadline, func() bool { return !running(next) }) {
+	if !waitUntil(stopDeadline, func() bool { return !procstat.Running(next) }) {
 		t.Fatalf("the upgraded lb has not exited %v after SIGTERM", stopDeadline)
 	}
 	<-u.reaped

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"lb/internal/freeport"
+	"lb/internal/procstat"
 )
 
 // upgradable is an lb serve run from a copy of the binary the test may replace, with
@@ -107,7 +108,7 @@ func (u *upgradable) pids() []int {
 		if err != nil {
 			continue
 		}
-		if exe, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil && strings.TrimSuffix(exe, " (deleted)") == u.bin && running(pid) {
+		if exe, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil && strings.TrimSuffix(exe, " (deleted)") == u.bin && procstat.Running(pid) {
 			out = append(out, pid)
 		}
 	}
@@ -116,17 +117,6 @@ func (u *upgradable) pids() []int {
 
 // freeAddr is a free loopback address with a port.
 func freeAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", freeport.Get(t)) }
-
-// running reports whether pid is a live process (not gone, not a zombie).
-func running(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
-}
 
 // upgrade sends SIGUSR2 to the serving process and waits until another one serves (the pid
 // file names it) and the old one has exited. It returns the new pid.
@@ -142,8 +132,8 @@ func (u *upgradable) upgrade(t *testing.T, within time.Duration) int {
 // awaitTakeover waits until a process other than old serves and old has exited.
 func (u *upgradable) awaitTakeover(t *testing.T, old int, within time.Duration) int {
 	t.Helper()
-	if !waitUntil(within, func() bool { p := u.pid(); return p != 0 && p != old && !running(old) }) {
-		t.Fatalf("within %v of the upgrade: pid file %d (was %d), old process running: %v", within, u.pid(), old, running(old))
+	if !waitUntil(within, func() bool { p := u.pid(); return p != 0 && p != old && !procstat.Running(old) }) {
+		t.Fatalf("within %v of the upgrade: pid file %d (was %d), old process running: %v", within, u.pid(), old, procstat.Running(old))
 	}
 	return u.pid()
 }
@@ -247,8 +237,8 @@ func TestFailedUpgradeLeavesTheOldServing(t *testing.T) {
 	if !waitUntil(startDeadline, func() bool { return len(u.logged("upgrade failed: serving on")) == 1 }) {
 		t.Fatal("no \"upgrade failed\" line after a binary that exits at once")
 	}
-	if _, err := backendOf(newClient(false), "http://"+addr+"/"); err != nil || u.pid() != old || !running(old) {
-		t.Fatalf("after a failed upgrade: request %v, pid file %d (was %d), running %v", err, u.pid(), old, running(old))
+	if _, err := backendOf(newClient(false), "http://"+addr+"/"); err != nil || u.pid() != old || !procstat.Running(old) {
+		t.Fatalf("after a failed upgrade: request %v, pid file %d (was %d), running %v", err, u.pid(), old, procstat.Running(old))
 	}
 	// A servers file the new process refuses: it exits 2, the old one serves on.
 	u.install(t, lbBin)

@@ -18,9 +18,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"lb/internal/procstat"
 )
 
 var (
@@ -109,7 +110,7 @@ func run() error {
 	old := cmd.Process.Pid
 	start := time.Now()
 	syscall.Kill(old, syscall.SIGUSR2)
-	if !waitUntil(time.Minute, func() bool { p := readPID(pidFile); return p != old && p != 0 && !running(old) }) {
+	if !waitUntil(time.Minute, func() bool { p := readPID(pidFile); return p != old && p != 0 && !procstat.Running(old) }) {
 		return errors.New("the old process has not exited within a minute")
 	}
 	gone := time.Since(start)
@@ -199,17 +200,6 @@ func readPID(path string) int {
 	b, _ := os.ReadFile(path)
 	pid, _ := strconv.Atoi(string(bytes.TrimSpace(b)))
 	return pid
-}
-
-// running reports whether pid is a live process (not gone, not a zombie).
-func running(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
 }
 
 func waitUntil(within time.Duration, cond func() bool) bool {
