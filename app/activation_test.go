@@ -100,3 +100,18 @@ func TestStartServesOnTheActivatedSocket(t *testing.T) {
 	}
 	c.Close()
 }
+
+// A listener of lb.yaml with a name takes systemd's socket of that name, whatever its
+// address: FileDescriptorName= is how a unit says which socket is which.
+func TestConfigListenerTakesTheSocketOfItsName(t *testing.T) {
+	s := inherited(t, "web")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "lb.yaml")
+	write(t, path, fmt.Sprintf("listeners:\n  - listen: 127.0.0.1:%d\n    name: web\n    routes: [{pool: p}]\npools:\n  p: {servers: [127.0.0.1:1]}\n", freeport.Get(t)))
+	a, _ := startWith(t, Source{ConfigFile: path}, func(o *Options) {
+		o.Activated = &Activated{socks: []socket{s}}
+	})
+	if len(a.lns) != 1 || a.lns[0] != s.ln {
+		t.Fatalf("the listener named web listens on %v, want systemd's socket named web at %v", a.lns[0].Addr(), s.ln.Addr())
+	}
+}

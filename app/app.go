@@ -93,7 +93,7 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 	})
 	a.later(o.Upgrade.stop)
 	for _, l := range cfg.Listeners {
-		ln, err := a.via("")("tcp", l.Listen, net.Listen)
+		ln, err := a.via(l.Name)("tcp", l.Listen, net.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s: %w (is another process using it? change --listen or the config's listen)", l.Listen, err)
 		}

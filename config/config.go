@@ -36,6 +36,9 @@ type Config struct {
 // Listener is one address lb listens on and the routes of the connections it accepts.
 type Listener struct {
 	Listen string // host:port
+	// Name matches the socket systemd passes under that name (FileDescriptorName=); "" for
+	// none: a passed socket is then matched by address.
+	Name string
 	// Routes in order, as written; Table matches them, first match wins.
 	Routes []Route
 	Table  *route.Table

@@ -98,7 +98,7 @@ func (p *parser) syntaxError(err error) error {
 }
 
 // listenerKeys are the keys of a listener.
-var listenerKeys = []string{"listen", "routes", "status"}
+var listenerKeys = []string{"listen", "name", "routes", "status"}
 
 func (p *parser) listener(n *yaml.Node) (Listener, error) {
 	fields, err := p.mapping(n, "a listener", listenerKeys...)
@@ -117,6 +117,13 @@ func (p *parser) listener(n *yaml.Node) (Listener, error) {
 				return l, p.errAt(f.val, "bad listen address %q: want host:port with a port from 0 to 65535, e.g. 127.0.0.1:8443, [::1]:8443 or :8443", l.Listen)
 			}
 			p.listenNodes = append(p.listenNodes, f.val)
+		case "name":
+			if l.Name, err = p.scalar(f.val, "name"); err != nil {
+				return l, err
+			}
+			if !validSocketName(l.Name) {
+				return l, p.errAt(f.val, "bad listener name %q: want 1 to 255 letters, digits, '.', '_' or '-', not admin or metrics (the admin listeners' names), e.g. web", l.Name)
+			}
 		case "routes":
 			routes = f.val
 		case "status":
@@ -520,4 +527,19 @@ func (p *parser) inlineServers(pool string, n *yaml.Node) (*serversfile.File, er
 		return nil, e
 	}
 	return nil, err
+}
+
+// validSocketName reports whether name may name a listener: what systemd's
+// FileDescriptorName= takes (no ':', at most 255 characters), in the characters a name needs,
+// and not a name the admin listeners answer to.
+func validSocketName(name string) bool {
+	if len(name) == 0 || len(name) > 255 || name == "admin" || name == "metrics" {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -10,13 +10,17 @@ import (
 
 // validate checks what spans several places of the file.
 func (p *parser) validate(cfg *Config) error {
-	firstListen := map[string]int{}
+	firstListen, firstName := map[string]int{}, map[string]int{}
 	for li, l := range cfg.Listeners {
 		key := normalListen(l.Listen)
 		if first, ok := firstListen[key]; ok {
 			return p.errAt(p.listenNodes[li], "%s is listened on twice (first on line %d): give each listener its own address, and put all its routes under it", l.Listen, first)
 		}
 		firstListen[key] = p.listenNodes[li].Line
+		if first, ok := firstName[l.Name]; ok && l.Name != "" {
+			return p.errAt(p.listenNodes[li], "the listener name %s is given twice (first on line %d): give each listener its own", l.Name, first)
+		}
+		firstName[l.Name] = l.Line
 		catchAll := 0
 		for ri, r := range l.Routes {
 			nodes := p.routeNodes[li][ri]
