@@ -228,11 +228,38 @@ func (t *Table) Admit(ip netip.Addr, now time.Time) (Ticket, Verdict) {
 		s.touch(i)
 		return Ticket{}, Verdict{}
 	}
-	if e.active == 0 {
+	return s.hold(i, k), Verdict{}
+}
+
+// Hold counts a connection of ip that is open already, admitted by another process (an
+// upgrade moved it here): with MaxConns, it takes one of ip's connections whatever the limit
+// says, and no token. Release its Ticket at close.
+func (t *Table) Hold(ip netip.Addr) Ticket {
+	if t == nil || t.cfg.MaxConns == 0 {
+		return Ticket{}
+	}
+	k := t.keyOf(ip)
+	s := t.shardOf(&k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.index[k]
+	if !ok {
+		if i = s.add(k, t.perShard); i == none {
+			t.untracked.Add(1)
+			return Ticket{}
+		}
+		s.entries[i].tokens = float64(t.cfg.Burst)
+	}
+	return s.hold(i, k)
+}
+
+// hold takes one of entry i's connections: an entry with connections is never evicted.
+func (s *shard) hold(i int32, k [16]byte) Ticket {
+	if s.entries[i].active == 0 {
 		s.unlink(i)
 	}
-	e.active++
-	return Ticket{key: k, held: true}, Verdict{}
+	s.entries[i].active++
+	return Ticket{key: k, held: true}
 }
 
 // retryAfter is wait seconds rounded up to whole ones, at least 1.

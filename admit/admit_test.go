@@ -97,6 +97,27 @@ func TestMaxConns(t *testing.T) {
 	}
 }
 
+// TestHold: a connection moved in from another process counts against its address's limit
+// whatever the limit says, and takes no token.
+func TestHold(t *testing.T) {
+	tab := New(Config{MaxConns: 1, Rate: 1, Burst: 1})
+	a, b := tab.Hold(client), tab.Hold(client)
+	if !a.Held() || !b.Held() {
+		t.Fatal("Hold took no connection of the address")
+	}
+	if _, v := tab.Admit(client, t0); v.Reason != OverConns {
+		t.Fatalf("a new connection beside two held: %v, want over conns", v)
+	}
+	tab.Release(a)
+	tab.Release(b)
+	if _, v := tab.Admit(client, t0); !v.Allowed() {
+		t.Fatalf("after both closed: %v, want allowed (Hold took no token)", v)
+	}
+	if tk := New(Config{Rate: 1, Burst: 1}).Hold(client); tk.Held() {
+		t.Error("without MaxConns, Hold held a connection")
+	}
+}
+
 func TestMaxConnsBeforeRate(t *testing.T) {
 	tab := New(Config{MaxConns: 1, Rate: 1, Burst: 2})
 	tk, _ := tab.Admit(client, t0)

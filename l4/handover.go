@@ -153,7 +153,7 @@ func (l *loop) take(b *batch) (flushing int) {
 func (c *conn) record() *moveRecord {
 	r := &moveRecord{
 		eof:      [2]bool{c.ends[clientSide].eof, c.ends[backendSide].eof},
-		stickied: c.stickied, firstFIN: c.firstFIN, sniff: c.sniff, sticky: c.sticky,
+		stickied: c.stickied, admitted: c.admitted, firstFIN: c.firstFIN, sniff: c.sniff, sticky: c.sticky,
 		client: c.client, start: c.start, lastActive: c.lastActive,
 		moved:   [2]uint64{c.ends[clientSide].moved, c.ends[backendSide].moved},
 		backend: c.backend,
@@ -377,6 +377,10 @@ func (l *loop) adopt(r *moveRecord, clientFD, backendFD int, lis *listener) *con
 	c.lc = l.stats.listener(lis)
 	c.lc.Active++
 	c.sniff, c.sticky, c.stickied, c.firstFIN = r.sniff, r.sticky, r.stickied, r.firstFIN
+	if r.admitted {
+		// It counts against its address's limit here too, as it did there.
+		c.admitted = l.s.admit.Hold(c.client.Addr()).Held()
+	}
 	c.pool, c.backend = l.poolNamed(r.pool), r.backend
 	if c.backend != "" {
 		c.active = c.pool.Ring.Start(c.backend) // the zero Active if the ring has no such backend

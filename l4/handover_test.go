@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"lb/accesslog"
+	"lb/admit"
 	"lb/ring"
 )
 
@@ -650,4 +651,31 @@ func BenchmarkHandover(b *testing.B) {
 	b.ReportMetric(float64(moved)/b.Elapsed().Seconds(), "conns/s")
 	b.ReportMetric(float64(wireBytes(n))/n, "bytes/conn")
 	b.ReportMetric(0, "ns/op") // an op is a whole hand-over of n: conns/s says it better
+}
+
+// TestHandoverKeepsThePerAddressCount: a moved connection counts against its address's
+// limit in B as it did in A: with two allowed and two moved, a third from the same address
+// gets 429 from B; once a moved one closes, B takes a new one.
+func TestHandoverKeepsThePerAddressCount(t *testing.T) {
+	backend := startBackend(t, httpName("x"))
+	cfg := testConfig()
+	cfg.PerIP = admit.Config{MaxConns: 2}
+	u := startUpgrade(t, cfg, backend.addr())
+	clients, _ := keepAliveClients(t, u.a, 2)
+	u.newB(t, cfg)
+	if moved, _, err := u.handOver(t, context.Background()); err != nil || moved != 2 {
+		t.Fatalf("Handover: moved %d, %v; want 2", moved, err)
+	}
+	c := dial(t, u.b.addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 429 {
+		t.Fatalf("a third connection after the move: %v, %v; want 429", resp, err)
+	}
+	clients[0].Close()
+	waitFor(t, "the moved connection to close in B", func() bool { return u.b.Stats().Active == 1 })
+	again := dial(t, u.b.addr)
+	keepAlive(t, again, bufio.NewReader(again), "x")
+	for _, c := range []*net.TCPConn{clients[1], again} {
+		c.Close() // before B's Shutdown, which the test's cleanup runs first
+	}
 }

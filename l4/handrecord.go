@@ -17,7 +17,8 @@ import (
 //
 //	off size
 //	  0    1  version (recordVersion)
-//	  1    1  flags: 1 client end at EOF, 2 backend end at EOF, 4 a sticky mode decided
+//	  1    1  flags: 1 client end at EOF, 2 backend end at EOF, 4 a sticky mode decided,
+//	          8 it holds one of its address's connections (per-address limits)
 //	  2    1  firstFIN: 0 none, 1 client, 2 backend
 //	  3    1  sniff (metrics.SniffKind)
 //	  4    1  sticky (metrics.StickyResult)
@@ -41,7 +42,8 @@ const (
 	flagClientEOF = 1 << iota
 	flagBackendEOF
 	flagStickied
-	flagsKnown = flagClientEOF | flagBackendEOF | flagStickied
+	flagAdmitted
+	flagsKnown = flagClientEOF | flagBackendEOF | flagStickied | flagAdmitted
 )
 
 var (
@@ -55,6 +57,7 @@ var (
 type moveRecord struct {
 	eof               [2]bool
 	stickied          bool
+	admitted          bool // counted in its address's connections (per-address limits)
 	firstFIN          int8
 	sniff             metrics.SniffKind
 	sticky            metrics.StickyResult
@@ -77,6 +80,9 @@ func appendRecord(b []byte, r *moveRecord) ([]byte, error) {
 	}
 	if r.stickied {
 		flags |= flagStickied
+	}
+	if r.admitted {
+		flags |= flagAdmitted
 	}
 	var family byte
 	var addr [16]byte
@@ -122,7 +128,7 @@ func decodeRecord(b []byte) (moveRecord, error) {
 		return r, errRecordField
 	}
 	r.eof = [2]bool{flags&flagClientEOF != 0, flags&flagBackendEOF != 0}
-	r.stickied = flags&flagStickied != 0
+	r.stickied, r.admitted = flags&flagStickied != 0, flags&flagAdmitted != 0
 	r.firstFIN, r.sniff, r.sticky = int8(b[2]), metrics.SniffKind(b[3]), metrics.StickyResult(b[4])
 	port := binary.LittleEndian.Uint16(b[6:])
 	r.start = int64(binary.LittleEndian.Uint64(b[8:]))
