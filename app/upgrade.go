@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -97,6 +98,15 @@ var errNoUpgrader = errors.New("this lb was started without upgrades in place")
 func (a *App) Upgrade() error {
 	if a.o.Upgrade == nil {
 		return errNoUpgrader
+	}
+	// The lb this one replaced may still be on its way out (draining what could not move):
+	// tableflip starts no upgrade before it has exited, so wait for that, as long as its drain.
+	ctx, cancel := context.WithTimeout(context.Background(), a.o.DrainTimeout+handoverTimeout)
+	err := a.o.Upgrade.tf.WaitForParent(ctx)
+	cancel()
+	if err != nil {
+		a.log.Error().Err(err).Msg("upgrade failed: serving on")
+		return fmt.Errorf("upgrade failed, the running lb serves on: the lb it replaced has not exited: %w", err)
 	}
 	a.log.Info().Str("binary", os.Args[0]).Msg("upgrading: starting the new binary")
 	c, err := a.o.Upgrade.offerHandover()
