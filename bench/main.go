@@ -239,11 +239,14 @@ func run() error {
 				runs[s.name] = append(runs[s.name], r)
 			}
 		}
-		for name, r := range runs {
-			m := median(r)
-			results[name][sc] = m.value
+		for _, s := range measured {
+			m := median(runs[s.name])
+			results[s.name][sc] = m.value
 			if *cpu && sc != "bulk" {
-				costs[name][sc] = m.cpu
+				costs[s.name][sc] = m.cpu
+				if s.cmd != nil {
+					results[s.name][sc+" cpu"] = m.cpu.proxy
+				}
 			}
 		}
 	}
@@ -492,19 +495,32 @@ func usage(pids []int) (rss, fds int64) {
 	return rss, fds
 }
 
+// printTable prints the columns some system has a figure for, each with its ratio to
+// haproxy's where a ratio means something.
 func printTable(measured []*system, res map[string]map[string]float64) {
 	base := res["haproxy"]
-	cols := []struct{ key, title, format string }{
-		{"keepalive", "keepalive r/s", "%.0f"},
-		{"close", "close r/s", "%.0f"},
-		{"bulk", "bulk MB/s", "%.0f"},
-		{"held", "held", "%.0f"},
-		{"B/conn", "B/held conn", "%.0f"},
-		{"fds/conn", "fds/held conn", "%.2f"},
-		{"B/sniffing", "B/sniffing conn", "%.0f"},
+	all := []struct {
+		key, title, format string
+		ratio              bool
+	}{
+		{"keepalive", "keepalive r/s", "%.0f", true},
+		{"keepalive cpu", "keepalive CPU µs/req", "%.1f", true},
+		{"close", "close r/s", "%.0f", true},
+		{"close cpu", "close CPU µs/req", "%.1f", true},
+		{"bulk", "bulk MB/s", "%.0f", true},
+		{"held", "held", "%.0f", false},
+		{"B/conn", "B/held conn", "%.0f", true},
+		{"fds/conn", "fds/held conn", "%.2f", true},
+		{"B/sniffing", "B/sniffing conn", "%.0f", true},
 	}
-	fmt.Printf("\nrounds=%d dur=%s hold=%d, median of rounds; (×) is the ratio to haproxy\n\n", *rounds, *dur, *hold)
-	fmt.Print("| system |")
+	cols := all[:0]
+	for _, c := range all {
+		if slices.ContainsFunc(measured, func(s *system) bool { _, ok := res[s.name][c.key]; return ok }) {
+			cols = append(cols, c)
+		}
+	}
+	fmt.Printf("\nrounds=%d dur=%s hold=%d, median of rounds; (×) is the ratio to haproxy\n", *rounds, *dur, *hold)
+	fmt.Print("\n| system |")
 	for _, c := range cols {
 		fmt.Printf(" %s |", c.title)
 	}
@@ -522,7 +538,7 @@ func printTable(measured []*system, res map[string]map[string]float64) {
 				continue
 			}
 			fmt.Printf(" "+c.format, v)
-			if b := base[c.key]; b > 0 && s.name != "haproxy" && c.key != "held" {
+			if b := base[c.key]; b > 0 && s.name != "haproxy" && c.ratio {
 				fmt.Printf(" (%.2f×)", v/b)
 			}
 			fmt.Print(" |")
