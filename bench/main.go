@@ -4,7 +4,7 @@
 //
 //	go run ./bench                       # needs wrk, haproxy, nginx (+ libnginx-mod-stream)
 //	go run ./bench -hold 9000 -rounds 3  # the figures in docs/benchmarks.md
-//	go run ./bench -rate 15000          # also latency at a fixed rate
+//	go run ./bench -rate 15000 -syscalls # also latency at a fixed rate, system calls per request
 package main
 
 import (
@@ -41,6 +41,7 @@ var (
 	cpu       = flag.Bool("cpu", false, "also measure where the CPU goes per request (keepalive and close), the ceiling it sets, and what the bare system calls cost")
 	rate      = flag.Float64("rate", 0, "also offer this many requests a second, open loop, for -dur after a 1 s warm-up, and measure latency from each request's scheduled send time and the proxy's CPU per request (0: skip)")
 	rateConns = flag.Int("rate-conns", 50, "keep-alive connections the -rate load is spread over")
+	syscalls  = flag.Bool("syscalls", false, "also count the proxy's system calls per request with perf while ab -k -c 50 -n 20000 runs through it")
 )
 
 const confTemplate = `
@@ -131,6 +132,13 @@ func run() error {
 	for _, tool := range []string{"wrk", "nginx", "haproxy"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found: apt-get install -y wrk haproxy nginx libnginx-mod-stream", tool)
+		}
+	}
+	if *syscalls {
+		for _, tool := range []string{"perf", "ab"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				return fmt.Errorf("-syscalls needs %s: apt-get install -y linux-perf apache2-utils", tool)
+			}
 		}
 	}
 	dir, err := os.MkdirTemp("", "lb-bench-")
@@ -258,6 +266,11 @@ func run() error {
 			return err
 		}
 	}
+	if *syscalls {
+		if err := measureSyscalls(measured, results); err != nil {
+			return err
+		}
+	}
 	for _, s := range measured {
 		if s.cmd == nil || *hold == 0 {
 			continue
@@ -305,6 +318,28 @@ func measureRate(measured []*system, results map[string]map[string]float64) erro
 		if s.cmd != nil {
 			res["rate cpu"] = medianOf(r, func(r rateRun) float64 { return r.cpu })
 		}
+	}
+	return nil
+}
+
+// measureSyscalls counts each proxy's system calls per request -rounds times, interleaved,
+// and keeps the median.
+func measureSyscalls(measured []*system, results map[string]map[string]float64) error {
+	runs := map[string][]float64{}
+	for range *rounds {
+		for _, s := range measured {
+			if s.cmd == nil {
+				continue
+			}
+			n, err := syscallsPerRequest(s)
+			if err != nil {
+				return fmt.Errorf("%s system calls: %w", s.name, err)
+			}
+			runs[s.name] = append(runs[s.name], n)
+		}
+	}
+	for name, r := range runs {
+		results[name]["syscalls"] = medianOf(r, func(n float64) float64 { return n })
 	}
 	return nil
 }
@@ -557,6 +592,7 @@ func printTable(measured []*system, res map[string]map[string]float64) {
 		{"rate mean", "mean µs " + at, "%.0f", true},
 		{"rate p99", "p99 µs " + at, "%.0f", true},
 		{"rate cpu", "CPU µs/req " + at, "%.1f", true},
+		{"syscalls", "syscalls/req", "%.2f", true},
 		{"held", "held", "%.0f", false},
 		{"B/conn", "B/held conn", "%.0f", true},
 		{"fds/conn", "fds/held conn", "%.2f", true},
