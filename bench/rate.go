@@ -24,15 +24,18 @@ const rateWarmup = time.Second
 // rateRequest is what the generator sends: the request wrk sends, kept alive.
 var rateRequest = []byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 
-// rateRun is one fixed-rate run: what the requests scheduled inside its window got.
+// rateRun is one fixed-rate run: what the responses that ended inside its window got. A
+// system that keeps up answers in the window the requests scheduled in it; one that falls
+// behind answers fewer, later, and its latencies hold the wait.
 type rateRun struct {
-	achieved  float64 // responses to the window's requests, per second of window
+	achieved  float64 // responses per second of window
 	mean, p99 time.Duration
 	cpu       float64 // the proxy's µs of CPU per response, 0 without a proxy process
 }
 
 // runRate offers rate requests a second to s over conns connections for rateWarmup and
-// then the window dur, whose requests it measures, and reads the CPU of s across the window.
+// then the window dur, whose responses it measures, and reads the CPU of s across the
+// window.
 func runRate(s *system, rate float64, conns int, dur time.Duration) (rateRun, error) {
 	addr := fmt.Sprintf("127.0.0.1:%d", s.port)
 	start := time.Now().Add(50 * time.Millisecond) // every connection dialled before the first send
@@ -64,7 +67,7 @@ func runRate(s *system, rate float64, conns int, dur time.Duration) (rateRun, er
 		h.merge(&gens[i].lat)
 	}
 	if h.n == 0 {
-		return rateRun{}, fmt.Errorf("no request of the window was answered")
+		return rateRun{}, fmt.Errorf("no response in the measured window")
 	}
 	r := rateRun{achieved: float64(h.n) / dur.Seconds(), mean: h.mean(), p99: h.percentile(99)}
 	if pids != nil {
@@ -75,7 +78,7 @@ func runRate(s *system, rate float64, conns int, dur time.Duration) (rateRun, er
 }
 
 // rateConn is one connection's share of the schedule: requests at first, first+every, …;
-// those scheduled in [from, to) are measured, and none is sent after to.
+// the responses that end in [from, to) are measured, and no request is sent after to.
 type rateConn struct {
 	first, from, to time.Time
 	every           time.Duration
@@ -103,8 +106,8 @@ func (g *rateConn) run(addr string) error {
 		if err := readResponse(c, buf); err != nil {
 			return fmt.Errorf("rate: %w", err)
 		}
-		if !at.Before(g.from) {
-			g.lat.add(time.Since(at))
+		if now := time.Now(); !now.Before(g.from) && now.Before(g.to) {
+			g.lat.add(now.Sub(at))
 		}
 	}
 	return nil
