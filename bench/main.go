@@ -4,6 +4,7 @@
 //
 //	go run ./bench                       # needs wrk, haproxy, nginx (+ libnginx-mod-stream)
 //	go run ./bench -hold 9000 -rounds 3  # the figures in docs/benchmarks.md
+//	go run ./bench -rate 15000 -syscalls # also latency at a fixed rate, system calls per request
 package main
 
 import (
@@ -29,15 +30,18 @@ import (
 )
 
 var (
-	rounds   = flag.Int("rounds", 3, "runs of each scenario per system; the median counts")
-	dur      = flag.Duration("dur", 4*time.Second, "length of each wrk run")
-	hold     = flag.Int("hold", 2500, "connections to open and hold through each proxy (0: skip)")
-	scenes   = flag.String("scenarios", "keepalive,close,bulk", "which wrk scenarios, comma-separated")
-	systems  = flag.String("systems", "haproxy,nginx,lb", "which proxies, comma-separated (direct is the backend itself)")
-	lbArgs   = flag.String("lb-args", "", "extra flags for lb serve")
-	variants = variantFlag{}
-	lbBin    = flag.String("lb", "", "lb binary (default: built from ./cmd/lb)")
-	cpu      = flag.Bool("cpu", false, "also measure where the CPU goes per request (keepalive and close), the ceiling it sets, and what the bare system calls cost")
+	rounds    = flag.Int("rounds", 3, "runs of each scenario per system; the median counts")
+	dur       = flag.Duration("dur", 4*time.Second, "length of each wrk run")
+	hold      = flag.Int("hold", 2500, "connections to open and hold through each proxy (0: skip)")
+	scenes    = flag.String("scenarios", "keepalive,close,bulk", "which wrk scenarios, comma-separated")
+	systems   = flag.String("systems", "haproxy,nginx,lb", "which proxies, comma-separated (direct is the backend itself)")
+	lbArgs    = flag.String("lb-args", "", "extra flags for lb serve")
+	variants  = variantFlag{}
+	lbBin     = flag.String("lb", "", "lb binary (default: built from ./cmd/lb)")
+	cpu       = flag.Bool("cpu", false, "also measure where the CPU goes per request (keepalive and close), the ceiling it sets, and what the bare system calls cost")
+	rate      = flag.Float64("rate", 0, "also offer this many requests a second, open loop, for -dur after a 1 s warm-up, and measure latency from each request's scheduled send time and the proxy's CPU per request (0: skip)")
+	rateConns = flag.Int("rate-conns", 50, "keep-alive connections the -rate load is spread over")
+	syscalls  = flag.Bool("syscalls", false, "also count the proxy's system calls per request with perf while ab -k -c 50 -n 20000 runs through it")
 )
 
 const confTemplate = `
@@ -128,6 +132,13 @@ func run() error {
 	for _, tool := range []string{"wrk", "nginx", "haproxy"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s not found: apt-get install -y wrk haproxy nginx libnginx-mod-stream", tool)
+		}
+	}
+	if *syscalls {
+		for _, tool := range []string{"perf", "ab"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				return fmt.Errorf("-syscalls needs %s: apt-get install -y linux-perf apache2-utils", tool)
+			}
 		}
 	}
 	dir, err := os.MkdirTemp("", "lb-bench-")
@@ -239,12 +250,25 @@ func run() error {
 				runs[s.name] = append(runs[s.name], r)
 			}
 		}
-		for name, r := range runs {
-			m := median(r)
-			results[name][sc] = m.value
+		for _, s := range measured {
+			m := median(runs[s.name])
+			results[s.name][sc] = m.value
 			if *cpu && sc != "bulk" {
-				costs[name][sc] = m.cpu
+				costs[s.name][sc] = m.cpu
+				if s.cmd != nil {
+					results[s.name][sc+" cpu"] = m.cpu.proxy
+				}
 			}
+		}
+	}
+	if *rate > 0 {
+		if err := measureRate(measured, results); err != nil {
+			return err
+		}
+	}
+	if *syscalls {
+		if err := measureSyscalls(measured, results); err != nil {
+			return err
 		}
 	}
 	for _, s := range measured {
@@ -270,6 +294,64 @@ func run() error {
 		printCPU(measured, costs, results, map[string]float64{"keepalive": perRequest, "close": perConn})
 	}
 	return nil
+}
+
+// measureRate runs the fixed-rate load -rounds times on each system, interleaved, and
+// keeps the median of each figure.
+func measureRate(measured []*system, results map[string]map[string]float64) error {
+	runs := map[string][]rateRun{}
+	for range *rounds {
+		for _, s := range measured {
+			r, err := runRate(s, *rate, *rateConns, *dur)
+			if err != nil {
+				return fmt.Errorf("%s at %.0f r/s: %w", s.name, *rate, err)
+			}
+			runs[s.name] = append(runs[s.name], r)
+		}
+	}
+	for _, s := range measured {
+		r := runs[s.name]
+		res := results[s.name]
+		res["rate r/s"] = medianOf(r, func(r rateRun) float64 { return r.achieved })
+		res["rate mean"] = medianOf(r, func(r rateRun) float64 { return float64(r.mean) / 1e3 })
+		res["rate p99"] = medianOf(r, func(r rateRun) float64 { return float64(r.p99) / 1e3 })
+		if s.cmd != nil {
+			res["rate cpu"] = medianOf(r, func(r rateRun) float64 { return r.cpu })
+		}
+	}
+	return nil
+}
+
+// measureSyscalls counts each proxy's system calls per request -rounds times, interleaved,
+// and keeps the median.
+func measureSyscalls(measured []*system, results map[string]map[string]float64) error {
+	runs := map[string][]float64{}
+	for range *rounds {
+		for _, s := range measured {
+			if s.cmd == nil {
+				continue
+			}
+			n, err := syscallsPerRequest(s)
+			if err != nil {
+				return fmt.Errorf("%s system calls: %w", s.name, err)
+			}
+			runs[s.name] = append(runs[s.name], n)
+		}
+	}
+	for name, r := range runs {
+		results[name]["syscalls"] = medianOf(r, func(n float64) float64 { return n })
+	}
+	return nil
+}
+
+// medianOf is the median of the figures f reads from runs.
+func medianOf[T any](runs []T, f func(T) float64) float64 {
+	v := make([]float64, len(runs))
+	for i, r := range runs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
 func startLB(dir, name string, d confData, lbArgs string, start func(string, int, ...string) error) error {
@@ -492,19 +574,41 @@ func usage(pids []int) (rss, fds int64) {
 	return rss, fds
 }
 
+// printTable prints the columns some system has a figure for, each with its ratio to
+// haproxy's where a ratio means something.
 func printTable(measured []*system, res map[string]map[string]float64) {
 	base := res["haproxy"]
-	cols := []struct{ key, title, format string }{
-		{"keepalive", "keepalive r/s", "%.0f"},
-		{"close", "close r/s", "%.0f"},
-		{"bulk", "bulk MB/s", "%.0f"},
-		{"held", "held", "%.0f"},
-		{"B/conn", "B/held conn", "%.0f"},
-		{"fds/conn", "fds/held conn", "%.2f"},
-		{"B/sniffing", "B/sniffing conn", "%.0f"},
+	at := fmt.Sprintf("@%.0f", *rate)
+	all := []struct {
+		key, title, format string
+		ratio              bool
+	}{
+		{"keepalive", "keepalive r/s", "%.0f", true},
+		{"keepalive cpu", "keepalive CPU µs/req", "%.1f", true},
+		{"close", "close r/s", "%.0f", true},
+		{"close cpu", "close CPU µs/req", "%.1f", true},
+		{"bulk", "bulk MB/s", "%.0f", true},
+		{"rate r/s", "achieved r/s " + at, "%.0f", false},
+		{"rate mean", "mean µs " + at, "%.0f", true},
+		{"rate p99", "p99 µs " + at, "%.0f", true},
+		{"rate cpu", "CPU µs/req " + at, "%.1f", true},
+		{"syscalls", "syscalls/req", "%.2f", true},
+		{"held", "held", "%.0f", false},
+		{"B/conn", "B/held conn", "%.0f", true},
+		{"fds/conn", "fds/held conn", "%.2f", true},
+		{"B/sniffing", "B/sniffing conn", "%.0f", true},
 	}
-	fmt.Printf("\nrounds=%d dur=%s hold=%d, median of rounds; (×) is the ratio to haproxy\n\n", *rounds, *dur, *hold)
-	fmt.Print("| system |")
+	cols := all[:0]
+	for _, c := range all {
+		if slices.ContainsFunc(measured, func(s *system) bool { _, ok := res[s.name][c.key]; return ok }) {
+			cols = append(cols, c)
+		}
+	}
+	fmt.Printf("\nrounds=%d dur=%s hold=%d, median of rounds; (×) is the ratio to haproxy\n", *rounds, *dur, *hold)
+	if *rate > 0 {
+		fmt.Printf("%s: %.0f r/s offered open loop over %d keep-alive connections, latency from each request's scheduled send\n", at, *rate, *rateConns)
+	}
+	fmt.Print("\n| system |")
 	for _, c := range cols {
 		fmt.Printf(" %s |", c.title)
 	}
@@ -522,12 +626,19 @@ func printTable(measured []*system, res map[string]map[string]float64) {
 				continue
 			}
 			fmt.Printf(" "+c.format, v)
-			if b := base[c.key]; b > 0 && s.name != "haproxy" && c.key != "held" {
+			if b := base[c.key]; b > 0 && s.name != "haproxy" && c.ratio {
 				fmt.Printf(" (%.2f×)", v/b)
 			}
 			fmt.Print(" |")
 		}
 		fmt.Println()
+	}
+	for _, s := range measured {
+		// A system that cannot keep up is not measured at the rate asked for: its latency is
+		// mostly the queue it built up.
+		if got, ok := res[s.name]["rate r/s"]; ok && got < 0.98**rate {
+			fmt.Printf("\n%s did not hold %.0f r/s (%.0f): its latencies are those of a queue that kept growing.\n", s.name, *rate, got)
+		}
 	}
 }
 
