@@ -92,6 +92,15 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 		}
 	})
 	a.later(o.Upgrade.stop)
+	// The admin and metrics listeners first: an address of theirs that is bad input stops
+	// lb before any client can connect to it.
+	adminLn, err := listenAdmin(o.Admin, a.via)
+	if err != nil {
+		return nil, err
+	}
+	if adminLn != nil {
+		a.later(func() { adminLn.Close() })
+	}
 	for _, l := range cfg.Listeners {
 		ln, err := a.via(l.Name)("tcp", l.Listen, net.Listen)
 		if err != nil {
@@ -106,13 +115,6 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 	}
 	if handover != nil {
 		a.later(func() { handover.Close() })
-	}
-	adminLn, err := listenAdmin(o.Admin, a.via)
-	if err != nil {
-		return nil, err
-	}
-	if adminLn != nil {
-		a.later(func() { adminLn.Close() })
 	}
 	o.Activated.closeRest(a.log)
 	for _, p := range pools {
