@@ -196,13 +196,9 @@ func (t *Table) Admit(ip netip.Addr, now time.Time) (Ticket, Verdict) {
 	s := t.shardOf(&k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i, ok := s.index[k]
-	if !ok {
-		if i = s.add(k, t.perShard); i == none {
-			t.untracked.Add(1)
-			return Ticket{}, Verdict{}
-		}
-		s.entries[i].tokens, s.entries[i].last = float64(t.cfg.Burst), now
+	i := t.entryOf(s, k, now)
+	if i == none {
+		return Ticket{}, Verdict{}
 	}
 	e := &s.entries[i]
 	if t.cfg.MaxConns > 0 && int(e.active) >= t.cfg.MaxConns {
@@ -242,15 +238,25 @@ func (t *Table) Hold(ip netip.Addr) Ticket {
 	s := t.shardOf(&k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	i := t.entryOf(s, k, time.Time{})
+	if i == none {
+		return Ticket{}
+	}
+	return s.hold(i, k)
+}
+
+// entryOf is the entry of key k in s (whose lock the caller holds), added with a full bucket
+// as of now if k has none; none, counted as untracked, when s has no slot for it.
+func (t *Table) entryOf(s *shard, k [16]byte, now time.Time) int32 {
 	i, ok := s.index[k]
 	if !ok {
 		if i = s.add(k, t.perShard); i == none {
 			t.untracked.Add(1)
-			return Ticket{}
+			return none
 		}
-		s.entries[i].tokens = float64(t.cfg.Burst)
+		s.entries[i].tokens, s.entries[i].last = float64(t.cfg.Burst), now
 	}
-	return s.hold(i, k)
+	return i
 }
 
 // hold takes one of entry i's connections: an entry with connections is never evicted.
