@@ -66,7 +66,11 @@ type Config struct {
 	// QueueTimeout is how long a connection waits for a slot when every backend up is at
 	// its MaxConn; then it is refused (503). 0: 1s.
 	QueueTimeout time.Duration
-	Log          zerolog.Logger
+	// Engine is how the loops hear of events and move bytes; auto (the zero value) is
+	// io_uring where the kernel allows it. New fails with ErrUringUnavailable for EngineUring
+	// where io_uring is refused.
+	Engine Engine
+	Log    zerolog.Logger
 }
 
 // Stats are counters of a Server.
@@ -106,7 +110,11 @@ type Server struct {
 	atLimit        atomic.Bool   // accepting stopped at maxConns, and has not started again
 	badMoves       atomic.Uint64 // transitions not in the phase table: 0, or a bug (phase.go)
 	admit          *admit.Table  // nil: no per-address limit
+	engine         Engine        // cfg.Engine resolved: epoll or uring
 }
+
+// Engine is the engine the loops run: EngineEpoll or EngineUring.
+func (s *Server) Engine() Engine { return s.engine }
 
 // full reports whether the server holds as many connections as it may.
 func (s *Server) full() bool { return s.active.Load() >= s.maxConns }
@@ -182,6 +190,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.QueueTimeout <= 0 {
 		cfg.QueueTimeout = time.Second
 	}
+	engine, err := resolveEngine(cfg.Engine)
+	if err != nil {
+		return nil, err
+	}
 	pools, err := newPools(cfg)
 	if err != nil {
 		return nil, err
@@ -190,7 +202,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), maxConns: maxConns}
+	s := &Server{cfg: cfg, log: cfg.Log, closing: make(chan struct{}), maxConns: maxConns, engine: engine}
 	s.pipes.maxFree = spares
 	s.pools.Store(&pools)
 	s.headLimit = headMemory(cfg, maxConns)
