@@ -65,6 +65,10 @@ type Ring struct {
 	cqHead, cqTail, cqOverflow *uint32
 	cqMask, cqEntries          uint32
 	cqes                       []CQE
+
+	// The argument of a bounded wait, kept off the stack.
+	wait    getEventsArg
+	timeout timespec
 }
 
 // New sets up a ring and maps its SQ ring, CQ ring and SQE array.
@@ -270,6 +274,24 @@ func (r *Ring) WaitCQEs(dst []CQE, wait uint32) (int, error) {
 		return 0, err
 	}
 	return r.PeekCQEs(dst), nil
+}
+
+// WaitCQEsFor is WaitCQEs with a bound: it returns with no completion once timeout
+// (nanoseconds, > 0) has passed. It needs FeatExtArg (Linux 5.11).
+func (r *Ring) WaitCQEsFor(dst []CQE, wait uint32, timeout int64) (int, error) {
+	if r.CQReady() >= wait {
+		return r.WaitCQEs(dst, 0)
+	}
+	n := r.flush()
+	r.wait.ts = uint64(uintptr(unsafe.Pointer(&r.timeout)))
+	r.timeout = NewTimespec(timeout)
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), uintptr(wait),
+		enterGetEvents|enterExtArg, uintptr(unsafe.Pointer(&r.wait)), unsafe.Sizeof(r.wait))
+	switch errno {
+	case 0, unix.ETIME, unix.EINTR: // a cut-short wait is one the caller's loop comes back to
+		return r.PeekCQEs(dst), nil
+	}
+	return 0, fmt.Errorf("io_uring_enter: %w", errno)
 }
 
 // Err turns a CQE's result into an error: nil for res >= 0, the errno otherwise.

@@ -542,3 +542,111 @@ func TestRegisteredFiles(t *testing.T) {
 		t.Fatalf("send on an emptied slot: %+v, want -EBADF", c)
 	}
 }
+
+// TestWaitFor returns after the timeout with nothing, and at once when a completion is
+// there.
+func TestWaitFor(t *testing.T) {
+	r := newRing(t, Options{Entries: 8})
+	if r.Features()&FeatExtArg == 0 {
+		t.Skip("the kernel has no IORING_FEAT_EXT_ARG")
+	}
+	buf := make([]CQE, 8)
+	start := time.Now()
+	if n, err := r.WaitCQEsFor(buf, 1, int64(20*time.Millisecond)); err != nil || n != 0 {
+		t.Fatalf("an empty ring: %d completions, %v", n, err)
+	}
+	if d := time.Since(start); d < 15*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("a 20 ms wait took %v", d)
+	}
+	nop(t, r, 7)
+	if n, err := r.WaitCQEsFor(buf, 1, int64(time.Minute)); err != nil || n != 1 || buf[0].UserData != 7 {
+		t.Fatalf("a nop: %d completions %+v, %v", n, buf[:n], err)
+	}
+}
+
+// TestPollAndRemove: a poll completes with the ready events; a removed one with -ECANCELED.
+func TestPollAndRemove(t *testing.T) {
+	r := newRing(t, Options{Entries: 8})
+	a, b := tcpPair(t)
+	s := r.GetSQE()
+	s.PrepPollAdd(a, unix.EPOLLIN)
+	s.UserData = 1
+	if _, err := r.Submit(); err != nil {
+		t.Fatal(err)
+	}
+	s = r.GetSQE()
+	s.PrepPollRemove(1)
+	s.UserData = 2
+	got := reap(t, r, 2)
+	for _, c := range got {
+		if c.UserData == 1 && c.Err() != unix.ECANCELED {
+			t.Fatalf("the removed poll completed with %v", c.Err())
+		}
+	}
+	s = r.GetSQE()
+	s.PrepPollAdd(a, unix.EPOLLIN)
+	s.UserData = 3
+	if _, err := unix.Write(b, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	got = reap(t, r, 1)
+	if got[0].UserData != 3 || got[0].Res&unix.EPOLLIN == 0 {
+		t.Fatalf("poll of a readable socket: %+v", got[0])
+	}
+}
+
+// TestRecvSelectTakesABufferOnlyWhenBytesCome: a receive waiting on a silent socket leaves
+// every buffer in the group; the one that gets bytes names its buffer.
+func TestRecvSelectTakesABufferOnlyWhenBytesCome(t *testing.T) {
+	r := newRing(t, Options{Entries: 8})
+	br, err := r.RegisterBufRing(1, 2, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Close() })
+	a, b := tcpPair(t)
+	c, d := tcpPair(t)
+	for i, fd := range []int{a, c} {
+		s := r.GetSQE()
+		s.PrepRecvSelect(fd, 1)
+		s.UserData = uint64(i + 1)
+	}
+	if _, err := r.Submit(); err != nil {
+		t.Fatal(err)
+	}
+	// Two receives wait and the group has two buffers: if a waiting receive held one, the
+	// third would find none.
+	x, y := tcpPair(t)
+	s := r.GetSQE()
+	s.PrepRecvSelect(x, 1)
+	s.UserData = 3
+	unix.Write(y, []byte("hello"))
+	got := reap(t, r, 1)
+	bid, ok := got[0].BufferID()
+	if got[0].UserData != 3 || !ok || string(br.Buf(bid, int(got[0].Res))) != "hello" {
+		t.Fatalf("receive: %+v", got[0])
+	}
+	_, _ = b, d
+}
+
+// TestReadEventfd: a read of an eventfd completes when another thread writes it.
+func TestReadEventfd(t *testing.T) {
+	r := newRing(t, Options{Entries: 8})
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(efd)
+	b := heapBytes(make([]byte, 8))
+	s := r.GetSQE()
+	s.PrepRead(efd, b)
+	s.UserData = 9
+	if _, err := r.Submit(); err != nil {
+		t.Fatal(err)
+	}
+	go unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	got := reap(t, r, 1)
+	if got[0].UserData != 9 || got[0].Res != 8 || b[0] != 1 {
+		t.Fatalf("eventfd read: %+v %v", got[0], b)
+	}
+}

@@ -49,6 +49,31 @@ func (s *SQE) PrepMultishotRecv(fd int, bgid uint16) {
 	s.BufIndex = bgid
 }
 
+// PrepRecvSelect receives once on fd into a buffer the kernel picks from group bgid when
+// bytes arrive: a request waiting on a silent socket holds no buffer.
+func (s *SQE) PrepRecvSelect(fd int, bgid uint16) {
+	s.Opcode, s.Fd = OpRecv, int32(fd)
+	s.Flags |= SQEBufferSelect
+	s.BufIndex = bgid
+}
+
+// PrepRead reads into b from fd's current position (an eventfd, a pipe).
+func (s *SQE) PrepRead(fd int, b []byte) {
+	s.Opcode, s.Fd, s.Addr, s.Len, s.Off = OpRead, int32(fd), bytesAddr(b), uint32(len(b)), ^uint64(0)
+}
+
+// PrepPollAdd completes once fd is ready for one of the poll events in mask (EPOLLIN,
+// EPOLLOUT...; the kernel always adds EPOLLERR, EPOLLHUP and EPOLLRDHUP); Res is the
+// events that were ready.
+func (s *SQE) PrepPollAdd(fd int, mask uint32) {
+	s.Opcode, s.Fd, s.OpFlags = OpPollAdd, int32(fd), mask
+}
+
+// PrepPollRemove cancels the poll request whose UserData is target.
+func (s *SQE) PrepPollRemove(target uint64) {
+	s.Opcode, s.Fd, s.Addr = OpPollRemove, -1, target
+}
+
 // PrepSend sends b on fd. Res may be short of len(b) when the socket buffer fills; the
 // caller sends the rest.
 func (s *SQE) PrepSend(fd int, b []byte, msgFlags int) {

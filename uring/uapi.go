@@ -19,17 +19,22 @@ const (
 	FeatSingleMmap = 1 << 0 // IORING_FEAT_SINGLE_MMAP: SQ and CQ rings share one mapping
 	FeatNoDrop     = 1 << 1 // IORING_FEAT_NODROP: overflowed CQEs are kept, not dropped
 	FeatFastPoll   = 1 << 5 // IORING_FEAT_FAST_POLL
+	FeatExtArg     = 1 << 8 // IORING_FEAT_EXT_ARG: enter takes a timeout
+
 )
 
 // Opcodes (enum io_uring_op).
 const (
 	OpNop         = 0
+	OpPollAdd     = 6
+	OpPollRemove  = 7
 	OpTimeout     = 11
 	OpAccept      = 13
 	OpAsyncCancel = 14
 	OpLinkTimeout = 15
 	OpConnect     = 16
 	OpClose       = 19
+	OpRead        = 22
 	OpSend        = 26
 	OpRecv        = 27
 	OpShutdown    = 34
@@ -58,7 +63,16 @@ const (
 // io_uring_enter flags.
 const (
 	enterGetEvents = 1 << 0 // IORING_ENTER_GETEVENTS
+	enterExtArg    = 1 << 3 // IORING_ENTER_EXT_ARG: the argument is a getEventsArg
 )
+
+// getEventsArg is struct io_uring_getevents_arg: a wait's timeout without a timeout SQE.
+type getEventsArg struct {
+	sigmask   uint64
+	sigmaskSz uint32
+	minWait   uint32
+	ts        uint64
+}
 
 // SQ ring flags (the word at sq_off.flags).
 const (
