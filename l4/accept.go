@@ -48,7 +48,7 @@ func addrPort(sa *unix.RawSockaddrAny) netip.AddrPort {
 // connection limit the listeners leave the epoll set and the kernel's backlog holds clients.
 type acceptor struct {
 	s       *Server
-	epfd    int
+	ev      events
 	lfds    []*listener   // listeners this loop accepts from
 	paused  []pausedFD    // listeners taken out of the epoll set
 	backoff time.Duration // current back-off; 0 when accepts succeed
@@ -94,9 +94,7 @@ func (a *acceptor) listen(lis *listener) {
 }
 
 func (a *acceptor) watch(lfd int) {
-	// EPOLLEXCLUSIVE: a new connection wakes one loop, not all of them.
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenMark, Pad: int32(lfd)}
-	if err := unix.EpollCtl(a.epfd, unix.EPOLL_CTL_ADD, lfd, &ev); err != nil {
+	if err := a.ev.watchListener(lfd); err != nil {
 		a.s.log.Error().Err(err).Msg("cannot watch the listener")
 	}
 }
@@ -104,7 +102,7 @@ func (a *acceptor) watch(lfd int) {
 // stop takes the listeners out of the epoll set, so none is used after Shutdown closes it.
 func (a *acceptor) stop() {
 	for _, lis := range a.lfds {
-		unix.EpollCtl(a.epfd, unix.EPOLL_CTL_DEL, lis.fd, nil)
+		a.ev.unwatchListener(lis.fd)
 	}
 	a.lfds, a.paused = nil, nil
 }
@@ -170,7 +168,7 @@ func (a *acceptor) backOff(lfd int, err error, now int64) {
 
 // pause takes a listener out of the epoll set until resume puts it back.
 func (a *acceptor) pause(p pausedFD) {
-	sysEpollCtl(a.epfd, unix.EPOLL_CTL_DEL, p.fd, nil)
+	a.ev.unwatchListener(p.fd)
 	a.paused = append(a.paused, p)
 }
 

@@ -51,7 +51,7 @@ var (
 // end is one socket of a connection, and the flow that reads from it.
 type end struct {
 	fd      int
-	inEpoll bool
+	watched bool   // in the epoll set, or a poll armed
 	events  uint32 // epoll interest registered for fd
 	eof     bool   // read 0 bytes; the other end has been shut for writing
 	pipe    *pipe  // non-nil exactly while pending > 0: bytes read here, not yet written to the other end
@@ -447,7 +447,7 @@ func (l *loop) redial(c *conn, err error) {
 // dropBackend closes the socket of a backend that failed before it took a byte, and reports
 // the failure.
 func (l *loop) dropBackend(c *conn, err error) {
-	sysClose(c.ends[backendSide].fd) // also leaves the epoll set
+	l.ev.closeSocket(c.ends[backendSide].fd)
 	c.ends[backendSide] = end{fd: -1}
 	c.active.End()
 	l.dialFailed(c, c.backend, c.rt.addr, c.rt.dialedTo, err)
@@ -611,7 +611,7 @@ func (l *loop) close(c *conn, err error) {
 			if abort {
 				sysResetOnClose(en.fd)
 			}
-			sysClose(en.fd) // also leaves the epoll set
+			l.ev.closeSocket(en.fd)
 		}
 	}
 	if e := l.s.log.Debug(); e.Enabled() {

@@ -85,15 +85,17 @@ func TestTrustedHeaderAtTheHeadMemoryBound(t *testing.T) {
 // the descriptor.
 func TestCollectAfterShutdown(t *testing.T) {
 	s := startServer(t, testConfig(), startBackend(t, httpName("alpha")).addr())
-	wake := s.loops[0].poll.wakefd
+	wake := s.loops[0].calls.wakefd
 	s.Shutdown(context.Background())
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
 	// The descriptor number is free again: the next file opened may get it.
-	if err := unix.Dup3(p[1], wake, unix.O_CLOEXEC); err != nil {
-		t.Fatal(err)
+	if p[1] != wake { // the pipe did not get it by itself
+		if err := unix.Dup3(p[1], wake, unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
 	}
 	defer unix.Close(wake)
 	collect(s.Server)

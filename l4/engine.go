@@ -88,3 +88,8 @@ var uringUsable = sync.OnceValue(func() error {
 // ringFlags are the setup flags of a loop's ring: one thread submits, and completions are
 // reaped only when the loop asks, in its own enter.
 const ringFlags = uring.SetupSingleIssuer | uring.SetupDeferTaskrun | uring.SetupSubmitAll
+
+// newEvents makes a loop's engine: e is resolved (epoll or uring).
+func newEvents(e Engine, calls *callQueue) (events, error) {
+	return newPoller(calls)
+}

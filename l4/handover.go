@@ -216,7 +216,7 @@ func (l *loop) letGo(c *conn) {
 	l.uncount(c)
 	l.enter(c, closed)
 	for i := range c.ends {
-		sysClose(c.ends[i].fd) // no pipe: only connections without one move
+		l.ev.closeSocket(c.ends[i].fd) // no pipe: only connections without one move
 	}
 	l.requests.done(c)
 	l.free(c)

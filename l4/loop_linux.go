@@ -23,9 +23,10 @@ var (
 )
 
 type loop struct {
-	s    *Server
-	poll *poller
-	done chan struct{}
+	s     *Server
+	ev    events
+	calls *callQueue
+	done  chan struct{}
 
 	// Counters read by Stats.
 	spliced      atomic.Uint64
@@ -53,13 +54,18 @@ type loop struct {
 }
 
 func newLoop(s *Server) (*loop, error) {
-	p, err := newPoller()
+	calls, err := newCallQueue()
 	if err != nil {
 		return nil, err
 	}
+	ev, err := newEvents(s.engine, calls)
+	if err != nil {
+		calls.close()
+		return nil, err
+	}
 	return &loop{
-		s: s, poll: p, done: make(chan struct{}),
-		acc:   acceptor{s: s, epfd: p.epfd},
+		s: s, ev: ev, calls: calls, done: make(chan struct{}),
+		acc:   acceptor{s: s, ev: ev},
 		pipes: loopPipes{pool: &s.pipes},
 		dials: dialCache{r: s.resolver, addrs: map[string]*dialAddr{}},
 		stats: loopStats{backends: map[backendKey]*metrics.BackendCounters{}, listeners: map[*listener]*metrics.ListenerCounters{}},
@@ -69,7 +75,7 @@ func newLoop(s *Server) (*loop, error) {
 
 // post queues fn to run on the loop's goroutine and returns at once. fn never runs if the
 // loop has stopped; post must not be called once the loop is released.
-func (l *loop) post(fn func()) { l.poll.post(fn) }
+func (l *loop) post(fn func()) { l.calls.post(fn) }
 
 // call runs fn on the loop's goroutine and returns when it has run.
 func (l *loop) call(fn func()) {
@@ -84,28 +90,12 @@ func (l *loop) call(fn func()) {
 // run dispatches events until the loop stops.
 func (l *loop) run() {
 	defer close(l.done)
-	wait := l.poll.waiter()
 	for !l.stopped {
-		events, err := wait(l.nextSweep)
-		if err != nil {
-			l.s.log.Error().Err(err).Msg("epoll_wait failed; the loop stops and closes its connections")
+		if err := l.ev.turn(l); err != nil {
+			l.s.log.Error().Err(err).Msg("waiting for events failed; the loop stops and closes its connections")
 			l.acc.stop()
 			l.closeAll(errShutdown)
 			return
-		}
-		l.now = time.Now().UnixNano()
-		for i := range events {
-			ev := &events[i]
-			switch ev.Fd {
-			case wakeMark:
-				l.poll.runCalls()
-			case listenMark:
-				l.accept(int(ev.Pad))
-			default:
-				if c := l.conns.lookup(ev.Fd, uint32(ev.Pad)>>1); c != nil {
-					l.handle(c, int(ev.Pad&1), ev.Events)
-				}
-			}
 		}
 		if l.freed {
 			l.freed = false
@@ -209,5 +199,6 @@ func (l *loop) stop() {
 // release closes the loop's descriptors once its goroutine has ended (or never started).
 func (l *loop) release() {
 	l.pipes.close()
-	l.poll.close()
+	l.ev.close()
+	l.calls.close()
 }

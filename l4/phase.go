@@ -194,7 +194,7 @@ func (l *loop) enter(c *conn, p phase) bool {
 			l.unwatch(c, side)
 		case readOnce, readable, writable:
 			en := &c.ends[side]
-			if ev := want.epollEvents(); en.events != ev || !en.inEpoll {
+			if ev := want.epollEvents(); en.events != ev || !en.watched {
 				if !l.watchOrClose(c, side, ev) {
 					return false
 				}
@@ -215,30 +215,21 @@ func (l *loop) watchOrClose(c *conn, side int, events uint32) bool {
 	return true
 }
 
-// watch sets the epoll interest of one end of c.
+// watch sets what one end of c waits for.
 func (l *loop) watch(c *conn, side int, events uint32) error {
+	if err := l.ev.watch(c, side, events); err != nil {
+		return err
+	}
 	en := &c.ends[side]
-	op := unix.EPOLL_CTL_MOD
-	if !en.inEpoll {
-		op = unix.EPOLL_CTL_ADD
-	}
-	ev := unix.EpollEvent{Events: events, Fd: c.slot, Pad: int32(c.gen<<1 | uint32(side))}
-	if err := sysEpollCtl(l.poll.epfd, op, en.fd, &ev); err != nil {
-		return opError("epoll_ctl", err)
-	}
-	en.inEpoll, en.events = true, events
+	en.watched, en.events = true, events
 	return nil
 }
 
-// unwatch takes one end of c out of the epoll set. An interest of 0 is not enough to silence
-// a socket: epoll reports EPOLLHUP and EPOLLERR whatever the interest, level-triggered, so an
-// end that must not be heard from for a while leaves the set.
+// unwatch silences one end of c: out of the epoll set, or no poll armed.
 func (l *loop) unwatch(c *conn, side int) {
+	l.ev.unwatch(c, side)
 	en := &c.ends[side]
-	if en.inEpoll {
-		sysEpollCtl(l.poll.epfd, unix.EPOLL_CTL_DEL, en.fd, nil)
-	}
-	en.inEpoll, en.events = false, 0
+	en.watched, en.events = false, 0
 }
 
 // phaseTable renders rules as the Markdown table the package doc shows.

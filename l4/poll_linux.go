@@ -1,10 +1,11 @@
+//go:build linux
+
 package l4
 
 import (
 	"errors"
 	"net"
 	"os"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -13,46 +14,80 @@ import (
 
 const (
 	maxEvents  = 256
-	wakeMark   = -1 // epoll data (Fd) of the poller's eventfd
+	wakeMark   = -1 // epoll data (Fd) of the call queue's eventfd
 	listenMark = -2 // epoll data (Fd) of a listener; Pad holds its descriptor
 )
 
-// poller is a loop's epoll set (level-triggered) and its call queue: the only state of a loop
-// other goroutines touch. A call is queued under a lock and the loop is woken through an
-// eventfd in the set.
+// events is how a loop hears of its sockets and of posted calls, and closes sockets: an
+// epoll set (poller, here) or an io_uring (ringEvents, uring_linux.go). The stages never
+// see which.
+type events interface {
+	// turn waits until something happens or l.nextSweep passes, sets l.now, and
+	// dispatches what happened to l.
+	turn(l *loop) error
+	// watch sets what one end of c waits for (EPOLL* bits); unwatch silences it.
+	watch(c *conn, side int, ev uint32) error
+	unwatch(c *conn, side int)
+	watchListener(fd int) error
+	unwatchListener(fd int)
+	// closeSocket closes a socket of a connection, and ends what the engine had under way
+	// on it.
+	closeSocket(fd int)
+	close()
+}
+
+// poller is a loop's epoll set, level-triggered.
 type poller struct {
 	epfd   int
 	epoll  *os.File // epfd, registered in Go's netpoller: the loop goroutine parks there, no thread blocks
-	wakefd int
+	calls  *callQueue
 	events [maxEvents]unix.EpollEvent
-
-	mu     sync.Mutex // guards calls and closed
-	calls  []func()
-	closed bool // wakefd is closed: post does nothing
+	wait   func(deadline int64) ([]unix.EpollEvent, error)
 }
 
-func newPoller() (*poller, error) {
+func newPoller(calls *callQueue) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, opError("epoll_create1", err)
 	}
-	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, opError("eventfd", err)
-	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeMark}
-	err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev)
+	err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, calls.wakefd, &ev)
 	if err == nil {
 		// Non-blocking, so os.NewFile registers it with the runtime's poller.
 		err = unix.SetNonblock(epfd, true)
 	}
 	if err != nil {
 		unix.Close(epfd)
-		unix.Close(wakefd)
 		return nil, opError("epoll_ctl", err)
 	}
-	return &poller{epfd: epfd, epoll: os.NewFile(uintptr(epfd), "epoll"), wakefd: wakefd}, nil
+	p := &poller{epfd: epfd, epoll: os.NewFile(uintptr(epfd), "epoll"), calls: calls}
+	p.wait = p.waiter()
+	return p, nil
+}
+
+// turn waits for epoll events and dispatches them.
+func (p *poller) turn(l *loop) error {
+	events, err := p.wait(l.nextSweep)
+	if err != nil {
+		return err
+	}
+	l.now = time.Now().UnixNano()
+	for i := range events {
+		ev := &events[i]
+		switch ev.Fd {
+		case wakeMark:
+			var buf [8]byte
+			unix.Read(p.calls.wakefd, buf[:])
+			p.calls.run()
+		case listenMark:
+			l.accept(int(ev.Pad))
+		default:
+			if c := l.conns.lookup(ev.Fd, uint32(ev.Pad)>>1); c != nil {
+				l.handle(c, int(ev.Pad&1), ev.Events)
+			}
+		}
+	}
+	return nil
 }
 
 // waiter returns wait, which parks until events are ready or deadline (unix nanos) passes
@@ -98,39 +133,40 @@ func (p *poller) pollEvents() (int, error) {
 	return int(n), nil
 }
 
-// post queues fn to run on the loop's goroutine and returns at once.
-// Once the poller is closed it does nothing: its eventfd's number may belong to another
-// file by then.
-func (p *poller) post(fn func()) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return
+// watch sets the epoll interest of one end of c.
+func (p *poller) watch(c *conn, side int, events uint32) error {
+	en := &c.ends[side]
+	op := unix.EPOLL_CTL_MOD
+	if !en.watched {
+		op = unix.EPOLL_CTL_ADD
 	}
-	p.calls = append(p.calls, fn)
-	one := [8]byte{1}
-	unix.Write(p.wakefd, one[:]) // non-blocking
+	ev := unix.EpollEvent{Events: events, Fd: c.slot, Pad: int32(c.gen<<1 | uint32(side))}
+	if err := sysEpollCtl(p.epfd, op, en.fd, &ev); err != nil {
+		return opError("epoll_ctl", err)
+	}
+	return nil
 }
 
-// runCalls runs the queued calls, on the loop's goroutine.
-func (p *poller) runCalls() {
-	var buf [8]byte
-	unix.Read(p.wakefd, buf[:])
-	p.mu.Lock()
-	calls := p.calls
-	p.calls = nil
-	p.mu.Unlock()
-	for _, fn := range calls {
-		fn()
+// unwatch takes one end of c out of the epoll set. An interest of 0 is not enough to silence
+// a socket: epoll reports EPOLLHUP and EPOLLERR whatever the interest, level-triggered, so an
+// end that must not be heard from for a while leaves the set.
+func (p *poller) unwatch(c *conn, side int) {
+	if en := &c.ends[side]; en.watched {
+		sysEpollCtl(p.epfd, unix.EPOLL_CTL_DEL, en.fd, nil)
 	}
 }
 
-func (p *poller) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	p.epoll.Close()
-	unix.Close(p.wakefd)
+func (p *poller) watchListener(lfd int) error {
+	// EPOLLEXCLUSIVE: a new connection wakes one loop, not all of them.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: listenMark, Pad: int32(lfd)}
+	return sysEpollCtl(p.epfd, unix.EPOLL_CTL_ADD, lfd, &ev)
 }
+
+func (p *poller) unwatchListener(lfd int) { sysEpollCtl(p.epfd, unix.EPOLL_CTL_DEL, lfd, nil) }
+
+// closeSocket closes fd, which also takes it out of the epoll set.
+func (p *poller) closeSocket(fd int) { sysClose(fd) }
+
+func (p *poller) close() { p.epoll.Close() }
 
 func opError(call string, err error) error { return &net.OpError{Op: call, Err: err} }

@@ -266,7 +266,7 @@ func (l *loop) rearm(c *conn) bool {
 			// Stalled: its flow waits for the other socket. A hang-up or error here would be
 			// reported on every wait meanwhile; the reads that follow the stall find it.
 			l.unwatch(c, side)
-		case want != en.events || !en.inEpoll:
+		case want != en.events || !en.watched:
 			// An end at EOF stays in the set, even with no interest, to hear of its peer's reset.
 			if !l.watchOrClose(c, side, want) {
 				return false

@@ -311,7 +311,7 @@ func lbConns(s *Server) []string {
 				desc := fmt.Sprintf("phase %d", c.phase)
 				for side, en := range c.ends {
 					desc += fmt.Sprintf("; end %d: fd %d, events %#x (in set: %v), eof %v, pending %d, bulk %v, moved %d",
-						side, en.fd, en.events, en.inEpoll, en.eof, en.pending, en.bulk, en.moved)
+						side, en.fd, en.events, en.watched, en.eof, en.pending, en.bulk, en.moved)
 				}
 				conns = append(conns, desc)
 			}
