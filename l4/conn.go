@@ -60,6 +60,12 @@ type end struct {
 	bulk    bool   // the last read filled the copy buffer: splice the next one
 	moved   uint64 // bytes written to the other end
 	carried uint64 // of moved, those the process that handed c over moved (Adopt): counted there
+
+	// The io_uring engine's (uring_linux.go).
+	seq  uint16 // the poll armed now: a completion of an earlier one is stale
+	op   uint8  // the request under way on the flow from this end: a receive or a send
+	bid  uint16 // the provided buffer holding the flow's bytes while they are sent (pending)
+	sent int    // of that buffer's bytes, those the other end took
 }
 
 type conn struct {
@@ -86,6 +92,7 @@ type conn struct {
 	phase      phase  // written by enter only
 	kind       httpsniff.Kind
 	awaitProxy bool         // a trusted balancer's PROXY header comes first (pre-sniff)
+	quiet      bool         // its flows are held still for a hand-over (io_uring)
 	overLimit  admit.Reason // a per-address limit refuses it, once it is known to speak HTTP or not
 	sniff      metrics.SniffKind
 	sticky     metrics.StickyResult
@@ -447,7 +454,7 @@ func (l *loop) redial(c *conn, err error) {
 // dropBackend closes the socket of a backend that failed before it took a byte, and reports
 // the failure.
 func (l *loop) dropBackend(c *conn, err error) {
-	l.ev.closeSocket(c.ends[backendSide].fd)
+	l.ev.closeSocket(c, backendSide)
 	c.ends[backendSide] = end{fd: -1}
 	c.active.End()
 	l.dialFailed(c, c.backend, c.rt.addr, c.rt.dialedTo, err)
@@ -611,7 +618,7 @@ func (l *loop) close(c *conn, err error) {
 			if abort {
 				sysResetOnClose(en.fd)
 			}
-			l.ev.closeSocket(en.fd)
+			l.ev.closeSocket(c, i)
 		}
 	}
 	if e := l.s.log.Debug(); e.Enabled() {

@@ -91,5 +91,8 @@ const ringFlags = uring.SetupSingleIssuer | uring.SetupDeferTaskrun | uring.Setu
 
 // newEvents makes a loop's engine: e is resolved (epoll or uring).
 func newEvents(e Engine, calls *callQueue) (events, error) {
+	if e == EngineUring {
+		return newRingEvents(calls), nil
+	}
 	return newPoller(calls)
 }

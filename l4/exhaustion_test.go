@@ -95,13 +95,20 @@ func TestShortageOutlastsTheConnectTimeout(t *testing.T) {
 // TestNoPipeLosesNoByte: with no descriptor for a pipe at all, a bulk echo both ways through
 // a client that takes a few kilobytes at a time still arrives whole and in order: the flows
 // copy what the other end takes and leave the rest in the socket.
+// epollConfig is testConfig on the epoll engine, for what only its pump does: pipes.
+func epollConfig() Config {
+	cfg := testConfig()
+	cfg.Engine = EngineEpoll
+	return cfg
+}
+
 func TestNoPipeLosesNoByte(t *testing.T) {
 	real := pipe2
 	t.Cleanup(func() { pipe2 = real })
 	var calls atomic.Int32
 	pipe2 = func([]int) error { calls.Add(1); return unix.EMFILE }
 	b := startBackend(t, echo)
-	s := startServer(t, testConfig(), b.addr())
+	s := startServer(t, epollConfig(), b.addr())
 	const size = 4 << 20
 	payload := randomBytes(t, size)
 	c := dialSmallWindow(t, s.addr)
@@ -221,7 +228,7 @@ func TestNoPipeResetMidTransfer(t *testing.T) {
 			}
 		}
 	})
-	s := startServer(t, testConfig(), b.addr())
+	s := startServer(t, epollConfig(), b.addr())
 	c := dialSmallWindow(t, s.addr)
 	c.Write([]byte("GET /big HTTP/1.1\r\nHost: t\r\n\r\n"))
 	waitFor(t, "a flow blocked on the client", func() bool {

@@ -76,6 +76,9 @@ func (s *Server) Handover(ctx context.Context, uc *net.UnixConn) (moved, kept in
 		l.call(l.acc.stop)
 	}
 	moved, err = s.handOver(ctx, uc)
+	for _, l := range s.loops {
+		l.call(l.unquietAll) // those that did not move
+	}
 	if cerr := uc.CloseWrite(); err == nil && cerr != nil {
 		err = fmt.Errorf("l4: handover: closing the socket for writing: %w", cerr)
 	}
@@ -129,6 +132,10 @@ func (l *loop) take(b *batch) (flushing int) {
 		if c == nil || c.phase != splicing || c.rh != nil {
 			continue
 		}
+		if l.ev.quiesce(c) {
+			flushing++ // its engine's requests end first
+			continue
+		}
 		if c.ends[clientSide].pending > 0 || c.ends[backendSide].pending > 0 || c.ends[clientSide].blocked || c.ends[backendSide].blocked {
 			flushing++
 			continue
@@ -147,6 +154,15 @@ func (l *loop) take(b *batch) (flushing int) {
 		b.conns, b.gens = append(b.conns, c), append(b.gens, c.gen)
 	}
 	return flushing
+}
+
+// unquietAll lets the flows held still for a hand-over go on.
+func (l *loop) unquietAll() {
+	for _, c := range l.conns.slots {
+		if c != nil && c.phase == splicing {
+			l.ev.unquiet(c)
+		}
+	}
 }
 
 // record describes c for the process it moves to.
@@ -204,6 +220,7 @@ func (l *loop) settle(b *batch, took int) {
 			l.letGo(c)
 		} else {
 			l.enter(c, splicing)
+			l.ev.unquiet(c)
 		}
 	}
 }
@@ -216,7 +233,7 @@ func (l *loop) letGo(c *conn) {
 	l.uncount(c)
 	l.enter(c, closed)
 	for i := range c.ends {
-		l.ev.closeSocket(c.ends[i].fd) // no pipe: only connections without one move
+		l.ev.closeSocket(c, i) // no pipe: only connections without one move
 	}
 	l.requests.done(c)
 	l.free(c)

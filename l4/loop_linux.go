@@ -23,14 +23,16 @@ var (
 )
 
 type loop struct {
-	s     *Server
-	ev    events
-	calls *callQueue
-	done  chan struct{}
+	s       *Server
+	ev      events
+	calls   *callQueue
+	started chan error // what run's engine start said: nil, or why the loop cannot run
+	done    chan struct{}
 
 	// Counters read by Stats.
 	spliced      atomic.Uint64
 	idleTimeouts atomic.Uint64
+	buffersHeld  atomic.Int64 // io_uring: provided buffers whose bytes are being sent
 
 	// Owned by the loop goroutine.
 	acc       acceptor
@@ -64,7 +66,7 @@ func newLoop(s *Server) (*loop, error) {
 		return nil, err
 	}
 	return &loop{
-		s: s, ev: ev, calls: calls, done: make(chan struct{}),
+		s: s, ev: ev, calls: calls, started: make(chan error, 1), done: make(chan struct{}),
 		acc:   acceptor{s: s, ev: ev},
 		pipes: loopPipes{pool: &s.pipes},
 		dials: dialCache{r: s.resolver, addrs: map[string]*dialAddr{}},
@@ -90,6 +92,11 @@ func (l *loop) call(fn func()) {
 // run dispatches events until the loop stops.
 func (l *loop) run() {
 	defer close(l.done)
+	err := l.ev.start()
+	l.started <- err
+	if err != nil {
+		return
+	}
 	for !l.stopped {
 		if err := l.ev.turn(l); err != nil {
 			l.s.log.Error().Err(err).Msg("waiting for events failed; the loop stops and closes its connections")

@@ -22,6 +22,8 @@ const (
 // epoll set (poller, here) or an io_uring (ringEvents, uring_linux.go). The stages never
 // see which.
 type events interface {
+	// start readies the engine on the loop's goroutine, before its first turn.
+	start() error
 	// turn waits until something happens or l.nextSweep passes, sets l.now, and
 	// dispatches what happened to l.
 	turn(l *loop) error
@@ -32,7 +34,14 @@ type events interface {
 	unwatchListener(fd int)
 	// closeSocket closes a socket of a connection, and ends what the engine had under way
 	// on it.
-	closeSocket(fd int)
+	closeSocket(c *conn, side int)
+	// flows takes over the flows of a splicing connection when the engine moves its bytes
+	// itself (io_uring); false: rearm watches its sockets for the pump.
+	flows(l *loop, c *conn) bool
+	// quiesce holds c's flows still for a hand-over and reports whether a request of the
+	// engine's is still under way on them; unquiet lets them go on.
+	quiesce(c *conn) bool
+	unquiet(c *conn)
 	close()
 }
 
@@ -164,8 +173,15 @@ func (p *poller) watchListener(lfd int) error {
 
 func (p *poller) unwatchListener(lfd int) { sysEpollCtl(p.epfd, unix.EPOLL_CTL_DEL, lfd, nil) }
 
-// closeSocket closes fd, which also takes it out of the epoll set.
-func (p *poller) closeSocket(fd int) { sysClose(fd) }
+// closeSocket closes a socket, which also takes it out of the epoll set.
+func (p *poller) closeSocket(c *conn, side int) { sysClose(c.ends[side].fd) }
+
+func (p *poller) start() error { return nil }
+
+// The pump moves a splicing connection's bytes with read, write and splice.
+func (p *poller) flows(*loop, *conn) bool { return false }
+func (p *poller) quiesce(*conn) bool      { return false }
+func (p *poller) unquiet(*conn)           {}
 
 func (p *poller) close() { p.epoll.Close() }
 

@@ -252,6 +252,9 @@ func (l *loop) moved(c *conn, src *end, n int, spliced bool) {
 // own flow can take bytes, writable when the other flow has bytes stuck for it. It returns
 // false if it closed c.
 func (l *loop) rearm(c *conn) bool {
+	if l.ev.flows(l, c) {
+		return true
+	}
 	for side := range c.ends {
 		en, other := &c.ends[side], &c.ends[1-side]
 		var want uint32

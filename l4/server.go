@@ -82,6 +82,7 @@ type Stats struct {
 	MaxConns      int64  // Config.MaxConns, or the limit derived from the open-files limit
 	HeadBytes     int64  // bytes of head buffers held by connections now
 	HeadsUnparsed uint64 // heads that went on unparsed, or reads deferred, at MaxHeadMemory
+	BuffersHeld   int64  // io_uring: provided buffers holding bytes on their way now
 }
 
 // Server routes the connections of its listeners. Create it with New; Shutdown stops it.
@@ -143,9 +144,20 @@ func headMemory(cfg Config, maxConns int64) int64 {
 }
 
 // ownFDs is what the loops and the pipe pool may hold besides connections: per loop its
-// epoll set, its eventfd and its hot pipe; the pool's spare pipes; the Go netpoller's epoll
-// set and its eventfd.
-func ownFDs(loops, spares int) int { return 4*loops + 2*spares + 2 }
+// engine's descriptors (loopFDs) and its hot pipe; the pool's spare pipes; the Go
+// netpoller's epoll set and its eventfd.
+func ownFDs(loops, spares int) int { return (maxLoopFDs+2)*loops + 2*spares + 2 }
+
+// loopFDs is what a loop's engine holds: its eventfd, and an epoll set (epoll), or a ring and
+// the epoll set of its ends at EOF (io_uring).
+func loopFDs(e Engine) int {
+	if e == EngineUring {
+		return maxLoopFDs
+	}
+	return 2
+}
+
+const maxLoopFDs = 3
 
 // connLimit is cfg.MaxConns, or what the open-files limit leaves: two descriptors a
 // connection after the reserve; and how many spare pipes the pool keeps. Under a limit too
@@ -228,6 +240,20 @@ func New(cfg Config) (*Server, error) {
 	for _, l := range s.loops {
 		go l.run()
 	}
+	for _, l := range s.loops {
+		if err = errors.Join(err, <-l.started); err != nil {
+			break
+		}
+	}
+	if err != nil { // a ring could not be set up on its loop's thread
+		for _, l := range s.loops {
+			l.call(l.stop)
+			<-l.done
+			l.release()
+		}
+		s.resolver.stop()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -243,6 +269,7 @@ func (s *Server) Stats() Stats {
 	for _, l := range s.loops {
 		st.SplicedBytes += l.spliced.Load()
 		st.IdleTimeouts += l.idleTimeouts.Load()
+		st.BuffersHeld += l.buffersHeld.Load()
 	}
 	return st
 }

@@ -202,7 +202,7 @@ func TestStickyCookieResponseShapes(t *testing.T) {
 				}
 				t.Fatalf("client got %q (%d bytes), want %d bytes", got, len(got), len(want))
 			}
-			if tc.name == "bulk body" && s.Stats().SplicedBytes < uint64(len(big)*9/10) {
+			if tc.name == "bulk body" && s.Engine() == EngineEpoll && s.Stats().SplicedBytes < uint64(len(big)*9/10) {
 				t.Fatalf("spliced %d bytes of a %d-byte body: the bytes after the head must be spliced", s.Stats().SplicedBytes, len(big))
 			}
 		})

@@ -655,7 +655,7 @@ func runStress(t *testing.T, cfg Config) {
 	if p := s.Stats().PipesInUse; p > int64(len(s.loops)) {
 		t.Errorf("%d pipes in use with no connection; want at most one per loop (%d)", p, len(s.loops))
 	}
-	// What lb holds now: per loop its epoll and eventfd, its two listeners, and its pipes (in
+	// What lb holds now: per loop its engine's descriptors, its two listeners, and its pipes (in
 	// use: the loops' hot ones; free: kept for reuse). No other socket.
 	s.pipes.mu.Lock()
 	pipes := int(s.pipes.inUse.Load()) + len(s.pipes.free)
@@ -666,7 +666,7 @@ func runStress(t *testing.T, cfg Config) {
 			sockets++
 		}
 	}
-	if want := 2*len(s.loops) + 2 + 2*pipes; len(fresh) != want || sockets != 2 {
+	if want := loopFDs(s.Engine())*len(s.loops) + 2 + 2*pipes; len(fresh) != want || sockets != 2 {
 		t.Errorf("lb holds %d descriptors (%d sockets) with no connection, want %d (%d loops, 2 listeners, %d pipes): %v",
 			len(fresh), sockets, want, len(s.loops), pipes, fresh)
 	}
