@@ -9,6 +9,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -42,7 +43,8 @@ type App struct {
 	srv          *l4.Server
 	accessLog    *accesslog.Logger
 	lns          []net.Listener
-	addrs        []string // the listeners' bound addresses, in config order
+	addrs        []string  // the listeners' bound addresses, in config order
+	engine       l4.Engine // asked for at start (the file's engine:, else --engine); a reload keeps it
 	failed       chan error
 	accepting    atomic.Bool
 	upgraded     chan struct{} // closed once a new process took over (Upgrade)
@@ -74,6 +76,9 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 		return nil, InputError{err}
 	}
 	a.cfg, a.loaded = cfg, filesSum(a.files(cfg))
+	if a.engine, err = a.askedEngine(cfg); err != nil {
+		return nil, InputError{err}
+	}
 	a.metrics = metrics.New(metrics.Options{Version: o.Version})
 	var pools []*pool
 	for _, pc := range cfg.Pools {
@@ -131,11 +136,11 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 		l4cfg.Pools = append(l4cfg.Pools, p.l4Pool(a.store))
 	}
 	l4cfg.ReservedFDs = reserved(pools, o, len(a.lns))
-	l4cfg.Log, l4cfg.AccessLog, l4cfg.Resolver = a.log, a.accessLog, o.Resolver
+	l4cfg.Log, l4cfg.AccessLog, l4cfg.Resolver, l4cfg.Engine = a.log, a.accessLog, o.Resolver, a.engine
 	// The probes above had every CPU; from here, l4 runs one event loop per GOMAXPROCS.
 	runtime.GOMAXPROCS(o.Threads)
 	if a.srv, err = l4.New(l4cfg); err != nil {
-		return nil, err
+		return nil, a.engineRefused(cfg, err)
 	}
 	a.pools.Store(&pools)
 	a.metrics.SetSource(a)
@@ -197,6 +202,24 @@ func Start(ctx context.Context, o Options) (_ *App, err error) {
 		_ = a.Reload("watch")
 	}
 	return a, nil
+}
+
+// askedEngine is the engine cfg asks for: its engine:, else --engine, else auto.
+func (a *App) askedEngine(cfg *config.Config) (l4.Engine, error) {
+	return l4.ParseEngine(cmp.Or(cfg.Engine, a.o.Engine, "auto"))
+}
+
+// engineRefused makes l4.New's ErrUringUnavailable bad input, for the operator to choose
+// another engine where it was chosen: when that was the file, l4's advice of --engine
+// alone would not help. Other errors are returned as they are.
+func (a *App) engineRefused(cfg *config.Config, err error) error {
+	switch {
+	case !errors.Is(err, l4.ErrUringUnavailable):
+		return err
+	case cfg.Engine != "":
+		return InputError{fmt.Errorf("%s: engine: %s: %w (the file's engine: wins over --engine: change it there)", a.o.Source.File(), cfg.Engine, err)}
+	}
+	return InputError{err}
 }
 
 // later has Shutdown (or a failed Start) call undo, before what was started earlier.
@@ -362,7 +385,8 @@ func (a *App) logStart(p *pool, named bool) {
 	if rc := p.ring.Config(); rc.Balance.String() != "roundrobin" || rc.SlowStart > 0 {
 		e = e.Str("balance", rc.Balance.String()).Dur("slow_start", rc.SlowStart)
 	}
-	e.Int("up", up).Int("down", len(snap)-up).Str("sticky", Sticky(p.cfg, a.o.Sessions)).Int64("max_conns", a.srv.Stats().MaxConns).Msg("listening")
+	e.Int("up", up).Int("down", len(snap)-up).Str("sticky", Sticky(p.cfg, a.o.Sessions)).Int64("max_conns", a.srv.Stats().MaxConns).
+		Str("engine", a.srv.Engine().String()).Msg("listening")
 }
 
 // startLines is how many backends the "listening" line names.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ func (o Options) Check() *config.Invalid {
 		config.Bad(ip.IPv6Prefix < 1 || ip.IPv6Prefix > 128, "per_ip_ipv6_prefix", "a prefix length from 1 to 128, e.g. 64"),
 		config.Bad(o.DrainTimeout < 0, "drain_timeout", "a duration of 0 or more, e.g. 10s"),
 		config.Bad(o.SlowStart < 0, "slow_start", "0 (off) or a duration, e.g. 30s"),
+		config.Bad(o.Engine != "" && !slices.Contains(config.Engines, o.Engine), "engine", config.WantEngine),
 		config.Bad(o.Threads < 1 || o.Threads > runtime.NumCPU(), "threads", fmt.Sprintf("1 to %d, the CPUs lb may use", runtime.NumCPU())),
 		config.Bad(s.Store != "memory" && !sessions.IsRedisURL(s.Store), "session_store", "memory, redis://host:port/db, redis+sentinel://host:port[,host:port...]/master[/db] or redis+cluster://host:port[,host:port...]"),
 		config.Bad(s.TTL <= 0, "session_ttl", "a duration above 0, e.g. 30m"),

@@ -22,8 +22,12 @@ type Options struct {
 	Watch        bool
 	Threads      int           // event loops, and GOMAXPROCS once probes are done
 	DrainTimeout time.Duration // how long Shutdown lets open connections finish; also a removed backend's wait
-	// L4 is the data path's settings; Start fills in Pools, ReservedFDs, Log, AccessLog and Resolver.
-	L4        l4.Config
+	// L4 is the data path's settings; Start fills in Engine, Pools, ReservedFDs, Log,
+	// AccessLog and Resolver.
+	L4 l4.Config
+	// Engine is --engine: auto, epoll or uring ("" is auto). A config file's engine: wins
+	// over it, as the file's pool keys win over the flags.
+	Engine    string
 	SlowStart time.Duration      // every pool's ramp; 0: off
 	Expect    health.StatusRange // the statuses an HTTP check counts as up
 	Sessions  Sessions           // the store of learned sessions, for the pools that learn them

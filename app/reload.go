@@ -19,6 +19,9 @@ import (
 //     options changed is replaced, probed, and the old one drains).
 //   - A new pool is probed before it takes a connection; a pool that is gone drains.
 //   - A file that does not load, or that changes the listeners, changes nothing.
+//   - A changed engine: is not applied: the engine that runs stays until a restart or an
+//     upgrade (lb upgrade, SIGUSR2), and a warning says so on every reload that asks for
+//     another one.
 //
 // why says what asked for it, for the log ("SIGHUP", "watch"). The outcome is logged.
 func (a *App) Reload(why string) error {
@@ -52,6 +55,10 @@ func (a *App) Reload(why string) error {
 	a.log.Info().Str("why", why).Int("pools", len(a.cfg.Pools)).
 		Int("added", ch.Added).Int("removed", ch.Removed).Int("reweighted", ch.Reweighted).Int("unchanged", ch.Unchanged).
 		Msg("config reloaded")
+	if asked, _ := a.askedEngine(a.cfg); asked != a.engine { // the file was checked as it loaded
+		a.log.Warn().Str("why", why).Str("file", a.o.Source.File()).Str("engine", asked.String()).Str("running", a.srv.Engine().String()).
+			Msg("engine: changed, not applied: it takes a restart or lb upgrade; the running engine stays")
+	}
 	return nil
 }
 

@@ -31,7 +31,17 @@ type Config struct {
 	File      string // the path it was loaded from; "" when built from flags
 	Listeners []Listener
 	Pools     []Pool // in file order; route.Route.Pool indexes this slice
+	// Engine is the file's engine: one of Engines, or "" when it leaves the key out (then
+	// --engine decides). A reload cannot change the engine that runs.
+	Engine string
 }
+
+// Engines are the names engine: and --engine take: auto (io_uring where the kernel allows
+// it, else epoll), epoll or uring. l4.ParseEngine reads each of them.
+var Engines = []string{"auto", "epoll", "uring"}
+
+// WantEngine is what engine: and --engine allow, as their errors say it.
+const WantEngine = "auto, epoll or uring"
 
 // Listener is one address lb listens on and the routes of the connections it accepts.
 type Listener struct {

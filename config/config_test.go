@@ -32,6 +32,9 @@ func TestLoadExample(t *testing.T) {
 	if len(cfg.Listeners) != 2 || len(cfg.Pools) != 4 {
 		t.Fatalf("%d listeners, %d pools", len(cfg.Listeners), len(cfg.Pools))
 	}
+	if cfg.Engine != "" {
+		t.Errorf("Engine = %q from a file without engine:, want \"\" (--engine decides)", cfg.Engine)
+	}
 	web, api := cfg.Pool("web"), cfg.Pool("api")
 	if web == nil || api == nil || cfg.Pool("nope") != nil {
 		t.Fatal("Pool by name")
@@ -110,7 +113,7 @@ func TestErrors(t *testing.T) {
 	}{
 		{"empty", "", "empty config: want listeners: and pools:"},
 		{"syntax", "listeners: [\n", "1: bad YAML: did not find expected node content"},
-		{"top-level key", minimal + "pool: {}\n", `7:1: unknown key "pool" in the config: want listeners or pools`},
+		{"top-level key", minimal + "pool: {}\n", `7:1: unknown key "pool" in the config: want listeners, pools or engine`},
 		{"no pools", "listeners: []\n", "1:1: no pools: add pools: with at least one named pool of servers:"},
 		{"unknown match key", strings.Replace(minimal, "- pool: web", "- match: {hots: a.test}\n        pool: web", 1), `4:17: unknown key "hots" in match: want sni, alpn, host, path_prefix, h2c, protocol or source`},
 		{"route key", strings.Replace(minimal, "- pool: web", "- pool: web\n        weight: 2", 1), `5:9: unknown key "weight" in a route: want match or pool`},

@@ -50,6 +50,11 @@ var keyCases = []keyCase{
 	{"config", "pools", `{api: {servers: [127.0.0.1:9002]}, web: {servers: [127.0.0.1:9001]}}`,
 		func(c *Config) any { return c.Pools[0].Name + " " + c.Pools[0].Backends[0].Addr }, "api 127.0.0.1:9002",
 		[]bad{{"x", "pools must be a mapping of pool names to pools, e.g. web: {servers: [127.0.0.1:9001]}", 0}}},
+	{"config", "engine", "epoll",
+		func(c *Config) any { return c.Engine }, "epoll",
+		[]bad{{"bogus", `bad engine "bogus": want auto, epoll or uring`, 0},
+			{"EPOLL", `bad engine "EPOLL": want auto, epoll or uring`, 0},
+			{"[uring]", "engine must be a single value", 0}}},
 
 	{"listener", "listen", "127.0.0.1:8081",
 		func(c *Config) any { return c.Listeners[0].Listen }, "127.0.0.1:8081",

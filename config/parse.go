@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -33,7 +34,7 @@ func (p *parser) errAt(n *yaml.Node, format string, args ...any) *Error {
 }
 
 // topKeys are the keys of the config file itself.
-var topKeys = []string{"listeners", "pools"}
+var topKeys = []string{"listeners", "pools", "engine"}
 
 // parse reads the YAML nodes into a Config, checking every value where it stands.
 func (p *parser) parse(data []byte) (*Config, error) {
@@ -57,6 +58,13 @@ func (p *parser) parse(data []byte) (*Config, error) {
 		case "pools":
 			if cfg.Pools, err = p.pools(f.val); err != nil {
 				return nil, err
+			}
+		case "engine":
+			if cfg.Engine, err = p.scalar(f.val, "engine"); err != nil {
+				return nil, err
+			}
+			if !slices.Contains(Engines, cfg.Engine) {
+				return nil, p.errAt(f.val, "bad engine %q: want %s", cfg.Engine, WantEngine)
 			}
 		}
 	}

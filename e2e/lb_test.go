@@ -225,6 +225,7 @@ type logEntry struct {
 	Backend string `json:"backend"`
 	Up      *int   `json:"up"`
 	Sticky  string `json:"sticky"`
+	Engine  string `json:"engine"`
 	raw     string
 }
 
@@ -339,8 +340,16 @@ func runLB(t *testing.T, args ...string) (stdout, stderr string, status int) {
 // than at runDeadline.
 func runRefused(t *testing.T, args ...string) (stderr string, status int) {
 	t.Helper()
-	cmd := exec.Command(lbBin, args...)
-	cmd.Env = append(lbEnv(), "LB_LOG_FORMAT=json")
+	return runRefusedWith(t, nil, nil, args...)
+}
+
+// runRefusedWith is runRefused with lb run by a wrapper command (such as noiouring) and
+// extra env as KEY=VALUE.
+func runRefusedWith(t *testing.T, wrapper, env []string, args ...string) (stderr string, status int) {
+	t.Helper()
+	argv := append(append(append([]string{}, wrapper...), lbBin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(append(lbEnv(), "LB_LOG_FORMAT=json"), env...)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

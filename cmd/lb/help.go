@@ -7,7 +7,7 @@ var flagCategories = []struct {
 	name  string
 	flags []string
 }{
-	{"Listeners and backends", []string{"config", "servers", "listen", "port", "watch", "pid-file", "resolver", "resolve-every", "threads"}},
+	{"Listeners and backends", []string{"config", "servers", "listen", "port", "watch", "pid-file", "resolver", "resolve-every", "threads", "engine"}},
 	{"Health checks", []string{"health-interval", "health-timeout", "rise", "fall", "health-http", "health-expect-status"}},
 	{"Balancing and stickiness", []string{"balance", "slow-start", "sticky-cookie", "sticky-cookie-attrs"}},
 	{"Sessions", []string{"session-cookie", "session-store", "session-ttl", "session-secret", "session-timeout", "session-max-entries", "cluster-name"}},

@@ -14,11 +14,9 @@ import (
 	"lb/version"
 )
 
-// Exit statuses: 0 done, 1 a runtime failure or a backend down (probe), 2 bad input.
-const (
-	exitFailure  = 1
-	exitBadInput = 2
-)
+// Exit statuses: 0 done, 1 (exitFailure) a runtime failure or a backend down (probe), 2
+// (exitBadInput) bad input.
+const exitFailure, exitBadInput = 1, 2
 
 // upgrades is whether lb serve can be upgraded in place: in the binary, not in the tests
 // that run its commands in their own process.

@@ -145,6 +145,8 @@ func TestBadInputIsExit2BeforeAnythingStarts(t *testing.T) {
 		{"rise", "0"},
 		{"fall", "0"},
 		{"threads", "0"},
+		{"engine", "bogus"},
+		{"engine", "EPOLL"},
 		{"sticky-cookie", "lb srv"},
 		{"sticky-cookie-attrs", "Path=/\r\nX-Injected: 1"},
 		{"session-cookie", "a b"},
@@ -232,6 +234,25 @@ func TestGoodFlagEdges(t *testing.T) {
 	o, err = parse(t, "--port", "8080")
 	if err != nil || o.Source.Listen != ":8080" {
 		t.Errorf("--port 8080 without --listen: listen %q, %v; want :8080", o.Source.Listen, err)
+	}
+}
+
+// --engine lands in Options.Engine (auto by default), from the flag or LB_ENGINE; app
+// resolves it against the config file's engine:.
+func TestEngineFlag(t *testing.T) {
+	if o, err := parse(t); err != nil || o.Engine != "auto" {
+		t.Errorf("no --engine: Engine %q, %v; want auto", o.Engine, err)
+	}
+	if o, err := parse(t, "--engine", "epoll"); err != nil || o.Engine != "epoll" {
+		t.Errorf("--engine epoll: Engine %q, %v", o.Engine, err)
+	}
+	t.Setenv("LB_ENGINE", "uring")
+	if o, err := parse(t); err != nil || o.Engine != "uring" {
+		t.Errorf("LB_ENGINE=uring: Engine %q, %v", o.Engine, err)
+	}
+	t.Setenv("LB_ENGINE", "bogus")
+	if _, err := parse(t); err == nil || exitCode(err) != exitBadInput || err.Error() != "--engine bogus: want auto, epoll or uring" {
+		t.Errorf("LB_ENGINE=bogus: %v (exit %d), want exit %d and --engine bogus: want auto, epoll or uring", err, exitCode(err), exitBadInput)
 	}
 }
 

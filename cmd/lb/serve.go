@@ -115,6 +115,7 @@ func routingFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-sniff-memory", Usage: "`MIB` of buffers all connections together may hold for request heads (and sticky response heads); past it a head goes on unparsed (0: 4 KiB a connection of --max-conns, 16 to 256 MiB)"},
 		&cli.IntFlag{Name: "max-conns", Usage: "connections lb holds at most; past it new clients wait in the listen backlog (0: derived from the open-files limit, two descriptors a connection)"},
 		sendProxyFlag, acceptProxyFlag, perIPMaxConnsFlag, perIPRateFlag, perIPBurstFlag, perIPv6PrefixFlag, queueTimeoutFlag, // clients.go
+		&cli.StringFlag{Name: "engine", Value: "auto", Usage: "how the event loops hear of events and move bytes: auto (io_uring where the kernel allows it, else epoll), epoll or uring; a config file's engine: wins"},
 		&cli.IntFlag{Name: "threads", Value: defaultThreads(), DefaultText: "half the CPUs", Usage: "event loops (and Go's GOMAXPROCS); the default, half the CPUs, leaves the rest to the kernel's network work and to co-located processes"},
 		stickyCookieFlag,
 		&cli.StringFlag{Name: "sticky-cookie-attrs", Value: "Path=/; HttpOnly; SameSite=Lax", Usage: "attributes of the inserted sticky cookie"},
@@ -187,6 +188,7 @@ func defaultThreads() int { return max(1, runtime.NumCPU()/2) }
 func parseOptions(c *cli.Context) (app.Options, error) {
 	o := app.Options{
 		Threads:      c.Int("threads"),
+		Engine:       c.String("engine"),
 		DrainTimeout: c.Duration("drain-timeout"),
 		L4: l4.Config{
 			SniffTimeout:   c.Duration("sniff-timeout"),
