@@ -33,6 +33,7 @@ type loop struct {
 	spliced      atomic.Uint64
 	idleTimeouts atomic.Uint64
 	buffersHeld  atomic.Int64 // io_uring: provided buffers whose bytes are being sent
+	bufferWaits  atomic.Uint64
 
 	// Owned by the loop goroutine.
 	acc       acceptor

@@ -83,6 +83,7 @@ type Stats struct {
 	HeadBytes     int64  // bytes of head buffers held by connections now
 	HeadsUnparsed uint64 // heads that went on unparsed, or reads deferred, at MaxHeadMemory
 	BuffersHeld   int64  // io_uring: provided buffers holding bytes on their way now
+	BufferWaits   uint64 // io_uring: receives that found every buffer taken, and waited for one
 }
 
 // Server routes the connections of its listeners. Create it with New; Shutdown stops it.
@@ -270,6 +271,7 @@ func (s *Server) Stats() Stats {
 		st.SplicedBytes += l.spliced.Load()
 		st.IdleTimeouts += l.idleTimeouts.Load()
 		st.BuffersHeld += l.buffersHeld.Load()
+		st.BufferWaits += l.bufferWaits.Load()
 	}
 	return st
 }

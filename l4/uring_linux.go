@@ -56,9 +56,12 @@ type flowRef struct {
 
 const (
 	ringEntries = 1024
-	ringBuffers = 512      // per loop; a buffer is held only while its bytes are being sent
-	ringBufSize = copySize // what one receive takes, as a read does on the epoll engine
+	ringBufSize = 64 << 10 // what one receive takes: a pipe's worth, what one splice moves on the epoll engine
 )
+
+// ringBuffers is how many buffers a loop's ring provides: a buffer is held only while its
+// bytes are being sent. A test makes it tiny.
+var ringBuffers = 256
 
 // What a completion is for, in the low 3 bits of its user data. For a connection's
 // requests the rest holds the side (1 bit), a poll's arming or a send's buffer (16 bits), the
@@ -378,6 +381,7 @@ func (u *ringEvents) received(l *loop, c *conn, side int, res int32, bid uint16)
 			u.watchHangup(c, side)
 		}
 	case res == -int32(unix.ENOBUFS):
+		l.bufferWaits.Add(1)
 		u.starved = append(u.starved, flowRef{slot: c.slot, gen: c.gen, side: int8(side)})
 	case res == -int32(unix.ECANCELED):
 		u.receive(c, side) // held still for a hand-over that is over, or goes on without it
