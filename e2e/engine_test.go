@@ -100,7 +100,7 @@ func TestEngineUringRefused(t *testing.T) {
 
 // Where io_uring is refused, --engine auto runs on epoll: it serves, and says so.
 func TestEngineAutoFallsBackToEpoll(t *testing.T) {
-	serveWithEngine(t, withoutIOUring(t), "epoll", "--engine", "auto")
+	serveWithEngine(t, withoutIOUring(t), nil, "epoll", "--engine", "auto")
 }
 
 // Where the kernel allows io_uring, lb runs on it by default (--engine auto).
@@ -114,16 +114,18 @@ func TestEngineAutoPicksUring(t *testing.T) {
 		t.Skipf("io_uring_setup: %v (a seccomp profile, or a kernel without io_uring): auto is epoll here", errno)
 	}
 	unix.Close(int(fd))
-	serveWithEngine(t, nil, "uring")
+	// LB_ENGINE=auto is the default; set, it overrides the suite's own LB_ENGINE (.ci/run
+	// runs e2e on epoll too).
+	serveWithEngine(t, nil, []string{"LB_ENGINE=auto"}, "uring")
 }
 
-// serveWithEngine runs lb serve (under wrapper) with args in front of an echo backend,
+// serveWithEngine runs lb serve (under wrapper, with env) with args in front of an echo backend,
 // checks that its listening line names engine and that a request goes through, and stops it.
-func serveWithEngine(t *testing.T, wrapper []string, engine string, args ...string) {
+func serveWithEngine(t *testing.T, wrapper, env []string, engine string, args ...string) {
 	t.Helper()
 	backend := startTCPBackend(t, echo)
 	servers := writeServersFile(t, backend.Addr)
-	lb := startLBWith(t, wrapper, nil, append([]string{"serve", "-f", servers, "--listen", "127.0.0.1:0"}, args...)...)
+	lb := startLBWith(t, wrapper, env, append([]string{"serve", "-f", servers, "--listen", "127.0.0.1:0"}, args...)...)
 	listening, _ := lb.log.waitFor(0, 0, func(e logEntry) bool { return e.Message == "listening" })
 	if listening.Engine != engine {
 		t.Errorf("listening line %s: engine %q, want %q", listening.raw, listening.Engine, engine)

@@ -139,7 +139,7 @@ func (u *ringEvents) cancel(target uint64) {
 // turn submits what the last turn queued and waits for completions (or the sweep), in one
 // enter, then dispatches them.
 func (u *ringEvents) turn(l *loop) error {
-	wait := max(l.nextSweep-time.Now().UnixNano(), int64(time.Microsecond))
+	wait := max(l.nextSweep-l.now, int64(time.Microsecond)) // l.now is a dispatch old: the sweep may come that late
 	n, err := u.ring.WaitCQEsFor(u.cqes[:], 1, wait)
 	if err != nil {
 		return err
