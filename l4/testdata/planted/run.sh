@@ -6,8 +6,9 @@
 #   bash l4/testdata/planted/run.sh 04 17      # the patches whose names start so
 #   PLANTED=app/testdata/planted bash l4/testdata/planted/run.sh   # the wiring's
 #
-# A patch says which test catches it (# caught by: TestX or TestX/sub) and, when not l4's,
-# in which package (# in: ./app/).
+# A patch says which test catches it (# caught by: TestX or TestX/sub), when not l4's in
+# which package (# in: ./app/), and when its bug is in one engine's code, which (# engine:
+# epoll); the others run on LB_ENGINE's engine, or the default.
 # Prints one row per patch (patch, test, caught, seconds) and exits 1 if any bug was not caught
 # in time, 2 if the tests fail without any bug planted.
 set -u
@@ -40,15 +41,19 @@ pattern() {
 }
 header() { sed -n "s/^# $1: //p" "$2" | head -1; }
 pkgof() { local p; p=$(header in "$1"); echo "${p:-./l4/}"; }
-runtest() { # dir package pattern log
-	(cd "$1" && go test -count=1 -timeout 60s -run "$3" "$2" </dev/null >"$4" 2>&1)
+# The engine a patch's test runs on: its "# engine:" (a bug in one engine's code), else
+# LB_ENGINE's, else the default.
+engineof() { local e; e=$(header engine "$1"); echo "${e:-${LB_ENGINE:-auto}}"; }
+runtest() { # dir package pattern log engine
+	(cd "$1" && LB_ENGINE="$5" go test -count=1 -timeout 60s -run "$3" "$2" </dev/null >"$4" 2>&1)
 }
 
-# Without any bug, every named test must pass.
-for pkg in $(for p in "${patches[@]}"; do pkgof "$p"; done | sort -u); do
-	tests=$(for p in "${patches[@]}"; do [ "$(pkgof "$p")" = "$pkg" ] && header "caught by" "$p" | cut -d/ -f1; done | sort -u | paste -sd'|')
-	if ! runtest "$work/repo" "$pkg" "^($tests)\$" "$work/baseline.log"; then
-		echo "the tests of $pkg fail with no bug planted:" >&2
+# Without any bug, every named test must pass, on the engine it runs on.
+for pe in $(for p in "${patches[@]}"; do echo "$(pkgof "$p")@$(engineof "$p")"; done | sort -u); do
+	pkg=${pe%@*} engine=${pe#*@}
+	tests=$(for p in "${patches[@]}"; do [ "$(pkgof "$p")@$(engineof "$p")" = "$pe" ] && header "caught by" "$p" | cut -d/ -f1; done | sort -u | paste -sd'|')
+	if ! runtest "$work/repo" "$pkg" "^($tests)\$" "$work/baseline.log" "$engine"; then
+		echo "the tests of $pkg fail on $engine with no bug planted:" >&2
 		tail -30 "$work/baseline.log" >&2
 		exit 2
 	fi
@@ -66,7 +71,7 @@ for p in "${patches[@]}"; do
 		caught="no (patch does not apply)"
 	else
 		start=$(date +%s.%N)
-		runtest "$work/repo" "$pkg" "$(pattern "$test")" "$log"
+		runtest "$work/repo" "$pkg" "$(pattern "$test")" "$log" "$(engineof "$p")"
 		rc=$?
 		(cd "$work/repo" && git apply -R "$p")
 		wall=$(echo "$(date +%s.%N) - $start" | bc)
