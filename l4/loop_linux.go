@@ -2,6 +2,7 @@ package l4
 
 import (
 	"errors"
+	"runtime"
 
 	"lb/httpsniff"
 	"lb/metrics"
@@ -93,6 +94,10 @@ func (l *loop) call(fn func()) {
 // run dispatches events until the loop stops.
 func (l *loop) run() {
 	defer close(l.done)
+	// The io_uring engine locks the loop to its thread. Unlocked at the end, the thread goes
+	// back to the runtime; left locked, the runtime ends it, and a thread's end kills the
+	// children it started with a parent-death signal.
+	defer runtime.UnlockOSThread()
 	err := l.ev.start()
 	l.started <- err
 	if err != nil {

@@ -30,6 +30,7 @@ type ringEvents struct {
 	listeners []ringListener
 	starved   []flowRef // ends whose receive found the buffer ring empty
 	returned  bool      // buffers went back this turn: publish them
+	closing   []int     // sockets whose close is queued and not yet submitted
 
 	// Ends at EOF whose peer may still reset them: an epoll set with no interest hears only
 	// that (an io_uring poll would fire at once, at the FIN it always watches for), and the
@@ -125,7 +126,9 @@ func (u *ringEvents) sqe() *uring.SQE {
 		if s := u.ring.GetSQE(); s != nil {
 			return s
 		}
-		u.ring.Submit()
+		if _, err := u.ring.Submit(); err == nil {
+			u.closing = u.closing[:0]
+		}
 	}
 }
 
@@ -144,6 +147,7 @@ func (u *ringEvents) turn(l *loop) error {
 	if err != nil {
 		return err
 	}
+	u.closing = u.closing[:0]
 	l.now = time.Now().UnixNano()
 	for i := range n {
 		u.dispatch(l, &u.cqes[i])
@@ -152,6 +156,11 @@ func (u *ringEvents) turn(l *loop) error {
 		u.returned = false
 		u.bufs.Publish()
 		u.retryStarved(l)
+	}
+	if l.stopped { // no turn comes after this one: the closes queued go now
+		if _, err := u.ring.Submit(); err == nil {
+			u.closing = u.closing[:0]
+		}
 	}
 	return nil
 }
@@ -318,8 +327,11 @@ func (u *ringEvents) listened(l *loop, fd int, seq uint16, res int32) {
 }
 
 // closeSocket ends what is under way on one end of c (its poll, the request of the flow
-// from it) and closes it. The kernel holds the socket until those requests complete, as
-// cancelled, in the next enter; their completions then find c gone.
+// from it) and closes it, all by submissions, which the kernel takes in order at the next
+// enter: a request queued for the socket before then still finds it, and its number is
+// not free for an accept or a dial meanwhile (a close(2) now would let a queued send write
+// to whatever file got the number next). The completions of the cancelled requests then
+// find c gone.
 func (u *ringEvents) closeSocket(c *conn, side int) {
 	en := &c.ends[side]
 	u.unwatch(c, side)
@@ -330,7 +342,11 @@ func (u *ringEvents) closeSocket(c *conn, side int) {
 	case opSend:
 		u.cancel(connData(udSend, c, side, en.bid))
 	}
-	sysClose(en.fd)
+	s := u.sqe()
+	s.PrepClose(en.fd)
+	s.Flags |= uring.SQECQESkipSuccess
+	s.UserData = udCancel
+	u.closing = append(u.closing, en.fd)
 }
 
 // flows takes over the flows of a splicing connection once nothing of it is read by lb (a
@@ -502,6 +518,9 @@ func (u *ringEvents) unquiet(c *conn) {
 }
 
 func (u *ringEvents) close() {
+	for _, fd := range u.closing {
+		sysClose(fd) // queued, never submitted: the loop ended on an error
+	}
 	if u.ring != nil {
 		u.ring.Close() // cancels what is in flight, before the buffers go
 		u.bufs.Close()
