@@ -493,6 +493,17 @@ func TestPathsRefuseWaitExpires(t *testing.T) {
 	if waited := time.Since(at); waited >= refuseWait {
 		t.Fatalf("a refused client that closed was let go after %v: lb waited for refuseWait", waited)
 	}
+
+	// More than one drain takes (16 reads of 512 bytes), then its close: lb hears the rest
+	// and the close without waiting for refuseWait.
+	c, at = refused()
+	c.Write(make([]byte, 32<<10))
+	c.CloseWrite()
+	pathsWait(t, 3*time.Second, "lb to close a refused client that sent more and closed", func() bool { return s.Stats().Active == 0 })
+	if waited := time.Since(at); waited >= refuseWait {
+		t.Fatalf("a refused client that sent 32 KiB and closed was let go after %v: lb waited for refuseWait", waited)
+	}
+	c.Close()
 }
 
 // TestPathsUnparsedHeadWithNoBackendGets503: a head too large for the sniff buffer, or

@@ -463,6 +463,7 @@ func TestIdleTimeoutClosesSilentConnections(t *testing.T) {
 	c := dial(t, s.addr)
 	io.WriteString(c, "GET / HTTP/1.1\r\n\r\n")
 	start := time.Now()
+	c.SetReadDeadline(start.Add(3 * time.Second)) // the close must reach the client, not only lb's count
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != "GET / HTTP/1.1\r\n\r\n" {
 		t.Fatalf("read %q, %v", got, err)
