@@ -57,7 +57,8 @@ type flowRef struct {
 
 const (
 	ringEntries = 1024
-	ringBufSize = 64 << 10 // what one receive takes: a pipe's worth, what one splice moves on the epoll engine
+	briefWait   = int64(time.Millisecond) // see turn
+	ringBufSize = 64 << 10                // what one receive takes: a pipe's worth, what one splice moves on the epoll engine
 )
 
 // ringBuffers is how many buffers a loop's ring provides: a buffer is held only while its
@@ -143,7 +144,13 @@ func (u *ringEvents) cancel(target uint64) {
 // enter, then dispatches them.
 func (u *ringEvents) turn(l *loop) error {
 	wait := max(l.nextSweep-l.now, int64(time.Microsecond)) // l.now is a dispatch old: the sweep may come that late
-	n, err := u.ring.WaitCQEsFor(u.cqes[:], 1, wait)
+	// Under load the next completion is near: wait for it holding the P, which spares a
+	// hand-off between threads at each wake-up. Past briefWait the loop waits as a blocked
+	// system call, and the runtime gives its P to others.
+	n, err := u.ring.WaitCQEsBriefly(u.cqes[:], 1, min(wait, briefWait))
+	if err == nil && n == 0 && wait > briefWait {
+		n, err = u.ring.WaitCQEsFor(u.cqes[:], 1, wait-briefWait)
+	}
 	if err != nil {
 		return err
 	}

@@ -544,23 +544,27 @@ func TestRegisteredFiles(t *testing.T) {
 }
 
 // TestWaitFor returns after the timeout with nothing, and at once when a completion is
-// there.
+// there; WaitCQEsBriefly, the same without telling the scheduler, alike.
 func TestWaitFor(t *testing.T) {
-	r := newRing(t, Options{Entries: 8})
-	if r.Features()&FeatExtArg == 0 {
-		t.Skip("the kernel has no IORING_FEAT_EXT_ARG")
-	}
-	buf := make([]CQE, 8)
-	start := time.Now()
-	if n, err := r.WaitCQEsFor(buf, 1, int64(20*time.Millisecond)); err != nil || n != 0 {
-		t.Fatalf("an empty ring: %d completions, %v", n, err)
-	}
-	if d := time.Since(start); d < 15*time.Millisecond || d > 2*time.Second {
-		t.Fatalf("a 20 ms wait took %v", d)
-	}
-	nop(t, r, 7)
-	if n, err := r.WaitCQEsFor(buf, 1, int64(time.Minute)); err != nil || n != 1 || buf[0].UserData != 7 {
-		t.Fatalf("a nop: %d completions %+v, %v", n, buf[:n], err)
+	for name, wait := range map[string]func(*Ring, []CQE, uint32, int64) (int, error){
+		"WaitCQEsFor": (*Ring).WaitCQEsFor, "WaitCQEsBriefly": (*Ring).WaitCQEsBriefly,
+	} {
+		r := newRing(t, Options{Entries: 8})
+		if r.Features()&FeatExtArg == 0 {
+			t.Skip("the kernel has no IORING_FEAT_EXT_ARG")
+		}
+		buf := make([]CQE, 8)
+		start := time.Now()
+		if n, err := wait(r, buf, 1, int64(20*time.Millisecond)); err != nil || n != 0 {
+			t.Fatalf("%s, an empty ring: %d completions, %v", name, n, err)
+		}
+		if d := time.Since(start); d < 15*time.Millisecond || d > 2*time.Second {
+			t.Fatalf("%s: a 20 ms wait took %v", name, d)
+		}
+		nop(t, r, 7)
+		if n, err := wait(r, buf, 1, int64(time.Minute)); err != nil || n != 1 || buf[0].UserData != 7 {
+			t.Fatalf("%s, a nop: %d completions %+v, %v", name, n, buf[:n], err)
+		}
 	}
 }
 
