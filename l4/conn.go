@@ -277,6 +277,7 @@ func (l *loop) route(c *conn) {
 // or has the first bytes: nothing was sent yet, so any will do.
 func (l *loop) dial(c *conn) {
 	rt := c.rt
+	l.ev.settle()
 	for b, picked, ok := rt.nextBackend(); ok; b, picked, ok = rt.nextBackend() {
 		fd, sa, err := l.dials.connect(b.Addr)
 		switch {

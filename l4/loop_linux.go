@@ -122,6 +122,7 @@ func (l *loop) run() {
 
 // accept admits the connections waiting on listener lfd, a batch at a time.
 func (l *loop) accept(lfd int) {
+	l.ev.settle()
 	for range acceptBatch {
 		a, ok := l.acc.take(lfd, l.now)
 		if !ok {

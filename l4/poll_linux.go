@@ -35,6 +35,9 @@ type events interface {
 	// closeSocket closes a socket of a connection, and ends what the engine had under way
 	// on it.
 	closeSocket(c *conn, side int)
+	// settle makes the closes closeSocket queued take effect now, so that descriptors the
+	// connection limit counts as free are free when an accept or a dial takes one.
+	settle()
 	// flows takes over the flows of a splicing connection when the engine moves its bytes
 	// itself (io_uring); false: rearm watches its sockets for the pump.
 	flows(l *loop, c *conn) bool
@@ -177,6 +180,8 @@ func (p *poller) unwatchListener(lfd int) { sysEpollCtl(p.epfd, unix.EPOLL_CTL_D
 func (p *poller) closeSocket(c *conn, side int) { sysClose(c.ends[side].fd) }
 
 func (p *poller) start() error { return nil }
+
+func (p *poller) settle() {} // closeSocket closes at once
 
 // The pump moves a splicing connection's bytes with read, write and splice.
 func (p *poller) flows(*loop, *conn) bool { return false }

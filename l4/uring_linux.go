@@ -356,6 +356,15 @@ func (u *ringEvents) closeSocket(c *conn, side int) {
 	u.closing = append(u.closing, en.fd)
 }
 
+// settle submits the closes queued since the last enter.
+func (u *ringEvents) settle() {
+	if len(u.closing) > 0 {
+		if _, err := u.ring.Submit(); err == nil {
+			u.closing = u.closing[:0]
+		}
+	}
+}
+
 // flows takes over the flows of a splicing connection once nothing of it is read by lb (a
 // response head) or held in a pipe: from then on its ends receive and send by completions.
 func (u *ringEvents) flows(l *loop, c *conn) bool {
