@@ -129,7 +129,7 @@ func TestDocsPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	readme, _ := os.ReadFile("../../README.md")
-	const cmd = "go test -race ./... && LB_ENGINE=epoll go test -race ./l4/ ./e2e/ && (cd deploy && go test -race ./...)"
+	const cmd = "go test -race ./... && LB_ENGINE=epoll go test -race -count=1 ./l4/ ./e2e/ && (cd deploy && go test -race ./...)"
 	if !strings.Contains(string(ci), "\n"+cmd+"\n") || !strings.Contains(string(readme), "\n"+cmd+" ") {
 		t.Errorf("README and .ci/run must both run %q", cmd)
 	}
