@@ -39,6 +39,10 @@ func startUpgradable(t *testing.T, args ...string) *upgradable {
 	if !waitUntil(startDeadline, func() bool { return u.pid() == u.first.Process.Pid }) {
 		t.Fatalf("lb wrote no pid file within %v", startDeadline)
 	}
+	// The pid file may be written a moment before the listening line.
+	if !waitUntil(startDeadline, func() bool { return len(u.logged("listening")) > 0 }) {
+		t.Fatalf("lb logged no listening line within %v", startDeadline)
+	}
 	return u
 }
 

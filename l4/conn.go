@@ -370,7 +370,7 @@ func (l *loop) starve(c *conn, b ring.Backend, err error) {
 
 // dialed runs when the backend socket is writable: its connect is done, or the rest of the
 // first bytes can go.
-func (l *loop) dialed(c *conn) {
+func (l *loop) dialed(c *conn, _ int, _ uint32) {
 	if c.phase == dialing {
 		if err := sysSocketError(c.ends[backendSide].fd); err != nil {
 			l.redial(c, opError("connect", err))
@@ -475,51 +475,41 @@ func (l *loop) dialFailed(c *conn, id, addr string, sa *sockaddr, err error) {
 	}
 }
 
-// handle dispatches one epoll event for one end of c to its phase's stage.
+// handle hands an event of one end of c to what its phase does with one (rules).
 func (l *loop) handle(c *conn, side int, events uint32) {
-	switch c.phase {
-	case sniffing:
-		c.ends[clientSide].events = 0 // ONESHOT: spent
-		l.sniff(c)
-	case dialing, replaying: // only the backend is watched
-		l.dialed(c)
-	case refusing:
-		l.drainRefused(c)
-	case splicing:
-		l.flow(c, side, events)
+	if f := rules[c.phase].event; f != nil {
+		f(l, c, side, events)
 	}
 }
 
-// expire is the sweep's verdict on a connection whose deadline passed.
-func (l *loop) expire(c *conn) {
-	switch c.phase {
-	case sniffing:
-		if c.awaitProxy {
-			l.badProxy(c, proxyhdr.ErrMalformed) // the header never came whole
-			return
-		}
-		if l.s.cfg.CloseSlowHeads {
-			l.refused(c, metrics.RefuseSlowHead, false)
-			l.close(c, os.ErrDeadlineExceeded)
-			return
-		}
-		// Slow, silent (a pre-connect, a server-speaks-first protocol) or incomplete: route
-		// with what came.
-		l.routeUndecided(c, os.ErrDeadlineExceeded)
-	case lookingUp:
-		l.stats.StoreErrors++
-		l.dial(c) // the store did not answer in time: as if it knew nothing
-	case starved:
-		l.refuse(c, errNoDescriptor)
-	case queued:
-		l.refuse(c, errQueueTimeout) // no slot came free in time
-	case dialing:
-		l.redial(c, opError("connect", os.ErrDeadlineExceeded))
-	case replaying:
-		l.close(c, opError("write", os.ErrDeadlineExceeded))
-	case refusing:
-		l.close(c, nil)
+// sniffMore is sniffing's reaction to its client's readability: the one-shot is spent.
+func (l *loop) sniffMore(c *conn, _ int, _ uint32) {
+	c.ends[clientSide].events = 0
+	l.sniff(c)
+}
+
+// sniffExpired is sniffing's deadline: a PROXY header that never came whole, a slow head
+// closed (CloseSlowHeads), or a head routed with what came.
+func (l *loop) sniffExpired(c *conn) {
+	if c.awaitProxy {
+		l.badProxy(c, proxyhdr.ErrMalformed)
+		return
 	}
+	if l.s.cfg.CloseSlowHeads {
+		l.refused(c, metrics.RefuseSlowHead, false)
+		l.close(c, os.ErrDeadlineExceeded)
+		return
+	}
+	// Slow, silent (a pre-connect, a server-speaks-first protocol) or incomplete: route
+	// with what came.
+	l.routeUndecided(c, os.ErrDeadlineExceeded)
+}
+
+// storeTimedOut is lookingUp's deadline: the store did not answer in time, as if it knew
+// nothing.
+func (l *loop) storeTimedOut(c *conn) {
+	l.stats.StoreErrors++
+	l.dial(c)
 }
 
 // refuse answers an unroutable HTTP client with 503 or 502 and then reads what it sends
@@ -572,7 +562,7 @@ func (l *loop) refuse(c *conn, why error) {
 	l.enter(c, refusing)
 }
 
-func (l *loop) drainRefused(c *conn) {
+func (l *loop) drainRefused(c *conn, _ int, _ uint32) {
 	var buf [512]byte
 	for range 16 {
 		n, err := sysRead(c.ends[clientSide].fd, buf[:])

@@ -35,7 +35,9 @@
 // # Phases
 //
 // A phase is what a connection waits for between two events; enter is the only function
-// that changes it, and sets with it each socket's epoll interest and the deadline. A stage
+// that changes it, and sets with it each socket's interest and the deadline. Its row also
+// holds what it does at an event of its sockets, at each sweep and at its deadline: the
+// engines' dispatch (handle) and the sweep only look them up. A stage
 // enters the phase in which it waits, not each step on its way, so the usual connection
 // makes no epoll call before it splices. The table (rules, phase.go; TestDocShowsTheTable
 // holds this copy to it):

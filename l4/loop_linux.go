@@ -158,21 +158,26 @@ func (l *loop) sweep() {
 		l.dials.prune()
 	}
 	for _, c := range l.conns.slots {
-		switch {
-		case c == nil:
-		case c.phase == splicing:
-			// A head held for the session store is not idle: the store's own timeout bounds it.
-			if idle := int64(c.pool.IdleTimeout); idle > 0 && l.now-c.lastActive >= idle && !(c.rh != nil && c.rh.step == holding) {
-				l.idleTimeouts.Add(1)
-				l.close(c, errIdle)
-			}
-		case c.phase == starved && l.now < c.deadline:
-			l.dial(c) // a descriptor may be free now
-		case c.phase == queued && l.now < c.deadline:
-			l.dialAgain(c) // a slot may be free now (one on another loop's backend)
-		case l.now >= c.deadline:
-			l.expire(c)
+		if c == nil {
+			continue
 		}
+		switch r := &rules[c.phase]; {
+		case r.deadline == idleDeadline || l.now < c.deadline: // idle: a phase's own measure
+			if r.tick != nil {
+				r.tick(l, c)
+			}
+		case r.expired != nil:
+			r.expired(l, c)
+		}
+	}
+}
+
+// closeIfIdle is splicing's sweep: a connection whose bytes last moved --idle-timeout ago is
+// closed. A head held for the session store is not idle: the store's own timeout bounds it.
+func (l *loop) closeIfIdle(c *conn) {
+	if idle := int64(c.pool.IdleTimeout); idle > 0 && l.now-c.lastActive >= idle && !(c.rh != nil && c.rh.step == holding) {
+		l.idleTimeouts.Add(1)
+		l.close(c, errIdle)
 	}
 }
 

@@ -4,6 +4,7 @@ package l4
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -66,6 +67,12 @@ type phaseRule struct {
 	routing         bool   // the connection holds its routing state (the first bytes, the backends tried)
 	next            uint16 // the phases it may move to, a bit each
 	on              string // what moves it on
+
+	// What the phase does, on its loop (nil: nothing): at an event of one of its sockets; at
+	// each sweep while its deadline has not passed; when it has.
+	event   func(l *loop, c *conn, side int, events uint32)
+	tick    func(l *loop, c *conn)
+	expired func(l *loop, c *conn)
 }
 
 func to(ps ...phase) uint16 {
@@ -77,42 +84,64 @@ func to(ps ...phase) uint16 {
 }
 
 // rules is the connection state machine: every phase, what each end waits for in it, its
-// deadline, and where it may go. enter holds every transition to it; the package doc shows it
-// (TestDocShowsTheTable).
-var rules = [phases]phaseRule{
-	unused: {name: "unused", client: noSocket, backend: noSocket,
-		next: to(sniffing, lookingUp, starved, queued, dialing, replaying, splicing, moving, refusing, closed),
-		on:   "admit takes an accepted socket and sniffs at once: the phase is where that ends"},
-	sniffing: {name: "sniffing", client: readOnce, backend: noSocket, deadline: sniffDeadline, routing: true,
-		next: to(sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed),
-		on:   "client readable: sniff; the head decided, the buffer full or a FIN: route. Deadline: route with what came, or close"},
-	lookingUp: {name: "lookingUp", client: silent, backend: noSocket, deadline: connectDeadline, routing: true,
-		next: to(starved, queued, dialing, replaying, splicing, refusing, closed),
-		on:   "the store answers, or the deadline: dial"},
-	starved: {name: "starved", client: silent, backend: noSocket, deadline: connectDeadline, routing: true,
-		next: to(starved, queued, dialing, replaying, splicing, refusing, closed),
-		on:   "each sweep: dial again. Deadline: refuse (503)"},
-	queued: {name: "queued", client: silent, backend: noSocket, deadline: queueDeadline, routing: true,
-		next: to(starved, queued, dialing, replaying, splicing, refusing, closed),
-		on:   "each sweep: dial again. Deadline: refuse (503)"},
-	dialing: {name: "dialing", client: silent, backend: writable, deadline: connectDeadline, renew: true, routing: true,
-		next: to(starved, queued, dialing, replaying, splicing, refusing, closed),
-		on:   "backend writable: replay. Failed, or the deadline: dial the next backend, or refuse"},
-	replaying: {name: "replaying", client: silent, backend: writable, deadline: connectDeadline, routing: true,
-		next: to(replaying, splicing, closed),
-		on:   "backend writable: replay the rest. Failed, or the deadline: close (bytes went: no other backend)"},
-	splicing: {name: "splicing", client: flows, backend: flows, deadline: idleDeadline,
-		next: to(moving, closed),
-		on:   "either end: pump. Both directions at EOF, an error, or idle: close. Handover: move it if no byte waits in lb"},
-	moving: {name: "moving", client: out, backend: out,
-		next: to(splicing, closed),
-		on:   "the ack: the other process took c (closed here, no log line), or did not (splicing again). Adopt: the same, after its ack is sent"},
-	refusing: {name: "refusing", client: readable, backend: noSocket, deadline: refuseDeadline,
-		next: to(closed),
-		on:   "client readable: drain it; its close, or the deadline: close"},
-	closed: {name: "closed", client: noSocket, backend: noSocket,
-		next: to(unused),
-		on:   "the slot is freed"},
+// deadline, where it may go, and what it does at an event, a sweep and its deadline. enter
+// holds every transition to it; the package doc shows it (TestDocShowsTheTable). It is made
+// in init: its reactions call enter, which reads it.
+var rules [phases]phaseRule
+
+func init() { rules = phaseRules() }
+
+func phaseRules() [phases]phaseRule {
+	return [phases]phaseRule{
+		unused: {name: "unused", client: noSocket, backend: noSocket,
+			next: to(sniffing, lookingUp, starved, queued, dialing, replaying, splicing, moving, refusing, closed),
+			on:   "admit takes an accepted socket and sniffs at once: the phase is where that ends"},
+		sniffing: {name: "sniffing", client: readOnce, backend: noSocket, deadline: sniffDeadline, routing: true,
+			next:    to(sniffing, lookingUp, starved, queued, dialing, replaying, splicing, refusing, closed),
+			on:      "client readable: sniff; the head decided, the buffer full or a FIN: route. Deadline: route with what came, or close",
+			event:   (*loop).sniffMore,
+			expired: (*loop).sniffExpired},
+		lookingUp: {name: "lookingUp", client: silent, backend: noSocket, deadline: connectDeadline, routing: true,
+			next:    to(starved, queued, dialing, replaying, splicing, refusing, closed),
+			on:      "the store answers, or the deadline: dial",
+			expired: (*loop).storeTimedOut},
+		starved: {name: "starved", client: silent, backend: noSocket, deadline: connectDeadline, routing: true,
+			next:    to(starved, queued, dialing, replaying, splicing, refusing, closed),
+			on:      "each sweep: dial again. Deadline: refuse (503)",
+			tick:    (*loop).dial, // a descriptor may be free now
+			expired: func(l *loop, c *conn) { l.refuse(c, errNoDescriptor) }},
+		queued: {name: "queued", client: silent, backend: noSocket, deadline: queueDeadline, routing: true,
+			next:    to(starved, queued, dialing, replaying, splicing, refusing, closed),
+			on:      "each sweep: dial again. Deadline: refuse (503)",
+			tick:    (*loop).dialAgain, // a slot may be free now (one on another loop's backend)
+			expired: func(l *loop, c *conn) { l.refuse(c, errQueueTimeout) }},
+		dialing: {name: "dialing", client: silent, backend: writable, deadline: connectDeadline, renew: true, routing: true,
+			next:    to(starved, queued, dialing, replaying, splicing, refusing, closed),
+			on:      "backend writable: replay. Failed, or the deadline: dial the next backend, or refuse",
+			event:   (*loop).dialed,
+			expired: func(l *loop, c *conn) { l.redial(c, opError("connect", os.ErrDeadlineExceeded)) }},
+		replaying: {name: "replaying", client: silent, backend: writable, deadline: connectDeadline, routing: true,
+			next:    to(replaying, splicing, closed),
+			on:      "backend writable: replay the rest. Failed, or the deadline: close (bytes went: no other backend)",
+			event:   (*loop).dialed,
+			expired: func(l *loop, c *conn) { l.close(c, opError("write", os.ErrDeadlineExceeded)) }},
+		splicing: {name: "splicing", client: flows, backend: flows, deadline: idleDeadline,
+			next:  to(moving, closed),
+			on:    "either end: pump. Both directions at EOF, an error, or idle: close. Handover: move it if no byte waits in lb",
+			event: (*loop).flow,
+			tick:  (*loop).closeIfIdle},
+		moving: {name: "moving", client: out, backend: out,
+			next: to(splicing, closed),
+			on:   "the ack: the other process took c (closed here, no log line), or did not (splicing again). Adopt: the same, after its ack is sent"},
+		refusing: {name: "refusing", client: readable, backend: noSocket, deadline: refuseDeadline,
+			next:    to(closed),
+			on:      "client readable: drain it; its close, or the deadline: close",
+			event:   (*loop).drainRefused,
+			expired: func(l *loop, c *conn) { l.close(c, nil) }},
+		closed: {name: "closed", client: noSocket, backend: noSocket,
+			next: to(unused),
+			on:   "the slot is freed"},
+	}
 }
 
 func (p phase) String() string {
