@@ -94,8 +94,8 @@ func (p *poller) turn(l *loop) error {
 		case listenMark:
 			l.accept(int(ev.Pad))
 		default:
-			if c := l.conns.lookup(ev.Fd, uint32(ev.Pad)>>1); c != nil {
-				l.handle(c, int(ev.Pad&1), ev.Events)
+			if c, side := l.endOf(ev); c != nil {
+				l.handle(c, side, ev.Events)
 			}
 		}
 	}
@@ -134,15 +134,28 @@ func (p *poller) waiter() func(deadline int64) ([]unix.EpollEvent, error) {
 	}
 }
 
-// pollEvents is epoll_wait without blocking. A raw syscall: it returns at once, so the
+func (p *poller) pollEvents() (int, error) { return sysEpollPoll(p.epfd, p.events[:]) }
+
+// sysEpollPoll is epoll_wait without blocking. A raw syscall: it returns at once, so the
 // scheduler need not know.
-func (p *poller) pollEvents() (int, error) {
-	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(p.epfd),
-		uintptr(unsafe.Pointer(&p.events[0])), uintptr(len(p.events)), 0, 0, 0)
+func sysEpollPoll(epfd int, events []unix.EpollEvent) (int, error) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd),
+		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
 	if errno != 0 {
 		return 0, errno
 	}
 	return int(n), nil
+}
+
+// endEvent is the epoll event of one end of c: its slot, and its generation beside the side,
+// so that an event for the slot's earlier tenant is told apart (endOf).
+func endEvent(c *conn, side int, events uint32) unix.EpollEvent {
+	return unix.EpollEvent{Events: events, Fd: c.slot, Pad: int32(c.gen<<1 | uint32(side))}
+}
+
+// endOf returns the connection and side an epoll event names, or nil if it is gone.
+func (l *loop) endOf(ev *unix.EpollEvent) (*conn, int) {
+	return l.conns.lookup(ev.Fd, uint32(ev.Pad)>>1), int(ev.Pad & 1)
 }
 
 // watch sets the epoll interest of one end of c.
@@ -152,7 +165,7 @@ func (p *poller) watch(c *conn, side int, events uint32) error {
 	if !en.watched {
 		op = unix.EPOLL_CTL_ADD
 	}
-	ev := unix.EpollEvent{Events: events, Fd: c.slot, Pad: int32(c.gen<<1 | uint32(side))}
+	ev := endEvent(c, side, events)
 	if err := sysEpollCtl(p.epfd, op, en.fd, &ev); err != nil {
 		return opError("epoll_ctl", err)
 	}

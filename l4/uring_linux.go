@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"runtime"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -456,34 +455,31 @@ func (u *ringEvents) sent(l *loop, c *conn, side int, res int32) {
 // watchHangup has the hang-up set hear of a reset of c's end side, at EOF: the flow the
 // other way goes on, and a reset must end it, as on the epoll engine.
 func (u *ringEvents) watchHangup(c *conn, side int) {
-	ev := unix.EpollEvent{Fd: c.slot, Pad: int32(c.gen<<1 | uint32(side))}
+	ev := endEvent(c, side, 0)
 	if err := sysEpollCtl(u.hangups, unix.EPOLL_CTL_ADD, c.ends[side].fd, &ev); err != nil {
 		return // heard of at the next send to it instead
 	}
 	if !u.hangupPoll {
-		s := u.sqe()
-		s.PrepPollAdd(u.hangups, unix.EPOLLIN)
-		s.UserData = udHangup
-		u.hangupPoll = true
+		u.pollHangups()
 	}
 }
 
-// hungUpEnds closes the connections whose end at EOF was reset, and polls the set again.
-func (u *ringEvents) hungUpEnds(l *loop) {
-	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(u.hangups),
-		uintptr(unsafe.Pointer(&u.hungUp[0])), uintptr(len(u.hungUp)), 0, 0, 0)
-	if errno != 0 {
-		n = 0
-	}
-	for _, ev := range u.hungUp[:n] {
-		if c := l.conns.lookup(ev.Fd, uint32(ev.Pad)>>1); c != nil && c.phase == splicing {
-			l.closeEnd(c, &c.ends[ev.Pad&1], errPeerGone)
-		}
-	}
+func (u *ringEvents) pollHangups() {
 	s := u.sqe()
 	s.PrepPollAdd(u.hangups, unix.EPOLLIN)
 	s.UserData = udHangup
 	u.hangupPoll = true
+}
+
+// hungUpEnds closes the connections whose end at EOF was reset, and polls the set again.
+func (u *ringEvents) hungUpEnds(l *loop) {
+	n, _ := sysEpollPoll(u.hangups, u.hungUp[:])
+	for i := range u.hungUp[:n] {
+		if c, side := l.endOf(&u.hungUp[i]); c != nil && c.phase == splicing {
+			l.closeEnd(c, &c.ends[side], errPeerGone)
+		}
+	}
+	u.pollHangups()
 }
 
 func (u *ringEvents) giveBack(l *loop, bid uint16) {
