@@ -105,15 +105,7 @@ func TestEngineAutoFallsBackToEpoll(t *testing.T) {
 
 // Where the kernel allows io_uring, lb runs on it by default (--engine auto).
 func TestEngineAutoPicksUring(t *testing.T) {
-	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err == nil && strings.TrimSpace(string(b)) != "0" {
-		t.Skipf("kernel.io_uring_disabled is %s: this machine does not let lb use io_uring, so auto is epoll here", strings.TrimSpace(string(b)))
-	}
-	var params [120]byte // struct io_uring_params
-	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 4, uintptr(unsafe.Pointer(&params[0])), 0)
-	if errno != 0 {
-		t.Skipf("io_uring_setup: %v (a seccomp profile, or a kernel without io_uring): auto is epoll here", errno)
-	}
-	unix.Close(int(fd))
+	requireUring(t)
 	// LB_ENGINE=auto is the default; set, it overrides the suite's own LB_ENGINE (.ci/run
 	// runs e2e on epoll too).
 	serveWithEngine(t, nil, []string{"LB_ENGINE=auto"}, "uring")
@@ -136,4 +128,18 @@ func serveWithEngine(t *testing.T, wrapper, env []string, engine string, args ..
 	}
 	c.Close()
 	lb.stop(t)
+}
+
+// requireUring skips a test where this machine does not let lb use io_uring (auto is epoll).
+func requireUring(t *testing.T) {
+	t.Helper()
+	if b, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err == nil && strings.TrimSpace(string(b)) != "0" {
+		t.Skipf("kernel.io_uring_disabled is %s: this machine does not let lb use io_uring, so auto is epoll here", strings.TrimSpace(string(b)))
+	}
+	var params [120]byte // struct io_uring_params
+	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, 4, uintptr(unsafe.Pointer(&params[0])), 0)
+	if errno != 0 {
+		t.Skipf("io_uring_setup: %v (a seccomp profile, or a kernel without io_uring): auto is epoll here", errno)
+	}
+	unix.Close(int(fd))
 }

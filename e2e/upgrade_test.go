@@ -299,3 +299,51 @@ func TestUpgradeMovesALongLivedConnection(t *testing.T) {
 	}
 	t.Logf("upgrade with one held connection: old process gone %v after SIGUSR2", took.Round(time.Millisecond))
 }
+
+// An upgrade is how the engine changes (a reload keeps the running one): lb.yaml says uring
+// and a connection is held; the file then says epoll, and SIGUSR2 starts a process on epoll
+// that takes the connection over from the io_uring one, which then echoes every byte.
+func TestUpgradeChangesTheEngine(t *testing.T) {
+	requireUring(t)
+	b := startTCPBackend(t, func(c *net.TCPConn) { io.Copy(c, c); c.CloseWrite() })
+	yaml, listen := filepath.Join(t.TempDir(), "lb.yaml"), freeAddr(t)
+	write := func(engine string) {
+		text := fmt.Sprintf("engine: %s\nlisteners: [{listen: %q, routes: [{pool: web}]}]\npools: {web: {servers: [%s]}}\n", engine, listen, b.Addr)
+		if err := os.WriteFile(yaml, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("uring")
+	u := startUpgradable(t, "serve", "--config", yaml, "--drain-timeout", "2m")
+	if e := u.logged("listening")[0]["engine"]; e != "uring" {
+		t.Fatalf("engine: uring in lb.yaml, listening on %v", e)
+	}
+	c := dialLB(t, listen)
+	hello := []byte("hello on uring\n")
+	got := make([]byte, len(hello))
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, hello) {
+		t.Fatalf("echo before the upgrade: %q, %v", got, err)
+	}
+	write("epoll")
+	u.upgrade(t, 20*time.Second)
+	if !waitUntil(5*time.Second, func() bool { return len(u.logged("listening")) == 2 }) {
+		t.Fatalf("listening lines %v, want the new process's", u.logged("listening"))
+	}
+	if e := u.logged("listening")[1]["engine"]; e != "epoll" {
+		t.Fatalf("after the upgrade with engine: epoll, the new process listens on %v", e)
+	}
+	if moved := u.logged("connections handed over"); len(moved) != 1 || moved[0]["moved"] != 1.0 {
+		t.Fatalf("hand-over lines %v, want one that moved 1 connection", moved)
+	}
+	payload := pattern(8<<20, 3)
+	back, err := echoThrough(c, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(back) != sha256.Sum256(payload) {
+		t.Fatalf("after the upgrade: %d bytes back of %d, first difference at %d", len(back), len(payload), firstDiff(back, payload))
+	}
+}
