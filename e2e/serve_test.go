@@ -204,8 +204,9 @@ func TestDebugConnectionLine(t *testing.T) {
 	lb.stop(t)
 }
 
-// loopsServing counts the epoll sets of process pid that watch at least one socket
-// accepted on port: how many of lb's event loops serve connections now.
+// loopsServing counts lb's event loops that serve connections accepted on port now: on
+// epoll, the epoll sets of process pid that watch at least one such socket; on io_uring, the
+// rings with receives waiting (op 27 in their fdinfo's poll list: two a held connection).
 func loopsServing(t *testing.T, pid, port int) (int, []int) {
 	t.Helper()
 	accepted := map[string]bool{} // socket inodes
@@ -232,15 +233,19 @@ func loopsServing(t *testing.T, pid, port int) (int, []int) {
 	loops := 0
 	var perLoop []int
 	for _, ent := range ents {
-		if target, _ := os.Readlink(filepath.Join(fdDir, ent.Name())); target != "anon_inode:[eventpoll]" {
+		target, _ := os.Readlink(filepath.Join(fdDir, ent.Name()))
+		if target != "anon_inode:[eventpoll]" && target != "anon_inode:[io_uring]" {
 			continue
 		}
 		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, ent.Name()))
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := 0
+		n, recvs := 0, 0
 		for _, line := range strings.Split(string(info), "\n") {
+			if strings.TrimSpace(line) == "op=27, task_works=0" { // IORING_OP_RECV
+				recvs++
+			}
 			if rest, ok := strings.CutPrefix(line, "tfd:"); ok {
 				fd := strings.Fields(rest)[0]
 				if target, _ := os.Readlink(filepath.Join(fdDir, fd)); accepted[target] {
@@ -248,6 +253,7 @@ func loopsServing(t *testing.T, pid, port int) (int, []int) {
 				}
 			}
 		}
+		n += recvs / 2
 		if n > 0 {
 			loops++
 			perLoop = append(perLoop, n)
@@ -263,9 +269,7 @@ func loopsServing(t *testing.T, pid, port int) (int, []int) {
 func TestTwoThreads(t *testing.T) {
 	slow(t, "100 to 400 connections, 64 KiB each way on each")
 	backend := startTCPBackend(t, echo)
-	// On epoll: which loop holds a connection is read from each epoll set's fdinfo, which
-	// an io_uring does not show.
-	lb := startLB(t, nil, "serve", "-f", writeServersFile(t, backend.Addr), "--listen", "127.0.0.1:0", "--threads", "2", "--engine", "epoll")
+	lb := startLB(t, nil, "serve", "-f", writeServersFile(t, backend.Addr), "--listen", "127.0.0.1:0", "--threads", "2")
 	_, port, _ := net.SplitHostPort(lb.Addr)
 	p, _ := strconv.Atoi(port)
 	var conns []*net.TCPConn
