@@ -126,9 +126,14 @@ func (u *ringEvents) sqe() *uring.SQE {
 		if s := u.ring.GetSQE(); s != nil {
 			return s
 		}
-		if _, err := u.ring.Submit(); err == nil {
-			u.closing = u.closing[:0]
-		}
+		u.submit()
+	}
+}
+
+// submit hands what is queued to the kernel now, without waiting: the closes among it are done.
+func (u *ringEvents) submit() {
+	if _, err := u.ring.Submit(); err == nil {
+		u.closing = u.closing[:0]
 	}
 }
 
@@ -164,9 +169,7 @@ func (u *ringEvents) turn(l *loop) error {
 		u.retryStarved(l)
 	}
 	if l.stopped { // no turn comes after this one: the closes queued go now
-		if _, err := u.ring.Submit(); err == nil {
-			u.closing = u.closing[:0]
-		}
+		u.submit()
 	}
 	return nil
 }
@@ -205,8 +208,7 @@ func (u *ringEvents) dispatch(l *loop, e *uring.CQE) {
 		c, side := u.lookup(l, ud)
 		if c == nil {
 			if e.Res > 0 {
-				l.buffersHeld.Add(1)
-				u.giveBack(l, bid) // bytes for a connection closed meanwhile
+				u.recycle(bid) // bytes for a connection closed meanwhile: never held
 			}
 			return
 		}
@@ -303,7 +305,7 @@ func (u *ringEvents) unwatchListener(fd int) {
 	ln := u.listener(fd)
 	ln.want = false
 	if ln.armed {
-		u.cancel(udListen | uint64(ln.seq)<<4 | uint64(fd)<<32)
+		u.cancel(ln.userData())
 		ln.armed = false
 		ln.seq++
 	}
@@ -312,9 +314,12 @@ func (u *ringEvents) unwatchListener(fd int) {
 func (u *ringEvents) armListener(ln *ringListener) {
 	s := u.sqe()
 	s.PrepPollAdd(ln.fd, unix.EPOLLIN)
-	s.UserData = udListen | uint64(ln.seq)<<4 | uint64(ln.fd)<<32
+	s.UserData = ln.userData()
 	ln.armed = true
 }
+
+// userData names the listener's poll of this arming: its descriptor and seq.
+func (ln *ringListener) userData() uint64 { return udListen | uint64(ln.seq)<<4 | uint64(ln.fd)<<32 }
 
 // listened accepts the connections a listener's poll says are waiting, and arms it again
 // unless the acceptor paused or stopped it meanwhile.
@@ -358,9 +363,7 @@ func (u *ringEvents) closeSocket(c *conn, side int) {
 // settle submits the closes queued since the last enter.
 func (u *ringEvents) settle() {
 	if len(u.closing) > 0 {
-		if _, err := u.ring.Submit(); err == nil {
-			u.closing = u.closing[:0]
-		}
+		u.submit()
 	}
 }
 
@@ -482,8 +485,14 @@ func (u *ringEvents) hungUpEnds(l *loop) {
 	u.pollHangups()
 }
 
+// giveBack returns the buffer a flow held while its bytes were sent.
 func (u *ringEvents) giveBack(l *loop, bid uint16) {
 	l.buffersHeld.Add(-1)
+	u.recycle(bid)
+}
+
+// recycle hands a buffer back to the kernel at the end of the turn.
+func (u *ringEvents) recycle(bid uint16) {
 	u.bufs.Add(bid)
 	u.returned = true
 }

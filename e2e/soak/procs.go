@@ -54,7 +54,9 @@ func (p *proc) start() error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-done:
-			return fmt.Errorf("%s exited at start: see %s", p.name, filepath.Join(p.dir, "out.log"))
+			// The work directory is gone once the soak fails: say here why it exited.
+			out, _ := os.ReadFile(filepath.Join(p.dir, "out.log"))
+			return fmt.Errorf("%s exited at start (%s); the end of its log:\n%s", p.name, cmd.ProcessState, tail(out, 2000))
 		default:
 		}
 		if c, err := net.DialTimeout("tcp", p.addr, time.Second); err == nil {
@@ -328,3 +330,6 @@ func nofile(pid int) (uint64, error) {
 	err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &old)
 	return old.Max, err
 }
+
+// tail is the last n bytes of b.
+func tail(b []byte, n int) []byte { return b[max(0, len(b)-n):] }
