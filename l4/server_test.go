@@ -239,6 +239,20 @@ func writeThenHalfClose(c *net.TCPConn, payload []byte) <-chan error {
 	return done
 }
 
+// unreadBytes is how many bytes wait in c's receive queue.
+func unreadBytes(t *testing.T, c *net.TCPConn) int {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	raw.Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func randomBytes(t *testing.T, n int) []byte {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -292,10 +306,15 @@ func TestBytesExactBothWaysUnderBackpressure(t *testing.T) {
 
 	c := dial(t, s.addr)
 	writeErr := writeThenHalfClose(c, payload)
-	// Let the writer run ahead until flows stall, then read it all back.
-	waitFor(t, "a stalled flow holding a pipe or a buffer", func() bool {
-		st := s.Stats()
-		return st.PipesInUse > int64(len(s.loops)) || st.SplicedBytes >= size || st.BuffersHeld > 0
+	// Let the writer run ahead until the flow back stalls: the client's receive queue, unread,
+	// stops growing, so lb's sends to it find its buffers full (short sends, held pipes and
+	// buffers). Then read it all back.
+	queued, since := -1, time.Now()
+	waitFor(t, "the flow back to the client to stall", func() bool {
+		if n := unreadBytes(t, c); n != queued {
+			queued, since = n, time.Now()
+		}
+		return queued > 0 && time.Since(since) >= 50*time.Millisecond
 	})
 	got, err := io.ReadAll(c)
 	if err != nil {

@@ -32,7 +32,7 @@ func TestRingBuffersRunDry(t *testing.T) {
 	for range flows {
 		payload := randomBytes(t, size)
 		c := dial(t, s.addr)
-		c.SetDeadline(time.Now().Add(3 * time.Second)) // a flow that stalls fails the test, not its deadline
+		c.SetDeadline(time.Now().Add(2 * time.Second)) // a flow that stalls fails the test, well before its deadline
 		wg.Go(func() {
 			writeErr := writeThenHalfClose(c, payload)
 			got, err := io.ReadAll(c)
