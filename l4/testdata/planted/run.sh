@@ -74,7 +74,7 @@ for p in "${patches[@]}"; do
 		runtest "$work/repo" "$pkg" "$(pattern "$test")" "$log" "$(engineof "$p")"
 		rc=$?
 		(cd "$work/repo" && git apply -R "$p")
-		wall=$(echo "$(date +%s.%N) - $start" | bc)
+		wall=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
 		top=${test%%/*}
 		# The test's own time; after a panic, the package's; else the wall clock.
 		secs=$(sed -n "s/^--- FAIL: $top (\([0-9.]*\)s)$/\1/p" "$log" | head -1)
@@ -84,7 +84,7 @@ for p in "${patches[@]}"; do
 			caught="no (does not build)"
 		elif grep -q 'no tests to run' "$log"; then
 			caught="no (no such test)"
-		elif [ $rc -ne 0 ] && [ "$(echo "$secs < $limit" | bc)" = 1 ]; then
+		elif [ $rc -ne 0 ] && awk -v s="$secs" -v l="$limit" 'BEGIN { exit !(s < l) }'; then
 			caught=yes
 		elif [ $rc -ne 0 ]; then
 			caught="late"
