@@ -274,29 +274,13 @@ func TestUpgradeMovesALongLivedConnection(t *testing.T) {
 	u := startUpgradable(t, "serve", "-f", servers, "--listen", freeAddr(t), "--drain-timeout", "2m")
 	addr := u.logged("listening")[0]["listen"].(string)
 	c := dialLB(t, addr)
-	hello := []byte("hello before the upgrade\n")
-	if _, err := c.Write(hello); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, len(hello))
-	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, hello) {
-		t.Fatalf("echo before the upgrade: %q, %v", got, err)
-	}
+	echoLine(t, c, "hello before the upgrade\n")
 	// The old process exits within seconds, not after --drain-timeout: the connection moved.
 	start := time.Now()
 	u.upgrade(t, 20*time.Second)
 	took := time.Since(start)
-	if moved := u.logged("connections handed over"); len(moved) != 1 || moved[0]["moved"] != 1.0 {
-		t.Fatalf("hand-over lines %v, want one that moved 1 connection", moved)
-	}
-	payload := pattern(100<<20, 7)
-	back, err := echoThrough(c, payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sha256.Sum256(back) != sha256.Sum256(payload) {
-		t.Fatalf("after the upgrade: %d bytes back of %d, first difference at %d", len(back), len(payload), firstDiff(back, payload))
-	}
+	u.movedOne(t)
+	echoExactly(t, c, pattern(100<<20, 7))
 	t.Logf("upgrade with one held connection: old process gone %v after SIGUSR2", took.Round(time.Millisecond))
 }
 
@@ -319,14 +303,7 @@ func TestUpgradeChangesTheEngine(t *testing.T) {
 		t.Fatalf("engine: uring in lb.yaml, listening on %v", e)
 	}
 	c := dialLB(t, listen)
-	hello := []byte("hello on uring\n")
-	got := make([]byte, len(hello))
-	if _, err := c.Write(hello); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, hello) {
-		t.Fatalf("echo before the upgrade: %q, %v", got, err)
-	}
+	echoLine(t, c, "hello on uring\n")
 	write("epoll")
 	u.upgrade(t, 20*time.Second)
 	if !waitUntil(5*time.Second, func() bool { return len(u.logged("listening")) == 2 }) {
@@ -335,15 +312,39 @@ func TestUpgradeChangesTheEngine(t *testing.T) {
 	if e := u.logged("listening")[1]["engine"]; e != "epoll" {
 		t.Fatalf("after the upgrade with engine: epoll, the new process listens on %v", e)
 	}
-	if moved := u.logged("connections handed over"); len(moved) != 1 || moved[0]["moved"] != 1.0 {
-		t.Fatalf("hand-over lines %v, want one that moved 1 connection", moved)
+	u.movedOne(t)
+	echoExactly(t, c, pattern(8<<20, 3))
+}
+
+// echoLine writes line on c, held open, and fails t unless an echo backend sends it back.
+func echoLine(t *testing.T, c *net.TCPConn, line string) {
+	t.Helper()
+	if _, err := io.WriteString(c, line); err != nil {
+		t.Fatal(err)
 	}
-	payload := pattern(8<<20, 3)
+	got := make([]byte, len(line))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != line {
+		t.Fatalf("echo before the upgrade: %q, %v", got, err)
+	}
+}
+
+// echoExactly sends payload through c, then half-closes it, and fails t unless every byte
+// comes back in order.
+func echoExactly(t *testing.T, c *net.TCPConn, payload []byte) {
+	t.Helper()
 	back, err := echoThrough(c, payload)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if sha256.Sum256(back) != sha256.Sum256(payload) {
 		t.Fatalf("after the upgrade: %d bytes back of %d, first difference at %d", len(back), len(payload), firstDiff(back, payload))
+	}
+}
+
+// movedOne fails t unless the old process logged one hand-over that moved one connection.
+func (u *upgradable) movedOne(t *testing.T) {
+	t.Helper()
+	if moved := u.logged("connections handed over"); len(moved) != 1 || moved[0]["moved"] != 1.0 {
+		t.Fatalf("hand-over lines %v, want one that moved 1 connection", moved)
 	}
 }
